@@ -1,0 +1,11 @@
+//! Protocol buffer definitions and the generated gRPC code of raftgres.
+//!
+//! This crate owns the wire contract only: the `.proto` files and what
+//! `tonic-prost-build` generates from them. It holds no logic; conversions
+//! between these messages and domain types live in the crates that own the
+//! domain types.
+
+/// Raft transport between daemons (`proto/raft.proto`).
+pub mod raft {
+    tonic::include_proto!("raftgres.raft.v1");
+}

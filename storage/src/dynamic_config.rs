@@ -1,0 +1,267 @@
+//! The dynamic configuration: cluster-wide settings that live in the Raft
+//! log, change at run time, and are validated before they are applied.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Synchronous replication mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SyncMode {
+    /// Asynchronous replication; a failover may lose the last writes.
+    #[default]
+    Off,
+    /// Synchronous while a standby is available; degrades to asynchronous
+    /// when none is.
+    On,
+    /// Synchronous always: writes block rather than degrade.
+    Strict,
+}
+
+impl SyncMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncMode::Off => "off",
+            SyncMode::On => "on",
+            SyncMode::Strict => "strict",
+        }
+    }
+}
+
+impl std::str::FromStr for SyncMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "off" | "false" => Ok(SyncMode::Off),
+            "on" | "true" => Ok(SyncMode::On),
+            "strict" => Ok(SyncMode::Strict),
+            other => Err(format!("unknown synchronous mode {other:?}: expected off, on or strict")),
+        }
+    }
+}
+
+impl fmt::Display for SyncMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Cluster-wide settings replicated through Raft.
+///
+/// The timing fields depend on each other; [`DynamicConfig::validate`]
+/// checks every relation and reports all violations at once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DynamicConfig {
+    /// How long a primary's lease lasts, counted from the send time of the
+    /// heartbeat that was confirmed. Must exceed three heartbeats plus the
+    /// drift and demote margins.
+    pub lease_ttl_ms: u64,
+    /// How often every daemon reports to the Raft leader and renews its lease.
+    pub heartbeat_interval_ms: u64,
+    /// Clock-rate drift allowance: the controller waits this much longer than
+    /// `lease_ttl_ms` before it treats a silent primary's lease as expired.
+    pub drift_margin_ms: u64,
+    /// The primary starts demoting this long before its lease ends, so that
+    /// it accepts no writes when the lease does end.
+    pub demote_margin_ms: u64,
+    /// A replica further behind than this many bytes is not a failover
+    /// candidate.
+    pub maximum_lag_on_failover: u64,
+    pub synchronous_mode: SyncMode,
+    /// How many synchronous standbys the primary waits for.
+    pub synchronous_node_count: u32,
+    /// How many times a crashed PostgreSQL is restarted in place before the
+    /// daemon gives up its lease so that another node takes over. 0 fails
+    /// over at once.
+    pub postgres_restart_attempts: u32,
+    /// Rewind a former primary with `pg_rewind` before it follows.
+    pub use_pg_rewind: bool,
+    /// Re-clone with `pg_basebackup` when `pg_rewind` fails.
+    pub reclone_on_rewind_failure: bool,
+    /// PostgreSQL parameters applied on every member.
+    pub postgresql_parameters: BTreeMap<String, String>,
+}
+
+impl Default for DynamicConfig {
+    fn default() -> Self {
+        Self {
+            lease_ttl_ms: 2_000,
+            heartbeat_interval_ms: 250,
+            drift_margin_ms: 200,
+            demote_margin_ms: 500,
+            maximum_lag_on_failover: 1024 * 1024,
+            synchronous_mode: SyncMode::Off,
+            synchronous_node_count: 1,
+            postgres_restart_attempts: 1,
+            use_pg_rewind: true,
+            reclone_on_rewind_failure: true,
+            postgresql_parameters: BTreeMap::new(),
+        }
+    }
+}
+
+/// One reason a configuration is invalid: the field and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigViolation {
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigViolation {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for ConfigViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// PostgreSQL parameters raftgres manages itself; setting them through the
+/// dynamic configuration would break replication or fencing.
+pub const MANAGED_PARAMETERS: &[&str] = &[
+    "port",
+    "listen_addresses",
+    "data_directory",
+    "config_file",
+    "hba_file",
+    "ident_file",
+    "primary_conninfo",
+    "primary_slot_name",
+    "synchronous_standby_names",
+    "hot_standby",
+    "recovery_target",
+    "recovery_target_timeline",
+    "restore_command",
+    "cluster_name",
+];
+
+const MIN_HEARTBEAT_MS: u64 = 50;
+const MAX_HEARTBEAT_MS: u64 = 10_000;
+const MAX_LEASE_MS: u64 = 600_000;
+
+impl DynamicConfig {
+    /// The shortest lease the other timing fields allow.
+    pub fn minimum_lease_ttl_ms(&self) -> u64 {
+        self.heartbeat_interval_ms
+            .saturating_mul(3)
+            .saturating_add(self.drift_margin_ms)
+            .saturating_add(self.demote_margin_ms)
+    }
+
+    /// Checks every field and every relation between fields; returns all
+    /// violations, not just the first.
+    pub fn validate(&self) -> Result<(), Vec<ConfigViolation>> {
+        let mut v = Vec::new();
+        if !(MIN_HEARTBEAT_MS..=MAX_HEARTBEAT_MS).contains(&self.heartbeat_interval_ms) {
+            v.push(ConfigViolation::new(
+                "heartbeat_interval_ms",
+                format!(
+                    "{} is outside {MIN_HEARTBEAT_MS}..={MAX_HEARTBEAT_MS}",
+                    self.heartbeat_interval_ms
+                ),
+            ));
+        }
+        if self.lease_ttl_ms > MAX_LEASE_MS {
+            v.push(ConfigViolation::new(
+                "lease_ttl_ms",
+                format!("{} is above the maximum {MAX_LEASE_MS}", self.lease_ttl_ms),
+            ));
+        }
+        let minimum = self.minimum_lease_ttl_ms();
+        if self.lease_ttl_ms <= minimum {
+            v.push(ConfigViolation::new(
+                "lease_ttl_ms",
+                format!(
+                    "{} must exceed 3 x heartbeat_interval_ms ({}) + drift_margin_ms ({}) + demote_margin_ms ({}) = {minimum}",
+                    self.lease_ttl_ms, self.heartbeat_interval_ms, self.drift_margin_ms, self.demote_margin_ms
+                ),
+            ));
+        }
+        if self.demote_margin_ms < self.heartbeat_interval_ms {
+            v.push(ConfigViolation::new(
+                "demote_margin_ms",
+                format!(
+                    "{} must be at least heartbeat_interval_ms ({}) so a missed renewal is noticed before the lease ends",
+                    self.demote_margin_ms, self.heartbeat_interval_ms
+                ),
+            ));
+        }
+        if self.synchronous_node_count == 0 {
+            v.push(ConfigViolation::new("synchronous_node_count", "must be at least 1"));
+        }
+        if self.postgres_restart_attempts > 100 {
+            v.push(ConfigViolation::new(
+                "postgres_restart_attempts",
+                format!("{} is above the maximum 100", self.postgres_restart_attempts),
+            ));
+        }
+        for (name, value) in &self.postgresql_parameters {
+            let field = format!("postgresql_parameters.{name}");
+            let valid_name = !name.is_empty()
+                && name.len() <= 63
+                && name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+                && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.');
+            if !valid_name {
+                v.push(ConfigViolation::new(field.clone(), "not a valid PostgreSQL parameter name"));
+            } else if MANAGED_PARAMETERS.contains(&name.as_str()) {
+                v.push(ConfigViolation::new(field.clone(), "managed by raftgres and cannot be set"));
+            }
+            if value.chars().any(|c| c == '\0' || c == '\n' || c == '\r') {
+                v.push(ConfigViolation::new(field, "value must not contain NUL or line breaks"));
+            }
+        }
+        if v.is_empty() { Ok(()) } else { Err(v) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid() {
+        DynamicConfig::default().validate().expect("default config must be valid");
+    }
+
+    #[test]
+    fn every_violation_is_reported() {
+        let mut c = DynamicConfig {
+            heartbeat_interval_ms: 10,
+            lease_ttl_ms: 100,
+            synchronous_node_count: 0,
+            ..DynamicConfig::default()
+        };
+        c.postgresql_parameters.insert("port".into(), "5433".into());
+        c.postgresql_parameters.insert("Bad-Name".into(), "1".into());
+        c.postgresql_parameters.insert("work_mem".into(), "4MB\n".into());
+        let errs = c.validate().unwrap_err();
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert!(fields.contains(&"heartbeat_interval_ms"), "{errs:?}");
+        assert!(fields.contains(&"lease_ttl_ms"), "{errs:?}");
+        assert!(fields.contains(&"synchronous_node_count"), "{errs:?}");
+        assert!(fields.contains(&"postgresql_parameters.port"), "{errs:?}");
+        assert!(fields.contains(&"postgresql_parameters.Bad-Name"), "{errs:?}");
+        assert!(fields.contains(&"postgresql_parameters.work_mem"), "{errs:?}");
+    }
+
+    #[test]
+    fn lease_must_exceed_heartbeats_and_margins() {
+        let c = DynamicConfig { lease_ttl_ms: 1450, ..DynamicConfig::default() };
+        // 3 * 250 + 200 + 500 = 1450: equal is not enough.
+        let errs = c.validate().unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].field, "lease_ttl_ms");
+        let c = DynamicConfig { lease_ttl_ms: 1451, ..DynamicConfig::default() };
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn sync_mode_parses() {
+        assert_eq!("STRICT".parse::<SyncMode>(), Ok(SyncMode::Strict));
+        assert!("sometimes".parse::<SyncMode>().is_err());
+    }
+}

@@ -1,0 +1,61 @@
+//! On-disk format versions, newest last.
+
+/// A format of the data directory. Each version carries a date and a
+/// one-line summary; `docs/compatibility.md` keeps the table by release.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DataVersion {
+    V1,
+}
+
+impl DataVersion {
+    /// The version this build writes.
+    pub const CURRENT: DataVersion = DataVersion::V1;
+
+    pub fn number(self) -> u32 {
+        match self {
+            DataVersion::V1 => 1,
+        }
+    }
+
+    pub fn from_number(n: u32) -> Option<Self> {
+        match n {
+            1 => Some(DataVersion::V1),
+            _ => None,
+        }
+    }
+
+    /// Date and summary of the format.
+    pub fn description(self) -> &'static str {
+        match self {
+            DataVersion::V1 => {
+                "2026-11-23: one sled tree with typed key spaces (header, vote, log, log_meta), \
+                 bincode 2 values; snapshot in a checksummed control file"
+            }
+        }
+    }
+
+    /// Name of the directory holding data of this version.
+    pub fn dir_name(self) -> String {
+        format!("raft-v{}", self.number())
+    }
+
+    /// The version number a directory name stands for, if it names one.
+    pub fn parse_dir_name(name: &str) -> Option<u32> {
+        name.strip_prefix("raft-v")?.parse().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dir_names_round_trip() {
+        let v = DataVersion::CURRENT;
+        assert_eq!(DataVersion::parse_dir_name(&v.dir_name()), Some(v.number()));
+        assert_eq!(DataVersion::from_number(v.number()), Some(v));
+        assert_eq!(DataVersion::parse_dir_name("raft-vx"), None);
+        assert_eq!(DataVersion::from_number(99), None);
+        assert!(v.description().starts_with("20"));
+    }
+}

@@ -1,0 +1,222 @@
+//! Opening a node's data directory: version check, header check, integrity
+//! scan, and the durability primitive shared by the log store and the state
+//! machine.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::encoding;
+use crate::error::StorageError;
+use crate::keyspace::{HeaderSpace, LogMetaKey, LogMetaSpace, LogSpace, Tables, VoteSpace};
+use crate::log_store::LogStore;
+use crate::ondisk::{self, DataVersion, Header, read_control_file, write_control_file};
+use crate::snapshot::StoredSnapshot;
+use crate::state_machine::StateMachine;
+
+const SNAPSHOT_FILE: &str = "snapshot";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"RGSNAP01";
+
+/// A node's open data directory. Cheap to clone; the log store and the
+/// state machine each hold one.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    tables: Tables,
+    /// sled's data file, kept open to fdatasync after each flush: sled's own
+    /// flush uses `sync_file_range`, which does not survive a power loss.
+    db_file: File,
+    dir: PathBuf,
+    header: Header,
+}
+
+impl Store {
+    /// Opens (or creates) the Raft data of `node_id` in cluster `cluster_id`
+    /// under `data_dir`, and returns its log store and state machine.
+    pub fn open(data_dir: &Path, cluster_id: &str, node_id: u64) -> Result<(LogStore, StateMachine), StorageError> {
+        let store = Store::open_store(data_dir, cluster_id, node_id)?;
+        let sm = StateMachine::open(store.clone())?;
+        Ok((LogStore::new(store), sm))
+    }
+
+    fn open_store(data_dir: &Path, cluster_id: &str, node_id: u64) -> Result<Store, StorageError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StorageError::Io { path, source }
+        };
+        fs::create_dir_all(data_dir).map_err(io(data_dir))?;
+        check_versions(data_dir)?;
+
+        let dir = data_dir.join(DataVersion::CURRENT.dir_name());
+        let fresh = !dir.exists();
+        let db = sled::Config::new().path(&dir).open().map_err(|e| StorageError::Corrupted {
+            path: dir.clone(),
+            reason: format!("sled cannot open it: {e}"),
+        })?;
+        let tables = Tables::new((*db).clone(), &dir);
+        let db_file = File::open(dir.join("db")).map_err(io(&dir))?;
+
+        let header = match tables.get::<HeaderSpace>(&()).map_err(|e| corrupted(&dir, e))? {
+            None if !tables.is_empty() => {
+                return Err(StorageError::Corrupted {
+                    path: dir,
+                    reason: "it holds Raft data but no format header".into(),
+                });
+            }
+            None => {
+                let header = Header::new(cluster_id, node_id);
+                tables.insert::<HeaderSpace>(&(), &header.encode()?)?;
+                header
+            }
+            Some(bytes) => match Header::decode(&bytes) {
+                Ok(h) => h,
+                Err(ondisk::header::HeaderError::UnknownVersion(found)) => {
+                    return Err(StorageError::UnsupportedVersion {
+                        path: dir,
+                        found,
+                        supported: DataVersion::CURRENT.number(),
+                    });
+                }
+                Err(ondisk::header::HeaderError::Malformed(reason)) => {
+                    return Err(StorageError::Corrupted { path: dir, reason: format!("format header: {reason}") });
+                }
+            },
+        };
+        if header.upgrading {
+            return Err(StorageError::UpgradeInProgress { path: dir, version: header.version });
+        }
+        if header.cluster_id != cluster_id {
+            return Err(StorageError::ClusterMismatch {
+                path: dir,
+                found: header.cluster_id,
+                expected: cluster_id.to_string(),
+            });
+        }
+        if header.node_id != node_id {
+            return Err(StorageError::NodeMismatch { path: dir, found: header.node_id, expected: node_id });
+        }
+
+        let store = Store { inner: Arc::new(Inner { db, tables, db_file, dir: dir.clone(), header }) };
+        if fresh {
+            store.sync_blocking()?;
+            ondisk::fsync_dir(&dir).map_err(io(&dir))?;
+            ondisk::fsync_dir(data_dir).map_err(io(data_dir))?;
+        }
+        store.check_integrity()?;
+        Ok(store)
+    }
+
+    pub(crate) fn tables(&self) -> &Tables {
+        &self.inner.tables
+    }
+
+    /// The directory of the current format version.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.inner.header
+    }
+
+    /// Makes every write so far durable: sled flush, then fdatasync of its
+    /// data file. Blocking.
+    pub(crate) fn sync_blocking(&self) -> Result<(), StorageError> {
+        self.inner
+            .db
+            .flush()
+            .map_err(|source| StorageError::Sled { path: self.inner.dir.clone(), source })?;
+        self.inner
+            .db_file
+            .sync_data()
+            .map_err(|source| StorageError::Io { path: self.inner.dir.join("db"), source })
+    }
+
+    /// [`Store::sync_blocking`] off the async executor.
+    pub(crate) async fn sync(&self) -> Result<(), StorageError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.sync_blocking()).await.map_err(|e| StorageError::Io {
+            path: self.inner.dir.clone(),
+            source: std::io::Error::other(format!("sync task failed: {e}")),
+        })?
+    }
+
+    /// The persisted snapshot, if any.
+    pub(crate) fn read_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError> {
+        let path = self.inner.dir.join(SNAPSHOT_FILE);
+        let bytes = read_control_file(&path, SNAPSHOT_MAGIC)
+            .map_err(|reason| StorageError::Corrupted { path: self.inner.dir.clone(), reason })?;
+        match bytes {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(encoding::decode("stored snapshot", &bytes).map_err(|e| corrupted(&path, e.into()))?)),
+        }
+    }
+
+    /// Durably replaces the persisted snapshot. Blocking.
+    pub(crate) fn write_snapshot(&self, snapshot: &StoredSnapshot) -> Result<(), StorageError> {
+        let bytes = encoding::encode("stored snapshot", snapshot)?;
+        let path = self.inner.dir.join(SNAPSHOT_FILE);
+        write_control_file(&path, SNAPSHOT_MAGIC, &bytes).map_err(|source| StorageError::Io { path, source })
+    }
+
+    /// Refuses a directory whose vote, log or snapshot does not decode, or
+    /// whose log has holes.
+    fn check_integrity(&self) -> Result<(), StorageError> {
+        let dir = &self.inner.dir;
+        let t = self.tables();
+        t.get::<VoteSpace>(&()).map_err(|e| corrupted(dir, e))?;
+        let purged = t.get::<LogMetaSpace>(&LogMetaKey::LastPurged).map_err(|e| corrupted(dir, e))?;
+        t.get::<LogMetaSpace>(&LogMetaKey::Committed).map_err(|e| corrupted(dir, e))?;
+        let mut expected = purged.map(|p| p.index + 1);
+        for item in t.range::<LogSpace>(..) {
+            let (index, entry) = item.map_err(|e| corrupted(dir, e))?;
+            if let Some(want) = expected
+                && index != want
+            {
+                return Err(StorageError::Corrupted {
+                    path: dir.clone(),
+                    reason: format!("the Raft log has a hole: expected entry {want}, found {index}"),
+                });
+            }
+            if entry.log_id.index != index {
+                return Err(StorageError::Corrupted {
+                    path: dir.clone(),
+                    reason: format!("log entry stored at {index} claims index {}", entry.log_id.index),
+                });
+            }
+            expected = Some(index + 1);
+        }
+        self.read_snapshot()?;
+        Ok(())
+    }
+}
+
+fn corrupted(path: &Path, e: StorageError) -> StorageError {
+    match e {
+        StorageError::Corrupted { .. } => e,
+        other => StorageError::Corrupted { path: path.to_path_buf(), reason: other.to_string() },
+    }
+}
+
+/// Refuses a data directory that holds another format version.
+fn check_versions(data_dir: &Path) -> Result<(), StorageError> {
+    let entries = fs::read_dir(data_dir).map_err(|source| StorageError::Io { path: data_dir.to_path_buf(), source })?;
+    for entry in entries {
+        let entry = entry.map_err(|source| StorageError::Io { path: data_dir.to_path_buf(), source })?;
+        let name = entry.file_name();
+        if let Some(found) = name.to_str().and_then(DataVersion::parse_dir_name)
+            && found != DataVersion::CURRENT.number()
+        {
+            return Err(StorageError::UnsupportedVersion {
+                path: entry.path(),
+                found,
+                supported: DataVersion::CURRENT.number(),
+            });
+        }
+    }
+    Ok(())
+}
