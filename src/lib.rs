@@ -1,1 +1,7 @@
-
+//! raftgres: PostgreSQL high availability without an external consensus
+//! store. Each daemon embeds a Raft replica whose log is the cluster's event
+//! log; failover, health endpoints, the virtual IP and the PgBouncer target
+//! all derive from that replicated state.
+//!
+//! The Raft core lives in `raftgres-raft` and the event model in
+//! `raftgres-storage`; this crate is the daemon and `raftctl`.

@@ -9,6 +9,9 @@ use crate::encoding::{DecodeError, EncodeError};
 
 #[derive(Debug, Error)]
 pub enum StorageError {
+    #[error("data directory {path} is in use by another process (or a node not yet stopped)")]
+    Locked { path: PathBuf },
+
     #[error("data directory {path}: {source}")]
     Io {
         path: PathBuf,

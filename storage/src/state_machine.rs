@@ -85,6 +85,11 @@ impl StateMachine {
         self.lock().applied.clone()
     }
 
+    /// Tells when the underlying store has been closed.
+    pub fn release_probe(&self) -> crate::store::ReleaseProbe {
+        self.store.release_probe()
+    }
+
     /// Watch every applied state.
     pub fn subscribe(&self) -> watch::Receiver<AppliedState> {
         self.watch.subscribe()

@@ -150,6 +150,12 @@ impl Store {
         &self.inner.dir
     }
 
+    /// A probe that tells when every clone of this store is gone, so the
+    /// directory can be opened again.
+    pub fn release_probe(&self) -> ReleaseProbe {
+        ReleaseProbe(Arc::downgrade(&self.inner))
+    }
+
     pub fn header(&self) -> &Header {
         &self.inner.header
     }
@@ -243,6 +249,17 @@ impl Store {
         }
         self.read_snapshot()?;
         Ok(())
+    }
+}
+
+/// See [`Store::release_probe`].
+#[derive(Clone)]
+pub struct ReleaseProbe(std::sync::Weak<Inner>);
+
+impl ReleaseProbe {
+    /// True once the sled database is closed.
+    pub fn is_released(&self) -> bool {
+        self.0.strong_count() == 0
     }
 }
 

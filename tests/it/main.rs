@@ -1,1 +1,6 @@
-fn main() {}
+//! Integration tests of raftgres: real nodes talking real gRPC on loopback.
+//! One binary; modules are named `t10_…` (Raft core), `t50_…` (daemon) and
+//! `t90_issue_N_…` (regressions).
+
+mod support;
+mod t10_raft_cluster;

@@ -1,0 +1,571 @@
+//! The handle the daemon uses to talk to its Raft node: propose a command,
+//! read linearizably, change membership, read metrics. Requests a follower
+//! cannot serve are forwarded to the leader over the Raft transport.
+//!
+//! Proposals are at-least-once across a leader change: a proposal the old
+//! leader appended but did not confirm may still commit, and the retry is
+//! then applied again. Every command carries a precondition (epoch, config
+//! version, current state), so a repeat is rejected rather than applied
+//! twice.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{ChangeMembers, Raft, ServerState};
+use raftgres_proto::raft::raft_transport_client::RaftTransportClient;
+use raftgres_storage::typ::{LogId, RaftMetrics};
+use raftgres_storage::{
+    AppliedState, ClusterState, Command, Event, NodeId, NodeInfo, Reject, Request, StateMachine,
+    TypeConfig,
+};
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+use crate::convert::{
+    self,
+    forward::{ForwardError, ForwardRequest, ForwardResponse, MembershipChange},
+};
+use crate::error::HandleError;
+use crate::network::filter::NetworkFilter;
+
+/// The committed result of a proposal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proposal {
+    pub log_id: LogId,
+    /// The events recorded, or why the command was rejected.
+    pub outcome: Result<Vec<Event>, Reject>,
+}
+
+/// A summary of the node's Raft metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RaftStatus {
+    pub id: NodeId,
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    pub role: &'static str,
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub last_log_index: Option<u64>,
+    pub last_applied: Option<u64>,
+    pub voters: BTreeSet<NodeId>,
+    pub learners: BTreeSet<NodeId>,
+    /// Leader only: how long ago a quorum last acknowledged it.
+    pub millis_since_quorum_ack: Option<u64>,
+}
+
+/// Cheap to clone; every clone talks to the same node.
+#[derive(Clone)]
+pub struct RaftHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: NodeId,
+    cluster_id: String,
+    raft: Raft<TypeConfig>,
+    sm: StateMachine,
+    filter: NetworkFilter,
+    request_timeout: Duration,
+    connect_timeout: Duration,
+    peers: Mutex<HashMap<String, RaftTransportClient<Channel>>>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn role_name(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+impl RaftHandle {
+    pub(crate) fn new(
+        id: NodeId,
+        cluster_id: &str,
+        raft: Raft<TypeConfig>,
+        sm: StateMachine,
+        filter: NetworkFilter,
+        request_timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                id,
+                cluster_id: cluster_id.to_string(),
+                raft,
+                sm,
+                filter,
+                request_timeout,
+                connect_timeout,
+                peers: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.inner.cluster_id
+    }
+
+    /// The underlying openraft handle, for what this API does not cover.
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.inner.raft
+    }
+
+    /// The fault switch of this node's links.
+    pub fn filter(&self) -> &NetworkFilter {
+        &self.inner.filter
+    }
+
+    /// The locally applied state; may lag the leader. Use [`Self::read`]
+    /// for a linearizable view.
+    pub fn local_state(&self) -> AppliedState {
+        self.inner.sm.current()
+    }
+
+    /// Every locally applied state, as it is applied.
+    pub fn subscribe(&self) -> watch::Receiver<AppliedState> {
+        self.inner.sm.subscribe()
+    }
+
+    /// openraft's metrics channel.
+    pub fn metrics(&self) -> watch::Receiver<RaftMetrics> {
+        self.inner.raft.metrics()
+    }
+
+    pub fn status(&self) -> RaftStatus {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        RaftStatus {
+            id: m.id,
+            role: role_name(m.state),
+            term: m.current_term,
+            leader: m.current_leader,
+            last_log_index: m.last_log_index,
+            last_applied: m.last_applied.map(|l| l.index),
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+            millis_since_quorum_ack: m.millis_since_quorum_ack,
+        }
+    }
+
+    /// The leader this node knows of, with its address.
+    pub fn leader(&self) -> Option<(NodeId, NodeInfo)> {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, node))
+    }
+
+    /// Commits `command` through the leader and returns its outcome.
+    pub async fn propose(&self, command: Command) -> Result<Proposal, HandleError> {
+        let request = Request {
+            command,
+            proposer: self.id(),
+            proposed_at_ms: now_ms(),
+        };
+        match self
+            .forward_or_local(ForwardRequest::Propose(request))
+            .await?
+        {
+            ForwardResponse::Proposed { log_id, response } => Ok(Proposal {
+                log_id,
+                outcome: response.into_result(),
+            }),
+            other => Err(HandleError::Refused(format!(
+                "unexpected answer to a proposal: {other:?}"
+            ))),
+        }
+    }
+
+    /// Reads the state linearizably: the leader confirms its leadership with
+    /// a quorum, and this node waits until it has applied everything the
+    /// leader had committed at that moment.
+    pub async fn read<T>(&self, f: impl FnOnce(&ClusterState) -> T) -> Result<T, HandleError> {
+        let start = Instant::now();
+        let log_id = match self.forward_or_local(ForwardRequest::ReadIndex).await? {
+            ForwardResponse::ReadIndex { log_id } => log_id,
+            other => {
+                return Err(HandleError::Refused(format!(
+                    "unexpected answer to a read: {other:?}"
+                )));
+            }
+        };
+        if let Some(log_id) = log_id {
+            let remaining = self.inner.request_timeout.saturating_sub(start.elapsed());
+            self.inner
+                .raft
+                .wait(Some(remaining))
+                .applied_index_at_least(Some(log_id.index), "linearizable read")
+                .await
+                .map_err(|_| HandleError::Timeout {
+                    waited: start.elapsed(),
+                    during: "catch up for a read",
+                })?;
+        }
+        Ok(f(&self.inner.sm.current().state))
+    }
+
+    /// Adds a learner and returns once it has caught up with the leader.
+    pub async fn add_learner(&self, id: NodeId, node: NodeInfo) -> Result<LogId, HandleError> {
+        self.membership_result(
+            self.forward_or_local(ForwardRequest::AddLearner { id, node })
+                .await?,
+        )
+    }
+
+    /// Makes a caught-up learner a voter.
+    pub async fn promote(&self, id: NodeId) -> Result<LogId, HandleError> {
+        self.change_membership(MembershipChange::AddVoters([id].into()))
+            .await
+    }
+
+    /// Removes a node, voter or learner, from the Raft group.
+    pub async fn remove_node(&self, id: NodeId) -> Result<LogId, HandleError> {
+        let is_voter = self.status().voters.contains(&id);
+        let change = if is_voter {
+            MembershipChange::RemoveVoters([id].into())
+        } else {
+            MembershipChange::RemoveLearners([id].into())
+        };
+        self.change_membership(change).await
+    }
+
+    pub async fn change_membership(&self, change: MembershipChange) -> Result<LogId, HandleError> {
+        self.membership_result(
+            self.forward_or_local(ForwardRequest::ChangeMembership(change))
+                .await?,
+        )
+    }
+
+    fn membership_result(&self, r: ForwardResponse) -> Result<LogId, HandleError> {
+        match r {
+            ForwardResponse::MembershipChanged { log_id } => Ok(log_id),
+            other => Err(HandleError::Refused(format!(
+                "unexpected answer to a membership change: {other:?}"
+            ))),
+        }
+    }
+
+    /// Asks the cluster reachable at `seed_addr` to add this node as a
+    /// learner, following redirects to the leader.
+    pub async fn join_via(&self, seed_addr: &str, me: NodeInfo) -> Result<LogId, HandleError> {
+        let start = Instant::now();
+        let mut addr = seed_addr.to_string();
+        let mut target = 0;
+        let req = ForwardRequest::AddLearner {
+            id: self.id(),
+            node: me,
+        };
+        loop {
+            let remaining = self.inner.request_timeout.saturating_sub(start.elapsed());
+            if remaining.is_zero() {
+                return Err(HandleError::Timeout {
+                    waited: start.elapsed(),
+                    during: "join",
+                });
+            }
+            match self.send_forward(target, &addr, &req, remaining).await {
+                Ok(Ok(r)) => return self.membership_result(r),
+                Ok(Err(ForwardError::NotLeader {
+                    leader: Some((id, node)),
+                })) => {
+                    target = id;
+                    addr = node.raft_addr;
+                }
+                Ok(Err(ForwardError::NotLeader { leader: None })) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok(Err(e)) => return Err(forward_error(e)),
+                Err(status) => match self.status_error(target, &addr, status) {
+                    e @ HandleError::Transport {
+                        outcome_unknown: false,
+                        ..
+                    } => {
+                        tracing::debug!("join: {e}; retrying");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    e => return Err(e),
+                },
+            }
+        }
+    }
+
+    /// Runs `req` here if this node leads, else forwards it to the leader,
+    /// retrying through leader changes until the request timeout.
+    async fn forward_or_local(&self, req: ForwardRequest) -> Result<ForwardResponse, HandleError> {
+        let start = Instant::now();
+        let timeout = self.inner.request_timeout;
+        let mut metrics = self.inner.raft.metrics();
+        let mut last: Option<HandleError> = None;
+        loop {
+            let remaining = timeout.saturating_sub(start.elapsed());
+            if remaining.is_zero() {
+                return Err(last.unwrap_or(HandleError::NoLeader {
+                    waited: start.elapsed(),
+                }));
+            }
+            let leader = self.leader();
+            let attempt = match &leader {
+                None => None,
+                Some((id, _)) if *id == self.id() => {
+                    match tokio::time::timeout(remaining, self.execute_local(req.clone())).await {
+                        Err(_) => {
+                            return Err(HandleError::Timeout {
+                                waited: start.elapsed(),
+                                during: req.kind(),
+                            });
+                        }
+                        Ok(Ok(r)) => return Ok(r),
+                        Ok(Err(ForwardError::NotLeader { .. })) => None,
+                        Ok(Err(e)) => return Err(forward_error(e)),
+                    }
+                }
+                Some((id, node)) => match self
+                    .send_forward(*id, &node.raft_addr, &req, remaining)
+                    .await
+                {
+                    Ok(Ok(r)) => return Ok(r),
+                    Ok(Err(ForwardError::NotLeader { .. })) => None,
+                    Ok(Err(e)) => return Err(forward_error(e)),
+                    Err(status) => match self.status_error(*id, &node.raft_addr, status) {
+                        e @ HandleError::Transport {
+                            outcome_unknown: false,
+                            ..
+                        } => Some(e),
+                        e => return Err(e),
+                    },
+                },
+            };
+            if let Some(e) = attempt {
+                last = Some(e);
+            }
+            // Wait for a change of leader knowledge, at most a little while.
+            let wait = remaining.min(Duration::from_millis(50));
+            let _ = tokio::time::timeout(wait, metrics.changed()).await;
+        }
+    }
+
+    fn status_error(&self, leader: NodeId, addr: &str, status: tonic::Status) -> HandleError {
+        match status.code() {
+            tonic::Code::PermissionDenied => HandleError::WrongCluster {
+                addr: addr.to_string(),
+                message: status.message().to_string(),
+            },
+            tonic::Code::DeadlineExceeded => HandleError::Timeout {
+                waited: self.inner.request_timeout,
+                during: "forward",
+            },
+            code => HandleError::Transport {
+                leader,
+                addr: addr.to_string(),
+                message: status.message().to_string(),
+                // Unavailable: the connection failed, so nothing was sent.
+                outcome_unknown: code != tonic::Code::Unavailable,
+            },
+        }
+    }
+
+    async fn send_forward(
+        &self,
+        target: NodeId,
+        addr: &str,
+        req: &ForwardRequest,
+        timeout: Duration,
+    ) -> Result<Result<ForwardResponse, ForwardError>, tonic::Status> {
+        if target != 0 && self.inner.filter.is_blocked(target) {
+            return Err(tonic::Status::unavailable(format!(
+                "link to node {target} is cut by the fault filter"
+            )));
+        }
+        let mut client = self.peer(addr).map_err(tonic::Status::unavailable)?;
+        let message = convert::request(
+            self.cluster_id(),
+            self.id(),
+            target,
+            "forwarded request",
+            req,
+        )
+        .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(timeout);
+        let reply = client.forward(request).await?.into_inner();
+        convert::reply_payload("forwarded reply", &reply)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+
+    fn peer(&self, addr: &str) -> Result<RaftTransportClient<Channel>, String> {
+        let mut peers = self.inner.peers.lock().expect("peer cache lock poisoned");
+        if let Some(c) = peers.get(addr) {
+            return Ok(c.clone());
+        }
+        let client = crate::network::connect_lazy(addr, self.inner.connect_timeout)?;
+        peers.insert(addr.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// Carries out a request on this node, which must be the leader.
+    pub(crate) async fn execute_local(
+        &self,
+        req: ForwardRequest,
+    ) -> Result<ForwardResponse, ForwardError> {
+        let raft = &self.inner.raft;
+        let timeout = self.inner.request_timeout;
+        let run = async {
+            match req {
+                ForwardRequest::Propose(request) => match raft.client_write(request).await {
+                    Ok(resp) => Ok(ForwardResponse::Proposed {
+                        log_id: resp.log_id,
+                        response: resp.data,
+                    }),
+                    Err(e) => Err(write_error(e)),
+                },
+                ForwardRequest::ReadIndex => match raft.ensure_linearizable().await {
+                    Ok(log_id) => Ok(ForwardResponse::ReadIndex { log_id }),
+                    Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                        Err(ForwardError::NotLeader {
+                            leader: f.leader_id.zip(f.leader_node),
+                        })
+                    }
+                    Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q))) => {
+                        Err(ForwardError::Refused(q.to_string()))
+                    }
+                    Err(RaftError::Fatal(f)) => Err(ForwardError::Fatal(f.to_string())),
+                },
+                ForwardRequest::AddLearner { id, node } => {
+                    let resp = raft
+                        .add_learner(id, node, true)
+                        .await
+                        .map_err(write_error)?;
+                    self.wait_caught_up(id, resp.log_id.index).await?;
+                    Ok(ForwardResponse::MembershipChanged {
+                        log_id: resp.log_id,
+                    })
+                }
+                ForwardRequest::ChangeMembership(change) => {
+                    self.check_change(&change)?;
+                    let (members, retain): (ChangeMembers<NodeId, NodeInfo>, bool) = match change {
+                        MembershipChange::AddVoters(ids) => (ChangeMembers::AddVoterIds(ids), true),
+                        MembershipChange::RemoveVoters(ids) => {
+                            (ChangeMembers::RemoveVoters(ids), false)
+                        }
+                        MembershipChange::RemoveLearners(ids) => {
+                            (ChangeMembers::RemoveNodes(ids), false)
+                        }
+                    };
+                    let resp = raft
+                        .change_membership(members, retain)
+                        .await
+                        .map_err(write_error)?;
+                    Ok(ForwardResponse::MembershipChanged {
+                        log_id: resp.log_id,
+                    })
+                }
+            }
+        };
+        tokio::time::timeout(timeout, run)
+            .await
+            .unwrap_or_else(|_| {
+                Err(ForwardError::Unknown(format!(
+                    "not done within {timeout:?}"
+                )))
+            })
+    }
+
+    /// Refuses a membership change that names unknown nodes or would leave
+    /// no voter.
+    fn check_change(&self, change: &MembershipChange) -> Result<(), ForwardError> {
+        let status = self.status();
+        match change {
+            MembershipChange::AddVoters(ids) => {
+                for id in ids {
+                    if !status.learners.contains(id) && !status.voters.contains(id) {
+                        return Err(ForwardError::Refused(format!(
+                            "node {id} is not a learner; add it first"
+                        )));
+                    }
+                }
+            }
+            MembershipChange::RemoveVoters(ids) => {
+                for id in ids {
+                    if !status.voters.contains(id) {
+                        return Err(ForwardError::Refused(format!("node {id} is not a voter")));
+                    }
+                }
+                if status.voters.iter().all(|v| ids.contains(v)) {
+                    return Err(ForwardError::Refused(
+                        "removing every voter would leave no quorum".into(),
+                    ));
+                }
+            }
+            MembershipChange::RemoveLearners(ids) => {
+                for id in ids {
+                    if !status.learners.contains(id) {
+                        return Err(ForwardError::Refused(format!("node {id} is not a learner")));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the leader has replicated up to `index` to `id`.
+    /// (`add_learner(.., blocking)` returns while the learner may still be
+    /// thousands of entries behind.)
+    async fn wait_caught_up(&self, id: NodeId, index: u64) -> Result<(), ForwardError> {
+        self.inner
+            .raft
+            .wait(Some(self.inner.request_timeout))
+            .metrics(
+                |m| {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(&id).cloned().flatten())
+                        .is_some_and(|matched| matched.index >= index)
+                },
+                "learner caught up",
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                ForwardError::Unknown(format!("learner {id} added but not caught up: {e}"))
+            })
+    }
+}
+
+fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> ForwardError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ForwardError::NotLeader {
+            leader: f.leader_id.zip(f.leader_node),
+        },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+            ForwardError::Refused(c.to_string())
+        }
+        RaftError::Fatal(f) => ForwardError::Fatal(f.to_string()),
+    }
+}
+
+fn forward_error(e: ForwardError) -> HandleError {
+    match e {
+        ForwardError::Refused(m) => HandleError::Refused(m),
+        ForwardError::Unknown(m) => HandleError::Unknown(m),
+        ForwardError::Fatal(m) => HandleError::Fatal(m),
+        ForwardError::NotLeader { .. } => HandleError::NoLeader {
+            waited: Duration::ZERO,
+        },
+    }
+}

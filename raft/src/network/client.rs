@@ -1,0 +1,190 @@
+//! openraft's network over gRPC: one lazily connected channel per peer,
+//! every request stamped with the cluster id, replies decoded into
+//! openraft's results.
+
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use raftgres_proto::raft::raft_transport_client::RaftTransportClient;
+use raftgres_storage::{NodeId, NodeInfo, TypeConfig};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::transport::Channel;
+
+use super::filter::NetworkFilter;
+use crate::convert;
+
+/// How long after an unreachable peer before trying it again. openraft's
+/// default is 500 ms, which would dominate a restarted node's catch-up.
+const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Creates a [`Connection`] per peer for openraft.
+#[derive(Clone)]
+pub struct NetworkFactory {
+    cluster_id: String,
+    self_id: NodeId,
+    filter: NetworkFilter,
+    connect_timeout: Duration,
+}
+
+impl NetworkFactory {
+    pub fn new(
+        cluster_id: &str,
+        self_id: NodeId,
+        filter: NetworkFilter,
+        connect_timeout: Duration,
+    ) -> Self {
+        Self {
+            cluster_id: cluster_id.to_string(),
+            self_id,
+            filter,
+            connect_timeout,
+        }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> Connection {
+        Connection {
+            factory: self.clone(),
+            target,
+            addr: node.raft_addr.clone(),
+            client: super::connect_lazy(&node.raft_addr, self.connect_timeout),
+        }
+    }
+}
+
+/// The link to one peer.
+pub struct Connection {
+    factory: NetworkFactory,
+    target: NodeId,
+    addr: String,
+    client: Result<RaftTransportClient<Channel>, String>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Rpc {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+}
+
+impl Rpc {
+    fn name(self) -> &'static str {
+        match self {
+            Rpc::AppendEntries => "append entries",
+            Rpc::Vote => "vote",
+            Rpc::InstallSnapshot => "install snapshot",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct TransportError(String);
+
+impl Connection {
+    async fn call<Req, Resp, E>(
+        &mut self,
+        rpc: Rpc,
+        req: &Req,
+        ttl: Duration,
+    ) -> Result<Resp, RPCError<NodeId, NodeInfo, E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        if self.factory.filter.is_blocked(self.target) {
+            return Err(RPCError::Unreachable(Unreachable::new(&TransportError(
+                format!("link to node {} is cut by the fault filter", self.target),
+            ))));
+        }
+        let client = match &self.client {
+            Ok(c) => c.clone(),
+            Err(e) => {
+                return Err(RPCError::Unreachable(Unreachable::new(&TransportError(
+                    e.clone(),
+                ))));
+            }
+        };
+        let message = convert::request(
+            &self.factory.cluster_id,
+            self.factory.self_id,
+            self.target,
+            rpc.name(),
+            req,
+        )
+        .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(ttl);
+        let mut client = client;
+        let reply = match rpc {
+            Rpc::AppendEntries => client.append_entries(request).await,
+            Rpc::Vote => client.vote(request).await,
+            Rpc::InstallSnapshot => client.install_snapshot(request).await,
+        };
+        let reply = match reply {
+            Ok(r) => r.into_inner(),
+            Err(status) => {
+                return Err(match status.code() {
+                    tonic::Code::Unavailable
+                    | tonic::Code::PermissionDenied
+                    | tonic::Code::FailedPrecondition => {
+                        if status.code() != tonic::Code::Unavailable {
+                            tracing::warn!(target = self.target, addr = %self.addr, "peer refused {}: {}", rpc.name(), status.message());
+                        }
+                        RPCError::Unreachable(Unreachable::new(&status))
+                    }
+                    _ => RPCError::Network(NetworkError::new(&status)),
+                });
+            }
+        };
+        let result: Result<Resp, E> = convert::reply_payload(rpc.name(), &reply)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Connection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
+        self.call(Rpc::AppendEntries, &rpc, option.hard_ttl()).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.call(Rpc::InstallSnapshot, &rpc, option.hard_ttl())
+            .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
+        self.call(Rpc::Vote, &rpc, option.hard_ttl()).await
+    }
+
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(UNREACHABLE_BACKOFF))
+    }
+}

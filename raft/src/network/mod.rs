@@ -1,0 +1,26 @@
+//! The Raft transport: a gRPC client per peer for openraft's replication and
+//! votes, the server side that feeds them into the local Raft, and a fault
+//! filter that tests use to cut links.
+
+pub mod client;
+pub mod filter;
+pub mod server;
+
+use std::time::Duration;
+
+use raftgres_proto::raft::raft_transport_client::RaftTransportClient;
+use tonic::transport::{Channel, Endpoint};
+
+/// Opens a lazily connecting channel to `addr` (`host:port`).
+pub fn connect_lazy(
+    addr: &str,
+    connect_timeout: Duration,
+) -> Result<RaftTransportClient<Channel>, String> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| format!("invalid Raft address {addr:?}: {e}"))?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5));
+    Ok(RaftTransportClient::new(endpoint.connect_lazy()))
+}

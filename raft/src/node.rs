@@ -1,0 +1,219 @@
+//! Starting, initializing and stopping a Raft node: storage, openraft core
+//! and the gRPC transport server, owned together.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{InitializeError, RaftError};
+use openraft::{Raft, SnapshotPolicy};
+use raftgres_proto::raft::raft_transport_server::RaftTransportServer;
+use raftgres_storage::store::ReleaseProbe;
+use raftgres_storage::{NodeId, NodeInfo, Store};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::error::{HandleError, NodeError};
+use crate::handle::RaftHandle;
+use crate::network::client::NetworkFactory;
+use crate::network::filter::NetworkFilter;
+use crate::network::server::RaftServer;
+
+/// Largest gRPC message accepted: a snapshot chunk or a batch of entries.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// How long `shutdown` waits for the storage to close.
+const STORAGE_RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a node needs to run Raft.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub node_id: NodeId,
+    /// Every Raft message carries it; a peer of another cluster is refused.
+    pub cluster_id: String,
+    /// Holds `raft-v<N>/`.
+    pub data_dir: PathBuf,
+    /// Name and advertised addresses of this node.
+    pub info: NodeInfo,
+    /// Leader heartbeat; also the deadline of one replication round.
+    pub heartbeat_interval: Duration,
+    /// A follower that hears no leader for a random time in this range
+    /// starts an election. Keep it well under the primary lease.
+    pub election_timeout: (Duration, Duration),
+    /// Build a snapshot (and purge the log) after this many entries.
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind a snapshot, for lagging followers.
+    pub keep_behind_snapshot: u64,
+    /// Deadline of one handle request (propose, read, membership change).
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl NodeConfig {
+    /// Defaults for a node: 100 ms heartbeats, 300–600 ms elections.
+    pub fn new(
+        node_id: NodeId,
+        cluster_id: &str,
+        data_dir: impl Into<PathBuf>,
+        info: NodeInfo,
+    ) -> Self {
+        Self {
+            node_id,
+            cluster_id: cluster_id.to_string(),
+            data_dir: data_dir.into(),
+            info,
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),
+            snapshot_every: 1000,
+            keep_behind_snapshot: 200,
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_millis(500),
+        }
+    }
+
+    fn openraft_config(&self) -> Result<openraft::Config, NodeError> {
+        let ms = |d: Duration| d.as_millis() as u64;
+        openraft::Config {
+            cluster_name: self.cluster_id.clone(),
+            heartbeat_interval: ms(self.heartbeat_interval),
+            election_timeout_min: ms(self.election_timeout.0),
+            election_timeout_max: ms(self.election_timeout.1),
+            install_snapshot_timeout: 2_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: self.keep_behind_snapshot,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| NodeError::Config(e.to_string()))
+    }
+}
+
+/// A running node: storage, openraft core and the transport server.
+pub struct RaftNode {
+    handle: RaftHandle,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    stop_server: oneshot::Sender<()>,
+    local_addr: SocketAddr,
+    storage: ReleaseProbe,
+}
+
+impl RaftNode {
+    /// Opens the node's storage and serves the Raft transport on `listener`.
+    /// A node with empty storage waits to be initialized or added.
+    pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<RaftNode, NodeError> {
+        let raft_config = Arc::new(config.openraft_config()?);
+        let local_addr = listener.local_addr().map_err(|source| NodeError::Listen {
+            addr: config.info.raft_addr.clone(),
+            source,
+        })?;
+        let open = {
+            let config = config.clone();
+            move || Store::open(&config.data_dir, &config.cluster_id, config.node_id)
+        };
+        let (log, sm) = tokio::task::spawn_blocking(open)
+            .await
+            .map_err(|e| NodeError::Fatal(format!("open storage task: {e}")))??;
+        let storage = sm.release_probe();
+        let filter = NetworkFilter::default();
+        let network = NetworkFactory::new(
+            &config.cluster_id,
+            config.node_id,
+            filter.clone(),
+            config.connect_timeout,
+        );
+        let raft = Raft::new(config.node_id, raft_config, network, log, sm.clone())
+            .await
+            .map_err(|e| NodeError::Fatal(e.to_string()))?;
+        let handle = RaftHandle::new(
+            config.node_id,
+            &config.cluster_id,
+            raft,
+            sm,
+            filter,
+            config.request_timeout,
+            config.connect_timeout,
+        );
+        let service = RaftTransportServer::new(RaftServer::new(handle.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let (stop_server, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(service)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                    let _ = stopped.await;
+                }),
+        );
+        tracing::info!(node = config.node_id, addr = %local_addr, cluster = %config.cluster_id, "Raft node started");
+        Ok(RaftNode {
+            handle,
+            server,
+            stop_server,
+            local_addr,
+            storage,
+        })
+    }
+
+    pub fn handle(&self) -> &RaftHandle {
+        &self.handle
+    }
+
+    /// The address the transport actually listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Forms a new cluster of `members` (this node among them). Calling it
+    /// again, or on every initial member with the same set, is harmless.
+    pub async fn initialize(&self, members: BTreeMap<NodeId, NodeInfo>) -> Result<(), HandleError> {
+        match self.handle.raft().initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(RaftError::APIError(e)) => Err(HandleError::Refused(e.to_string())),
+            Err(RaftError::Fatal(f)) => Err(HandleError::Fatal(f.to_string())),
+        }
+    }
+
+    /// Stops the transport and the Raft core, and waits (a bounded time)
+    /// until the storage is closed, so the directory can be reopened. Other
+    /// clones of the handle keep the storage open until they are dropped.
+    pub async fn shutdown(self) {
+        let RaftNode {
+            handle,
+            server,
+            stop_server,
+            storage,
+            ..
+        } = self;
+        let id = handle.id();
+        let _ = stop_server.send(());
+        if let Err(e) = handle.raft().shutdown().await {
+            tracing::warn!(node = id, "failed to join the Raft core: {e}");
+        }
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(node = id, "Raft transport ended with an error: {e}"),
+            Err(e) => tracing::warn!(node = id, "failed to join the Raft transport: {e}"),
+        }
+        drop(handle);
+        // openraft's state-machine worker and in-flight fsync tasks end
+        // shortly after the core; wait for them to drop their store clones.
+        let deadline = tokio::time::Instant::now() + STORAGE_RELEASE_TIMEOUT;
+        while !storage.is_released() {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    node = id,
+                    "Raft storage still open {STORAGE_RELEASE_TIMEOUT:?} after shutdown"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::info!(node = id, "Raft node stopped");
+    }
+}
