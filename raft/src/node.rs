@@ -15,7 +15,7 @@ use raftgres_storage::{NodeId, NodeInfo, Store};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::error::{HandleError, NodeError};
 use crate::handle::RaftHandle;
@@ -145,7 +145,9 @@ impl RaftNode {
             tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .add_service(service)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                // Our own listener bypasses the builder's nodelay setting;
+                // without it, small replies wait ~40 ms for delayed ACKs.
+                .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async {
                     let _ = stopped.await;
                 }),
         );

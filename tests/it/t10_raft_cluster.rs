@@ -137,9 +137,15 @@ async fn a_restarted_node_recovers_vote_and_log_from_disk() {
     for id in [1, 2, 3] {
         c.stop(id).await;
     }
+    // No election while we look: the stored vote must be what it reports.
+    c.tune = |cfg| cfg.election_timeout = (Duration::from_secs(30), Duration::from_secs(60));
     let h = c.restart(target).await;
+    let vote_after = wait_for("the restarted node to report its stored vote", Duration::from_secs(5), async || {
+        let vote = h.metrics().borrow().vote;
+        if vote == Default::default() { Err(vote) } else { Ok(vote) }
+    })
+    .await;
     let after = h.status();
-    let vote_after = h.metrics().borrow().vote;
     assert_eq!(vote_after, vote_before, "vote recovered");
     assert_eq!(after.term, before.term, "term recovered");
     assert_eq!(after.last_log_index, before.last_log_index, "log recovered");
@@ -155,6 +161,7 @@ async fn a_restarted_node_recovers_vote_and_log_from_disk() {
     assert_eq!(applied, 10);
 
     info!("--- the rest come back and the cluster commits again");
+    c.tune = |cfg| cfg.request_timeout = Duration::from_secs(3);
     for id in [1, 2, 3] {
         if id != target {
             c.restart(id).await;
