@@ -4,4 +4,16 @@
 //! all derive from that replicated state.
 //!
 //! The Raft core lives in `raftgres-raft` and the event model in
-//! `raftgres-storage`; this crate is the daemon and `raftctl`.
+//! `raftgres-storage`; this crate is the daemon and `raftctl`. It never
+//! opens sled directly.
+
+pub mod agent;
+pub mod config;
+pub mod controller;
+pub mod daemon;
+pub mod fence;
+pub mod http;
+pub mod lease;
+pub mod logging;
+pub mod playground;
+pub mod postgres;

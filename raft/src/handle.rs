@@ -9,6 +9,8 @@
 //! twice.
 
 use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -29,6 +31,17 @@ use crate::convert::{
 };
 use crate::error::HandleError;
 use crate::network::filter::NetworkFilter;
+
+/// Serves application messages that followers send to the Raft leader
+/// over the Raft transport (`RaftHandle::call_leader`). Runs on the leader
+/// only; it decides itself what leadership confirmation it needs.
+pub trait AppHandler: Send + Sync + 'static {
+    fn call(
+        &self,
+        from: NodeId,
+        payload: Vec<u8>,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>>;
+}
 
 /// The committed result of a proposal.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,6 +82,7 @@ struct Inner {
     request_timeout: Duration,
     connect_timeout: Duration,
     peers: Mutex<HashMap<String, RaftTransportClient<Channel>>>,
+    app: Mutex<Option<Arc<dyn AppHandler>>>,
 }
 
 fn now_ms() -> u64 {
@@ -108,6 +122,7 @@ impl RaftHandle {
                 request_timeout,
                 connect_timeout,
                 peers: Mutex::new(HashMap::new()),
+                app: Mutex::new(None),
             }),
         }
     }
@@ -128,6 +143,29 @@ impl RaftHandle {
     /// The fault switch of this node's links.
     pub fn filter(&self) -> &NetworkFilter {
         &self.inner.filter
+    }
+
+    /// Installs the handler of application messages (see [`AppHandler`]).
+    pub fn set_app_handler(&self, handler: Arc<dyn AppHandler>) {
+        *self.inner.app.lock().expect("app handler lock poisoned") = Some(handler);
+    }
+
+    /// Sends an application message to the leader's [`AppHandler`] and
+    /// returns its answer, retrying through leader changes until `timeout`.
+    pub async fn call_leader(
+        &self,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, HandleError> {
+        match self
+            .forward_or_local(ForwardRequest::App(payload), timeout)
+            .await?
+        {
+            ForwardResponse::App(reply) => Ok(reply),
+            other => Err(HandleError::Refused(format!(
+                "unexpected answer to an application call: {other:?}"
+            ))),
+        }
     }
 
     /// The locally applied state; may lag the leader. Use [`Self::read`]
@@ -179,7 +217,7 @@ impl RaftHandle {
             proposed_at_ms: now_ms(),
         };
         match self
-            .forward_or_local(ForwardRequest::Propose(request))
+            .forward_or_local(ForwardRequest::Propose(request), self.inner.request_timeout)
             .await?
         {
             ForwardResponse::Proposed { log_id, response } => Ok(Proposal {
@@ -197,7 +235,10 @@ impl RaftHandle {
     /// leader had committed at that moment.
     pub async fn read<T>(&self, f: impl FnOnce(&ClusterState) -> T) -> Result<T, HandleError> {
         let start = Instant::now();
-        let log_id = match self.forward_or_local(ForwardRequest::ReadIndex).await? {
+        let log_id = match self
+            .forward_or_local(ForwardRequest::ReadIndex, self.inner.request_timeout)
+            .await?
+        {
             ForwardResponse::ReadIndex { log_id } => log_id,
             other => {
                 return Err(HandleError::Refused(format!(
@@ -223,8 +264,11 @@ impl RaftHandle {
     /// Adds a learner and returns once it has caught up with the leader.
     pub async fn add_learner(&self, id: NodeId, node: NodeInfo) -> Result<LogId, HandleError> {
         self.membership_result(
-            self.forward_or_local(ForwardRequest::AddLearner { id, node })
-                .await?,
+            self.forward_or_local(
+                ForwardRequest::AddLearner { id, node },
+                self.inner.request_timeout,
+            )
+            .await?,
         )
     }
 
@@ -247,8 +291,11 @@ impl RaftHandle {
 
     pub async fn change_membership(&self, change: MembershipChange) -> Result<LogId, HandleError> {
         self.membership_result(
-            self.forward_or_local(ForwardRequest::ChangeMembership(change))
-                .await?,
+            self.forward_or_local(
+                ForwardRequest::ChangeMembership(change),
+                self.inner.request_timeout,
+            )
+            .await?,
         )
     }
 
@@ -307,9 +354,12 @@ impl RaftHandle {
 
     /// Runs `req` here if this node leads, else forwards it to the leader,
     /// retrying through leader changes until the request timeout.
-    async fn forward_or_local(&self, req: ForwardRequest) -> Result<ForwardResponse, HandleError> {
+    async fn forward_or_local(
+        &self,
+        req: ForwardRequest,
+        timeout: Duration,
+    ) -> Result<ForwardResponse, HandleError> {
         let start = Instant::now();
-        let timeout = self.inner.request_timeout;
         let mut metrics = self.inner.raft.metrics();
         let mut last: Option<HandleError> = None;
         loop {
@@ -323,7 +373,12 @@ impl RaftHandle {
             let attempt = match &leader {
                 None => None,
                 Some((id, _)) if *id == self.id() => {
-                    match tokio::time::timeout(remaining, self.execute_local(req.clone())).await {
+                    match tokio::time::timeout(
+                        remaining,
+                        self.execute_local(self.id(), req.clone()),
+                    )
+                    .await
+                    {
                         Err(_) => {
                             return Err(HandleError::Timeout {
                                 waited: start.elapsed(),
@@ -421,6 +476,7 @@ impl RaftHandle {
     /// Carries out a request on this node, which must be the leader.
     pub(crate) async fn execute_local(
         &self,
+        from: NodeId,
         req: ForwardRequest,
     ) -> Result<ForwardResponse, ForwardError> {
         let raft = &self.inner.raft;
@@ -455,6 +511,34 @@ impl RaftHandle {
                     Ok(ForwardResponse::MembershipChanged {
                         log_id: resp.log_id,
                     })
+                }
+                ForwardRequest::App(payload) => {
+                    let m = raft.metrics().borrow().clone();
+                    if m.current_leader != Some(self.id()) {
+                        let leader = m.current_leader.and_then(|id| {
+                            m.membership_config
+                                .membership()
+                                .get_node(&id)
+                                .map(|n| (id, n.clone()))
+                        });
+                        return Err(ForwardError::NotLeader { leader });
+                    }
+                    let handler = self
+                        .inner
+                        .app
+                        .lock()
+                        .expect("app handler lock poisoned")
+                        .clone();
+                    match handler {
+                        Some(h) => h
+                            .call(from, payload)
+                            .await
+                            .map(ForwardResponse::App)
+                            .map_err(ForwardError::Refused),
+                        None => Err(ForwardError::Refused(
+                            "this node serves no application messages yet".into(),
+                        )),
+                    }
                 }
                 ForwardRequest::ChangeMembership(change) => {
                     self.check_change(&change)?;

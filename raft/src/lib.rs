@@ -18,7 +18,7 @@ pub mod node;
 
 pub use convert::forward::{ForwardRequest, ForwardResponse, MembershipChange};
 pub use error::{HandleError, NodeError};
-pub use handle::{Proposal, RaftHandle, RaftStatus};
+pub use handle::{AppHandler, Proposal, RaftHandle, RaftStatus};
 pub use network::filter::NetworkFilter;
 pub use node::{NodeConfig, RaftNode};
 pub use raftgres_storage::{NodeId, NodeInfo};

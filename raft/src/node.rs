@@ -147,9 +147,12 @@ impl RaftNode {
                 .add_service(service)
                 // Our own listener bypasses the builder's nodelay setting;
                 // without it, small replies wait ~40 ms for delayed ACKs.
-                .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async {
-                    let _ = stopped.await;
-                }),
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    async {
+                        let _ = stopped.await;
+                    },
+                ),
         );
         tracing::info!(node = config.node_id, addr = %local_addr, cluster = %config.cluster_id, "Raft node started");
         Ok(RaftNode {

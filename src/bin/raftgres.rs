@@ -1,1 +1,106 @@
-fn main() {}
+//! The raftgres daemon and its offline commands.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use raftgres::config::{ConfigError, DEFAULT_CONFIG, FileConfig};
+use raftgres::logging::{self, LogFormat};
+use raftgres::playground::{PlaygroundOptions, run_playground};
+
+#[derive(Parser)]
+#[command(
+    name = "raftgres",
+    version,
+    about = "PostgreSQL high availability with an embedded Raft log"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon for one node.
+    Run {
+        /// The node's configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print a commented default configuration file.
+    ShowConfig,
+    /// Validate a configuration file and name every bad field.
+    CheckConfig { file: PathBuf },
+    /// Start a local cluster on loopback with real PostgreSQL; Ctrl-C stops it.
+    Playground {
+        /// Number of nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Directory for the nodes' data (default: a new temporary directory,
+        /// removed on exit).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Keep the directory on exit.
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+fn load(path: &PathBuf) -> Result<raftgres::config::Config, ConfigError> {
+    FileConfig::load(path)?.validate()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::ShowConfig => {
+            print!("{DEFAULT_CONFIG}");
+            ExitCode::SUCCESS
+        }
+        Cmd::CheckConfig { file } => match load(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                ExitCode::from(1)
+            }
+        },
+        Cmd::Run { config } => {
+            logging::init(
+                cli.log_format,
+                "info,openraft=warn,h2=warn,tower=warn,hyper=warn",
+            );
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("raftgres: {}: {e}", config.display());
+                    return ExitCode::from(2);
+                }
+            };
+            let rt = tokio::runtime::Runtime::new().expect("start the async runtime");
+            match rt.block_on(raftgres::daemon::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("raftgres failed: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Cmd::Playground { nodes, dir, keep } => {
+            logging::init(cli.log_format, "warn");
+            let rt = tokio::runtime::Runtime::new().expect("start the async runtime");
+            match rt.block_on(run_playground(PlaygroundOptions { nodes, dir, keep })) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("raftgres playground: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// Synchronous replication mode.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SyncMode {
     /// Asynchronous replication; a failover may lose the last writes.
     #[default]
@@ -54,6 +55,7 @@ impl fmt::Display for SyncMode {
 /// The timing fields depend on each other; [`DynamicConfig::validate`]
 /// checks every relation and reports all violations at once.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DynamicConfig {
     /// How long a primary's lease lasts, counted from the send time of the
     /// heartbeat that was confirmed. Must exceed three heartbeats plus the

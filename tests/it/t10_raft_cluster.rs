@@ -140,10 +140,18 @@ async fn a_restarted_node_recovers_vote_and_log_from_disk() {
     // No election while we look: the stored vote must be what it reports.
     c.tune = |cfg| cfg.election_timeout = (Duration::from_secs(30), Duration::from_secs(60));
     let h = c.restart(target).await;
-    let vote_after = wait_for("the restarted node to report its stored vote", Duration::from_secs(5), async || {
-        let vote = h.metrics().borrow().vote;
-        if vote == Default::default() { Err(vote) } else { Ok(vote) }
-    })
+    let vote_after = wait_for(
+        "the restarted node to report its stored vote",
+        Duration::from_secs(5),
+        async || {
+            let vote = h.metrics().borrow().vote;
+            if vote == Default::default() {
+                Err(vote)
+            } else {
+                Ok(vote)
+            }
+        },
+    )
     .await;
     let after = h.status();
     assert_eq!(vote_after, vote_before, "vote recovered");

@@ -40,6 +40,8 @@ pub enum ForwardRequest {
     AddLearner { id: NodeId, node: NodeInfo },
     /// Change the voter set (joint consensus).
     ChangeMembership(MembershipChange),
+    /// An application message for the leader's [`crate::AppHandler`].
+    App(Vec<u8>),
 }
 
 impl ForwardRequest {
@@ -49,6 +51,7 @@ impl ForwardRequest {
             ForwardRequest::ReadIndex => "read index",
             ForwardRequest::AddLearner { .. } => "add learner",
             ForwardRequest::ChangeMembership(_) => "change membership",
+            ForwardRequest::App(_) => "application call",
         }
     }
 }
@@ -59,6 +62,7 @@ pub enum ForwardResponse {
     Proposed { log_id: LogId, response: Response },
     ReadIndex { log_id: Option<LogId> },
     MembershipChanged { log_id: LogId },
+    App(Vec<u8>),
 }
 
 /// Why the receiver did not carry out a forwarded request.
@@ -113,6 +117,7 @@ mod tests {
             ForwardRequest::ChangeMembership(MembershipChange::AddVoters([4].into())),
             ForwardRequest::ChangeMembership(MembershipChange::RemoveVoters([1].into())),
             ForwardRequest::ChangeMembership(MembershipChange::RemoveLearners([5].into())),
+            ForwardRequest::App(vec![1, 2, 3]),
         ];
         for r in requests {
             let b = encoding::encode("t", &r).unwrap();

@@ -104,7 +104,7 @@ impl RaftTransport for RaftServer {
         self.admit(&req, true)?;
         let fwd: ForwardRequest =
             convert::request_payload("forwarded request", &req).map_err(bad_request)?;
-        let result = self.handle.execute_local(fwd).await;
+        let result = self.handle.execute_local(req.from, fwd).await;
         Ok(Response::new(
             convert::reply("forwarded reply", &result).map_err(internal)?,
         ))

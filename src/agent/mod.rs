@@ -1,0 +1,8 @@
+//! The agent: runs on every daemon and makes the local PostgreSQL match the
+//! replicated state. [`plan`] is pure (desired state and observations in,
+//! actions out); [`task`] observes, plans, acts and reports.
+
+pub mod plan;
+pub mod task;
+
+pub use plan::{PgAction, PlanInput, plan};

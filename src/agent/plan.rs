@@ -1,0 +1,580 @@
+//! What to do next to PostgreSQL, decided from the replicated state, the
+//! lease and what was observed. One step per turn; the task re-observes
+//! before the next.
+
+use std::time::Duration;
+
+use raftgres_storage::{ClusterState, ElectionReason, MemberState, NodeId, ReleaseReason};
+
+use crate::postgres::Observation;
+use crate::postgres::control::ClusterControlState;
+use crate::postgres::runner::StopMode;
+
+/// A replica that has not streamed for this long while its upstream is up
+/// has probably diverged; it is stopped and rewound.
+pub const STUCK_REPLICA: Duration = Duration::from_secs(15);
+
+/// Facts the task keeps about this daemon's recent past.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LocalFacts {
+    /// pg_rewind succeeded; the next start must be as a standby.
+    pub rewound: bool,
+    /// pg_rewind failed on this data directory.
+    pub rewind_failed: bool,
+    /// The replica could not follow its upstream; rewind before restart.
+    pub needs_rewind: bool,
+    /// How long a running replica has gone without streaming.
+    pub not_streaming_for: Duration,
+    /// PostgreSQL died under this primary more often than allowed.
+    pub restarts_exhausted: bool,
+}
+
+pub struct PlanInput<'a> {
+    pub me: NodeId,
+    pub state: &'a ClusterState,
+    /// This node holds a lease that allows writes in the state's epoch.
+    pub lease_ok: bool,
+    pub observed: &'a Observation,
+    /// `pg_controldata` of a stopped data directory.
+    pub control: Option<ClusterControlState>,
+    pub facts: &'a LocalFacts,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PgAction {
+    /// New cluster: initdb, start as primary, create the replication role.
+    Initdb,
+    /// Clone the primary into an empty data directory.
+    BaseBackup {
+        host: String,
+        port: u16,
+    },
+    StartPrimary,
+    StartStandby {
+        upstream: Option<(String, u16)>,
+    },
+    Promote,
+    /// Point a running standby at a new upstream.
+    Follow {
+        host: String,
+        port: u16,
+    },
+    Stop(StopMode),
+    /// Finish crash recovery of a stopped former primary (single-user mode).
+    Recover,
+    Rewind {
+        host: String,
+        port: u16,
+    },
+    /// Remove the data directory so it is cloned again.
+    Wipe,
+    /// Make sure every other member has a replication slot here.
+    EnsureSlots(Vec<NodeId>),
+    /// Give up the primary role.
+    Release(ReleaseReason),
+}
+
+/// The member state to report for what was observed.
+pub fn member_state(o: &Observation) -> MemberState {
+    match (o.data_present, o.running, o.accepting) {
+        (_, true, true) if o.in_recovery == Some(true) && o.streaming => MemberState::Streaming,
+        (_, true, true) => MemberState::Running,
+        (_, true, false) => MemberState::Starting,
+        _ => MemberState::Stopped,
+    }
+}
+
+/// The next actions.
+pub fn plan(input: &PlanInput) -> Vec<PgAction> {
+    let PlanInput {
+        me,
+        state,
+        lease_ok,
+        observed: o,
+        control,
+        facts,
+    } = input;
+    let primary = state.primary.as_ref();
+    match primary {
+        Some(p) if p.node == *me => plan_primary(input, p.reason),
+        Some(p) => {
+            if o.is_primary() {
+                // Deposed: no writes may land here any more.
+                return vec![PgAction::Stop(StopMode::Immediate)];
+            }
+            let Some(up) = state.member(p.node) else {
+                return vec![];
+            };
+            let upstream = (up.pg_host.clone(), up.pg_port);
+            let upstream_ready = up.state == MemberState::Running;
+            plan_replica(
+                o,
+                *control,
+                facts,
+                upstream,
+                upstream_ready,
+                state.config.use_pg_rewind,
+                state.config.reclone_on_rewind_failure,
+            )
+        }
+        None => {
+            let _ = lease_ok;
+            if o.is_primary() {
+                return vec![PgAction::Stop(StopMode::Immediate)];
+            }
+            if o.data_present
+                && !o.running
+                && control.is_some_and(|c| !c.was_primary())
+                && !facts.needs_rewind
+            {
+                // Keep replicas readable while no primary is named.
+                return vec![PgAction::StartStandby { upstream: None }];
+            }
+            vec![]
+        }
+    }
+}
+
+fn plan_primary(input: &PlanInput, reason: ElectionReason) -> Vec<PgAction> {
+    let PlanInput {
+        me,
+        state,
+        lease_ok,
+        observed: o,
+        control,
+        facts,
+    } = input;
+    if facts.restarts_exhausted {
+        return vec![PgAction::Release(ReleaseReason::PostgresFailed)];
+    }
+    if !lease_ok {
+        // Promote or start only under a lease; the fence stops a primary
+        // whose lease ran out.
+        return vec![];
+    }
+    if !o.data_present {
+        return if reason == ElectionReason::Bootstrap {
+            vec![PgAction::Initdb]
+        } else {
+            vec![]
+        };
+    }
+    if !o.running {
+        let was_standby = facts.rewound || control.is_some_and(|c| !c.was_primary());
+        return if was_standby {
+            // Start as a standby and promote, so the new primary gets its
+            // own timeline.
+            vec![PgAction::StartStandby { upstream: None }]
+        } else {
+            vec![PgAction::StartPrimary]
+        };
+    }
+    if !o.accepting {
+        return vec![];
+    }
+    if o.in_recovery == Some(true) {
+        return vec![PgAction::Promote];
+    }
+    let others: Vec<NodeId> = state
+        .members
+        .keys()
+        .copied()
+        .filter(|id| id != me)
+        .collect();
+    vec![PgAction::EnsureSlots(others)]
+}
+
+fn plan_replica(
+    o: &Observation,
+    control: Option<ClusterControlState>,
+    facts: &LocalFacts,
+    (host, port): (String, u16),
+    upstream_ready: bool,
+    use_rewind: bool,
+    reclone: bool,
+) -> Vec<PgAction> {
+    if !o.data_present {
+        return if upstream_ready {
+            vec![PgAction::BaseBackup { host, port }]
+        } else {
+            vec![]
+        };
+    }
+    if o.running {
+        if !o.accepting {
+            return vec![];
+        }
+        if upstream_ready && !o.streaming && facts.not_streaming_for >= STUCK_REPLICA {
+            return vec![PgAction::Stop(StopMode::Fast)];
+        }
+        if o.upstream.as_ref() != Some(&(host.clone(), port)) {
+            // Rewrites the configuration only if it names another upstream.
+            return vec![PgAction::Follow { host, port }];
+        }
+        return vec![];
+    }
+    if facts.rewound {
+        return vec![PgAction::StartStandby {
+            upstream: Some((host, port)),
+        }];
+    }
+    let diverged = facts.needs_rewind || control.is_some_and(|c| c.was_primary());
+    if !diverged {
+        return vec![PgAction::StartStandby {
+            upstream: Some((host, port)),
+        }];
+    }
+    if control == Some(ClusterControlState::InProduction)
+        || control == Some(ClusterControlState::InArchiveRecovery)
+    {
+        return vec![PgAction::Recover];
+    }
+    if !upstream_ready {
+        return vec![];
+    }
+    if use_rewind && !facts.rewind_failed {
+        vec![PgAction::Rewind { host, port }]
+    } else if reclone {
+        vec![PgAction::Wipe]
+    } else {
+        vec![]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use raftgres_storage::{ApplyContext, Command, DynamicConfig, Member};
+
+    use super::*;
+
+    fn state(primary: Option<(NodeId, ElectionReason)>) -> ClusterState {
+        let mut s = ClusterState::default();
+        let mut i = 0;
+        let mut apply = |s: &mut ClusterState, c: Command| {
+            i += 1;
+            s.apply(
+                &c,
+                ApplyContext {
+                    index: i,
+                    time_ms: 0,
+                },
+            )
+            .expect("applies");
+        };
+        apply(
+            &mut s,
+            Command::InitializeCluster {
+                cluster_id: "c".into(),
+                config: DynamicConfig::default(),
+            },
+        );
+        for id in 1..=3 {
+            let mut m = Member::new(id, format!("pg{id}"));
+            m.pg_host = format!("10.0.0.{id}");
+            m.pg_port = 5432;
+            apply(&mut s, Command::AddMember { member: m });
+        }
+        if let Some((node, reason)) = primary {
+            if reason != ElectionReason::Bootstrap {
+                apply(
+                    &mut s,
+                    Command::ElectPrimary {
+                        if_epoch: 0,
+                        node: 3,
+                        reason: ElectionReason::Bootstrap,
+                    },
+                );
+                apply(
+                    &mut s,
+                    Command::ElectPrimary {
+                        if_epoch: 1,
+                        node,
+                        reason,
+                    },
+                );
+            } else {
+                apply(
+                    &mut s,
+                    Command::ElectPrimary {
+                        if_epoch: 0,
+                        node,
+                        reason,
+                    },
+                );
+            }
+            apply(
+                &mut s,
+                Command::SetMemberState {
+                    node,
+                    state: MemberState::Running,
+                },
+            );
+        }
+        s
+    }
+
+    fn obs(running: bool, in_recovery: Option<bool>) -> Observation {
+        Observation {
+            data_present: true,
+            running,
+            accepting: running,
+            in_recovery: if running { in_recovery } else { None },
+            ..Default::default()
+        }
+    }
+
+    fn run(
+        me: NodeId,
+        s: &ClusterState,
+        lease_ok: bool,
+        o: &Observation,
+        control: Option<ClusterControlState>,
+        facts: &LocalFacts,
+    ) -> Vec<PgAction> {
+        plan(&PlanInput {
+            me,
+            state: s,
+            lease_ok,
+            observed: o,
+            control,
+            facts,
+        })
+    }
+
+    /// The decision table: (case, me, primary, lease, observed, control, facts) → actions.
+    #[test]
+    fn decision_table() {
+        let boot = state(Some((1, ElectionReason::Bootstrap)));
+        let failed_over = state(Some((2, ElectionReason::Failover)));
+        let none = state(None);
+        let f = LocalFacts::default();
+        let empty = Observation::default();
+        let up2 = ("10.0.0.2".to_string(), 5432);
+        let cases: Vec<(&str, Vec<PgAction>, Vec<PgAction>)> = vec![
+            (
+                "bootstrap primary with lease runs initdb",
+                run(1, &boot, true, &empty, None, &f),
+                vec![PgAction::Initdb],
+            ),
+            (
+                "no lease, no action",
+                run(1, &boot, false, &empty, None, &f),
+                vec![],
+            ),
+            (
+                "replica clones a running primary",
+                run(
+                    2,
+                    &state(Some((1, ElectionReason::Bootstrap))),
+                    false,
+                    &empty,
+                    None,
+                    &f,
+                ),
+                {
+                    // pg1 is Running in this fixture, so it clones.
+                    vec![PgAction::BaseBackup {
+                        host: "10.0.0.1".into(),
+                        port: 5432,
+                    }]
+                },
+            ),
+            (
+                "elected replica is promoted",
+                run(2, &failed_over, true, &obs(true, Some(true)), None, &f),
+                vec![PgAction::Promote],
+            ),
+            (
+                "elected replica without lease waits",
+                run(2, &failed_over, false, &obs(true, Some(true)), None, &f),
+                vec![],
+            ),
+            (
+                "running primary keeps slots",
+                run(2, &failed_over, true, &obs(true, Some(false)), None, &f),
+                vec![PgAction::EnsureSlots(vec![1, 3])],
+            ),
+            (
+                "stopped former standby elected starts as standby first",
+                run(
+                    2,
+                    &failed_over,
+                    true,
+                    &obs(false, None),
+                    Some(ClusterControlState::ShutDownInRecovery),
+                    &f,
+                ),
+                vec![PgAction::StartStandby { upstream: None }],
+            ),
+            (
+                "stopped primary restarts as primary",
+                run(
+                    2,
+                    &failed_over,
+                    true,
+                    &obs(false, None),
+                    Some(ClusterControlState::InProduction),
+                    &f,
+                ),
+                vec![PgAction::StartPrimary],
+            ),
+            (
+                "deposed primary still running is stopped at once",
+                run(1, &failed_over, false, &obs(true, Some(false)), None, &f),
+                vec![PgAction::Stop(StopMode::Immediate)],
+            ),
+            (
+                "crashed former primary recovers before rewind",
+                run(
+                    1,
+                    &failed_over,
+                    false,
+                    &obs(false, None),
+                    Some(ClusterControlState::InProduction),
+                    &f,
+                ),
+                vec![PgAction::Recover],
+            ),
+            (
+                "cleanly stopped former primary is rewound",
+                run(
+                    1,
+                    &failed_over,
+                    false,
+                    &obs(false, None),
+                    Some(ClusterControlState::ShutDown),
+                    &f,
+                ),
+                vec![PgAction::Rewind {
+                    host: up2.0.clone(),
+                    port: up2.1,
+                }],
+            ),
+            (
+                "rewound directory starts as a standby",
+                run(
+                    1,
+                    &failed_over,
+                    false,
+                    &obs(false, None),
+                    Some(ClusterControlState::InProduction),
+                    &LocalFacts {
+                        rewound: true,
+                        ..f.clone()
+                    },
+                ),
+                vec![PgAction::StartStandby {
+                    upstream: Some(up2.clone()),
+                }],
+            ),
+            (
+                "failed rewind re-clones",
+                run(
+                    1,
+                    &failed_over,
+                    false,
+                    &obs(false, None),
+                    Some(ClusterControlState::ShutDown),
+                    &LocalFacts {
+                        rewind_failed: true,
+                        ..f.clone()
+                    },
+                ),
+                vec![PgAction::Wipe],
+            ),
+            (
+                "stopped standby restarts following the primary",
+                run(
+                    3,
+                    &failed_over,
+                    false,
+                    &obs(false, None),
+                    Some(ClusterControlState::ShutDownInRecovery),
+                    &f,
+                ),
+                vec![PgAction::StartStandby {
+                    upstream: Some(up2.clone()),
+                }],
+            ),
+            (
+                "standby following the old primary is repointed",
+                run(
+                    3,
+                    &failed_over,
+                    false,
+                    &Observation {
+                        upstream: Some(("10.0.0.1".into(), 5432)),
+                        ..obs(true, Some(true))
+                    },
+                    None,
+                    &f,
+                ),
+                vec![PgAction::Follow {
+                    host: up2.0.clone(),
+                    port: up2.1,
+                }],
+            ),
+            (
+                "stuck standby is stopped for a rewind",
+                run(
+                    3,
+                    &failed_over,
+                    false,
+                    &Observation {
+                        upstream: Some(up2.clone()),
+                        ..obs(true, Some(true))
+                    },
+                    None,
+                    &LocalFacts {
+                        not_streaming_for: STUCK_REPLICA,
+                        ..f.clone()
+                    },
+                ),
+                vec![PgAction::Stop(StopMode::Fast)],
+            ),
+            (
+                "unnamed primary is stopped when no primary is named",
+                run(1, &none, false, &obs(true, Some(false)), None, &f),
+                vec![PgAction::Stop(StopMode::Immediate)],
+            ),
+            (
+                "primary whose PostgreSQL keeps dying releases",
+                run(
+                    2,
+                    &failed_over,
+                    true,
+                    &obs(false, None),
+                    Some(ClusterControlState::InProduction),
+                    &LocalFacts {
+                        restarts_exhausted: true,
+                        ..f.clone()
+                    },
+                ),
+                vec![PgAction::Release(ReleaseReason::PostgresFailed)],
+            ),
+        ];
+        for (name, got, want) in cases {
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn member_state_follows_observation() {
+        assert_eq!(member_state(&Observation::default()), MemberState::Stopped);
+        assert_eq!(member_state(&obs(true, Some(false))), MemberState::Running);
+        assert_eq!(
+            member_state(&Observation {
+                streaming: true,
+                ..obs(true, Some(true))
+            }),
+            MemberState::Streaming
+        );
+        assert_eq!(
+            member_state(&Observation {
+                accepting: false,
+                ..obs(true, None)
+            }),
+            MemberState::Starting
+        );
+    }
+}

@@ -1,0 +1,436 @@
+//! The agent loop: every heartbeat interval, observe PostgreSQL, plan the
+//! next step against the replicated state, carry it out, and report the
+//! member's state when it changes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use raftgres_raft::RaftHandle;
+use raftgres_storage::{ClusterState, Command, Member, MemberState, NodeId, Reject};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::plan::{LocalFacts, PgAction, PlanInput, member_state, plan};
+use crate::config::Config;
+use crate::lease::Lease;
+use crate::postgres::conf::{ServerConf, ServerRole, slot_name};
+use crate::postgres::runner::StopMode;
+use crate::postgres::{Observation, Observer, PgError, Runner};
+
+/// PostgreSQL that ran this long as primary has its crash count reset.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+
+pub struct Agent {
+    handle: RaftHandle,
+    runner: Arc<Runner>,
+    observer: Observer,
+    config: Arc<Config>,
+    lease: watch::Receiver<Option<Lease>>,
+    observation: watch::Sender<Observation>,
+    facts: LocalFacts,
+    not_streaming_since: Option<Instant>,
+    /// Set while PostgreSQL runs as the primary this node is; cleared when
+    /// the agent stops it on purpose.
+    primary_running_since: Option<Instant>,
+    crashes: u32,
+    slots_ensured: Option<Vec<NodeId>>,
+    reported: Option<MemberState>,
+    report: Option<JoinHandle<()>>,
+}
+
+impl Agent {
+    pub fn new(
+        handle: RaftHandle,
+        runner: Arc<Runner>,
+        config: Arc<Config>,
+        lease: watch::Receiver<Option<Lease>>,
+        observation: watch::Sender<Observation>,
+    ) -> Self {
+        let observer = Observer::new(
+            config.pg_socket_dir.clone(),
+            config.pg_port,
+            &config.superuser,
+        );
+        Self {
+            handle,
+            runner,
+            observer,
+            config,
+            lease,
+            observation,
+            facts: LocalFacts::default(),
+            not_streaming_since: None,
+            primary_running_since: None,
+            crashes: 0,
+            slots_ensured: None,
+            reported: None,
+            report: None,
+        }
+    }
+
+    fn me(&self) -> NodeId {
+        self.config.node_id
+    }
+
+    /// Registers this node as a member of the replicated state (once).
+    async fn register(&self, cancel: &CancellationToken) {
+        let c = &self.config;
+        let mut member = Member::new(c.node_id, c.node_name.clone());
+        member.pg_host = c.pg_advertise_host.clone();
+        member.pg_port = c.pg_port;
+        member.api_url = format!("http://{}", c.http_advertise);
+        loop {
+            let state = self.handle.local_state().state;
+            if state.is_initialized() && state.members.contains_key(&c.node_id) {
+                return;
+            }
+            if state.is_initialized() {
+                match self
+                    .handle
+                    .propose(Command::AddMember {
+                        member: member.clone(),
+                    })
+                    .await
+                {
+                    Ok(p) => match p.outcome {
+                        Ok(_) | Err(Reject::DuplicateMember { .. }) => {
+                            tracing::info!(member = %member, "registered");
+                            return;
+                        }
+                        Err(r) => tracing::error!("failed to register as a member: {r}"),
+                    },
+                    Err(e) => tracing::debug!("register: {e}"),
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    }
+
+    /// Runs until cancelled; returns itself so the daemon can stop
+    /// PostgreSQL afterwards.
+    pub async fn run(mut self, cancel: CancellationToken) -> Agent {
+        self.register(&cancel).await;
+        loop {
+            if cancel.is_cancelled() {
+                return self;
+            }
+            self.turn().await;
+            let interval =
+                Duration::from_millis(self.handle.local_state().state.config.heartbeat_interval_ms);
+            tokio::select! {
+                _ = cancel.cancelled() => return self,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+
+    fn server_conf(&self, state: &ClusterState, role: ServerRole) -> ServerConf {
+        let c = &self.config;
+        ServerConf {
+            role,
+            node_id: c.node_id,
+            node_name: c.node_name.clone(),
+            listen_addresses: c.pg_listen_addresses.clone(),
+            port: c.pg_port,
+            socket_dir: c.pg_socket_dir.display().to_string(),
+            replication_user: c.replication_user.clone(),
+            replication_password: c.replication_password.clone(),
+            parameters: state.config.postgresql_parameters.clone(),
+        }
+    }
+
+    async fn observe(&mut self) -> Observation {
+        let data_present = self.runner.data_present();
+        let running = self.runner.postmaster_pid().is_some();
+        self.observer.observe(data_present, running).await
+    }
+
+    /// One turn of the loop.
+    pub async fn turn(&mut self) {
+        let o = self.observe().await;
+        self.observation.send_replace(o.clone());
+        let state = self.handle.local_state().state;
+        let me = self.me();
+        let my_epoch = state
+            .primary
+            .as_ref()
+            .filter(|p| p.node == me)
+            .map(|p| p.epoch);
+        let now = Instant::now();
+
+        // Crash accounting for a primary: PostgreSQL vanished without the
+        // agent stopping it.
+        match (my_epoch, o.is_primary(), self.primary_running_since) {
+            (Some(_), true, None) => self.primary_running_since = Some(now),
+            (Some(_), true, Some(since))
+                if now.duration_since(since) >= STABLE_AFTER && self.crashes > 0 =>
+            {
+                self.crashes = 0;
+            }
+            (Some(_), false, Some(_)) if !o.running => {
+                self.crashes += 1;
+                self.primary_running_since = None;
+                tracing::warn!(
+                    crashes = self.crashes,
+                    "PostgreSQL stopped unexpectedly under this primary"
+                );
+            }
+            (None, _, Some(_)) => self.primary_running_since = None,
+            _ => {}
+        }
+        self.facts.restarts_exhausted =
+            my_epoch.is_some() && self.crashes > state.config.postgres_restart_attempts;
+
+        if o.is_replica() && !o.streaming {
+            self.not_streaming_since.get_or_insert(now);
+        } else {
+            self.not_streaming_since = None;
+        }
+        self.facts.not_streaming_for = self
+            .not_streaming_since
+            .map(|s| now.duration_since(s))
+            .unwrap_or_default();
+
+        let control = if o.data_present && !o.running {
+            match self.runner.control_state().await {
+                Ok(c) => c.map(|(state, _)| state),
+                Err(e) => {
+                    tracing::warn!("failed to read pg_controldata: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let demote_margin = Duration::from_millis(state.config.demote_margin_ms);
+        let lease_ok = my_epoch.is_some_and(|e| {
+            self.lease
+                .borrow()
+                .is_some_and(|l| l.allows_writes(e, now, demote_margin))
+        });
+        let actions = plan(&PlanInput {
+            me,
+            state: &state,
+            lease_ok,
+            observed: &o,
+            control,
+            facts: &self.facts,
+        });
+        for action in actions {
+            if let Err(e) = self.execute(&state, &action).await {
+                tracing::error!(action = ?action, "failed to {e}");
+                if my_epoch.is_some()
+                    && matches!(
+                        action,
+                        PgAction::StartPrimary | PgAction::StartStandby { .. }
+                    )
+                {
+                    self.crashes += 1;
+                }
+                break;
+            }
+        }
+        let observed = member_state(&o);
+        self.report_state(observed);
+    }
+
+    fn report_state(&mut self, state: MemberState) {
+        if self.reported == Some(state) || self.report.as_ref().is_some_and(|r| !r.is_finished()) {
+            return;
+        }
+        let handle = self.handle.clone();
+        let node = self.me();
+        self.reported = Some(state);
+        self.report = Some(tokio::spawn(async move {
+            if let Err(e) = handle
+                .propose(Command::SetMemberState { node, state })
+                .await
+            {
+                tracing::debug!("report member state: {e}");
+            }
+        }));
+    }
+
+    async fn execute(&mut self, state: &ClusterState, action: &PgAction) -> Result<(), PgError> {
+        tracing::info!(action = ?action, "agent");
+        match action {
+            PgAction::Initdb => {
+                self.report_state(MemberState::Starting);
+                self.runner.initdb(&self.config.replication_user).await?;
+                self.runner
+                    .start(&self.server_conf(state, ServerRole::Primary))
+                    .await?;
+                self.create_roles().await?;
+            }
+            PgAction::BaseBackup { host, port } => {
+                self.report_state(MemberState::CreatingReplica);
+                let c = &self.config;
+                self.runner
+                    .basebackup(host, *port, &c.replication_user, &c.replication_password)
+                    .await?;
+                let conf = self.server_conf(
+                    state,
+                    ServerRole::Standby {
+                        upstream: Some((host.clone(), *port)),
+                    },
+                );
+                self.runner.start(&conf).await?;
+            }
+            PgAction::StartPrimary => {
+                self.runner
+                    .start(&self.server_conf(state, ServerRole::Primary))
+                    .await?;
+            }
+            PgAction::StartStandby { upstream } => {
+                self.runner
+                    .start(&self.server_conf(
+                        state,
+                        ServerRole::Standby {
+                            upstream: upstream.clone(),
+                        },
+                    ))
+                    .await?;
+                self.facts.rewound = false;
+                self.facts.needs_rewind = false;
+            }
+            PgAction::Promote => {
+                self.runner.promote().await?;
+                self.slots_ensured = None;
+            }
+            PgAction::Follow { host, port } => {
+                let conf = self.server_conf(
+                    state,
+                    ServerRole::Standby {
+                        upstream: Some((host.clone(), *port)),
+                    },
+                );
+                if self.runner.write_conf(&conf)? {
+                    tracing::info!(upstream = %format!("{host}:{port}"), "following a new upstream");
+                    self.sql("SELECT pg_reload_conf()").await?;
+                }
+            }
+            PgAction::Stop(mode) => {
+                self.primary_running_since = None;
+                self.observer.disconnect();
+                if *mode == StopMode::Fast && state.primary_node() != Some(self.me()) {
+                    // A replica stopped because it could not follow.
+                    self.facts.needs_rewind = true;
+                }
+                self.runner.stop(*mode).await?;
+            }
+            PgAction::Recover => {
+                self.runner.single_user_recovery().await?;
+            }
+            PgAction::Rewind { host, port } => {
+                self.report_state(MemberState::Rewinding);
+                match self.runner.rewind(host, *port).await {
+                    Ok(()) => {
+                        tracing::info!("pg_rewind done");
+                        self.facts.rewound = true;
+                        self.facts.needs_rewind = false;
+                    }
+                    Err(e) => {
+                        self.facts.rewind_failed = true;
+                        return Err(e);
+                    }
+                }
+            }
+            PgAction::Wipe => {
+                tracing::warn!(dir = %self.runner.data_dir().display(), "removing the data directory to clone it again");
+                self.runner.wipe()?;
+                self.facts = LocalFacts::default();
+            }
+            PgAction::EnsureSlots(ids) => {
+                if self.slots_ensured.as_ref() != Some(ids) {
+                    self.ensure_slots(ids).await?;
+                    self.slots_ensured = Some(ids.clone());
+                }
+            }
+            PgAction::Release(reason) => {
+                if let Some(epoch) = state
+                    .primary
+                    .as_ref()
+                    .filter(|p| p.node == self.me())
+                    .map(|p| p.epoch)
+                {
+                    let cmd = Command::ReleasePrimary {
+                        epoch,
+                        node: self.me(),
+                        reason: *reason,
+                    };
+                    match self.handle.propose(cmd).await {
+                        Ok(p) => {
+                            tracing::warn!(outcome = ?p.outcome, "released the primary role");
+                            self.crashes = 0;
+                        }
+                        Err(e) => tracing::error!("failed to release the primary role: {e}"),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn sql(&mut self, query: &str) -> Result<(), PgError> {
+        let client = self
+            .observer
+            .client()
+            .await
+            .map_err(|e| PgError::Setup(format!("connect: {e}")))?;
+        client
+            .batch_execute(query)
+            .await
+            .map_err(|e| PgError::Setup(format!("{query}: {e}")))
+    }
+
+    async fn create_roles(&mut self) -> Result<(), PgError> {
+        let c = self.config.clone();
+        let query = format!(
+            "DO $$ BEGIN
+               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{user}') THEN
+                 CREATE ROLE {user} WITH REPLICATION LOGIN PASSWORD '{pw}';
+               END IF;
+             END $$;",
+            user = c.replication_user,
+            pw = c.replication_password
+        );
+        self.sql(&query).await
+    }
+
+    async fn ensure_slots(&mut self, ids: &[NodeId]) -> Result<(), PgError> {
+        let mut query = String::new();
+        for id in ids {
+            let name = slot_name(*id);
+            query.push_str(&format!(
+                "SELECT pg_create_physical_replication_slot('{name}') \
+                 WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{name}');"
+            ));
+        }
+        let keep: Vec<String> = ids
+            .iter()
+            .map(|id| format!("'{}'", slot_name(*id)))
+            .collect();
+        query.push_str(&format!(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+             WHERE slot_name LIKE 'raftgres\\_%' AND NOT active{};",
+            if keep.is_empty() {
+                String::new()
+            } else {
+                format!(" AND slot_name NOT IN ({})", keep.join(","))
+            }
+        ));
+        self.sql(&query).await
+    }
+
+    /// Stops PostgreSQL for a clean daemon shutdown.
+    pub async fn stop_postgres(&mut self) {
+        self.observer.disconnect();
+        if let Err(e) = self.runner.stop(StopMode::Fast).await {
+            tracing::error!("failed to stop PostgreSQL: {e}");
+        }
+    }
+}

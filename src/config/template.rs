@@ -1,0 +1,107 @@
+//! The commented default configuration printed by `raftgres show-config`.
+
+/// A complete, valid configuration for node 1 of a 3-node cluster, with
+/// every field explained. Parsed back by a test.
+pub const DEFAULT_CONFIG: &str = r#"# raftgres node configuration (TOML). One file per node.
+
+# Name of the cluster. Every Raft message carries it; a node configured for
+# another cluster is refused. It is also written into the data directory.
+cluster_id = "pg-main"
+
+[node]
+# Raft node id: unique in the cluster, >= 1, never reused.
+id = 1
+# Member name (like Patroni's `name`): unique, shown by raftctl and the API.
+name = "pg1"
+# Absolute directory for this node's state: raft-v1/ (the Raft log),
+# pgdata/ (PostgreSQL, unless postgres.data_dir says otherwise) and run/
+# (PostgreSQL's Unix socket). Its parents must be traversable by
+# postgres.run_as when the daemon runs as root.
+data_dir = "/var/lib/raftgres"
+
+[raft]
+# Address the Raft gRPC transport listens on.
+listen = "127.0.0.1:7001"
+# Address peers use to reach it (default: listen).
+# advertise = "10.0.0.1:7001"
+# Leader heartbeat and election timeouts. The election must finish well
+# inside dynamic.lease_ttl_ms: 3 x heartbeat <= min < max < lease_ttl_ms.
+heartbeat_interval_ms = 100
+election_timeout_min_ms = 300
+election_timeout_max_ms = 600
+
+# The members that form the cluster at first start. Every initial member
+# must list the same set. This node must appear with its own name and
+# advertised Raft address.
+[[raft.initial_members]]
+id = 1
+name = "pg1"
+raft_addr = "127.0.0.1:7001"
+
+[[raft.initial_members]]
+id = 2
+name = "pg2"
+raft_addr = "127.0.0.1:7002"
+
+[[raft.initial_members]]
+id = 3
+name = "pg3"
+raft_addr = "127.0.0.1:7003"
+
+[http]
+# Patroni-compatible REST API: /primary, /replica, /health, ...
+listen = "127.0.0.1:8008"
+# URL host:port others use to reach it (default: listen).
+# advertise = "10.0.0.1:8008"
+
+[postgres]
+# Directory of initdb, pg_ctl, postgres, pg_basebackup, pg_rewind. Default:
+# `pg_config --bindir` on PATH, else the newest /usr/lib/postgresql/*/bin.
+# bin_dir = "/usr/lib/postgresql/15/bin"
+# PostgreSQL data directory (default: <node.data_dir>/pgdata).
+# data_dir = "/var/lib/raftgres/pgdata"
+listen_addresses = "127.0.0.1"
+# Host other members and clients use to reach this PostgreSQL (default:
+# the host of raft.advertise).
+# advertise_host = "10.0.0.1"
+port = 5432
+# Superuser the daemon connects as (over the Unix socket) and that
+# pg_rewind uses (over TCP).
+superuser = "postgres"
+superuser_password = "change-me"
+# Role replicas stream with.
+replication_user = "replicator"
+replication_password = "change-me-too"
+# OS user PostgreSQL runs as when the daemon runs as root.
+run_as = "postgres"
+
+# The dynamic configuration a new cluster starts with. After bootstrap it
+# lives in the Raft log and is changed with `raftctl config set`.
+[dynamic]
+# Primary lease: renewed by every heartbeat the Raft leader confirms with a
+# quorum, counted from the heartbeat's send time. Must exceed
+# 3 x heartbeat_interval_ms + drift_margin_ms + demote_margin_ms.
+lease_ttl_ms = 2000
+heartbeat_interval_ms = 250
+# Extra wait before a silent primary's lease is treated as expired.
+drift_margin_ms = 200
+# A primary whose lease was not renewed stops accepting writes this long
+# before the lease ends. At least heartbeat_interval_ms.
+demote_margin_ms = 500
+# Replicas further behind (bytes) are not failover candidates.
+maximum_lag_on_failover = 1048576
+# off | on | strict
+synchronous_mode = "off"
+synchronous_node_count = 1
+# A crashed PostgreSQL is restarted this many times before the primary
+# gives up its role so another node takes over (0: fail over at once).
+postgres_restart_attempts = 1
+use_pg_rewind = true
+reclone_on_rewind_failure = true
+
+# PostgreSQL parameters for every member (raftgres manages port,
+# listen_addresses, primary_conninfo, synchronous_standby_names, ...).
+[dynamic.postgresql_parameters]
+max_connections = "100"
+shared_buffers = "128MB"
+"#;

@@ -1,0 +1,440 @@
+//! The pure failover decision.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use raftgres_storage::{ClusterState, Command, DynamicConfig, ElectionReason, NodeId, SyncMode};
+
+use crate::lease::NodeView;
+
+/// Everything the decision looks at.
+pub struct Input<'a> {
+    pub state: &'a ClusterState,
+    pub views: &'a BTreeMap<NodeId, NodeView>,
+    /// When this node became Raft leader.
+    pub leader_since: Instant,
+    pub now: Instant,
+    pub cluster_id: &'a str,
+    /// The configuration a new cluster starts with.
+    pub initial_config: &'a DynamicConfig,
+}
+
+/// What the controller concluded this turn.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Propose this command.
+    Propose(Command),
+    /// Nothing to do, with the reason when it is worth logging.
+    Wait(String),
+}
+
+/// Decides one turn.
+pub fn decide(input: &Input) -> Decision {
+    let state = input.state;
+    if !state.is_initialized() {
+        return Decision::Propose(Command::InitializeCluster {
+            cluster_id: input.cluster_id.to_string(),
+            config: input.initial_config.clone(),
+        });
+    }
+    let config = &state.config;
+    let ttl = Duration::from_millis(config.lease_ttl_ms);
+    let fresh = |id: &NodeId| {
+        input
+            .views
+            .get(id)
+            .filter(|v| input.now.saturating_duration_since(v.last_contact) <= ttl)
+    };
+
+    if state.epoch == 0 {
+        return bootstrap(input, &fresh);
+    }
+    if state.maintenance {
+        return Decision::Wait("maintenance mode".into());
+    }
+    match &state.primary {
+        Some(p) => {
+            // Count from the later of the last contact and our election: a
+            // new leader has no record of heartbeats sent to its predecessor.
+            let since = input
+                .views
+                .get(&p.node)
+                .map(|v| v.last_contact.max(input.leader_since))
+                .unwrap_or(input.leader_since);
+            let silence = input.now.saturating_duration_since(since);
+            let expiry = ttl + Duration::from_millis(config.drift_margin_ms);
+            if silence <= expiry {
+                return Decision::Wait(String::new());
+            }
+            match candidate(input, Some(p.node), &fresh) {
+                Ok(node) => Decision::Propose(Command::ElectPrimary {
+                    if_epoch: state.epoch,
+                    node,
+                    reason: ElectionReason::Failover,
+                }),
+                Err(why) => Decision::Wait(format!(
+                    "primary {} silent for {silence:?} but no failover candidate: {why}",
+                    p.node
+                )),
+            }
+        }
+        None => match candidate(input, None, &fresh) {
+            Ok(node) => Decision::Propose(Command::ElectPrimary {
+                if_epoch: state.epoch,
+                node,
+                reason: ElectionReason::Failover,
+            }),
+            Err(why) => Decision::Wait(format!("no primary and no failover candidate: {why}")),
+        },
+    }
+}
+
+fn bootstrap<'a>(input: &Input<'a>, fresh: &dyn Fn(&NodeId) -> Option<&'a NodeView>) -> Decision {
+    let state = input.state;
+    let mut eligible: Vec<(NodeId, &NodeView)> = state
+        .members
+        .values()
+        .filter(|m| !m.nofailover() && m.failover_priority() > 0)
+        .filter_map(|m| fresh(&m.id).map(|v| (m.id, v)))
+        .collect();
+    if eligible.is_empty() {
+        return Decision::Wait("bootstrap: no registered member has reported yet".into());
+    }
+    // A member that already holds data (a cluster re-formed around existing
+    // PostgreSQL) wins, the most advanced first; else the lowest id.
+    eligible.sort_by_key(|(id, v)| {
+        (
+            !v.report.data_present,
+            std::cmp::Reverse(v.report.lsn()),
+            *id,
+        )
+    });
+    let node = eligible[0].0;
+    Decision::Propose(Command::ElectPrimary {
+        if_epoch: 0,
+        node,
+        reason: ElectionReason::Bootstrap,
+    })
+}
+
+/// The best failover candidate: a healthy, reachable replica that may be
+/// promoted, on the newest timeline, within the lag limit, in the
+/// synchronous set when synchronous mode is on; highest LSN first, then
+/// failover priority, then the lowest id.
+fn candidate<'a>(
+    input: &Input<'a>,
+    old: Option<NodeId>,
+    fresh: &dyn Fn(&NodeId) -> Option<&'a NodeView>,
+) -> Result<NodeId, String> {
+    let state = input.state;
+    let config = &state.config;
+    let mut rejected = Vec::new();
+    let mut pool: Vec<(NodeId, &NodeView, u32)> = Vec::new();
+    for m in state.members.values() {
+        if Some(m.id) == old {
+            continue;
+        }
+        let Some(v) = fresh(&m.id) else {
+            rejected.push(format!("{}: no recent heartbeat", m.name));
+            continue;
+        };
+        if m.nofailover() || m.failover_priority() == 0 {
+            rejected.push(format!("{}: nofailover", m.name));
+            continue;
+        }
+        if !v.report.is_replica() {
+            rejected.push(format!("{}: not a running replica", m.name));
+            continue;
+        }
+        if config.synchronous_mode != SyncMode::Off
+            && !state.sync_standbys.is_empty()
+            && !state.sync_standbys.contains(&m.id)
+        {
+            rejected.push(format!("{}: not a synchronous standby", m.name));
+            continue;
+        }
+        pool.push((m.id, v, m.failover_priority()));
+    }
+    // The old primary's last report, if this leader saw one, sets the
+    // timeline and the position candidates are measured against.
+    let old_report = old.and_then(|o| input.views.get(&o)).map(|v| &v.report);
+    let timeline = old_report
+        .and_then(|r| r.timeline)
+        .or_else(|| pool.iter().filter_map(|(_, v, _)| v.report.timeline).max());
+    let best_lsn = pool.iter().filter_map(|(_, v, _)| v.report.lsn()).max();
+    let reference = old_report.and_then(|r| r.lsn()).max(best_lsn).unwrap_or(0);
+    pool.retain(|(id, v, _)| {
+        let name = &state.members[id].name;
+        if timeline.is_some() && v.report.timeline != timeline {
+            rejected.push(format!(
+                "{name}: timeline {:?}, primary's is {timeline:?}",
+                v.report.timeline
+            ));
+            return false;
+        }
+        let lag = reference.saturating_sub(v.report.lsn().unwrap_or(0));
+        if lag > config.maximum_lag_on_failover {
+            rejected.push(format!(
+                "{name}: {lag} bytes behind (limit {})",
+                config.maximum_lag_on_failover
+            ));
+            return false;
+        }
+        true
+    });
+    pool.sort_by_key(|(id, v, prio)| {
+        (
+            std::cmp::Reverse(v.report.lsn()),
+            std::cmp::Reverse(*prio),
+            *id,
+        )
+    });
+    match pool.first() {
+        Some((id, _, _)) => Ok(*id),
+        None => Err(if rejected.is_empty() {
+            "no other members".into()
+        } else {
+            rejected.join("; ")
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use raftgres_storage::{ApplyContext, Member};
+
+    use super::*;
+    use crate::postgres::Observation;
+
+    struct Fixture {
+        state: ClusterState,
+        views: BTreeMap<NodeId, NodeView>,
+        start: Instant,
+        index: u64,
+    }
+
+    impl Fixture {
+        fn new(n: u64) -> Self {
+            let mut f = Fixture {
+                state: ClusterState::default(),
+                views: BTreeMap::new(),
+                start: Instant::now(),
+                index: 0,
+            };
+            f.apply(Command::InitializeCluster {
+                cluster_id: "c".into(),
+                config: DynamicConfig::default(),
+            });
+            for id in 1..=n {
+                f.apply(Command::AddMember {
+                    member: Member::new(id, format!("pg{id}")),
+                });
+            }
+            f
+        }
+
+        fn apply(&mut self, c: Command) {
+            self.index += 1;
+            self.state
+                .apply(
+                    &c,
+                    ApplyContext {
+                        index: self.index,
+                        time_ms: 0,
+                    },
+                )
+                .expect("command applies");
+        }
+
+        fn report(&mut self, id: NodeId, at_ms: u64, report: Observation) {
+            self.views.insert(
+                id,
+                NodeView {
+                    last_contact: self.start + Duration::from_millis(at_ms),
+                    report,
+                },
+            );
+        }
+
+        fn decide_at(&self, leader_since_ms: u64, now_ms: u64) -> Decision {
+            decide(&Input {
+                state: &self.state,
+                views: &self.views,
+                leader_since: self.start + Duration::from_millis(leader_since_ms),
+                now: self.start + Duration::from_millis(now_ms),
+                cluster_id: "c",
+                initial_config: &DynamicConfig::default(),
+            })
+        }
+    }
+
+    fn replica(lsn: u64, tl: u32) -> Observation {
+        Observation {
+            data_present: true,
+            running: true,
+            accepting: true,
+            in_recovery: Some(true),
+            timeline: Some(tl),
+            receive_lsn: Some(lsn),
+            replay_lsn: Some(lsn),
+            streaming: true,
+            ..Default::default()
+        }
+    }
+
+    fn primary(lsn: u64, tl: u32) -> Observation {
+        Observation {
+            in_recovery: Some(false),
+            write_lsn: Some(lsn),
+            streaming: false,
+            ..replica(lsn, tl)
+        }
+    }
+
+    fn elect(node: NodeId, if_epoch: u64, reason: ElectionReason) -> Decision {
+        Decision::Propose(Command::ElectPrimary {
+            if_epoch,
+            node,
+            reason,
+        })
+    }
+
+    #[test]
+    fn an_uninitialized_cluster_is_initialized() {
+        let f = Fixture {
+            state: ClusterState::default(),
+            views: BTreeMap::new(),
+            start: Instant::now(),
+            index: 0,
+        };
+        assert!(matches!(
+            f.decide_at(0, 0),
+            Decision::Propose(Command::InitializeCluster { .. })
+        ));
+    }
+
+    #[test]
+    fn bootstrap_picks_the_lowest_reporting_member_or_existing_data() {
+        let mut f = Fixture::new(3);
+        assert!(
+            matches!(f.decide_at(0, 0), Decision::Wait(_)),
+            "nobody reported"
+        );
+        f.report(3, 0, Observation::default());
+        f.report(2, 0, Observation::default());
+        assert_eq!(f.decide_at(0, 10), elect(2, 0, ElectionReason::Bootstrap));
+        f.report(
+            3,
+            5,
+            Observation {
+                data_present: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            f.decide_at(0, 10),
+            elect(3, 0, ElectionReason::Bootstrap),
+            "existing data wins"
+        );
+    }
+
+    #[test]
+    fn no_failover_while_the_lease_may_still_be_held() {
+        let mut f = Fixture::new(3);
+        f.apply(Command::ElectPrimary {
+            if_epoch: 0,
+            node: 1,
+            reason: ElectionReason::Bootstrap,
+        });
+        f.report(1, 1000, primary(500, 1));
+        f.report(2, 3000, replica(500, 1));
+        f.report(3, 3000, replica(400, 1));
+        // lease 2000 + drift 200 after the last contact at 1000.
+        assert!(matches!(f.decide_at(0, 3200), Decision::Wait(_)));
+        assert_eq!(f.decide_at(0, 3201), elect(2, 1, ElectionReason::Failover));
+    }
+
+    #[test]
+    fn a_new_leader_waits_a_full_lease_from_its_election() {
+        let mut f = Fixture::new(3);
+        f.apply(Command::ElectPrimary {
+            if_epoch: 0,
+            node: 1,
+            reason: ElectionReason::Bootstrap,
+        });
+        f.report(2, 5000, replica(500, 1));
+        f.report(3, 5000, replica(500, 1));
+        // This leader never heard from node 1; it was elected at 4000.
+        assert!(matches!(f.decide_at(4000, 6200), Decision::Wait(_)));
+        assert_eq!(
+            f.decide_at(4000, 6201),
+            elect(2, 1, ElectionReason::Failover)
+        );
+    }
+
+    #[test]
+    fn a_released_primary_fails_over_at_once() {
+        let mut f = Fixture::new(3);
+        f.apply(Command::ElectPrimary {
+            if_epoch: 0,
+            node: 1,
+            reason: ElectionReason::Bootstrap,
+        });
+        f.apply(Command::ReleasePrimary {
+            epoch: 1,
+            node: 1,
+            reason: raftgres_storage::ReleaseReason::Shutdown,
+        });
+        f.report(2, 100, replica(500, 1));
+        f.report(3, 100, replica(600, 1));
+        assert_eq!(f.decide_at(0, 101), elect(3, 1, ElectionReason::Failover));
+    }
+
+    #[test]
+    fn candidates_are_filtered_by_health_tags_timeline_and_lag() {
+        let mut f = Fixture::new(5);
+        f.apply(Command::ElectPrimary {
+            if_epoch: 0,
+            node: 1,
+            reason: ElectionReason::Bootstrap,
+        });
+        f.apply(Command::SetMemberTags {
+            node: 2,
+            tags: [("nofailover".to_string(), "true".to_string())].into(),
+        });
+        f.report(1, 0, primary(10_000_000, 2));
+        f.report(2, 9000, replica(10_000_000, 2)); // nofailover
+        f.report(3, 9000, replica(9_999_000, 1)); // wrong timeline
+        f.report(4, 9000, replica(5_000_000, 2)); // too far behind
+        f.report(5, 1000, replica(10_000_000, 2)); // silent
+        match f.decide_at(0, 9000) {
+            Decision::Wait(why) => {
+                for needle in ["nofailover", "timeline", "behind", "no recent heartbeat"] {
+                    assert!(why.contains(needle), "{needle} missing from {why}");
+                }
+            }
+            d => panic!("unexpected {d:?}"),
+        }
+        f.report(4, 9000, replica(9_500_000, 2));
+        assert_eq!(f.decide_at(0, 9000), elect(4, 1, ElectionReason::Failover));
+    }
+
+    #[test]
+    fn priority_breaks_lsn_ties_and_maintenance_blocks() {
+        let mut f = Fixture::new(3);
+        f.apply(Command::ElectPrimary {
+            if_epoch: 0,
+            node: 1,
+            reason: ElectionReason::Bootstrap,
+        });
+        f.apply(Command::SetMemberTags {
+            node: 3,
+            tags: [("failover_priority".to_string(), "5".to_string())].into(),
+        });
+        f.report(2, 9000, replica(700, 1));
+        f.report(3, 9000, replica(700, 1));
+        assert_eq!(f.decide_at(0, 9000), elect(3, 1, ElectionReason::Failover));
+        f.apply(Command::SetMaintenance { on: true });
+        assert!(matches!(f.decide_at(0, 9000), Decision::Wait(_)));
+    }
+}

@@ -1,0 +1,80 @@
+//! The controller loop: each heartbeat interval, on the Raft leader only,
+//! decide and propose.
+
+use std::time::{Duration, Instant};
+
+use raftgres_raft::RaftHandle;
+use raftgres_storage::DynamicConfig;
+use tokio_util::sync::CancellationToken;
+
+use super::decide::{Decision, Input, decide};
+use crate::lease::SharedViews;
+
+pub async fn run(
+    handle: RaftHandle,
+    views: SharedViews,
+    cluster_id: String,
+    initial_config: DynamicConfig,
+    cancel: CancellationToken,
+) {
+    let me = handle.id();
+    let mut last_wait = String::new();
+    loop {
+        let state = handle.local_state().state;
+        let interval = Duration::from_millis(state.config.heartbeat_interval_ms.max(50));
+        let is_leader = handle.status().leader == Some(me) && handle.status().role == "leader";
+        let decision = {
+            let mut v = views.lock().expect("views lock poisoned");
+            if !is_leader {
+                if v.leader_since.take().is_some() {
+                    tracing::info!("controller: no longer the Raft leader");
+                }
+                v.nodes.clear();
+                None
+            } else {
+                let leader_since = *v.leader_since.get_or_insert_with(|| {
+                    tracing::info!(
+                        "controller: this node leads; waiting out a full lease before any failover"
+                    );
+                    Instant::now()
+                });
+                Some(decide(&Input {
+                    state: &state,
+                    views: &v.nodes,
+                    leader_since,
+                    now: Instant::now(),
+                    cluster_id: &cluster_id,
+                    initial_config: &initial_config,
+                }))
+            }
+        };
+        match decision {
+            Some(Decision::Propose(cmd)) => {
+                last_wait.clear();
+                tracing::info!(command = %cmd, "controller proposes");
+                match handle.propose(cmd.clone()).await {
+                    Ok(p) => match p.outcome {
+                        Ok(events) => {
+                            for e in events {
+                                tracing::info!("controller: {e}");
+                            }
+                        }
+                        Err(r) => {
+                            tracing::warn!(command = %cmd, "controller proposal rejected: {r}")
+                        }
+                    },
+                    Err(e) => tracing::warn!(command = %cmd, "failed to propose: {e}"),
+                }
+            }
+            Some(Decision::Wait(why)) if !why.is_empty() && why != last_wait => {
+                tracing::info!("controller waits: {why}");
+                last_wait = why;
+            }
+            _ => {}
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! The primary lease: the safety core that keeps a deposed primary from
+//! accepting writes once another node may be promoted.
+//!
+//! Every daemon sends a heartbeat to the Raft leader each
+//! `heartbeat_interval_ms`. A primary's heartbeat names the epoch it holds;
+//! the leader answers with a grant only after it has confirmed its own
+//! leadership with a quorum (a linearizable read) and seen that the sender
+//! is still primary in that epoch. The lease then runs for `lease_ttl_ms`
+//! from the heartbeat's *send* time, on the sender's monotonic clock.
+//!
+//! The controller, on the leader, treats the primary as gone only after
+//! `lease_ttl_ms + drift_margin_ms` without a heartbeat, counted from the
+//! later of the last heartbeat's *receipt* and its own election, so the
+//! primary's lease has run out by the time a new one is promoted.
+//!
+//! Never decide here what PostgreSQL should be: the fence acts on the lease,
+//! the agent on the replicated state.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use raftgres_raft::{AppHandler, RaftHandle};
+use raftgres_storage::NodeId;
+use raftgres_storage::encoding;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::postgres::Observation;
+
+/// A lease this node holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub epoch: u64,
+    pub expires_at: Instant,
+}
+
+impl Lease {
+    /// True while `epoch`'s primary may accept writes: the lease is for that
+    /// epoch and more than `demote_margin` of it remains.
+    pub fn allows_writes(&self, epoch: u64, now: Instant, demote_margin: Duration) -> bool {
+        self.epoch == epoch && now + demote_margin < self.expires_at
+    }
+}
+
+/// What every daemon sends to the leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub node: NodeId,
+    /// The epoch whose primary lease the sender asks to renew.
+    pub epoch: Option<u64>,
+    pub report: Observation,
+}
+
+/// The leader's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    /// The epoch the lease was granted for, if any.
+    pub granted: Option<u64>,
+}
+
+/// The latest heartbeat of one node, as the leader saw it.
+#[derive(Clone, Debug)]
+pub struct NodeView {
+    pub last_contact: Instant,
+    pub report: Observation,
+}
+
+/// What the leader knows from heartbeats; shared by the lease grantor (which
+/// records) and the controller (which decides).
+#[derive(Debug, Default)]
+pub struct Views {
+    /// When this node last became Raft leader; `None` while it is not.
+    pub leader_since: Option<Instant>,
+    pub nodes: BTreeMap<NodeId, NodeView>,
+}
+
+pub type SharedViews = Arc<Mutex<Views>>;
+
+/// Serves heartbeats on the Raft leader.
+pub struct LeaseGrantor {
+    pub handle: RaftHandle,
+    pub views: SharedViews,
+}
+
+impl LeaseGrantor {
+    async fn serve(
+        handle: RaftHandle,
+        views: SharedViews,
+        from: NodeId,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, String> {
+        let hb: Heartbeat = encoding::decode("heartbeat", &payload).map_err(|e| e.to_string())?;
+        if hb.node != from {
+            return Err(format!(
+                "heartbeat for node {} sent by node {from}",
+                hb.node
+            ));
+        }
+        views.lock().expect("views lock poisoned").nodes.insert(
+            from,
+            NodeView {
+                last_contact: Instant::now(),
+                report: hb.report,
+            },
+        );
+        let granted = match hb.epoch {
+            None => None,
+            // A linearizable read: leadership confirmed by a quorum, state
+            // applied up to the commit index.
+            Some(epoch) => match handle
+                .read(|s| s.primary.as_ref().map(|p| (p.node, p.epoch)))
+                .await
+            {
+                Ok(Some((node, e))) if node == from && e == epoch => Some(epoch),
+                Ok(_) => None,
+                Err(e) => return Err(format!("confirm leadership: {e}")),
+            },
+        };
+        encoding::encode("heartbeat reply", &HeartbeatReply { granted }).map_err(|e| e.to_string())
+    }
+}
+
+impl AppHandler for LeaseGrantor {
+    fn call(
+        &self,
+        from: NodeId,
+        payload: Vec<u8>,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>> {
+        Box::pin(Self::serve(
+            self.handle.clone(),
+            self.views.clone(),
+            from,
+            payload,
+        ))
+    }
+}
+
+/// Sends heartbeats and keeps this node's lease. Runs on its own task so a
+/// slow PostgreSQL operation never delays a renewal.
+pub async fn heartbeat_task(
+    handle: RaftHandle,
+    observation: watch::Receiver<Observation>,
+    lease: watch::Sender<Option<Lease>>,
+    cancel: CancellationToken,
+) {
+    let me = handle.id();
+    loop {
+        let config = handle.local_state().state.config.clone();
+        let interval = Duration::from_millis(config.heartbeat_interval_ms);
+        let ttl = Duration::from_millis(config.lease_ttl_ms);
+        let state = handle.local_state().state;
+        let epoch = state
+            .primary
+            .as_ref()
+            .filter(|p| p.node == me)
+            .map(|p| p.epoch);
+        let hb = Heartbeat {
+            node: me,
+            epoch,
+            report: observation.borrow().clone(),
+        };
+        let sent = Instant::now();
+        let next = tokio::time::Instant::from_std(sent + interval);
+        match encoding::encode("heartbeat", &hb) {
+            Err(e) => tracing::error!("failed to encode a heartbeat: {e}"),
+            Ok(payload) => {
+                let call = handle.call_leader(payload, ttl);
+                let reply = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    r = call => r,
+                };
+                match reply.map_err(|e| e.to_string()).and_then(|bytes| {
+                    encoding::decode::<HeartbeatReply>("heartbeat reply", &bytes)
+                        .map_err(|e| e.to_string())
+                }) {
+                    Ok(HeartbeatReply { granted: Some(e) }) if Some(e) == epoch => {
+                        let renewed = Lease {
+                            epoch: e,
+                            expires_at: sent + ttl,
+                        };
+                        if lease.borrow().is_none_or(|l| l.epoch != e) {
+                            tracing::info!(epoch = e, "primary lease acquired");
+                        }
+                        lease.send_replace(Some(renewed));
+                    }
+                    Ok(_) => {
+                        if epoch.is_some() {
+                            tracing::debug!(?epoch, "lease not granted");
+                        }
+                    }
+                    Err(e) => tracing::debug!("heartbeat failed: {e}"),
+                }
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep_until(next) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_stop_a_margin_before_the_lease_ends() {
+        let now = Instant::now();
+        let lease = Lease {
+            epoch: 3,
+            expires_at: now + Duration::from_millis(1000),
+        };
+        let margin = Duration::from_millis(300);
+        assert!(lease.allows_writes(3, now, margin));
+        assert!(!lease.allows_writes(4, now, margin), "another epoch");
+        assert!(lease.allows_writes(3, now + Duration::from_millis(699), margin));
+        assert!(!lease.allows_writes(3, now + Duration::from_millis(700), margin));
+    }
+
+    #[test]
+    fn heartbeat_round_trips() {
+        let hb = Heartbeat {
+            node: 2,
+            epoch: Some(5),
+            report: Observation {
+                running: true,
+                ..Default::default()
+            },
+        };
+        let bytes = encoding::encode("hb", &hb).unwrap();
+        assert_eq!(encoding::decode::<Heartbeat>("hb", &bytes).unwrap(), hb);
+        let reply = HeartbeatReply { granted: None };
+        let bytes = encoding::encode("r", &reply).unwrap();
+        assert_eq!(
+            encoding::decode::<HeartbeatReply>("r", &bytes).unwrap(),
+            reply
+        );
+    }
+}

@@ -1,0 +1,430 @@
+//! Runs PostgreSQL's tools against the local data directory, as the
+//! PostgreSQL OS user when the daemon runs as root.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{self, Signal};
+use nix::unistd::{Gid, Pid, Uid, User};
+use tokio::process::Command;
+
+use super::binaries::Binaries;
+use super::conf::{self, ServerConf};
+use super::control::ClusterControlState;
+
+/// A PostgreSQL tool or file operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("{tool} {status}: {output}")]
+    Tool {
+        tool: String,
+        status: String,
+        output: String,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Setup(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PgError {
+    let what = what.into();
+    move |source| PgError::Io { what, source }
+}
+
+/// How to stop the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopMode {
+    /// Disconnect clients, checkpoint, shut down cleanly.
+    Fast,
+    /// Quit at once; crash recovery at the next start. Used to fence.
+    Immediate,
+}
+
+/// Local PostgreSQL operations.
+pub struct Runner {
+    bins: Binaries,
+    data_dir: PathBuf,
+    log_file: PathBuf,
+    socket_dir: PathBuf,
+    /// Owner of the data directory when the daemon runs as root.
+    owner: Option<(Uid, Gid)>,
+    superuser: String,
+    superuser_password: String,
+}
+
+impl Runner {
+    pub fn new(
+        bins: Binaries,
+        data_dir: PathBuf,
+        state_dir: &Path,
+        socket_dir: PathBuf,
+        run_as: &str,
+        superuser: &str,
+        superuser_password: &str,
+    ) -> Result<Runner, PgError> {
+        let owner = if Uid::effective().is_root() {
+            let user = User::from_name(run_as)
+                .map_err(|e| PgError::Setup(format!("look up user {run_as}: {e}")))?
+                .ok_or_else(|| {
+                    PgError::Setup(format!(
+                        "PostgreSQL cannot run as root and user {run_as:?} (postgres.run_as) does not exist"
+                    ))
+                })?;
+            Some((user.uid, user.gid))
+        } else {
+            None
+        };
+        Ok(Runner {
+            bins,
+            data_dir,
+            log_file: state_dir.join("postgres.log"),
+            socket_dir,
+            owner,
+            superuser: superuser.to_string(),
+            superuser_password: superuser_password.to_string(),
+        })
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn log_file(&self) -> &Path {
+        &self.log_file
+    }
+
+    /// Creates the socket directory and log file, owned by the PostgreSQL
+    /// user.
+    pub fn prepare(&self) -> Result<(), PgError> {
+        std::fs::create_dir_all(&self.socket_dir)
+            .map_err(io(format!("create {}", self.socket_dir.display())))?;
+        set_mode(&self.socket_dir, 0o700)?;
+        self.chown(&self.socket_dir)?;
+        if !self.log_file.exists() {
+            std::fs::write(&self.log_file, "")
+                .map_err(io(format!("create {}", self.log_file.display())))?;
+        }
+        self.chown(&self.log_file)?;
+        Ok(())
+    }
+
+    fn chown(&self, path: &Path) -> Result<(), PgError> {
+        if let Some((uid, gid)) = self.owner {
+            nix::unistd::chown(path, Some(uid), Some(gid))
+                .map_err(|e| PgError::Setup(format!("chown {}: {e}", path.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Creates an empty data directory with the mode PostgreSQL demands.
+    fn create_empty_data_dir(&self) -> Result<(), PgError> {
+        if self.data_dir.exists() {
+            std::fs::remove_dir_all(&self.data_dir)
+                .map_err(io(format!("remove {}", self.data_dir.display())))?;
+        }
+        std::fs::create_dir_all(&self.data_dir)
+            .map_err(io(format!("create {}", self.data_dir.display())))?;
+        set_mode(&self.data_dir, 0o700)?;
+        self.chown(&self.data_dir)
+    }
+
+    async fn run(
+        &self,
+        tool: &str,
+        args: &[&str],
+        password: Option<&str>,
+    ) -> Result<String, PgError> {
+        let mut cmd = Command::new(self.bins.path(tool));
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .current_dir("/");
+        cmd.env("LC_ALL", "C");
+        if let Some(pw) = password {
+            cmd.env("PGPASSWORD", pw);
+        }
+        if let Some((uid, gid)) = self.owner {
+            cmd.uid(uid.as_raw()).gid(gid.as_raw());
+        }
+        tracing::debug!(tool, ?args, "running");
+        let out = cmd.output().await.map_err(io(format!("run {tool}")))?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let tail: Vec<&str> = stderr.lines().chain(stdout.lines()).rev().take(6).collect();
+            return Err(PgError::Tool {
+                tool: tool.to_string(),
+                status: out.status.to_string(),
+                output: tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
+            });
+        }
+        Ok(stdout)
+    }
+
+    fn data_str(&self) -> &str {
+        self.data_dir.to_str().unwrap_or_default()
+    }
+
+    /// True when the data directory holds a cluster.
+    pub fn data_present(&self) -> bool {
+        self.data_dir.join("PG_VERSION").exists()
+    }
+
+    /// The pid of a live postmaster, from `postmaster.pid`.
+    pub fn postmaster_pid(&self) -> Option<i32> {
+        let text = std::fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
+        let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+        signal::kill(Pid::from_raw(pid), None).ok().map(|()| pid)
+    }
+
+    /// `pg_controldata`'s cluster state and checkpoint timeline.
+    pub async fn control_state(&self) -> Result<Option<(ClusterControlState, u32)>, PgError> {
+        if !self.data_present() {
+            return Ok(None);
+        }
+        let out = self
+            .run("pg_controldata", &["-D", self.data_str()], None)
+            .await?;
+        Ok(ClusterControlState::parse(&out))
+    }
+
+    /// A new cluster, with checksums (so pg_rewind works) and raftgres's
+    /// client authentication.
+    pub async fn initdb(&self, replication_user: &str) -> Result<(), PgError> {
+        self.create_empty_data_dir()?;
+        let pwfile = self.socket_dir.join("initdb.pw");
+        std::fs::write(&pwfile, &self.superuser_password)
+            .map_err(io("write the initdb password file"))?;
+        self.chown(&pwfile)?;
+        let pwarg = format!("--pwfile={}", pwfile.display());
+        let result = self
+            .run(
+                "initdb",
+                &[
+                    "-D",
+                    self.data_str(),
+                    "--data-checksums",
+                    "-U",
+                    &self.superuser,
+                    &pwarg,
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                ],
+                None,
+            )
+            .await;
+        let _ = std::fs::remove_file(&pwfile);
+        result?;
+        std::fs::write(
+            self.data_dir.join("pg_hba.conf"),
+            conf::pg_hba(replication_user),
+        )
+        .map_err(io("write pg_hba.conf"))?;
+        conf::ensure_include(&self.data_dir).map_err(io("include raftgres.conf"))?;
+        Ok(())
+    }
+
+    /// A fresh copy of the primary at `host:port`.
+    pub async fn basebackup(
+        &self,
+        host: &str,
+        port: u16,
+        user: &str,
+        password: &str,
+    ) -> Result<(), PgError> {
+        self.create_empty_data_dir()?;
+        let port = port.to_string();
+        let result = self
+            .run(
+                "pg_basebackup",
+                &[
+                    "-D",
+                    self.data_str(),
+                    "-h",
+                    host,
+                    "-p",
+                    &port,
+                    "-U",
+                    user,
+                    "-X",
+                    "stream",
+                    "-c",
+                    "fast",
+                    "-w",
+                ],
+                Some(password),
+            )
+            .await;
+        if result.is_err() {
+            // Leave no half-copied directory that looks like a cluster.
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
+        result.map(|_| ())
+    }
+
+    /// Rewinds this (stopped, cleanly shut down) former primary to follow
+    /// the primary at `host:port`.
+    pub async fn rewind(&self, host: &str, port: u16) -> Result<(), PgError> {
+        let source = format!(
+            "host={host} port={port} user={} dbname=postgres connect_timeout=5",
+            self.superuser
+        );
+        let pw = self.superuser_password.clone();
+        self.run(
+            "pg_rewind",
+            &["-D", self.data_str(), "--source-server", &source],
+            Some(&pw),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Completes crash recovery of a stopped data directory in single-user
+    /// mode, so it is cleanly shut down (pg_rewind requires that).
+    pub async fn single_user_recovery(&self) -> Result<(), PgError> {
+        let signal = self.data_dir.join("standby.signal");
+        if signal.exists() {
+            std::fs::remove_file(&signal).map_err(io("remove standby.signal"))?;
+        }
+        self.run(
+            "postgres",
+            &[
+                "--single",
+                "-D",
+                self.data_str(),
+                "-c",
+                "archive_mode=off",
+                "-c",
+                "hot_standby=off",
+                "postgres",
+            ],
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Writes the managed configuration, owned by the PostgreSQL user.
+    pub fn write_conf(&self, conf: &ServerConf) -> Result<bool, PgError> {
+        conf::ensure_include(&self.data_dir).map_err(io("include raftgres.conf"))?;
+        let changed = conf
+            .write(&self.data_dir)
+            .map_err(io("write raftgres.conf"))?;
+        self.chown(&self.data_dir.join("raftgres.conf"))?;
+        let signal = self.data_dir.join("standby.signal");
+        if signal.exists() {
+            self.chown(&signal)?;
+        }
+        Ok(changed)
+    }
+
+    /// Starts the server with `conf` and waits until it accepts connections.
+    pub async fn start(&self, conf: &ServerConf) -> Result<(), PgError> {
+        self.write_conf(conf)?;
+        let log = self.log_file.to_str().unwrap_or_default().to_string();
+        self.run(
+            "pg_ctl",
+            &[
+                "start",
+                "-D",
+                self.data_str(),
+                "-l",
+                &log,
+                "-w",
+                "-t",
+                "300",
+                "-s",
+            ],
+            None,
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn stop(&self, mode: StopMode) -> Result<(), PgError> {
+        if self.postmaster_pid().is_none() {
+            return Ok(());
+        }
+        let m = match mode {
+            StopMode::Fast => "fast",
+            StopMode::Immediate => "immediate",
+        };
+        match self
+            .run(
+                "pg_ctl",
+                &[
+                    "stop",
+                    "-D",
+                    self.data_str(),
+                    "-m",
+                    m,
+                    "-w",
+                    "-t",
+                    "60",
+                    "-s",
+                ],
+                None,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(_) if self.postmaster_pid().is_none() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Stops the postmaster with SIGQUIT (immediate shutdown) without waiting
+    /// for pg_ctl: the fastest way to stop accepting writes.
+    pub fn quit_now(&self) -> bool {
+        match self.postmaster_pid() {
+            Some(pid) => signal::kill(Pid::from_raw(pid), Signal::SIGQUIT).is_ok(),
+            None => false,
+        }
+    }
+
+    pub async fn promote(&self) -> Result<(), PgError> {
+        self.run(
+            "pg_ctl",
+            &["promote", "-D", self.data_str(), "-w", "-t", "60", "-s"],
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Removes the data directory (before a re-clone).
+    pub fn wipe(&self) -> Result<(), PgError> {
+        if self.data_dir.exists() {
+            std::fs::remove_dir_all(&self.data_dir)
+                .map_err(io(format!("remove {}", self.data_dir.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the postmaster is gone, up to `timeout`.
+    pub async fn wait_stopped(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.postmaster_pid().is_some() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), PgError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(io(format!("chmod {}", path.display())))
+}
