@@ -263,15 +263,21 @@ pub async fn run_playground(opts: PlaygroundOptions) -> anyhow::Result<()> {
         children.insert(n.id, child);
     }
 
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("install a SIGTERM handler")?;
     let result = tokio::select! {
         r = wait_healthy(&cluster, &mut children) => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        _ = sigterm.recv() => Err(anyhow::anyhow!("terminated")),
     };
     match result {
         Ok(()) => {
             print_summary(&cluster).await;
             println!("\nPress Ctrl-C to stop the cluster.");
-            let _ = tokio::signal::ctrl_c().await;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = sigterm.recv() => {}
+            }
         }
         Err(e) => eprintln!("playground: {e:#}"),
     }

@@ -150,6 +150,16 @@ impl RaftHandle {
         *self.inner.app.lock().expect("app handler lock poisoned") = Some(handler);
     }
 
+    /// Removes the application handler (it may hold a clone of this
+    /// handle; dropping it breaks the cycle on shutdown).
+    pub fn clear_app_handler(&self) {
+        self.inner
+            .app
+            .lock()
+            .expect("app handler lock poisoned")
+            .take();
+    }
+
     /// Sends an application message to the leader's [`AppHandler`] and
     /// returns its answer, retrying through leader changes until `timeout`.
     pub async fn call_leader(

@@ -176,6 +176,11 @@ impl RaftNode {
     /// Forms a new cluster of `members` (this node among them). Calling it
     /// again, or on every initial member with the same set, is harmless.
     pub async fn initialize(&self, members: BTreeMap<NodeId, NodeInfo>) -> Result<(), HandleError> {
+        match self.handle.raft().is_initialized().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(f) => return Err(HandleError::Fatal(f.to_string())),
+        }
         match self.handle.raft().initialize(members).await {
             Ok(()) => Ok(()),
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
@@ -196,6 +201,7 @@ impl RaftNode {
             ..
         } = self;
         let id = handle.id();
+        handle.clear_app_handler();
         let _ = stop_server.send(());
         if let Err(e) = handle.raft().shutdown().await {
             tracing::warn!(node = id, "failed to join the Raft core: {e}");

@@ -4,3 +4,4 @@
 
 mod support;
 mod t10_raft_cluster;
+mod t50_daemon;

@@ -1,6 +1,7 @@
 //! The shared fixture: ports, directories, waits and faults.
 
 pub mod cluster;
+pub mod daemon;
 
 use std::fmt::Debug;
 use std::sync::Once;

@@ -1,0 +1,266 @@
+//! A cluster of real `raftgres` daemon processes with real PostgreSQL on
+//! loopback. Ports come from the kernel; every wait polls a condition.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use raftgres::config::FileConfig;
+use raftgres::playground::{LocalCluster, NodeHealth, node_health};
+use tempfile::TempDir;
+use tokio_postgres::{Client, NoTls};
+use tracing::info;
+
+use super::wait_for;
+
+/// Daemon clusters are heavy (3 PostgreSQL servers each); on a 2-core
+/// machine they run one at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+pub struct DaemonCluster {
+    pub layout: LocalCluster,
+    children: BTreeMap<u64, Child>,
+    _dir: TempDir,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl DaemonCluster {
+    /// Starts `n` daemons with configurations adjusted by `tune`, and waits
+    /// for one primary and `n - 1` streaming replicas.
+    pub async fn start(n: usize, tune: impl Fn(&mut FileConfig)) -> DaemonCluster {
+        super::init_tracing();
+        let serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::Builder::new()
+            .prefix("raftgres-it-")
+            .tempdir()
+            .expect("temporary directory");
+        let layout =
+            LocalCluster::layout(dir.path(), n, "it-daemons").expect("lay out the cluster");
+        layout.write_configs(tune).expect("write configurations");
+        let mut c = DaemonCluster {
+            layout,
+            children: BTreeMap::new(),
+            _dir: dir,
+            _serial: serial,
+        };
+        for id in 1..=n as u64 {
+            c.start_node(id);
+        }
+        c.must_healthy(
+            &(1..=n as u64).collect::<Vec<_>>(),
+            Duration::from_secs(120),
+        )
+        .await;
+        c
+    }
+
+    /// Starts (or restarts) node `id`'s daemon; its output is appended to
+    /// the node's log.
+    pub fn start_node(&mut self, id: u64) {
+        assert!(
+            !self.children.contains_key(&id),
+            "node {id} is already running"
+        );
+        let node = self.layout.node(id);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.log_path())
+            .expect("open log");
+        let child = Command::new(env!("CARGO_BIN_EXE_raftgres"))
+            .arg("run")
+            .arg("--config")
+            .arg(node.config_path())
+            .env("RUST_LOG", "info,openraft=error")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("start raftgres");
+        info!(node = id, pid = child.id(), "daemon started");
+        self.children.insert(id, child);
+    }
+
+    pub fn postmaster_pid(&self, id: u64) -> Option<i32> {
+        let text =
+            std::fs::read_to_string(self.layout.node(id).dir.join("pgdata/postmaster.pid")).ok()?;
+        let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+        kill(Pid::from_raw(pid), None).ok().map(|()| pid)
+    }
+
+    /// SIGKILLs node `id`'s PostgreSQL postmaster only.
+    pub fn kill_postmaster(&self, id: u64) -> i32 {
+        let pid = self
+            .postmaster_pid(id)
+            .unwrap_or_else(|| panic!("node {id} has no running postmaster"));
+        kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill postmaster");
+        pid
+    }
+
+    /// SIGKILLs node `id`'s daemon and its postmaster: the node dies.
+    pub fn kill_node(&mut self, id: u64) {
+        let mut child = self
+            .children
+            .remove(&id)
+            .unwrap_or_else(|| panic!("node {id} is not running"));
+        let pm = self.postmaster_pid(id);
+        // An already exited daemon is fine.
+        let _ = child.kill();
+        if let Some(pm) = pm {
+            let _ = kill(Pid::from_raw(pm), Signal::SIGKILL);
+        }
+        let _ = child.wait();
+        info!(node = id, postmaster = ?pm, "node killed");
+    }
+
+    /// SIGTERMs node `id`'s daemon and waits for it to exit; returns its
+    /// exit code.
+    pub async fn stop_node(&mut self, id: u64) -> Option<i32> {
+        let mut child = self
+            .children
+            .remove(&id)
+            .unwrap_or_else(|| panic!("node {id} is not running"));
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).expect("signal daemon");
+        wait_for(
+            &format!("daemon {id} to exit"),
+            Duration::from_secs(60),
+            async || match child.try_wait() {
+                Ok(Some(status)) => Ok(status.code()),
+                other => Err(format!("{other:?}")),
+            },
+        )
+        .await
+    }
+
+    pub fn api(&self, id: u64) -> String {
+        self.layout.node(id).api_url()
+    }
+
+    pub async fn health(&self, id: u64) -> Result<NodeHealth, String> {
+        node_health(&self.api(id)).await
+    }
+
+    /// Waits until exactly one of `among` is primary and the others stream.
+    pub async fn must_healthy(&self, among: &[u64], deadline: Duration) -> u64 {
+        wait_for("one primary and streaming replicas", deadline, async || {
+            let mut views = Vec::new();
+            for id in among {
+                views.push((*id, self.health(*id).await));
+            }
+            let primaries: Vec<u64> = views
+                .iter()
+                .filter(|(_, h)| h.as_ref().is_ok_and(|h| h.primary))
+                .map(|(id, _)| *id)
+                .collect();
+            let streaming = views
+                .iter()
+                .filter(|(_, h)| h.as_ref().is_ok_and(|h| h.replica && h.streaming))
+                .count();
+            match primaries.as_slice() {
+                [p] if streaming == among.len() - 1 => Ok(*p),
+                _ => Err(views),
+            }
+        })
+        .await
+    }
+
+    /// Waits until one of `among` answers 200 on `/primary`.
+    pub async fn must_primary(&self, among: &[u64], deadline: Duration) -> u64 {
+        wait_for("a primary", deadline, async || {
+            let mut views = Vec::new();
+            for id in among {
+                let h = self.health(*id).await;
+                if h.as_ref().is_ok_and(|h| h.primary) {
+                    return Ok(*id);
+                }
+                views.push((*id, h));
+            }
+            Err(views)
+        })
+        .await
+    }
+
+    /// A superuser connection to node `id`'s PostgreSQL over TCP.
+    pub async fn pg(&self, id: u64) -> Result<Client, tokio_postgres::Error> {
+        let (client, conn) = tokio_postgres::connect(&self.layout.pg_uri(id), NoTls).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+
+    pub async fn must_pg(&self, id: u64) -> Client {
+        self.pg(id)
+            .await
+            .unwrap_or_else(|e| panic!("connect to node {id}'s PostgreSQL: {e}"))
+    }
+
+    /// Waits until node `id` has `n` rows in `t`.
+    pub async fn must_rows(&self, id: u64, n: i64, deadline: Duration) {
+        wait_for(&format!("{n} rows on node {id}"), deadline, async || {
+            let client = self.pg(id).await.map_err(|e| e.to_string())?;
+            let got: i64 = client
+                .query_one("SELECT count(*) FROM t", &[])
+                .await
+                .map_err(|e| e.to_string())?
+                .get(0);
+            if got == n {
+                Ok(())
+            } else {
+                Err(format!("{got} rows"))
+            }
+        })
+        .await
+    }
+
+    /// Waits until a write on node `id` succeeds; returns when it did.
+    pub async fn must_accept_write(&self, id: u64, value: i64, deadline: Duration) -> Instant {
+        wait_for(
+            &format!("node {id} to accept a write"),
+            deadline,
+            async || {
+                let client = self.pg(id).await.map_err(|e| e.to_string())?;
+                client
+                    .execute("INSERT INTO t VALUES ($1)", &[&value])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok::<_, String>(Instant::now())
+            },
+        )
+        .await
+    }
+
+    /// The timeline node `id`'s primary writes on.
+    pub async fn must_timeline(&self, id: u64) -> u32 {
+        let row = self
+            .must_pg(id)
+            .await
+            .query_one("SELECT pg_walfile_name(pg_current_wal_lsn())", &[])
+            .await
+            .unwrap_or_else(|e| panic!("timeline of node {id}: {e:?}"));
+        let walfile: String = row.get(0);
+        u32::from_str_radix(&walfile[..8], 16).expect("a WAL file name starts with the timeline")
+    }
+
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.layout.node(id).log_path()).unwrap_or_default()
+    }
+}
+
+impl Drop for DaemonCluster {
+    fn drop(&mut self) {
+        let ids: Vec<u64> = self.children.keys().copied().collect();
+        for id in ids {
+            self.kill_node(id);
+        }
+        // Postmasters outlive their daemons; stop any that remain.
+        for n in &self.layout.nodes {
+            if let Some(pid) = self.postmaster_pid(n.id) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+}

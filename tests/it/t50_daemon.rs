@@ -1,0 +1,204 @@
+//! The daemon with real PostgreSQL: bootstrap, replication, failover on node
+//! death, rejoin with pg_rewind, PostgreSQL crashes, clean shutdown, and
+//! refusal of another cluster.
+
+use std::time::{Duration, Instant};
+
+use tracing::info;
+
+use crate::support::daemon::DaemonCluster;
+use crate::support::wait_for;
+
+/// How long, beyond the lease, a failover may take in these tests.
+const FAILOVER_SLACK: Duration = Duration::from_secs(8);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bootstrap_replicate_fail_over_on_node_death_and_rejoin() {
+    let mut c = DaemonCluster::start(3, |_| {}).await;
+    let lease = Duration::from_millis(c.layout.file_config(1).dynamic.lease_ttl_ms);
+    let primary = c.must_healthy(&[1, 2, 3], Duration::from_secs(10)).await;
+    let replicas: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != primary).collect();
+    info!("--- primary {primary}, replicas {replicas:?}");
+    assert_eq!(c.health(primary).await.expect("health").timeline, Some(1));
+
+    info!("--- rows written on the primary reach both replicas");
+    let client = c.must_pg(primary).await;
+    client
+        .batch_execute("CREATE TABLE t (v bigint PRIMARY KEY)")
+        .await
+        .unwrap_or_else(|e| panic!("create table: {e:?}"));
+    for v in 0..100i64 {
+        client
+            .execute("INSERT INTO t VALUES ($1)", &[&v])
+            .await
+            .expect("insert");
+    }
+    for r in &replicas {
+        c.must_rows(*r, 100, Duration::from_secs(20)).await;
+    }
+    let replica_client = c.must_pg(replicas[0]).await;
+    let e = replica_client
+        .execute("INSERT INTO t VALUES (-1)", &[])
+        .await
+        .expect_err("a replica is read-only");
+    assert_eq!(
+        e.code(),
+        Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION),
+        "{e:?}"
+    );
+    drop((client, replica_client));
+
+    info!("--- kill -9 the primary's daemon and postmaster");
+    let killed_at = Instant::now();
+    c.kill_node(primary);
+    let new = c.must_primary(&replicas, lease + FAILOVER_SLACK).await;
+    let accepted = c.must_accept_write(new, 1000, lease + FAILOVER_SLACK).await;
+    info!(
+        "--- node {new} accepted a write {:?} after the kill",
+        accepted - killed_at
+    );
+    let client = c.must_pg(new).await;
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM t WHERE v < 100", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(
+        n, 100,
+        "every row the replicas had replayed survived the failover"
+    );
+    assert_eq!(c.must_timeline(new).await, 2, "promotion starts timeline 2");
+    let other = replicas
+        .iter()
+        .copied()
+        .find(|id| *id != new)
+        .expect("the other replica");
+    c.must_rows(other, 101, Duration::from_secs(30)).await;
+
+    info!("--- the killed node restarts and rejoins as a replica of {new} on timeline 2");
+    c.start_node(primary);
+    c.must_healthy(&[1, 2, 3], Duration::from_secs(90)).await;
+    let h = c.health(primary).await.expect("health");
+    assert!(h.replica && h.streaming && !h.primary, "{h:?}");
+    assert_eq!(h.timeline, Some(2));
+    c.must_rows(primary, 101, Duration::from_secs(30)).await;
+    assert!(
+        c.log(primary).contains("pg_rewind done"),
+        "the old primary was rewound"
+    );
+
+    info!("--- kill only the new primary's postmaster: it is restarted in place");
+    let pm = c.kill_postmaster(new);
+    c.must_accept_write(new, 1001, lease + FAILOVER_SLACK).await;
+    let restarted = c.postmaster_pid(new).expect("a postmaster runs again");
+    assert_ne!(restarted, pm, "PostgreSQL was restarted");
+    let back = c.must_healthy(&[1, 2, 3], Duration::from_secs(60)).await;
+    assert_eq!(
+        back, new,
+        "with postgres_restart_attempts = 1 the primary restarts PostgreSQL itself"
+    );
+    assert_eq!(
+        c.must_timeline(new).await,
+        2,
+        "a restart keeps the timeline"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crashes_and_clean_shutdowns_fail_over_without_waiting_for_the_lease() {
+    // A long lease makes "did not wait for it" observable.
+    let mut c = DaemonCluster::start(3, |f| {
+        f.dynamic.lease_ttl_ms = 8000;
+        f.dynamic.postgres_restart_attempts = 0;
+    })
+    .await;
+    let lease = Duration::from_millis(8000);
+    let first = c.must_healthy(&[1, 2, 3], Duration::from_secs(10)).await;
+    c.must_pg(first)
+        .await
+        .batch_execute("CREATE TABLE t (v bigint)")
+        .await
+        .expect("create table");
+
+    info!("--- kill the primary's postmaster; restart attempts are 0, so it releases");
+    let t = Instant::now();
+    c.kill_postmaster(first);
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != first).collect();
+    let second = c.must_primary(&others, lease).await;
+    let took = t.elapsed();
+    info!("--- postmaster crash failover to {second} in {took:?}");
+    assert!(
+        took < lease,
+        "failover after a PostgreSQL crash waited {took:?}, as long as the lease"
+    );
+    c.must_accept_write(second, 1, Duration::from_secs(10))
+        .await;
+    c.must_healthy(&[1, 2, 3], Duration::from_secs(90)).await;
+
+    info!("--- SIGTERM the primary's daemon: it stops PostgreSQL and releases");
+    let t = Instant::now();
+    let code = c.stop_node(second).await;
+    assert_eq!(code, Some(0), "clean shutdown exits 0");
+    let rest: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != second).collect();
+    let third = c.must_primary(&rest, lease).await;
+    let took = t.elapsed();
+    info!("--- clean-shutdown failover to {third} in {took:?}");
+    assert!(
+        took < lease,
+        "clean-shutdown failover waited {took:?}, as long as the lease"
+    );
+    c.must_accept_write(third, 2, Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_daemon_configured_for_another_cluster_cannot_join() {
+    let mut c = DaemonCluster::start(3, |_| {}).await;
+    let primary = c.must_healthy(&[1, 2, 3], Duration::from_secs(10)).await;
+    let victim = if primary == 3 { 2 } else { 3 };
+
+    info!("--- restart node {victim} with a configuration naming another cluster");
+    c.stop_node(victim).await;
+    let node = c.layout.node(victim).clone();
+    let mut foreign = c.layout.file_config(victim);
+    foreign.cluster_id = "someone-else".into();
+    std::fs::write(node.config_path(), foreign.to_toml()).expect("write config");
+    c.start_node(victim);
+    wait_for(
+        "the foreign daemon to refuse its data directory",
+        Duration::from_secs(30),
+        async || {
+            let log = c.log(victim);
+            if log.contains("belongs to cluster") {
+                Ok(())
+            } else {
+                Err(log.lines().last().map(str::to_string))
+            }
+        },
+    )
+    .await;
+    info!("--- the daemon refused its own data directory; with a fresh one its peers refuse it");
+    c.kill_node(victim);
+    let fresh = node.dir.join("fresh");
+    std::fs::create_dir_all(&fresh).expect("mkdir");
+    foreign.node.data_dir = fresh;
+    std::fs::write(node.config_path(), foreign.to_toml()).expect("write config");
+    c.start_node(victim);
+    wait_for(
+        "peers to refuse the foreign node",
+        Duration::from_secs(30),
+        async || {
+            let log = c.log(victim);
+            if log.contains("cluster id mismatch") {
+                Ok(())
+            } else {
+                Err(())
+            }
+        },
+    )
+    .await;
+    let h = c.health(victim).await;
+    assert!(h.as_ref().is_ok_and(|h| !h.primary && !h.replica), "{h:?}");
+    info!("--- the cluster is unaffected");
+    let still = c.must_primary(&[1, 2, 3], Duration::from_secs(5)).await;
+    assert_eq!(still, primary);
+}
