@@ -48,6 +48,32 @@ impl LocalNode {
     pub fn api_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
     }
+
+    /// Starts `exe run --config <this node's file>`, appending its output
+    /// to the node's log.
+    pub fn spawn(&self, exe: &Path) -> std::io::Result<std::process::Child> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
+        std::process::Command::new(exe)
+            .arg("run")
+            .arg("--config")
+            .arg(self.config_path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+    }
+
+    /// The pid of this node's live postmaster.
+    pub fn postmaster_pid(&self) -> Option<i32> {
+        let text = std::fs::read_to_string(self.dir.join("pgdata/postmaster.pid")).ok()?;
+        let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            .ok()
+            .map(|()| pid)
+    }
 }
 
 /// The layout of an n-node cluster under one directory.

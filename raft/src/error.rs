@@ -11,16 +11,19 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum NodeError {
     #[error("open Raft storage: {0}")]
-    Storage(#[from] raftgres_storage::StorageError),
+    Storage(raftgres_storage::StorageError),
     #[error("invalid Raft configuration: {0}")]
     Config(String),
     #[error("Raft core stopped: {0}")]
     Fatal(String),
-    #[error("Raft transport on {addr}: {source}")]
-    Listen {
-        addr: String,
-        source: std::io::Error,
-    },
+    #[error("Raft transport on {addr}: {error}")]
+    Listen { addr: String, error: std::io::Error },
+}
+
+impl From<raftgres_storage::StorageError> for NodeError {
+    fn from(e: raftgres_storage::StorageError) -> Self {
+        NodeError::Storage(e)
+    }
 }
 
 /// One request through the handle failed.

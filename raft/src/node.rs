@@ -106,9 +106,9 @@ impl RaftNode {
     /// A node with empty storage waits to be initialized or added.
     pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<RaftNode, NodeError> {
         let raft_config = Arc::new(config.openraft_config()?);
-        let local_addr = listener.local_addr().map_err(|source| NodeError::Listen {
+        let local_addr = listener.local_addr().map_err(|error| NodeError::Listen {
             addr: config.info.raft_addr.clone(),
-            source,
+            error,
         })?;
         let open = {
             let config = config.clone();

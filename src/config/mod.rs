@@ -329,12 +329,19 @@ impl FileConfig {
                 ),
             );
         }
-        if self.raft.election_timeout_max_ms >= self.dynamic.lease_ttl_ms {
+        // A Raft leader change must not cost a healthy primary its lease:
+        // election plus one heartbeat must fit before the demote margin.
+        let budget = self
+            .dynamic
+            .lease_ttl_ms
+            .saturating_sub(self.dynamic.demote_margin_ms);
+        if self.raft.election_timeout_max_ms + self.dynamic.heartbeat_interval_ms >= budget {
             bad(
                 "raft.election_timeout_max_ms",
                 format!(
-                    "{} must stay below dynamic.lease_ttl_ms ({}): a Raft election must finish well within a lease",
-                    self.raft.election_timeout_max_ms, self.dynamic.lease_ttl_ms
+                    "{} + dynamic.heartbeat_interval_ms ({}) must stay below dynamic.lease_ttl_ms - dynamic.demote_margin_ms ({budget}): \
+                     a Raft leader change would otherwise demote a healthy primary",
+                    self.raft.election_timeout_max_ms, self.dynamic.heartbeat_interval_ms
                 ),
             );
         }

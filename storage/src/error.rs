@@ -1,5 +1,7 @@
 //! Errors of the storage crate. Each variant carries what an operator needs
-//! to act: the path, the versions, the cluster or node ids.
+//! to act: the path, the versions, the cluster or node ids. Messages include
+//! their cause, so causes are not chained as `source` (which would print
+//! them twice under `{e:#}`).
 
 use std::path::PathBuf;
 
@@ -12,10 +14,10 @@ pub enum StorageError {
     #[error("data directory {path} is in use by another process (or a node not yet stopped)")]
     Locked { path: PathBuf },
 
-    #[error("data directory {path}: {source}")]
+    #[error("data directory {path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     #[error(
@@ -50,8 +52,8 @@ pub enum StorageError {
     )]
     UpgradeInProgress { path: PathBuf, version: u32 },
 
-    #[error("sled database {path}: {source}")]
-    Sled { path: PathBuf, source: sled::Error },
+    #[error("sled database {path}: {error}")]
+    Sled { path: PathBuf, error: sled::Error },
 
     #[error(transparent)]
     Decode(#[from] DecodeError),

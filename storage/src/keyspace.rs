@@ -125,10 +125,10 @@ impl Tables {
         &self.path
     }
 
-    fn sled_err(&self, source: sled::Error) -> StorageError {
+    fn sled_err(&self, error: sled::Error) -> StorageError {
         StorageError::Sled {
             path: self.path.clone(),
-            source,
+            error,
         }
     }
 

@@ -17,8 +17,8 @@ use crate::member::{Member, MemberState, validate_tags};
 use crate::reject::Reject;
 use crate::typ::NodeId;
 
-/// How many events the state keeps for `history`; older ones are dropped
-/// from the tail (the Raft log and snapshots keep only this many).
+/// How many events the state keeps for `history`; older ones are dropped.
+/// Snapshots carry this tail, so history survives log compaction.
 pub const HISTORY_LIMIT: usize = 1000;
 
 /// What `apply` knows about the entry beyond the command: where it sits in

@@ -50,20 +50,26 @@ impl Store {
     fn open_store(data_dir: &Path, cluster_id: &str, node_id: u64) -> Result<Store, StorageError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
-            move |source| StorageError::Io { path, source }
+            move |error| StorageError::Io { path, error }
         };
         fs::create_dir_all(data_dir).map_err(io(data_dir))?;
         check_versions(data_dir)?;
 
         let dir = data_dir.join(DataVersion::CURRENT.dir_name());
         let fresh = !dir.exists();
-        let db = sled::Config::new()
-            .path(&dir)
-            .open()
-            .map_err(|e| StorageError::Corrupted {
+        let db = sled::Config::new().path(&dir).open().map_err(|e| match e {
+            // sled wraps the failed flock in a message of its own.
+            sled::Error::Io(io)
+                if io.kind() == std::io::ErrorKind::WouldBlock
+                    || io.to_string().contains("could not acquire lock") =>
+            {
+                StorageError::Locked { path: dir.clone() }
+            }
+            e => StorageError::Corrupted {
                 path: dir.clone(),
                 reason: format!("sled cannot open it: {e}"),
-            })?;
+            },
+        })?;
         let tables = Tables::new((*db).clone(), &dir);
         let db_file = File::open(dir.join("db")).map_err(io(&dir))?;
 
@@ -163,16 +169,16 @@ impl Store {
     /// Makes every write so far durable: sled flush, then fdatasync of its
     /// data file. Blocking.
     pub(crate) fn sync_blocking(&self) -> Result<(), StorageError> {
-        self.inner.db.flush().map_err(|source| StorageError::Sled {
+        self.inner.db.flush().map_err(|error| StorageError::Sled {
             path: self.inner.dir.clone(),
-            source,
+            error,
         })?;
         self.inner
             .db_file
             .sync_data()
-            .map_err(|source| StorageError::Io {
+            .map_err(|error| StorageError::Io {
                 path: self.inner.dir.join("db"),
-                source,
+                error,
             })
     }
 
@@ -183,7 +189,7 @@ impl Store {
             .await
             .map_err(|e| StorageError::Io {
                 path: self.inner.dir.clone(),
-                source: std::io::Error::other(format!("sync task failed: {e}")),
+                error: std::io::Error::other(format!("sync task failed: {e}")),
             })?
     }
 
@@ -209,7 +215,7 @@ impl Store {
         let bytes = encoding::encode("stored snapshot", snapshot)?;
         let path = self.inner.dir.join(SNAPSHOT_FILE);
         write_control_file(&path, SNAPSHOT_MAGIC, &bytes)
-            .map_err(|source| StorageError::Io { path, source })
+            .map_err(|error| StorageError::Io { path, error })
     }
 
     /// Refuses a directory whose vote, log or snapshot does not decode, or
@@ -275,14 +281,14 @@ fn corrupted(path: &Path, e: StorageError) -> StorageError {
 
 /// Refuses a data directory that holds another format version.
 fn check_versions(data_dir: &Path) -> Result<(), StorageError> {
-    let entries = fs::read_dir(data_dir).map_err(|source| StorageError::Io {
+    let entries = fs::read_dir(data_dir).map_err(|error| StorageError::Io {
         path: data_dir.to_path_buf(),
-        source,
+        error,
     })?;
     for entry in entries {
-        let entry = entry.map_err(|source| StorageError::Io {
+        let entry = entry.map_err(|error| StorageError::Io {
             path: data_dir.to_path_buf(),
-            source,
+            error,
         })?;
         let name = entry.file_name();
         if let Some(found) = name.to_str().and_then(DataVersion::parse_dir_name)

@@ -203,3 +203,13 @@ fn a_directory_without_header_but_with_data_is_refused() {
         "a refused directory stays refused"
     );
 }
+
+#[test]
+fn a_directory_in_use_is_refused_as_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let open_store = open(dir.path());
+    let e = expect_err(dir.path(), "c1", 1);
+    assert!(matches!(e, StorageError::Locked { .. }), "{e}");
+    drop(open_store);
+    drop(open(dir.path()));
+}

@@ -2,7 +2,7 @@
 //! loopback. Ports come from the kernel; every wait polls a condition.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -64,31 +64,17 @@ impl DaemonCluster {
             !self.children.contains_key(&id),
             "node {id} is already running"
         );
-        let node = self.layout.node(id);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(node.log_path())
-            .expect("open log");
-        let child = Command::new(env!("CARGO_BIN_EXE_raftgres"))
-            .arg("run")
-            .arg("--config")
-            .arg(node.config_path())
-            .env("RUST_LOG", "info,openraft=error")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log handle"))
-            .stderr(log)
-            .spawn()
+        let child = self
+            .layout
+            .node(id)
+            .spawn(std::path::Path::new(env!("CARGO_BIN_EXE_raftgres")))
             .expect("start raftgres");
         info!(node = id, pid = child.id(), "daemon started");
         self.children.insert(id, child);
     }
 
     pub fn postmaster_pid(&self, id: u64) -> Option<i32> {
-        let text =
-            std::fs::read_to_string(self.layout.node(id).dir.join("pgdata/postmaster.pid")).ok()?;
-        let pid: i32 = text.lines().next()?.trim().parse().ok()?;
-        kill(Pid::from_raw(pid), None).ok().map(|()| pid)
+        self.layout.node(id).postmaster_pid()
     }
 
     /// SIGKILLs node `id`'s PostgreSQL postmaster only.

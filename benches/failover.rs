@@ -1,0 +1,279 @@
+//! Failover timing and daemon footprint on a local 3-node cluster with real
+//! PostgreSQL (release build).
+//!
+//! Run: `cargo bench --bench failover` (add `-- --rounds N`, default 5).
+//! Each round starts a fresh cluster and measures, from the moment of the
+//! fault to the first write a new primary accepts:
+//! - node death: the primary's daemon and postmaster are SIGKILLed;
+//! - clean shutdown: the primary's daemon gets SIGTERM.
+//! Before the faults it samples each idle daemon's RSS and CPU over 10 s.
+
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use raftgres::playground::{LocalCluster, node_health};
+use tokio_postgres::NoTls;
+
+const EXE: &str = env!("CARGO_BIN_EXE_raftgres");
+
+fn rounds() -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2)
+        .find(|w| w[0] == "--rounds")
+        .and_then(|w| w[1].parse().ok())
+        .unwrap_or(5)
+}
+
+async fn primary_of(c: &LocalCluster, among: &[u64], deadline: Duration) -> Option<u64> {
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        for id in among {
+            if node_health(&c.node(*id).api_url())
+                .await
+                .is_ok_and(|h| h.primary)
+            {
+                return Some(*id);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+async fn healthy(c: &LocalCluster, deadline: Duration) -> u64 {
+    let start = Instant::now();
+    loop {
+        let mut primary = None;
+        let mut streaming = 0;
+        for n in &c.nodes {
+            match node_health(&n.api_url()).await {
+                Ok(h) if h.primary => primary = Some(n.id),
+                Ok(h) if h.replica && h.streaming => streaming += 1,
+                _ => {}
+            }
+        }
+        if let Some(p) = primary
+            && streaming == c.nodes.len() - 1
+        {
+            return p;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "cluster not healthy within {deadline:?}; logs in {}",
+            c.dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Polls every node in `among` with an INSERT until one succeeds; returns
+/// the time it took from `since`.
+async fn first_write(c: &LocalCluster, among: &[u64], since: Instant) -> Duration {
+    loop {
+        for id in among {
+            let uri = c.pg_uri(*id);
+            let attempt = async {
+                let (client, conn) = tokio_postgres::connect(&uri, NoTls).await.ok()?;
+                tokio::spawn(conn);
+                client.execute("INSERT INTO t VALUES (1)", &[]).await.ok()
+            };
+            if tokio::time::timeout(Duration::from_millis(500), attempt)
+                .await
+                .ok()
+                .flatten()
+                .is_some()
+            {
+                return since.elapsed();
+            }
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(60),
+            "no write accepted within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+fn ticks_per_second() -> f64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64
+}
+
+fn stop_all(children: &mut [(u64, Child)], c: &LocalCluster) {
+    for (_, child) in children.iter_mut() {
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+    }
+    for (_, child) in children.iter_mut() {
+        let _ = child.wait();
+    }
+    for n in &c.nodes {
+        if let Some(pid) = n.postmaster_pid() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+struct Round {
+    death: Duration,
+    shutdown: Duration,
+    rss_kb: Vec<u64>,
+    cpu_percent: Vec<f64>,
+}
+
+async fn round(i: usize) -> Round {
+    let dir = tempfile::Builder::new()
+        .prefix("raftgres-bench-")
+        .tempdir()
+        .expect("temporary directory");
+    let c = LocalCluster::layout(dir.path(), 3, "bench").expect("layout");
+    c.write_configs(|_| {}).expect("configs");
+    let mut children: Vec<(u64, Child)> = c
+        .nodes
+        .iter()
+        .map(|n| (n.id, n.spawn(Path::new(EXE)).expect("spawn daemon")))
+        .collect();
+    let primary = healthy(&c, Duration::from_secs(120)).await;
+    {
+        let (client, conn) = tokio_postgres::connect(&c.pg_uri(primary), NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(conn);
+        client
+            .batch_execute("CREATE TABLE t (v int)")
+            .await
+            .expect("create table");
+    }
+
+    // Idle footprint.
+    let pids: Vec<u32> = children.iter().map(|(_, ch)| ch.id()).collect();
+    let before: Vec<u64> = pids.iter().map(|p| cpu_ticks(*p)).collect();
+    let window = Duration::from_secs(10);
+    tokio::time::sleep(window).await;
+    let cpu_percent: Vec<f64> = pids
+        .iter()
+        .zip(&before)
+        .map(|(p, b)| {
+            (cpu_ticks(*p) - b) as f64 / ticks_per_second() / window.as_secs_f64() * 100.0
+        })
+        .collect();
+    let rss_kb: Vec<u64> = pids.iter().map(|p| rss_kb(*p)).collect();
+
+    // Node death.
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != primary).collect();
+    let pm = c.node(primary).postmaster_pid();
+    let t = Instant::now();
+    let idx = children
+        .iter()
+        .position(|(id, _)| *id == primary)
+        .expect("primary child");
+    let (_, mut dead) = children.remove(idx);
+    let _ = dead.kill();
+    if let Some(pm) = pm {
+        let _ = kill(Pid::from_raw(pm), Signal::SIGKILL);
+    }
+    let death = first_write(&c, &others, t).await;
+    let _ = dead.wait();
+    children.push((
+        primary,
+        c.node(primary).spawn(Path::new(EXE)).expect("respawn"),
+    ));
+    let second = healthy(&c, Duration::from_secs(120)).await;
+
+    // Clean shutdown.
+    let rest: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != second).collect();
+    let idx = children
+        .iter()
+        .position(|(id, _)| *id == second)
+        .expect("primary child");
+    let t = Instant::now();
+    let _ = kill(Pid::from_raw(children[idx].1.id() as i32), Signal::SIGTERM);
+    let shutdown = first_write(&c, &rest, t).await;
+    let _ = primary_of(&c, &rest, Duration::from_secs(1)).await;
+    stop_all(&mut children, &c);
+    println!(
+        "round {i}: node death {:.2} s, clean shutdown {:.2} s, idle RSS {:?} KiB, idle CPU {:.2?} %",
+        death.as_secs_f64(),
+        shutdown.as_secs_f64(),
+        rss_kb,
+        cpu_percent
+    );
+    Round {
+        death,
+        shutdown,
+        rss_kb,
+        cpu_percent,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    v[v.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let n = rounds();
+    println!(
+        "3 nodes on loopback, default dynamic config (lease 2000 ms, heartbeat 250 ms), {n} rounds\n"
+    );
+    let mut all = Vec::new();
+    for i in 1..=n {
+        all.push(round(i).await);
+    }
+    let secs =
+        |f: fn(&Round) -> Duration| all.iter().map(|r| f(r).as_secs_f64()).collect::<Vec<_>>();
+    let death = secs(|r| r.death);
+    let shutdown = secs(|r| r.shutdown);
+    let rss: Vec<f64> = all
+        .iter()
+        .flat_map(|r| r.rss_kb.iter().map(|k| *k as f64 / 1024.0))
+        .collect();
+    let cpu: Vec<f64> = all.iter().flat_map(|r| r.cpu_percent.clone()).collect();
+    let max = |v: &[f64]| v.iter().cloned().fold(f64::MIN, f64::max);
+    println!("\n| measure | median | max |");
+    println!("|---|---|---|");
+    println!(
+        "| node death → first write on the new primary (s) | {:.2} | {:.2} |",
+        median(death.clone()),
+        max(&death)
+    );
+    println!(
+        "| clean shutdown → first write on the new primary (s) | {:.2} | {:.2} |",
+        median(shutdown.clone()),
+        max(&shutdown)
+    );
+    println!(
+        "| idle daemon RSS (MiB) | {:.1} | {:.1} |",
+        median(rss.clone()),
+        max(&rss)
+    );
+    println!(
+        "| idle daemon CPU (% of one core) | {:.2} | {:.2} |",
+        median(cpu.clone()),
+        max(&cpu)
+    );
+}
