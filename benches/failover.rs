@@ -21,20 +21,14 @@ const EXE: &str = env!("CARGO_BIN_EXE_raftgres");
 
 fn rounds() -> usize {
     let args: Vec<String> = std::env::args().collect();
-    args.windows(2)
-        .find(|w| w[0] == "--rounds")
-        .and_then(|w| w[1].parse().ok())
-        .unwrap_or(5)
+    args.windows(2).find(|w| w[0] == "--rounds").and_then(|w| w[1].parse().ok()).unwrap_or(5)
 }
 
 async fn primary_of(c: &LocalCluster, among: &[u64], deadline: Duration) -> Option<u64> {
     let start = Instant::now();
     while start.elapsed() < deadline {
         for id in among {
-            if node_health(&c.node(*id).api_url())
-                .await
-                .is_ok_and(|h| h.primary)
-            {
+            if node_health(&c.node(*id).api_url()).await.is_ok_and(|h| h.primary) {
                 return Some(*id);
             }
         }
@@ -60,11 +54,7 @@ async fn healthy(c: &LocalCluster, deadline: Duration) -> u64 {
         {
             return p;
         }
-        assert!(
-            start.elapsed() < deadline,
-            "cluster not healthy within {deadline:?}; logs in {}",
-            c.dir.display()
-        );
+        assert!(start.elapsed() < deadline, "cluster not healthy within {deadline:?}; logs in {}", c.dir.display());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -80,19 +70,11 @@ async fn first_write(c: &LocalCluster, among: &[u64], since: Instant) -> Duratio
                 tokio::spawn(conn);
                 client.execute("INSERT INTO t VALUES (1)", &[]).await.ok()
             };
-            if tokio::time::timeout(Duration::from_millis(500), attempt)
-                .await
-                .ok()
-                .flatten()
-                .is_some()
-            {
+            if tokio::time::timeout(Duration::from_millis(500), attempt).await.ok().flatten().is_some() {
                 return since.elapsed();
             }
         }
-        assert!(
-            since.elapsed() < Duration::from_secs(60),
-            "no write accepted within 60 s"
-        );
+        assert!(since.elapsed() < Duration::from_secs(60), "no write accepted within 60 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -117,10 +99,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 }
 
 fn ticks_per_second() -> f64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64
 }
 
 fn stop_all(children: &mut [(u64, Child)], c: &LocalCluster) {
@@ -145,27 +124,16 @@ struct Round {
 }
 
 async fn round(i: usize) -> Round {
-    let dir = tempfile::Builder::new()
-        .prefix("raftgres-bench-")
-        .tempdir()
-        .expect("temporary directory");
+    let dir = tempfile::Builder::new().prefix("raftgres-bench-").tempdir().expect("temporary directory");
     let c = LocalCluster::layout(dir.path(), 3, "bench").expect("layout");
     c.write_configs(|_| {}).expect("configs");
-    let mut children: Vec<(u64, Child)> = c
-        .nodes
-        .iter()
-        .map(|n| (n.id, n.spawn(Path::new(EXE)).expect("spawn daemon")))
-        .collect();
+    let mut children: Vec<(u64, Child)> =
+        c.nodes.iter().map(|n| (n.id, n.spawn(Path::new(EXE)).expect("spawn daemon"))).collect();
     let primary = healthy(&c, Duration::from_secs(120)).await;
     {
-        let (client, conn) = tokio_postgres::connect(&c.pg_uri(primary), NoTls)
-            .await
-            .expect("connect");
+        let (client, conn) = tokio_postgres::connect(&c.pg_uri(primary), NoTls).await.expect("connect");
         tokio::spawn(conn);
-        client
-            .batch_execute("CREATE TABLE t (v int)")
-            .await
-            .expect("create table");
+        client.batch_execute("CREATE TABLE t (v int)").await.expect("create table");
     }
 
     // Idle footprint.
@@ -176,9 +144,7 @@ async fn round(i: usize) -> Round {
     let cpu_percent: Vec<f64> = pids
         .iter()
         .zip(&before)
-        .map(|(p, b)| {
-            (cpu_ticks(*p) - b) as f64 / ticks_per_second() / window.as_secs_f64() * 100.0
-        })
+        .map(|(p, b)| (cpu_ticks(*p) - b) as f64 / ticks_per_second() / window.as_secs_f64() * 100.0)
         .collect();
     let rss_kb: Vec<u64> = pids.iter().map(|p| rss_kb(*p)).collect();
 
@@ -186,10 +152,7 @@ async fn round(i: usize) -> Round {
     let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != primary).collect();
     let pm = c.node(primary).postmaster_pid();
     let t = Instant::now();
-    let idx = children
-        .iter()
-        .position(|(id, _)| *id == primary)
-        .expect("primary child");
+    let idx = children.iter().position(|(id, _)| *id == primary).expect("primary child");
     let (_, mut dead) = children.remove(idx);
     let _ = dead.kill();
     if let Some(pm) = pm {
@@ -197,18 +160,12 @@ async fn round(i: usize) -> Round {
     }
     let death = first_write(&c, &others, t).await;
     let _ = dead.wait();
-    children.push((
-        primary,
-        c.node(primary).spawn(Path::new(EXE)).expect("respawn"),
-    ));
+    children.push((primary, c.node(primary).spawn(Path::new(EXE)).expect("respawn")));
     let second = healthy(&c, Duration::from_secs(120)).await;
 
     // Clean shutdown.
     let rest: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != second).collect();
-    let idx = children
-        .iter()
-        .position(|(id, _)| *id == second)
-        .expect("primary child");
+    let idx = children.iter().position(|(id, _)| *id == second).expect("primary child");
     let t = Instant::now();
     let _ = kill(Pid::from_raw(children[idx].1.id() as i32), Signal::SIGTERM);
     let shutdown = first_write(&c, &rest, t).await;
@@ -221,12 +178,7 @@ async fn round(i: usize) -> Round {
         rss_kb,
         cpu_percent
     );
-    Round {
-        death,
-        shutdown,
-        rss_kb,
-        cpu_percent,
-    }
+    Round { death, shutdown, rss_kb, cpu_percent }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -237,43 +189,25 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[tokio::main]
 async fn main() {
     let n = rounds();
-    println!(
-        "3 nodes on loopback, default dynamic config (lease 2000 ms, heartbeat 250 ms), {n} rounds\n"
-    );
+    println!("3 nodes on loopback, default dynamic config (lease 2000 ms, heartbeat 250 ms), {n} rounds\n");
     let mut all = Vec::new();
     for i in 1..=n {
         all.push(round(i).await);
     }
-    let secs =
-        |f: fn(&Round) -> Duration| all.iter().map(|r| f(r).as_secs_f64()).collect::<Vec<_>>();
+    let secs = |f: fn(&Round) -> Duration| all.iter().map(|r| f(r).as_secs_f64()).collect::<Vec<_>>();
     let death = secs(|r| r.death);
     let shutdown = secs(|r| r.shutdown);
-    let rss: Vec<f64> = all
-        .iter()
-        .flat_map(|r| r.rss_kb.iter().map(|k| *k as f64 / 1024.0))
-        .collect();
+    let rss: Vec<f64> = all.iter().flat_map(|r| r.rss_kb.iter().map(|k| *k as f64 / 1024.0)).collect();
     let cpu: Vec<f64> = all.iter().flat_map(|r| r.cpu_percent.clone()).collect();
     let max = |v: &[f64]| v.iter().cloned().fold(f64::MIN, f64::max);
     println!("\n| measure | median | max |");
     println!("|---|---|---|");
-    println!(
-        "| node death → first write on the new primary (s) | {:.2} | {:.2} |",
-        median(death.clone()),
-        max(&death)
-    );
+    println!("| node death → first write on the new primary (s) | {:.2} | {:.2} |", median(death.clone()), max(&death));
     println!(
         "| clean shutdown → first write on the new primary (s) | {:.2} | {:.2} |",
         median(shutdown.clone()),
         max(&shutdown)
     );
-    println!(
-        "| idle daemon RSS (MiB) | {:.1} | {:.1} |",
-        median(rss.clone()),
-        max(&rss)
-    );
-    println!(
-        "| idle daemon CPU (% of one core) | {:.2} | {:.2} |",
-        median(cpu.clone()),
-        max(&cpu)
-    );
+    println!("| idle daemon RSS (MiB) | {:.1} | {:.1} |", median(rss.clone()), max(&rss));
+    println!("| idle daemon CPU (% of one core) | {:.2} | {:.2} |", median(cpu.clone()), max(&cpu));
 }

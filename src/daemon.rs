@@ -15,9 +15,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent::task::Agent;
 use crate::config::Config;
+use crate::fence::PrimaryFlag;
 use crate::lease::{self, LeaseGrantor, Views};
+use crate::postgres::runner::StopMode;
 use crate::postgres::{Binaries, Observation, Runner};
 use crate::{controller, fence, http};
+
+/// How long shutdown waits for the agent to finish its current step.
+const AGENT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs the daemon until SIGTERM or SIGINT; an error means a component
 /// failed and the process should exit non-zero.
@@ -51,38 +56,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let mut info = NodeInfo::new(config.node_name.clone(), config.raft_advertise.clone());
     info.api_addr = config.http_advertise.clone();
-    let mut node_config =
-        NodeConfig::new(config.node_id, &config.cluster_id, &config.data_dir, info);
+    let mut node_config = NodeConfig::new(config.node_id, &config.cluster_id, &config.data_dir, info);
     node_config.heartbeat_interval = config.raft_heartbeat;
     node_config.election_timeout = config.raft_election_timeout;
-    let node = RaftNode::start(node_config, raft_listener)
-        .await
-        .context("start Raft")?;
+    let node = RaftNode::start(node_config, raft_listener).await.context("start Raft")?;
     let handle = node.handle().clone();
 
-    if config
-        .initial_members
-        .iter()
-        .any(|m| m.id == config.node_id)
-    {
-        let members: BTreeMap<_, _> = config
-            .initial_members
-            .iter()
-            .map(|m| (m.id, NodeInfo::new(m.name.clone(), m.raft_addr.clone())))
-            .collect();
+    if config.initial_members.iter().any(|m| m.id == config.node_id) {
+        let members: BTreeMap<_, _> =
+            config.initial_members.iter().map(|m| (m.id, NodeInfo::new(m.name.clone(), m.raft_addr.clone()))).collect();
         node.initialize(members).await.context("initialize Raft")?;
     }
 
     let views = Arc::new(Mutex::new(Views::default()));
-    handle.set_app_handler(Arc::new(LeaseGrantor {
-        handle: handle.clone(),
-        views: views.clone(),
-    }));
+    handle.set_app_handler(Arc::new(LeaseGrantor { handle: handle.clone(), views: views.clone() }));
 
     let (lease_tx, lease_rx) = watch::channel(None);
     let (obs_tx, obs_rx) = watch::channel(Observation::default());
     let tasks_cancel = CancellationToken::new();
+    let agent_cancel = CancellationToken::new();
     let http_cancel = CancellationToken::new();
+    let may_be_primary = PrimaryFlag::default();
 
     let mut controller = tokio::spawn(controller::task::run(
         handle.clone(),
@@ -91,27 +85,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.initial_dynamic.clone(),
         tasks_cancel.clone(),
     ));
-    let mut heartbeat = tokio::spawn(lease::heartbeat_task(
-        handle.clone(),
-        obs_rx.clone(),
-        lease_tx,
-        tasks_cancel.clone(),
-    ));
+    let mut heartbeat =
+        tokio::spawn(lease::heartbeat_task(handle.clone(), obs_rx.clone(), lease_tx, tasks_cancel.clone()));
     let mut fence_task = tokio::spawn(fence::run(
         handle.clone(),
         runner.clone(),
         lease_rx.clone(),
-        obs_rx.clone(),
+        may_be_primary.clone(),
         tasks_cancel.clone(),
     ));
-    let agent = Agent::new(
-        handle.clone(),
-        runner.clone(),
-        config.clone(),
-        lease_rx.clone(),
-        obs_tx,
-    );
-    let mut agent_task = tokio::spawn(agent.run(tasks_cancel.clone()));
+    let agent = Agent::new(handle.clone(), runner.clone(), config.clone(), lease_rx.clone(), obs_tx, may_be_primary);
+    let mut agent_task = tokio::spawn(agent.run(agent_cancel.clone()));
     let api = http::ApiState {
         handle: handle.clone(),
         node_name: config.node_name.clone(),
@@ -138,38 +122,51 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::error!("a critical task stopped: {name}: {why}");
     }
 
-    // Stop deciding and renewing, then hand over: stop PostgreSQL, and if
-    // this node was primary, release the role so failover need not wait
-    // for the lease.
+    // Hand over in an order that keeps the fence on guard until
+    // PostgreSQL is down: stop the agent, stop PostgreSQL (immediately if a
+    // clean stop fails), and only once no postmaster runs, release the
+    // primary role so failover need not wait for the lease. The lease
+    // heartbeat and the fence stop last.
+    agent_cancel.cancel();
+    if failed != Some("agent") {
+        match tokio::time::timeout(AGENT_STOP_TIMEOUT, &mut agent_task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("failed to join the agent task: {e}"),
+            Err(_) => {
+                tracing::warn!("the agent did not stop within {AGENT_STOP_TIMEOUT:?}; aborting it");
+                agent_task.abort();
+            }
+        }
+    }
+    if let Err(e) = runner.stop(StopMode::Fast).await {
+        tracing::error!("failed to stop PostgreSQL cleanly: {e}; stopping it immediately");
+    }
+    if !runner.wait_stopped(Duration::from_secs(1)).await {
+        runner.quit_now();
+        runner.wait_stopped(Duration::from_secs(10)).await;
+    }
+    let stopped = runner.postmaster_pid().is_none();
+    let state = handle.local_state().state;
+    if let Some(p) = state.primary.as_ref().filter(|p| p.node == config.node_id) {
+        if stopped {
+            let cmd = Command::ReleasePrimary { epoch: p.epoch, node: config.node_id, reason: ReleaseReason::Shutdown };
+            match tokio::time::timeout(Duration::from_secs(5), handle.propose(cmd)).await {
+                Ok(Ok(p)) => tracing::info!(outcome = ?p.outcome, "released the primary role"),
+                Ok(Err(e)) => tracing::warn!("failed to release the primary role: {e}"),
+                Err(_) => tracing::warn!("failed to release the primary role within 5s"),
+            }
+        } else {
+            tracing::error!(
+                "PostgreSQL is still running; not releasing the primary role (failover waits for the lease)"
+            );
+        }
+    }
     tasks_cancel.cancel();
-    for (name, t) in [
-        ("controller", controller),
-        ("heartbeat", heartbeat),
-        ("fence", fence_task),
-    ] {
+    for (name, t) in [("controller", controller), ("heartbeat", heartbeat), ("fence", fence_task)] {
         if failed != Some(name)
             && let Err(e) = t.await
         {
             tracing::warn!("failed to join the {name} task: {e}");
-        }
-    }
-    if failed != Some("agent") {
-        match agent_task.await {
-            Ok(mut agent) => agent.stop_postgres().await,
-            Err(e) => tracing::warn!("failed to join the agent task: {e}"),
-        }
-    }
-    let state = handle.local_state().state;
-    if let Some(p) = state.primary.as_ref().filter(|p| p.node == config.node_id) {
-        let cmd = Command::ReleasePrimary {
-            epoch: p.epoch,
-            node: config.node_id,
-            reason: ReleaseReason::Shutdown,
-        };
-        match tokio::time::timeout(Duration::from_secs(5), handle.propose(cmd)).await {
-            Ok(Ok(p)) => tracing::info!(outcome = ?p.outcome, "released the primary role"),
-            Ok(Err(e)) => tracing::warn!("failed to release the primary role: {e}"),
-            Err(_) => tracing::warn!("failed to release the primary role within 5s"),
         }
     }
     http_cancel.cancel();

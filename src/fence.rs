@@ -7,6 +7,7 @@
 //! are cut off at once; the data directory recovers at the next start.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use raftgres_raft::RaftHandle;
@@ -14,7 +15,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::lease::Lease;
-use crate::postgres::{Observation, Runner};
+use crate::postgres::Runner;
 
 const POLL: Duration = Duration::from_millis(20);
 
@@ -31,11 +32,28 @@ pub fn writes_allowed(handle: &RaftHandle, lease: &Option<Lease>, now: Instant) 
         .is_some_and(|p| lease.is_some_and(|l| l.allows_writes(p.epoch, now, margin)))
 }
 
+/// Set while the local PostgreSQL may be accepting writes: the agent sets
+/// it before it starts, creates or promotes a primary and whenever it sees
+/// one, and clears it only when it sees a standby or no server at all. A
+/// failed observation leaves it as it was.
+#[derive(Clone, Debug, Default)]
+pub struct PrimaryFlag(Arc<AtomicBool>);
+
+impl PrimaryFlag {
+    pub fn set(&self, may_be_primary: bool) {
+        self.0.store(may_be_primary, Ordering::SeqCst);
+    }
+
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
 pub async fn run(
     handle: RaftHandle,
     runner: Arc<Runner>,
     lease: watch::Receiver<Option<Lease>>,
-    observation: watch::Receiver<Observation>,
+    may_be_primary: PrimaryFlag,
     cancel: CancellationToken,
 ) {
     let mut fenced = false;
@@ -45,10 +63,7 @@ pub async fn run(
             _ = tokio::time::sleep(POLL) => {}
         }
         let allowed = writes_allowed(&handle, &lease.borrow(), Instant::now());
-        // The last observation may be up to one agent turn old; a server
-        // that was last seen in recovery is not accepting writes.
-        let primary_seen = observation.borrow().in_recovery == Some(false);
-        if allowed || !primary_seen {
+        if allowed || !may_be_primary.get() {
             fenced = false;
             continue;
         }

@@ -67,6 +67,9 @@ pub struct HeartbeatReply {
 pub struct NodeView {
     pub last_contact: Instant,
     pub report: Observation,
+    /// The last lease granted to this node: its epoch and when the grant
+    /// was confirmed (never earlier than the heartbeat's send time).
+    pub last_grant: Option<(u64, Instant)>,
 }
 
 /// What the leader knows from heartbeats; shared by the lease grantor (which
@@ -87,55 +90,43 @@ pub struct LeaseGrantor {
 }
 
 impl LeaseGrantor {
-    async fn serve(
-        handle: RaftHandle,
-        views: SharedViews,
-        from: NodeId,
-        payload: Vec<u8>,
-    ) -> Result<Vec<u8>, String> {
+    async fn serve(handle: RaftHandle, views: SharedViews, from: NodeId, payload: Vec<u8>) -> Result<Vec<u8>, String> {
         let hb: Heartbeat = encoding::decode("heartbeat", &payload).map_err(|e| e.to_string())?;
         if hb.node != from {
-            return Err(format!(
-                "heartbeat for node {} sent by node {from}",
-                hb.node
-            ));
+            return Err(format!("heartbeat for node {} sent by node {from}", hb.node));
         }
-        views.lock().expect("views lock poisoned").nodes.insert(
-            from,
-            NodeView {
-                last_contact: Instant::now(),
-                report: hb.report,
-            },
-        );
+        {
+            let mut v = views.lock().expect("views lock poisoned");
+            let last_grant = v.nodes.get(&from).and_then(|n| n.last_grant);
+            v.nodes.insert(from, NodeView { last_contact: Instant::now(), report: hb.report, last_grant });
+        }
         let granted = match hb.epoch {
             None => None,
-            // A linearizable read: leadership confirmed by a quorum, state
-            // applied up to the commit index.
-            Some(epoch) => match handle
-                .read(|s| s.primary.as_ref().map(|p| (p.node, p.epoch)))
-                .await
-            {
-                Ok(Some((node, e))) if node == from && e == epoch => Some(epoch),
-                Ok(_) => None,
-                Err(e) => return Err(format!("confirm leadership: {e}")),
-            },
+            Some(epoch) => {
+                // Leadership confirmed by a quorum *here* (never forwarded:
+                // a grant must come from the leader that will count the
+                // silence), then the state applied up to the read index.
+                handle.raft().ensure_linearizable().await.map_err(|e| format!("confirm leadership: {e}"))?;
+                let state = handle.local_state().state;
+                match state.primary.as_ref() {
+                    Some(p) if p.node == from && p.epoch == epoch => {
+                        let mut v = views.lock().expect("views lock poisoned");
+                        if let Some(n) = v.nodes.get_mut(&from) {
+                            n.last_grant = Some((epoch, Instant::now()));
+                        }
+                        Some(epoch)
+                    }
+                    _ => None,
+                }
+            }
         };
         encoding::encode("heartbeat reply", &HeartbeatReply { granted }).map_err(|e| e.to_string())
     }
 }
 
 impl AppHandler for LeaseGrantor {
-    fn call(
-        &self,
-        from: NodeId,
-        payload: Vec<u8>,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>> {
-        Box::pin(Self::serve(
-            self.handle.clone(),
-            self.views.clone(),
-            from,
-            payload,
-        ))
+    fn call(&self, from: NodeId, payload: Vec<u8>) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>> {
+        Box::pin(Self::serve(self.handle.clone(), self.views.clone(), from, payload))
     }
 }
 
@@ -153,16 +144,8 @@ pub async fn heartbeat_task(
         let interval = Duration::from_millis(config.heartbeat_interval_ms);
         let ttl = Duration::from_millis(config.lease_ttl_ms);
         let state = handle.local_state().state;
-        let epoch = state
-            .primary
-            .as_ref()
-            .filter(|p| p.node == me)
-            .map(|p| p.epoch);
-        let hb = Heartbeat {
-            node: me,
-            epoch,
-            report: observation.borrow().clone(),
-        };
+        let epoch = state.primary.as_ref().filter(|p| p.node == me).map(|p| p.epoch);
+        let hb = Heartbeat { node: me, epoch, report: observation.borrow().clone() };
         let sent = Instant::now();
         let next = tokio::time::Instant::from_std(sent + interval);
         match encoding::encode("heartbeat", &hb) {
@@ -174,14 +157,10 @@ pub async fn heartbeat_task(
                     r = call => r,
                 };
                 match reply.map_err(|e| e.to_string()).and_then(|bytes| {
-                    encoding::decode::<HeartbeatReply>("heartbeat reply", &bytes)
-                        .map_err(|e| e.to_string())
+                    encoding::decode::<HeartbeatReply>("heartbeat reply", &bytes).map_err(|e| e.to_string())
                 }) {
                     Ok(HeartbeatReply { granted: Some(e) }) if Some(e) == epoch => {
-                        let renewed = Lease {
-                            epoch: e,
-                            expires_at: sent + ttl,
-                        };
+                        let renewed = Lease { epoch: e, expires_at: sent + ttl };
                         if lease.borrow().is_none_or(|l| l.epoch != e) {
                             tracing::info!(epoch = e, "primary lease acquired");
                         }
@@ -210,10 +189,7 @@ mod tests {
     #[test]
     fn writes_stop_a_margin_before_the_lease_ends() {
         let now = Instant::now();
-        let lease = Lease {
-            epoch: 3,
-            expires_at: now + Duration::from_millis(1000),
-        };
+        let lease = Lease { epoch: 3, expires_at: now + Duration::from_millis(1000) };
         let margin = Duration::from_millis(300);
         assert!(lease.allows_writes(3, now, margin));
         assert!(!lease.allows_writes(4, now, margin), "another epoch");
@@ -223,21 +199,11 @@ mod tests {
 
     #[test]
     fn heartbeat_round_trips() {
-        let hb = Heartbeat {
-            node: 2,
-            epoch: Some(5),
-            report: Observation {
-                running: true,
-                ..Default::default()
-            },
-        };
+        let hb = Heartbeat { node: 2, epoch: Some(5), report: Observation { running: true, ..Default::default() } };
         let bytes = encoding::encode("hb", &hb).unwrap();
         assert_eq!(encoding::decode::<Heartbeat>("hb", &bytes).unwrap(), hb);
         let reply = HeartbeatReply { granted: None };
         let bytes = encoding::encode("r", &reply).unwrap();
-        assert_eq!(
-            encoding::decode::<HeartbeatReply>("r", &bytes).unwrap(),
-            reply
-        );
+        assert_eq!(encoding::decode::<HeartbeatReply>("r", &bytes).unwrap(), reply);
     }
 }

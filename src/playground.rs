@@ -15,9 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
-use crate::config::{
-    FileConfig, HttpSection, InitialMember, NodeSection, PostgresSection, RaftSection,
-};
+use crate::config::{FileConfig, HttpSection, InitialMember, NodeSection, PostgresSection, RaftSection};
 
 /// A port the kernel just handed out on loopback. Another process could
 /// take it before it is used; the window is small and a clash fails loudly.
@@ -52,10 +50,7 @@ impl LocalNode {
     /// Starts `exe run --config <this node's file>`, appending its output
     /// to the node's log.
     pub fn spawn(&self, exe: &Path) -> std::io::Result<std::process::Child> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path())?;
         std::process::Command::new(exe)
             .arg("run")
             .arg("--config")
@@ -70,9 +65,7 @@ impl LocalNode {
     pub fn postmaster_pid(&self) -> Option<i32> {
         let text = std::fs::read_to_string(self.dir.join("pgdata/postmaster.pid")).ok()?;
         let pid: i32 = text.lines().next()?.trim().parse().ok()?;
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
-            .ok()
-            .map(|()| pid)
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).ok().map(|()| pid)
     }
 }
 
@@ -117,10 +110,7 @@ impl LocalCluster {
     }
 
     pub fn node(&self, id: u64) -> &LocalNode {
-        self.nodes
-            .iter()
-            .find(|n| n.id == id)
-            .unwrap_or_else(|| panic!("no node {id}"))
+        self.nodes.iter().find(|n| n.id == id).unwrap_or_else(|| panic!("no node {id}"))
     }
 
     /// The configuration of node `id`.
@@ -128,11 +118,7 @@ impl LocalCluster {
         let node = self.node(id);
         FileConfig {
             cluster_id: self.cluster_id.clone(),
-            node: NodeSection {
-                id: node.id,
-                name: node.name.clone(),
-                data_dir: node.dir.clone(),
-            },
+            node: NodeSection { id: node.id, name: node.name.clone(), data_dir: node.dir.clone() },
             raft: RaftSection {
                 listen: format!("127.0.0.1:{}", node.raft_port),
                 advertise: None,
@@ -149,10 +135,7 @@ impl LocalCluster {
                 election_timeout_min_ms: 300,
                 election_timeout_max_ms: 600,
             },
-            http: HttpSection {
-                listen: format!("127.0.0.1:{}", node.http_port),
-                advertise: None,
-            },
+            http: HttpSection { listen: format!("127.0.0.1:{}", node.http_port), advertise: None },
             postgres: PostgresSection {
                 bin_dir: None,
                 data_dir: None,
@@ -181,31 +164,20 @@ impl LocalCluster {
 
     /// A libpq URI for node `id`'s PostgreSQL.
     pub fn pg_uri(&self, id: u64) -> String {
-        format!(
-            "postgresql://postgres:{}@127.0.0.1:{}/postgres",
-            self.superuser_password,
-            self.node(id).pg_port
-        )
+        format!("postgresql://postgres:{}@127.0.0.1:{}/postgres", self.superuser_password, self.node(id).pg_port)
     }
 }
 
 /// GET `url`; returns the status code and body.
 pub async fn http_get(url: &str) -> Result<(u16, String), String> {
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let req = http::Request::get(url)
-        .body(Empty::new())
-        .map_err(|e| e.to_string())?;
+    let req = http::Request::get(url).body(Empty::new()).map_err(|e| e.to_string())?;
     let resp = tokio::time::timeout(Duration::from_secs(3), client.request(req))
         .await
         .map_err(|_| format!("GET {url}: timed out"))?
         .map_err(|e| format!("GET {url}: {e}"))?;
     let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("GET {url}: {e}"))?
-        .to_bytes();
+    let body = resp.into_body().collect().await.map_err(|e| format!("GET {url}: {e}"))?.to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
@@ -245,26 +217,16 @@ pub async fn run_playground(opts: PlaygroundOptions) -> anyhow::Result<()> {
     let dir = match &opts.dir {
         Some(d) => d.clone(),
         None => {
-            temp = tempfile::Builder::new()
-                .prefix("raftgres-playground-")
-                .tempdir()
-                .context("create a directory")?;
+            temp = tempfile::Builder::new().prefix("raftgres-playground-").tempdir().context("create a directory")?;
             temp.path().to_path_buf()
         }
     };
     if opts.nodes == 0 {
         bail!("--nodes must be at least 1");
     }
-    let cluster =
-        LocalCluster::layout(&dir, opts.nodes, "playground").context("lay out the cluster")?;
-    cluster
-        .write_configs(|_| {})
-        .context("write configuration files")?;
-    println!(
-        "raftgres playground: {} nodes in {}",
-        opts.nodes,
-        dir.display()
-    );
+    let cluster = LocalCluster::layout(&dir, opts.nodes, "playground").context("lay out the cluster")?;
+    cluster.write_configs(|_| {}).context("write configuration files")?;
+    println!("raftgres playground: {} nodes in {}", opts.nodes, dir.display());
 
     let exe = std::env::current_exe().context("find the raftgres executable")?;
     let mut children = BTreeMap::new();
@@ -280,12 +242,7 @@ pub async fn run_playground(opts: PlaygroundOptions) -> anyhow::Result<()> {
             .kill_on_drop(true)
             .spawn()
             .context("start a daemon")?;
-        println!(
-            "  started {} (pid {}), log {}",
-            n.name,
-            child.id().unwrap_or(0),
-            n.log_path().display()
-        );
+        println!("  started {} (pid {}), log {}", n.name, child.id().unwrap_or(0), n.log_path().display());
         children.insert(n.id, child);
     }
 
@@ -310,10 +267,7 @@ pub async fn run_playground(opts: PlaygroundOptions) -> anyhow::Result<()> {
     println!("stopping...");
     for (id, child) in children.iter_mut() {
         if let Some(pid) = child.id() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
         }
         match tokio::time::timeout(Duration::from_secs(60), child.wait()).await {
             Ok(Ok(status)) => println!("  pg{id} stopped ({status})"),
@@ -364,11 +318,7 @@ async fn wait_healthy(
                 Err(_) => "not answering yet".to_string(),
             };
             if last.get(&n.id) != Some(&now) {
-                println!(
-                    "  [{:>5.1}s] {}: {now}",
-                    start.elapsed().as_secs_f64(),
-                    n.name
-                );
+                println!("  [{:>5.1}s] {}: {now}", start.elapsed().as_secs_f64(), n.name);
                 last.insert(n.id, now);
             }
         }
@@ -377,20 +327,14 @@ async fn wait_healthy(
             return Ok(());
         }
         if start.elapsed() > Duration::from_secs(300) {
-            bail!(
-                "the cluster did not become healthy within 300s; see the logs in {}",
-                cluster.dir.display()
-            );
+            bail!("the cluster did not become healthy within 300s; see the logs in {}", cluster.dir.display());
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
 async fn print_summary(cluster: &LocalCluster) {
-    println!(
-        "\n{:<6} {:<9} {:<10} {:<3} {:<60} API",
-        "member", "role", "state", "TL", "connection"
-    );
+    println!("\n{:<6} {:<9} {:<10} {:<3} {:<60} API", "member", "role", "state", "TL", "connection");
     for n in &cluster.nodes {
         let h = node_health(&n.api_url()).await.ok();
         let role = match &h {
@@ -398,23 +342,8 @@ async fn print_summary(cluster: &LocalCluster) {
             Some(h) if h.replica => "replica",
             _ => "unknown",
         };
-        let state = if h.as_ref().is_some_and(|h| h.streaming) {
-            "streaming"
-        } else {
-            "running"
-        };
-        let tl = h
-            .and_then(|h| h.timeline)
-            .map(|t| t.to_string())
-            .unwrap_or_default();
-        println!(
-            "{:<6} {:<9} {:<10} {:<3} {:<60} {}",
-            n.name,
-            role,
-            state,
-            tl,
-            cluster.pg_uri(n.id),
-            n.api_url()
-        );
+        let state = if h.as_ref().is_some_and(|h| h.streaming) { "streaming" } else { "running" };
+        let tl = h.and_then(|h| h.timeline).map(|t| t.to_string()).unwrap_or_default();
+        println!("{:<6} {:<9} {:<10} {:<3} {:<60} {}", n.name, role, state, tl, cluster.pg_uri(n.id), n.api_url());
     }
 }

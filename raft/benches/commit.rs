@@ -20,17 +20,10 @@ struct Options {
 }
 
 fn options() -> Options {
-    let mut o = Options {
-        proposals: 1000,
-        proposers: 16,
-        each: 100,
-    };
+    let mut o = Options { proposals: 1000, proposers: 16, each: 100 };
     let args: Vec<String> = std::env::args().collect();
     for w in args.windows(2) {
-        let value = || {
-            w[1].parse::<u64>()
-                .unwrap_or_else(|_| panic!("{} needs a number, got {:?}", w[0], w[1]))
-        };
+        let value = || w[1].parse::<u64>().unwrap_or_else(|_| panic!("{} needs a number, got {:?}", w[0], w[1]));
         match w[0].as_str() {
             "--proposals" => o.proposals = value(),
             "--proposers" => o.proposers = value(),
@@ -42,11 +35,7 @@ fn options() -> Options {
 }
 
 fn toggle(i: u64) -> Command {
-    let state = if i % 2 == 0 {
-        MemberState::Running
-    } else {
-        MemberState::Streaming
-    };
+    let state = if i % 2 == 0 { MemberState::Running } else { MemberState::Streaming };
     Command::SetMemberState { node: 1, state }
 }
 
@@ -81,27 +70,16 @@ async fn main() {
     let mut infos = BTreeMap::new();
     for id in 1..=3u64 {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        infos.insert(
-            id,
-            NodeInfo::new(format!("n{id}"), l.local_addr().expect("addr").to_string()),
-        );
+        infos.insert(id, NodeInfo::new(format!("n{id}"), l.local_addr().expect("addr").to_string()));
         listeners.push((id, l));
     }
     let mut nodes = Vec::new();
     for (id, l) in listeners {
-        let mut config = NodeConfig::new(
-            id,
-            "bench",
-            dir.path().join(format!("n{id}")),
-            infos[&id].clone(),
-        );
+        let mut config = NodeConfig::new(id, "bench", dir.path().join(format!("n{id}")), infos[&id].clone());
         config.request_timeout = Duration::from_secs(30);
         nodes.push(RaftNode::start(config, l).await.expect("start node"));
     }
-    nodes[0]
-        .initialize(infos.clone())
-        .await
-        .expect("initialize");
+    nodes[0].initialize(infos.clone()).await.expect("initialize");
     let leader = loop {
         if let Some(l) = nodes[0].handle().status().leader
             && nodes.iter().all(|n| n.handle().status().leader == Some(l))
@@ -112,17 +90,10 @@ async fn main() {
     };
     let lh = nodes[(leader - 1) as usize].handle().clone();
     let fh = nodes[(leader % 3) as usize].handle().clone();
-    lh.propose(Command::InitializeCluster {
-        cluster_id: "bench".into(),
-        config: DynamicConfig::default(),
-    })
-    .await
-    .expect("initialize cluster");
-    lh.propose(Command::AddMember {
-        member: Member::new(1, "pg1"),
-    })
-    .await
-    .expect("add member");
+    lh.propose(Command::InitializeCluster { cluster_id: "bench".into(), config: DynamicConfig::default() })
+        .await
+        .expect("initialize cluster");
+    lh.propose(Command::AddMember { member: Member::new(1, "pg1") }).await.expect("add member");
 
     println!("3 voters, loopback gRPC, fdatasync on every append and vote\n");
     println!("| workload | ops | p50 ms | p99 ms | max ms | ops/s |");
@@ -132,11 +103,7 @@ async fn main() {
     row("sequential proposals on the leader", &hist, elapsed);
 
     let (hist, elapsed) = timed_proposals(&fh, o.proposals / 2).await;
-    row(
-        "sequential proposals on a follower (forwarded)",
-        &hist,
-        elapsed,
-    );
+    row("sequential proposals on a follower (forwarded)", &hist, elapsed);
 
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -157,16 +124,9 @@ async fn main() {
     for t in tasks {
         all.add(t.await.expect("proposer task")).expect("merge");
     }
-    row(
-        &format!("{} concurrent proposers (half via a follower)", o.proposers),
-        &all,
-        start.elapsed(),
-    );
+    row(&format!("{} concurrent proposers (half via a follower)", o.proposers), &all, start.elapsed());
 
-    for (name, h) in [
-        ("linearizable read on the leader", &lh),
-        ("linearizable read on a follower", &fh),
-    ] {
+    for (name, h) in [("linearizable read on the leader", &lh), ("linearizable read on a follower", &fh)] {
         let mut hist = Histogram::<u64>::new(3).expect("histogram");
         let start = Instant::now();
         for _ in 0..o.proposals {

@@ -35,19 +35,11 @@ pub enum HandleError {
     NoLeader { waited: Duration },
     /// The deadline passed; for a proposal, it may or may not have committed.
     #[error("timed out after {waited:?} during {during}")]
-    Timeout {
-        waited: Duration,
-        during: &'static str,
-    },
+    Timeout { waited: Duration, during: &'static str },
     /// The leader could not be reached or answered with a transport error.
     /// `outcome_unknown` is true when the request may have been delivered.
     #[error("forward to leader {leader} at {addr}: {message}")]
-    Transport {
-        leader: NodeId,
-        addr: String,
-        message: String,
-        outcome_unknown: bool,
-    },
+    Transport { leader: NodeId, addr: String, message: String, outcome_unknown: bool },
     /// A peer refused the request because it belongs to another cluster.
     #[error("{addr} refused the request: {message}")]
     WrongCluster { addr: String, message: String },
@@ -68,12 +60,8 @@ impl HandleError {
     /// True when the request certainly did not take effect.
     pub fn is_definitely_not_applied(&self) -> bool {
         match self {
-            HandleError::NoLeader { .. }
-            | HandleError::WrongCluster { .. }
-            | HandleError::Refused(_) => true,
-            HandleError::Transport {
-                outcome_unknown, ..
-            } => !outcome_unknown,
+            HandleError::NoLeader { .. } | HandleError::WrongCluster { .. } | HandleError::Refused(_) => true,
+            HandleError::Transport { outcome_unknown, .. } => !outcome_unknown,
             HandleError::Timeout { .. } | HandleError::Unknown(_) | HandleError::Fatal(_) => false,
         }
     }

@@ -19,8 +19,7 @@ use openraft::{ChangeMembers, Raft, ServerState};
 use raftgres_proto::raft::raft_transport_client::RaftTransportClient;
 use raftgres_storage::typ::{LogId, RaftMetrics};
 use raftgres_storage::{
-    AppliedState, ClusterState, Command, Event, NodeId, NodeInfo, Reject, Request, StateMachine,
-    TypeConfig,
+    AppliedState, ClusterState, Command, Event, NodeId, NodeInfo, Reject, Request, StateMachine, TypeConfig,
 };
 use tokio::sync::watch;
 use tonic::transport::Channel;
@@ -36,11 +35,7 @@ use crate::network::filter::NetworkFilter;
 /// over the Raft transport (`RaftHandle::call_leader`). Runs on the leader
 /// only; it decides itself what leadership confirmation it needs.
 pub trait AppHandler: Send + Sync + 'static {
-    fn call(
-        &self,
-        from: NodeId,
-        payload: Vec<u8>,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>>;
+    fn call(&self, from: NodeId, payload: Vec<u8>) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>>;
 }
 
 /// The committed result of a proposal.
@@ -86,10 +81,7 @@ struct Inner {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn role_name(state: ServerState) -> &'static str {
@@ -153,28 +145,15 @@ impl RaftHandle {
     /// Removes the application handler (it may hold a clone of this
     /// handle; dropping it breaks the cycle on shutdown).
     pub fn clear_app_handler(&self) {
-        self.inner
-            .app
-            .lock()
-            .expect("app handler lock poisoned")
-            .take();
+        self.inner.app.lock().expect("app handler lock poisoned").take();
     }
 
     /// Sends an application message to the leader's [`AppHandler`] and
     /// returns its answer, retrying through leader changes until `timeout`.
-    pub async fn call_leader(
-        &self,
-        payload: Vec<u8>,
-        timeout: Duration,
-    ) -> Result<Vec<u8>, HandleError> {
-        match self
-            .forward_or_local(ForwardRequest::App(payload), timeout)
-            .await?
-        {
+    pub async fn call_leader(&self, payload: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, HandleError> {
+        match self.forward_or_local(ForwardRequest::App(payload), timeout).await? {
             ForwardResponse::App(reply) => Ok(reply),
-            other => Err(HandleError::Refused(format!(
-                "unexpected answer to an application call: {other:?}"
-            ))),
+            other => Err(HandleError::Refused(format!("unexpected answer to an application call: {other:?}"))),
         }
     }
 
@@ -221,22 +200,10 @@ impl RaftHandle {
 
     /// Commits `command` through the leader and returns its outcome.
     pub async fn propose(&self, command: Command) -> Result<Proposal, HandleError> {
-        let request = Request {
-            command,
-            proposer: self.id(),
-            proposed_at_ms: now_ms(),
-        };
-        match self
-            .forward_or_local(ForwardRequest::Propose(request), self.inner.request_timeout)
-            .await?
-        {
-            ForwardResponse::Proposed { log_id, response } => Ok(Proposal {
-                log_id,
-                outcome: response.into_result(),
-            }),
-            other => Err(HandleError::Refused(format!(
-                "unexpected answer to a proposal: {other:?}"
-            ))),
+        let request = Request { command, proposer: self.id(), proposed_at_ms: now_ms() };
+        match self.forward_or_local(ForwardRequest::Propose(request), self.inner.request_timeout).await? {
+            ForwardResponse::Proposed { log_id, response } => Ok(Proposal { log_id, outcome: response.into_result() }),
+            other => Err(HandleError::Refused(format!("unexpected answer to a proposal: {other:?}"))),
         }
     }
 
@@ -245,15 +212,10 @@ impl RaftHandle {
     /// leader had committed at that moment.
     pub async fn read<T>(&self, f: impl FnOnce(&ClusterState) -> T) -> Result<T, HandleError> {
         let start = Instant::now();
-        let log_id = match self
-            .forward_or_local(ForwardRequest::ReadIndex, self.inner.request_timeout)
-            .await?
-        {
+        let log_id = match self.forward_or_local(ForwardRequest::ReadIndex, self.inner.request_timeout).await? {
             ForwardResponse::ReadIndex { log_id } => log_id,
             other => {
-                return Err(HandleError::Refused(format!(
-                    "unexpected answer to a read: {other:?}"
-                )));
+                return Err(HandleError::Refused(format!("unexpected answer to a read: {other:?}")));
             }
         };
         if let Some(log_id) = log_id {
@@ -263,10 +225,7 @@ impl RaftHandle {
                 .wait(Some(remaining))
                 .applied_index_at_least(Some(log_id.index), "linearizable read")
                 .await
-                .map_err(|_| HandleError::Timeout {
-                    waited: start.elapsed(),
-                    during: "catch up for a read",
-                })?;
+                .map_err(|_| HandleError::Timeout { waited: start.elapsed(), during: "catch up for a read" })?;
         }
         Ok(f(&self.inner.sm.current().state))
     }
@@ -274,18 +233,13 @@ impl RaftHandle {
     /// Adds a learner and returns once it has caught up with the leader.
     pub async fn add_learner(&self, id: NodeId, node: NodeInfo) -> Result<LogId, HandleError> {
         self.membership_result(
-            self.forward_or_local(
-                ForwardRequest::AddLearner { id, node },
-                self.inner.request_timeout,
-            )
-            .await?,
+            self.forward_or_local(ForwardRequest::AddLearner { id, node }, self.inner.request_timeout).await?,
         )
     }
 
     /// Makes a caught-up learner a voter.
     pub async fn promote(&self, id: NodeId) -> Result<LogId, HandleError> {
-        self.change_membership(MembershipChange::AddVoters([id].into()))
-            .await
+        self.change_membership(MembershipChange::AddVoters([id].into())).await
     }
 
     /// Removes a node, voter or learner, from the Raft group.
@@ -301,20 +255,14 @@ impl RaftHandle {
 
     pub async fn change_membership(&self, change: MembershipChange) -> Result<LogId, HandleError> {
         self.membership_result(
-            self.forward_or_local(
-                ForwardRequest::ChangeMembership(change),
-                self.inner.request_timeout,
-            )
-            .await?,
+            self.forward_or_local(ForwardRequest::ChangeMembership(change), self.inner.request_timeout).await?,
         )
     }
 
     fn membership_result(&self, r: ForwardResponse) -> Result<LogId, HandleError> {
         match r {
             ForwardResponse::MembershipChanged { log_id } => Ok(log_id),
-            other => Err(HandleError::Refused(format!(
-                "unexpected answer to a membership change: {other:?}"
-            ))),
+            other => Err(HandleError::Refused(format!("unexpected answer to a membership change: {other:?}"))),
         }
     }
 
@@ -324,23 +272,15 @@ impl RaftHandle {
         let start = Instant::now();
         let mut addr = seed_addr.to_string();
         let mut target = 0;
-        let req = ForwardRequest::AddLearner {
-            id: self.id(),
-            node: me,
-        };
+        let req = ForwardRequest::AddLearner { id: self.id(), node: me };
         loop {
             let remaining = self.inner.request_timeout.saturating_sub(start.elapsed());
             if remaining.is_zero() {
-                return Err(HandleError::Timeout {
-                    waited: start.elapsed(),
-                    during: "join",
-                });
+                return Err(HandleError::Timeout { waited: start.elapsed(), during: "join" });
             }
             match self.send_forward(target, &addr, &req, remaining).await {
                 Ok(Ok(r)) => return self.membership_result(r),
-                Ok(Err(ForwardError::NotLeader {
-                    leader: Some((id, node)),
-                })) => {
+                Ok(Err(ForwardError::NotLeader { leader: Some((id, node)) })) => {
                     target = id;
                     addr = node.raft_addr;
                 }
@@ -349,10 +289,7 @@ impl RaftHandle {
                 }
                 Ok(Err(e)) => return Err(forward_error(e)),
                 Err(status) => match self.status_error(target, &addr, status) {
-                    e @ HandleError::Transport {
-                        outcome_unknown: false,
-                        ..
-                    } => {
+                    e @ HandleError::Transport { outcome_unknown: false, .. } => {
                         tracing::debug!("join: {e}; retrying");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
@@ -364,54 +301,34 @@ impl RaftHandle {
 
     /// Runs `req` here if this node leads, else forwards it to the leader,
     /// retrying through leader changes until the request timeout.
-    async fn forward_or_local(
-        &self,
-        req: ForwardRequest,
-        timeout: Duration,
-    ) -> Result<ForwardResponse, HandleError> {
+    async fn forward_or_local(&self, req: ForwardRequest, timeout: Duration) -> Result<ForwardResponse, HandleError> {
         let start = Instant::now();
         let mut metrics = self.inner.raft.metrics();
         let mut last: Option<HandleError> = None;
         loop {
             let remaining = timeout.saturating_sub(start.elapsed());
             if remaining.is_zero() {
-                return Err(last.unwrap_or(HandleError::NoLeader {
-                    waited: start.elapsed(),
-                }));
+                return Err(last.unwrap_or(HandleError::NoLeader { waited: start.elapsed() }));
             }
             let leader = self.leader();
             let attempt = match &leader {
                 None => None,
                 Some((id, _)) if *id == self.id() => {
-                    match tokio::time::timeout(
-                        remaining,
-                        self.execute_local(self.id(), req.clone()),
-                    )
-                    .await
-                    {
+                    match tokio::time::timeout(remaining, self.execute_local(self.id(), req.clone())).await {
                         Err(_) => {
-                            return Err(HandleError::Timeout {
-                                waited: start.elapsed(),
-                                during: req.kind(),
-                            });
+                            return Err(HandleError::Timeout { waited: start.elapsed(), during: req.kind() });
                         }
                         Ok(Ok(r)) => return Ok(r),
                         Ok(Err(ForwardError::NotLeader { .. })) => None,
                         Ok(Err(e)) => return Err(forward_error(e)),
                     }
                 }
-                Some((id, node)) => match self
-                    .send_forward(*id, &node.raft_addr, &req, remaining)
-                    .await
-                {
+                Some((id, node)) => match self.send_forward(*id, &node.raft_addr, &req, remaining).await {
                     Ok(Ok(r)) => return Ok(r),
                     Ok(Err(ForwardError::NotLeader { .. })) => None,
                     Ok(Err(e)) => return Err(forward_error(e)),
                     Err(status) => match self.status_error(*id, &node.raft_addr, status) {
-                        e @ HandleError::Transport {
-                            outcome_unknown: false,
-                            ..
-                        } => Some(e),
+                        e @ HandleError::Transport { outcome_unknown: false, .. } => Some(e),
                         e => return Err(e),
                     },
                 },
@@ -427,14 +344,12 @@ impl RaftHandle {
 
     fn status_error(&self, leader: NodeId, addr: &str, status: tonic::Status) -> HandleError {
         match status.code() {
-            tonic::Code::PermissionDenied => HandleError::WrongCluster {
-                addr: addr.to_string(),
-                message: status.message().to_string(),
-            },
-            tonic::Code::DeadlineExceeded => HandleError::Timeout {
-                waited: self.inner.request_timeout,
-                during: "forward",
-            },
+            tonic::Code::PermissionDenied => {
+                HandleError::WrongCluster { addr: addr.to_string(), message: status.message().to_string() }
+            }
+            tonic::Code::DeadlineExceeded => {
+                HandleError::Timeout { waited: self.inner.request_timeout, during: "forward" }
+            }
             code => HandleError::Transport {
                 leader,
                 addr: addr.to_string(),
@@ -453,24 +368,15 @@ impl RaftHandle {
         timeout: Duration,
     ) -> Result<Result<ForwardResponse, ForwardError>, tonic::Status> {
         if target != 0 && self.inner.filter.is_blocked(target) {
-            return Err(tonic::Status::unavailable(format!(
-                "link to node {target} is cut by the fault filter"
-            )));
+            return Err(tonic::Status::unavailable(format!("link to node {target} is cut by the fault filter")));
         }
         let mut client = self.peer(addr).map_err(tonic::Status::unavailable)?;
-        let message = convert::request(
-            self.cluster_id(),
-            self.id(),
-            target,
-            "forwarded request",
-            req,
-        )
-        .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        let message = convert::request(self.cluster_id(), self.id(), target, "forwarded request", req)
+            .map_err(|e| tonic::Status::internal(e.to_string()))?;
         let mut request = tonic::Request::new(message);
         request.set_timeout(timeout);
         let reply = client.forward(request).await?.into_inner();
-        convert::reply_payload("forwarded reply", &reply)
-            .map_err(|e| tonic::Status::internal(e.to_string()))
+        convert::reply_payload("forwarded reply", &reply).map_err(|e| tonic::Status::internal(e.to_string()))
     }
 
     fn peer(&self, addr: &str) -> Result<RaftTransportClient<Channel>, String> {
@@ -494,18 +400,13 @@ impl RaftHandle {
         let run = async {
             match req {
                 ForwardRequest::Propose(request) => match raft.client_write(request).await {
-                    Ok(resp) => Ok(ForwardResponse::Proposed {
-                        log_id: resp.log_id,
-                        response: resp.data,
-                    }),
+                    Ok(resp) => Ok(ForwardResponse::Proposed { log_id: resp.log_id, response: resp.data }),
                     Err(e) => Err(write_error(e)),
                 },
                 ForwardRequest::ReadIndex => match raft.ensure_linearizable().await {
                     Ok(log_id) => Ok(ForwardResponse::ReadIndex { log_id }),
                     Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                        Err(ForwardError::NotLeader {
-                            leader: f.leader_id.zip(f.leader_node),
-                        })
+                        Err(ForwardError::NotLeader { leader: f.leader_id.zip(f.leader_node) })
                     }
                     Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q))) => {
                         Err(ForwardError::Refused(q.to_string()))
@@ -513,71 +414,39 @@ impl RaftHandle {
                     Err(RaftError::Fatal(f)) => Err(ForwardError::Fatal(f.to_string())),
                 },
                 ForwardRequest::AddLearner { id, node } => {
-                    let resp = raft
-                        .add_learner(id, node, true)
-                        .await
-                        .map_err(write_error)?;
+                    let resp = raft.add_learner(id, node, true).await.map_err(write_error)?;
                     self.wait_caught_up(id, resp.log_id.index).await?;
-                    Ok(ForwardResponse::MembershipChanged {
-                        log_id: resp.log_id,
-                    })
+                    Ok(ForwardResponse::MembershipChanged { log_id: resp.log_id })
                 }
                 ForwardRequest::App(payload) => {
                     let m = raft.metrics().borrow().clone();
                     if m.current_leader != Some(self.id()) {
-                        let leader = m.current_leader.and_then(|id| {
-                            m.membership_config
-                                .membership()
-                                .get_node(&id)
-                                .map(|n| (id, n.clone()))
-                        });
+                        let leader = m
+                            .current_leader
+                            .and_then(|id| m.membership_config.membership().get_node(&id).map(|n| (id, n.clone())));
                         return Err(ForwardError::NotLeader { leader });
                     }
-                    let handler = self
-                        .inner
-                        .app
-                        .lock()
-                        .expect("app handler lock poisoned")
-                        .clone();
+                    let handler = self.inner.app.lock().expect("app handler lock poisoned").clone();
                     match handler {
-                        Some(h) => h
-                            .call(from, payload)
-                            .await
-                            .map(ForwardResponse::App)
-                            .map_err(ForwardError::Refused),
-                        None => Err(ForwardError::Refused(
-                            "this node serves no application messages yet".into(),
-                        )),
+                        Some(h) => h.call(from, payload).await.map(ForwardResponse::App).map_err(ForwardError::Refused),
+                        None => Err(ForwardError::Refused("this node serves no application messages yet".into())),
                     }
                 }
                 ForwardRequest::ChangeMembership(change) => {
                     self.check_change(&change)?;
                     let (members, retain): (ChangeMembers<NodeId, NodeInfo>, bool) = match change {
                         MembershipChange::AddVoters(ids) => (ChangeMembers::AddVoterIds(ids), true),
-                        MembershipChange::RemoveVoters(ids) => {
-                            (ChangeMembers::RemoveVoters(ids), false)
-                        }
-                        MembershipChange::RemoveLearners(ids) => {
-                            (ChangeMembers::RemoveNodes(ids), false)
-                        }
+                        MembershipChange::RemoveVoters(ids) => (ChangeMembers::RemoveVoters(ids), false),
+                        MembershipChange::RemoveLearners(ids) => (ChangeMembers::RemoveNodes(ids), false),
                     };
-                    let resp = raft
-                        .change_membership(members, retain)
-                        .await
-                        .map_err(write_error)?;
-                    Ok(ForwardResponse::MembershipChanged {
-                        log_id: resp.log_id,
-                    })
+                    let resp = raft.change_membership(members, retain).await.map_err(write_error)?;
+                    Ok(ForwardResponse::MembershipChanged { log_id: resp.log_id })
                 }
             }
         };
         tokio::time::timeout(timeout, run)
             .await
-            .unwrap_or_else(|_| {
-                Err(ForwardError::Unknown(format!(
-                    "not done within {timeout:?}"
-                )))
-            })
+            .unwrap_or_else(|_| Err(ForwardError::Unknown(format!("not done within {timeout:?}"))))
     }
 
     /// Refuses a membership change that names unknown nodes or would leave
@@ -588,9 +457,7 @@ impl RaftHandle {
             MembershipChange::AddVoters(ids) => {
                 for id in ids {
                     if !status.learners.contains(id) && !status.voters.contains(id) {
-                        return Err(ForwardError::Refused(format!(
-                            "node {id} is not a learner; add it first"
-                        )));
+                        return Err(ForwardError::Refused(format!("node {id} is not a learner; add it first")));
                     }
                 }
             }
@@ -601,9 +468,7 @@ impl RaftHandle {
                     }
                 }
                 if status.voters.iter().all(|v| ids.contains(v)) {
-                    return Err(ForwardError::Refused(
-                        "removing every voter would leave no quorum".into(),
-                    ));
+                    return Err(ForwardError::Refused("removing every voter would leave no quorum".into()));
                 }
             }
             MembershipChange::RemoveLearners(ids) => {
@@ -635,20 +500,16 @@ impl RaftHandle {
             )
             .await
             .map(|_| ())
-            .map_err(|e| {
-                ForwardError::Unknown(format!("learner {id} added but not caught up: {e}"))
-            })
+            .map_err(|e| ForwardError::Unknown(format!("learner {id} added but not caught up: {e}")))
     }
 }
 
 fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> ForwardError {
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ForwardError::NotLeader {
-            leader: f.leader_id.zip(f.leader_node),
-        },
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
-            ForwardError::Refused(c.to_string())
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            ForwardError::NotLeader { leader: f.leader_id.zip(f.leader_node) }
         }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => ForwardError::Refused(c.to_string()),
         RaftError::Fatal(f) => ForwardError::Fatal(f.to_string()),
     }
 }
@@ -658,8 +519,6 @@ fn forward_error(e: ForwardError) -> HandleError {
         ForwardError::Refused(m) => HandleError::Refused(m),
         ForwardError::Unknown(m) => HandleError::Unknown(m),
         ForwardError::Fatal(m) => HandleError::Fatal(m),
-        ForwardError::NotLeader { .. } => HandleError::NoLeader {
-            waited: Duration::ZERO,
-        },
+        ForwardError::NotLeader { .. } => HandleError::NoLeader { waited: Duration::ZERO },
     }
 }

@@ -55,12 +55,7 @@ pub struct NodeConfig {
 
 impl NodeConfig {
     /// Defaults for a node: 100 ms heartbeats, 300–600 ms elections.
-    pub fn new(
-        node_id: NodeId,
-        cluster_id: &str,
-        data_dir: impl Into<PathBuf>,
-        info: NodeInfo,
-    ) -> Self {
+    pub fn new(node_id: NodeId, cluster_id: &str, data_dir: impl Into<PathBuf>, info: NodeInfo) -> Self {
         Self {
             node_id,
             cluster_id: cluster_id.to_string(),
@@ -106,10 +101,8 @@ impl RaftNode {
     /// A node with empty storage waits to be initialized or added.
     pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<RaftNode, NodeError> {
         let raft_config = Arc::new(config.openraft_config()?);
-        let local_addr = listener.local_addr().map_err(|error| NodeError::Listen {
-            addr: config.info.raft_addr.clone(),
-            error,
-        })?;
+        let local_addr =
+            listener.local_addr().map_err(|error| NodeError::Listen { addr: config.info.raft_addr.clone(), error })?;
         let open = {
             let config = config.clone();
             move || Store::open(&config.data_dir, &config.cluster_id, config.node_id)
@@ -119,12 +112,7 @@ impl RaftNode {
             .map_err(|e| NodeError::Fatal(format!("open storage task: {e}")))??;
         let storage = sm.release_probe();
         let filter = NetworkFilter::default();
-        let network = NetworkFactory::new(
-            &config.cluster_id,
-            config.node_id,
-            filter.clone(),
-            config.connect_timeout,
-        );
+        let network = NetworkFactory::new(&config.cluster_id, config.node_id, filter.clone(), config.connect_timeout);
         let raft = Raft::new(config.node_id, raft_config, network, log, sm.clone())
             .await
             .map_err(|e| NodeError::Fatal(e.to_string()))?;
@@ -147,21 +135,12 @@ impl RaftNode {
                 .add_service(service)
                 // Our own listener bypasses the builder's nodelay setting;
                 // without it, small replies wait ~40 ms for delayed ACKs.
-                .serve_with_incoming_shutdown(
-                    TcpIncoming::from(listener).with_nodelay(Some(true)),
-                    async {
-                        let _ = stopped.await;
-                    },
-                ),
+                .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async {
+                    let _ = stopped.await;
+                }),
         );
         tracing::info!(node = config.node_id, addr = %local_addr, cluster = %config.cluster_id, "Raft node started");
-        Ok(RaftNode {
-            handle,
-            server,
-            stop_server,
-            local_addr,
-            storage,
-        })
+        Ok(RaftNode { handle, server, stop_server, local_addr, storage })
     }
 
     pub fn handle(&self) -> &RaftHandle {
@@ -193,13 +172,7 @@ impl RaftNode {
     /// until the storage is closed, so the directory can be reopened. Other
     /// clones of the handle keep the storage open until they are dropped.
     pub async fn shutdown(self) {
-        let RaftNode {
-            handle,
-            server,
-            stop_server,
-            storage,
-            ..
-        } = self;
+        let RaftNode { handle, server, stop_server, storage, .. } = self;
         let id = handle.id();
         handle.clear_app_handler();
         let _ = stop_server.send(());
@@ -217,10 +190,7 @@ impl RaftNode {
         let deadline = tokio::time::Instant::now() + STORAGE_RELEASE_TIMEOUT;
         while !storage.is_released() {
             if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(
-                    node = id,
-                    "Raft storage still open {STORAGE_RELEASE_TIMEOUT:?} after shutdown"
-                );
+                tracing::warn!(node = id, "Raft storage still open {STORAGE_RELEASE_TIMEOUT:?} after shutdown");
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

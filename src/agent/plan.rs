@@ -86,14 +86,7 @@ pub fn member_state(o: &Observation) -> MemberState {
 
 /// The next actions.
 pub fn plan(input: &PlanInput) -> Vec<PgAction> {
-    let PlanInput {
-        me,
-        state,
-        lease_ok,
-        observed: o,
-        control,
-        facts,
-    } = input;
+    let PlanInput { me, state, lease_ok, observed: o, control, facts } = input;
     let primary = state.primary.as_ref();
     match primary {
         Some(p) if p.node == *me => plan_primary(input, p.reason),
@@ -122,11 +115,7 @@ pub fn plan(input: &PlanInput) -> Vec<PgAction> {
             if o.is_primary() {
                 return vec![PgAction::Stop(StopMode::Immediate)];
             }
-            if o.data_present
-                && !o.running
-                && control.is_some_and(|c| !c.was_primary())
-                && !facts.needs_rewind
-            {
+            if o.data_present && !o.running && control.is_some_and(|c| !c.was_primary()) && !facts.needs_rewind {
                 // Keep replicas readable while no primary is named.
                 return vec![PgAction::StartStandby { upstream: None }];
             }
@@ -136,14 +125,7 @@ pub fn plan(input: &PlanInput) -> Vec<PgAction> {
 }
 
 fn plan_primary(input: &PlanInput, reason: ElectionReason) -> Vec<PgAction> {
-    let PlanInput {
-        me,
-        state,
-        lease_ok,
-        observed: o,
-        control,
-        facts,
-    } = input;
+    let PlanInput { me, state, lease_ok, observed: o, control, facts } = input;
     if facts.restarts_exhausted {
         return vec![PgAction::Release(ReleaseReason::PostgresFailed)];
     }
@@ -153,11 +135,7 @@ fn plan_primary(input: &PlanInput, reason: ElectionReason) -> Vec<PgAction> {
         return vec![];
     }
     if !o.data_present {
-        return if reason == ElectionReason::Bootstrap {
-            vec![PgAction::Initdb]
-        } else {
-            vec![]
-        };
+        return if reason == ElectionReason::Bootstrap { vec![PgAction::Initdb] } else { vec![] };
     }
     if !o.running {
         let was_standby = facts.rewound || control.is_some_and(|c| !c.was_primary());
@@ -175,12 +153,7 @@ fn plan_primary(input: &PlanInput, reason: ElectionReason) -> Vec<PgAction> {
     if o.in_recovery == Some(true) {
         return vec![PgAction::Promote];
     }
-    let others: Vec<NodeId> = state
-        .members
-        .keys()
-        .copied()
-        .filter(|id| id != me)
-        .collect();
+    let others: Vec<NodeId> = state.members.keys().copied().filter(|id| id != me).collect();
     vec![PgAction::EnsureSlots(others)]
 }
 
@@ -194,11 +167,7 @@ fn plan_replica(
     reclone: bool,
 ) -> Vec<PgAction> {
     if !o.data_present {
-        return if upstream_ready {
-            vec![PgAction::BaseBackup { host, port }]
-        } else {
-            vec![]
-        };
+        return if upstream_ready { vec![PgAction::BaseBackup { host, port }] } else { vec![] };
     }
     if o.running {
         if !o.accepting {
@@ -214,19 +183,13 @@ fn plan_replica(
         return vec![];
     }
     if facts.rewound {
-        return vec![PgAction::StartStandby {
-            upstream: Some((host, port)),
-        }];
+        return vec![PgAction::StartStandby { upstream: Some((host, port)) }];
     }
     let diverged = facts.needs_rewind || control.is_some_and(|c| c.was_primary());
     if !diverged {
-        return vec![PgAction::StartStandby {
-            upstream: Some((host, port)),
-        }];
+        return vec![PgAction::StartStandby { upstream: Some((host, port)) }];
     }
-    if control == Some(ClusterControlState::InProduction)
-        || control == Some(ClusterControlState::InArchiveRecovery)
-    {
+    if control == Some(ClusterControlState::InProduction) || control == Some(ClusterControlState::InArchiveRecovery) {
         return vec![PgAction::Recover];
     }
     if !upstream_ready {
@@ -252,22 +215,9 @@ mod tests {
         let mut i = 0;
         let mut apply = |s: &mut ClusterState, c: Command| {
             i += 1;
-            s.apply(
-                &c,
-                ApplyContext {
-                    index: i,
-                    time_ms: 0,
-                },
-            )
-            .expect("applies");
+            s.apply(&c, ApplyContext { index: i, time_ms: 0 }).expect("applies");
         };
-        apply(
-            &mut s,
-            Command::InitializeCluster {
-                cluster_id: "c".into(),
-                config: DynamicConfig::default(),
-            },
-        );
+        apply(&mut s, Command::InitializeCluster { cluster_id: "c".into(), config: DynamicConfig::default() });
         for id in 1..=3 {
             let mut m = Member::new(id, format!("pg{id}"));
             m.pg_host = format!("10.0.0.{id}");
@@ -276,39 +226,12 @@ mod tests {
         }
         if let Some((node, reason)) = primary {
             if reason != ElectionReason::Bootstrap {
-                apply(
-                    &mut s,
-                    Command::ElectPrimary {
-                        if_epoch: 0,
-                        node: 3,
-                        reason: ElectionReason::Bootstrap,
-                    },
-                );
-                apply(
-                    &mut s,
-                    Command::ElectPrimary {
-                        if_epoch: 1,
-                        node,
-                        reason,
-                    },
-                );
+                apply(&mut s, Command::ElectPrimary { if_epoch: 0, node: 3, reason: ElectionReason::Bootstrap });
+                apply(&mut s, Command::ElectPrimary { if_epoch: 1, node, reason });
             } else {
-                apply(
-                    &mut s,
-                    Command::ElectPrimary {
-                        if_epoch: 0,
-                        node,
-                        reason,
-                    },
-                );
+                apply(&mut s, Command::ElectPrimary { if_epoch: 0, node, reason });
             }
-            apply(
-                &mut s,
-                Command::SetMemberState {
-                    node,
-                    state: MemberState::Running,
-                },
-            );
+            apply(&mut s, Command::SetMemberState { node, state: MemberState::Running });
         }
         s
     }
@@ -331,14 +254,7 @@ mod tests {
         control: Option<ClusterControlState>,
         facts: &LocalFacts,
     ) -> Vec<PgAction> {
-        plan(&PlanInput {
-            me,
-            state: s,
-            lease_ok,
-            observed: o,
-            control,
-            facts,
-        })
+        plan(&PlanInput { me, state: s, lease_ok, observed: o, control, facts })
     }
 
     /// The decision table: (case, me, primary, lease, observed, control, facts) → actions.
@@ -351,32 +267,14 @@ mod tests {
         let empty = Observation::default();
         let up2 = ("10.0.0.2".to_string(), 5432);
         let cases: Vec<(&str, Vec<PgAction>, Vec<PgAction>)> = vec![
-            (
-                "bootstrap primary with lease runs initdb",
-                run(1, &boot, true, &empty, None, &f),
-                vec![PgAction::Initdb],
-            ),
-            (
-                "no lease, no action",
-                run(1, &boot, false, &empty, None, &f),
-                vec![],
-            ),
+            ("bootstrap primary with lease runs initdb", run(1, &boot, true, &empty, None, &f), vec![PgAction::Initdb]),
+            ("no lease, no action", run(1, &boot, false, &empty, None, &f), vec![]),
             (
                 "replica clones a running primary",
-                run(
-                    2,
-                    &state(Some((1, ElectionReason::Bootstrap))),
-                    false,
-                    &empty,
-                    None,
-                    &f,
-                ),
+                run(2, &state(Some((1, ElectionReason::Bootstrap))), false, &empty, None, &f),
                 {
                     // pg1 is Running in this fixture, so it clones.
-                    vec![PgAction::BaseBackup {
-                        host: "10.0.0.1".into(),
-                        port: 5432,
-                    }]
+                    vec![PgAction::BaseBackup { host: "10.0.0.1".into(), port: 5432 }]
                 },
             ),
             (
@@ -396,26 +294,12 @@ mod tests {
             ),
             (
                 "stopped former standby elected starts as standby first",
-                run(
-                    2,
-                    &failed_over,
-                    true,
-                    &obs(false, None),
-                    Some(ClusterControlState::ShutDownInRecovery),
-                    &f,
-                ),
+                run(2, &failed_over, true, &obs(false, None), Some(ClusterControlState::ShutDownInRecovery), &f),
                 vec![PgAction::StartStandby { upstream: None }],
             ),
             (
                 "stopped primary restarts as primary",
-                run(
-                    2,
-                    &failed_over,
-                    true,
-                    &obs(false, None),
-                    Some(ClusterControlState::InProduction),
-                    &f,
-                ),
+                run(2, &failed_over, true, &obs(false, None), Some(ClusterControlState::InProduction), &f),
                 vec![PgAction::StartPrimary],
             ),
             (
@@ -425,30 +309,13 @@ mod tests {
             ),
             (
                 "crashed former primary recovers before rewind",
-                run(
-                    1,
-                    &failed_over,
-                    false,
-                    &obs(false, None),
-                    Some(ClusterControlState::InProduction),
-                    &f,
-                ),
+                run(1, &failed_over, false, &obs(false, None), Some(ClusterControlState::InProduction), &f),
                 vec![PgAction::Recover],
             ),
             (
                 "cleanly stopped former primary is rewound",
-                run(
-                    1,
-                    &failed_over,
-                    false,
-                    &obs(false, None),
-                    Some(ClusterControlState::ShutDown),
-                    &f,
-                ),
-                vec![PgAction::Rewind {
-                    host: up2.0.clone(),
-                    port: up2.1,
-                }],
+                run(1, &failed_over, false, &obs(false, None), Some(ClusterControlState::ShutDown), &f),
+                vec![PgAction::Rewind { host: up2.0.clone(), port: up2.1 }],
             ),
             (
                 "rewound directory starts as a standby",
@@ -458,14 +325,9 @@ mod tests {
                     false,
                     &obs(false, None),
                     Some(ClusterControlState::InProduction),
-                    &LocalFacts {
-                        rewound: true,
-                        ..f.clone()
-                    },
+                    &LocalFacts { rewound: true, ..f.clone() },
                 ),
-                vec![PgAction::StartStandby {
-                    upstream: Some(up2.clone()),
-                }],
+                vec![PgAction::StartStandby { upstream: Some(up2.clone()) }],
             ),
             (
                 "failed rewind re-clones",
@@ -475,26 +337,14 @@ mod tests {
                     false,
                     &obs(false, None),
                     Some(ClusterControlState::ShutDown),
-                    &LocalFacts {
-                        rewind_failed: true,
-                        ..f.clone()
-                    },
+                    &LocalFacts { rewind_failed: true, ..f.clone() },
                 ),
                 vec![PgAction::Wipe],
             ),
             (
                 "stopped standby restarts following the primary",
-                run(
-                    3,
-                    &failed_over,
-                    false,
-                    &obs(false, None),
-                    Some(ClusterControlState::ShutDownInRecovery),
-                    &f,
-                ),
-                vec![PgAction::StartStandby {
-                    upstream: Some(up2.clone()),
-                }],
+                run(3, &failed_over, false, &obs(false, None), Some(ClusterControlState::ShutDownInRecovery), &f),
+                vec![PgAction::StartStandby { upstream: Some(up2.clone()) }],
             ),
             (
                 "standby following the old primary is repointed",
@@ -502,17 +352,11 @@ mod tests {
                     3,
                     &failed_over,
                     false,
-                    &Observation {
-                        upstream: Some(("10.0.0.1".into(), 5432)),
-                        ..obs(true, Some(true))
-                    },
+                    &Observation { upstream: Some(("10.0.0.1".into(), 5432)), ..obs(true, Some(true)) },
                     None,
                     &f,
                 ),
-                vec![PgAction::Follow {
-                    host: up2.0.clone(),
-                    port: up2.1,
-                }],
+                vec![PgAction::Follow { host: up2.0.clone(), port: up2.1 }],
             ),
             (
                 "stuck standby is stopped for a rewind",
@@ -520,15 +364,9 @@ mod tests {
                     3,
                     &failed_over,
                     false,
-                    &Observation {
-                        upstream: Some(up2.clone()),
-                        ..obs(true, Some(true))
-                    },
+                    &Observation { upstream: Some(up2.clone()), ..obs(true, Some(true)) },
                     None,
-                    &LocalFacts {
-                        not_streaming_for: STUCK_REPLICA,
-                        ..f.clone()
-                    },
+                    &LocalFacts { not_streaming_for: STUCK_REPLICA, ..f.clone() },
                 ),
                 vec![PgAction::Stop(StopMode::Fast)],
             ),
@@ -545,10 +383,7 @@ mod tests {
                     true,
                     &obs(false, None),
                     Some(ClusterControlState::InProduction),
-                    &LocalFacts {
-                        restarts_exhausted: true,
-                        ..f.clone()
-                    },
+                    &LocalFacts { restarts_exhausted: true, ..f.clone() },
                 ),
                 vec![PgAction::Release(ReleaseReason::PostgresFailed)],
             ),
@@ -562,19 +397,7 @@ mod tests {
     fn member_state_follows_observation() {
         assert_eq!(member_state(&Observation::default()), MemberState::Stopped);
         assert_eq!(member_state(&obs(true, Some(false))), MemberState::Running);
-        assert_eq!(
-            member_state(&Observation {
-                streaming: true,
-                ..obs(true, Some(true))
-            }),
-            MemberState::Streaming
-        );
-        assert_eq!(
-            member_state(&Observation {
-                accepting: false,
-                ..obs(true, None)
-            }),
-            MemberState::Starting
-        );
+        assert_eq!(member_state(&Observation { streaming: true, ..obs(true, Some(true)) }), MemberState::Streaming);
+        assert_eq!(member_state(&Observation { accepting: false, ..obs(true, None) }), MemberState::Starting);
     }
 }

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::plan::{LocalFacts, PgAction, PlanInput, member_state, plan};
 use crate::config::Config;
+use crate::fence::PrimaryFlag;
 use crate::lease::Lease;
 use crate::postgres::conf::{ServerConf, ServerRole, slot_name};
 use crate::postgres::runner::StopMode;
@@ -28,6 +29,8 @@ pub struct Agent {
     config: Arc<Config>,
     lease: watch::Receiver<Option<Lease>>,
     observation: watch::Sender<Observation>,
+    /// Shared with the fence.
+    may_be_primary: PrimaryFlag,
     facts: LocalFacts,
     not_streaming_since: Option<Instant>,
     /// Set while PostgreSQL runs as the primary this node is; cleared when
@@ -46,12 +49,10 @@ impl Agent {
         config: Arc<Config>,
         lease: watch::Receiver<Option<Lease>>,
         observation: watch::Sender<Observation>,
+        may_be_primary: PrimaryFlag,
     ) -> Self {
-        let observer = Observer::new(
-            config.pg_socket_dir.clone(),
-            config.pg_port,
-            &config.superuser,
-        );
+        let observer =
+            Observer::new(config.pg_socket_dir.clone(), config.pg_port, &config.superuser, config.pg_data_dir.clone());
         Self {
             handle,
             runner,
@@ -59,6 +60,7 @@ impl Agent {
             config,
             lease,
             observation,
+            may_be_primary,
             facts: LocalFacts::default(),
             not_streaming_since: None,
             primary_running_since: None,
@@ -86,13 +88,7 @@ impl Agent {
                 return;
             }
             if state.is_initialized() {
-                match self
-                    .handle
-                    .propose(Command::AddMember {
-                        member: member.clone(),
-                    })
-                    .await
-                {
+                match self.handle.propose(Command::AddMember { member: member.clone() }).await {
                     Ok(p) => match p.outcome {
                         Ok(_) | Err(Reject::DuplicateMember { .. }) => {
                             tracing::info!(member = %member, "registered");
@@ -110,19 +106,17 @@ impl Agent {
         }
     }
 
-    /// Runs until cancelled; returns itself so the daemon can stop
-    /// PostgreSQL afterwards.
-    pub async fn run(mut self, cancel: CancellationToken) -> Agent {
+    /// Runs until cancelled, finishing the current step first.
+    pub async fn run(mut self, cancel: CancellationToken) {
         self.register(&cancel).await;
         loop {
             if cancel.is_cancelled() {
-                return self;
+                return;
             }
             self.turn().await;
-            let interval =
-                Duration::from_millis(self.handle.local_state().state.config.heartbeat_interval_ms);
+            let interval = Duration::from_millis(self.handle.local_state().state.config.heartbeat_interval_ms);
             tokio::select! {
-                _ = cancel.cancelled() => return self,
+                _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
             }
         }
@@ -152,48 +146,40 @@ impl Agent {
     /// One turn of the loop.
     pub async fn turn(&mut self) {
         let o = self.observe().await;
+        match (o.running, o.in_recovery) {
+            (false, _) | (true, Some(true)) => self.may_be_primary.set(false),
+            (true, Some(false)) => self.may_be_primary.set(true),
+            (true, None) => {} // unknown: keep what was last known
+        }
         self.observation.send_replace(o.clone());
         let state = self.handle.local_state().state;
         let me = self.me();
-        let my_epoch = state
-            .primary
-            .as_ref()
-            .filter(|p| p.node == me)
-            .map(|p| p.epoch);
+        let my_epoch = state.primary.as_ref().filter(|p| p.node == me).map(|p| p.epoch);
         let now = Instant::now();
 
         // Crash accounting for a primary: PostgreSQL vanished without the
         // agent stopping it.
         match (my_epoch, o.is_primary(), self.primary_running_since) {
             (Some(_), true, None) => self.primary_running_since = Some(now),
-            (Some(_), true, Some(since))
-                if now.duration_since(since) >= STABLE_AFTER && self.crashes > 0 =>
-            {
+            (Some(_), true, Some(since)) if now.duration_since(since) >= STABLE_AFTER && self.crashes > 0 => {
                 self.crashes = 0;
             }
             (Some(_), false, Some(_)) if !o.running => {
                 self.crashes += 1;
                 self.primary_running_since = None;
-                tracing::warn!(
-                    crashes = self.crashes,
-                    "PostgreSQL stopped unexpectedly under this primary"
-                );
+                tracing::warn!(crashes = self.crashes, "PostgreSQL stopped unexpectedly under this primary");
             }
             (None, _, Some(_)) => self.primary_running_since = None,
             _ => {}
         }
-        self.facts.restarts_exhausted =
-            my_epoch.is_some() && self.crashes > state.config.postgres_restart_attempts;
+        self.facts.restarts_exhausted = my_epoch.is_some() && self.crashes > state.config.postgres_restart_attempts;
 
         if o.is_replica() && !o.streaming {
             self.not_streaming_since.get_or_insert(now);
         } else {
             self.not_streaming_since = None;
         }
-        self.facts.not_streaming_for = self
-            .not_streaming_since
-            .map(|s| now.duration_since(s))
-            .unwrap_or_default();
+        self.facts.not_streaming_for = self.not_streaming_since.map(|s| now.duration_since(s)).unwrap_or_default();
 
         let control = if o.data_present && !o.running {
             match self.runner.control_state().await {
@@ -207,28 +193,13 @@ impl Agent {
             None
         };
         let demote_margin = Duration::from_millis(state.config.demote_margin_ms);
-        let lease_ok = my_epoch.is_some_and(|e| {
-            self.lease
-                .borrow()
-                .is_some_and(|l| l.allows_writes(e, now, demote_margin))
-        });
-        let actions = plan(&PlanInput {
-            me,
-            state: &state,
-            lease_ok,
-            observed: &o,
-            control,
-            facts: &self.facts,
-        });
+        let lease_ok =
+            my_epoch.is_some_and(|e| self.lease.borrow().is_some_and(|l| l.allows_writes(e, now, demote_margin)));
+        let actions = plan(&PlanInput { me, state: &state, lease_ok, observed: &o, control, facts: &self.facts });
         for action in actions {
             if let Err(e) = self.execute(&state, &action).await {
                 tracing::error!(action = ?action, "failed to {e}");
-                if my_epoch.is_some()
-                    && matches!(
-                        action,
-                        PgAction::StartPrimary | PgAction::StartStandby { .. }
-                    )
-                {
+                if my_epoch.is_some() && matches!(action, PgAction::StartPrimary | PgAction::StartStandby { .. }) {
                     self.crashes += 1;
                 }
                 break;
@@ -238,18 +209,21 @@ impl Agent {
         self.report_state(observed);
     }
 
+    /// Proposes `state` unless a report is in flight or it is already both
+    /// reported and committed: a failed report is retried next turn.
     fn report_state(&mut self, state: MemberState) {
-        if self.reported == Some(state) || self.report.as_ref().is_some_and(|r| !r.is_finished()) {
+        if self.report.as_ref().is_some_and(|r| !r.is_finished()) {
+            return;
+        }
+        let committed = self.handle.local_state().state.member(self.me()).map(|m| m.state);
+        if self.reported == Some(state) && committed == Some(state) {
             return;
         }
         let handle = self.handle.clone();
         let node = self.me();
         self.reported = Some(state);
         self.report = Some(tokio::spawn(async move {
-            if let Err(e) = handle
-                .propose(Command::SetMemberState { node, state })
-                .await
-            {
+            if let Err(e) = handle.propose(Command::SetMemberState { node, state }).await {
                 tracing::debug!("report member state: {e}");
             }
         }));
@@ -257,43 +231,29 @@ impl Agent {
 
     async fn execute(&mut self, state: &ClusterState, action: &PgAction) -> Result<(), PgError> {
         tracing::info!(action = ?action, "agent");
+        if matches!(action, PgAction::Initdb | PgAction::StartPrimary | PgAction::Promote) {
+            // From here on the fence guards the server as a primary.
+            self.may_be_primary.set(true);
+        }
         match action {
             PgAction::Initdb => {
                 self.report_state(MemberState::Starting);
                 self.runner.initdb(&self.config.replication_user).await?;
-                self.runner
-                    .start(&self.server_conf(state, ServerRole::Primary))
-                    .await?;
+                self.runner.start(&self.server_conf(state, ServerRole::Primary)).await?;
                 self.create_roles().await?;
             }
             PgAction::BaseBackup { host, port } => {
                 self.report_state(MemberState::CreatingReplica);
                 let c = &self.config;
-                self.runner
-                    .basebackup(host, *port, &c.replication_user, &c.replication_password)
-                    .await?;
-                let conf = self.server_conf(
-                    state,
-                    ServerRole::Standby {
-                        upstream: Some((host.clone(), *port)),
-                    },
-                );
+                self.runner.basebackup(host, *port, &c.replication_user, &c.replication_password).await?;
+                let conf = self.server_conf(state, ServerRole::Standby { upstream: Some((host.clone(), *port)) });
                 self.runner.start(&conf).await?;
             }
             PgAction::StartPrimary => {
-                self.runner
-                    .start(&self.server_conf(state, ServerRole::Primary))
-                    .await?;
+                self.runner.start(&self.server_conf(state, ServerRole::Primary)).await?;
             }
             PgAction::StartStandby { upstream } => {
-                self.runner
-                    .start(&self.server_conf(
-                        state,
-                        ServerRole::Standby {
-                            upstream: upstream.clone(),
-                        },
-                    ))
-                    .await?;
+                self.runner.start(&self.server_conf(state, ServerRole::Standby { upstream: upstream.clone() })).await?;
                 self.facts.rewound = false;
                 self.facts.needs_rewind = false;
             }
@@ -302,12 +262,7 @@ impl Agent {
                 self.slots_ensured = None;
             }
             PgAction::Follow { host, port } => {
-                let conf = self.server_conf(
-                    state,
-                    ServerRole::Standby {
-                        upstream: Some((host.clone(), *port)),
-                    },
-                );
+                let conf = self.server_conf(state, ServerRole::Standby { upstream: Some((host.clone(), *port)) });
                 if self.runner.write_conf(&conf)? {
                     tracing::info!(upstream = %format!("{host}:{port}"), "following a new upstream");
                     self.sql("SELECT pg_reload_conf()").await?;
@@ -351,17 +306,8 @@ impl Agent {
                 }
             }
             PgAction::Release(reason) => {
-                if let Some(epoch) = state
-                    .primary
-                    .as_ref()
-                    .filter(|p| p.node == self.me())
-                    .map(|p| p.epoch)
-                {
-                    let cmd = Command::ReleasePrimary {
-                        epoch,
-                        node: self.me(),
-                        reason: *reason,
-                    };
+                if let Some(epoch) = state.primary.as_ref().filter(|p| p.node == self.me()).map(|p| p.epoch) {
+                    let cmd = Command::ReleasePrimary { epoch, node: self.me(), reason: *reason };
                     match self.handle.propose(cmd).await {
                         Ok(p) => {
                             tracing::warn!(outcome = ?p.outcome, "released the primary role");
@@ -376,15 +322,8 @@ impl Agent {
     }
 
     async fn sql(&mut self, query: &str) -> Result<(), PgError> {
-        let client = self
-            .observer
-            .client()
-            .await
-            .map_err(|e| PgError::Setup(format!("connect: {e}")))?;
-        client
-            .batch_execute(query)
-            .await
-            .map_err(|e| PgError::Setup(format!("{query}: {e}")))
+        let client = self.observer.client().await.map_err(|e| PgError::Setup(format!("connect: {e}")))?;
+        client.batch_execute(query).await.map_err(|e| PgError::Setup(format!("{query}: {e}")))
     }
 
     async fn create_roles(&mut self) -> Result<(), PgError> {
@@ -410,27 +349,12 @@ impl Agent {
                  WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{name}');"
             ));
         }
-        let keep: Vec<String> = ids
-            .iter()
-            .map(|id| format!("'{}'", slot_name(*id)))
-            .collect();
+        let keep: Vec<String> = ids.iter().map(|id| format!("'{}'", slot_name(*id))).collect();
         query.push_str(&format!(
             "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
              WHERE slot_name LIKE 'raftgres\\_%' AND NOT active{};",
-            if keep.is_empty() {
-                String::new()
-            } else {
-                format!(" AND slot_name NOT IN ({})", keep.join(","))
-            }
+            if keep.is_empty() { String::new() } else { format!(" AND slot_name NOT IN ({})", keep.join(",")) }
         ));
         self.sql(&query).await
-    }
-
-    /// Stops PostgreSQL for a clean daemon shutdown.
-    pub async fn stop_postgres(&mut self) {
-        self.observer.disconnect();
-        if let Err(e) = self.runner.stop(StopMode::Fast).await {
-            tracing::error!("failed to stop PostgreSQL: {e}");
-        }
     }
 }

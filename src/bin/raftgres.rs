@@ -9,11 +9,7 @@ use raftgres::logging::{self, LogFormat};
 use raftgres::playground::{PlaygroundOptions, run_playground};
 
 #[derive(Parser)]
-#[command(
-    name = "raftgres",
-    version,
-    about = "PostgreSQL high availability with an embedded Raft log"
-)]
+#[command(name = "raftgres", version, about = "PostgreSQL high availability with an embedded Raft log")]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "human")]
@@ -71,10 +67,7 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Run { config } => {
-            logging::init(
-                cli.log_format,
-                "info,openraft=warn,h2=warn,tower=warn,hyper=warn",
-            );
+            logging::init(cli.log_format, "info,openraft=warn,h2=warn,tower=warn,hyper=warn");
             let config = match load(&config) {
                 Ok(c) => c,
                 Err(e) => {

@@ -83,10 +83,7 @@ pub struct HttpSection {
 
 impl Default for HttpSection {
     fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:8008".into(),
-            advertise: None,
-        }
+        Self { listen: "127.0.0.1:8008".into(), advertise: None }
     }
 }
 
@@ -146,10 +143,7 @@ impl fmt::Display for FieldError {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("parse {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{} invalid field(s):\n{}", .0.len(), .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
@@ -189,10 +183,7 @@ pub struct Config {
 }
 
 fn is_identifier(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+    !s.is_empty() && s.len() <= 63 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
 }
 
 fn host_of(addr: &str) -> &str {
@@ -202,14 +193,9 @@ fn host_of(addr: &str) -> &str {
 impl FileConfig {
     /// Reads and parses a file; does not validate.
     pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|message| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message,
-        })
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::parse(&text).map_err(|message| ConfigError::Parse { path: path.to_path_buf(), message })
     }
 
     pub fn parse(text: &str) -> Result<FileConfig, String> {
@@ -224,64 +210,32 @@ impl FileConfig {
     /// violation.
     pub fn validate(&self) -> Result<Config, ConfigError> {
         let mut errs = Vec::new();
-        let mut bad = |field: &str, message: String| {
-            errs.push(FieldError {
-                field: field.to_string(),
-                message,
-            })
-        };
+        let mut bad = |field: &str, message: String| errs.push(FieldError { field: field.to_string(), message });
 
         if !is_identifier(&self.cluster_id) {
-            bad(
-                "cluster_id",
-                format!(
-                    "{:?} must be 1-63 characters of [A-Za-z0-9_.-]",
-                    self.cluster_id
-                ),
-            );
+            bad("cluster_id", format!("{:?} must be 1-63 characters of [A-Za-z0-9_.-]", self.cluster_id));
         }
         if self.node.id == 0 {
             bad("node.id", "must be at least 1".into());
         }
         if !is_identifier(&self.node.name) {
-            bad(
-                "node.name",
-                format!(
-                    "{:?} must be 1-63 characters of [A-Za-z0-9_.-]",
-                    self.node.name
-                ),
-            );
+            bad("node.name", format!("{:?} must be 1-63 characters of [A-Za-z0-9_.-]", self.node.name));
         }
         if !self.node.data_dir.is_absolute() {
-            bad(
-                "node.data_dir",
-                format!("{} must be an absolute path", self.node.data_dir.display()),
-            );
+            bad("node.data_dir", format!("{} must be an absolute path", self.node.data_dir.display()));
         }
         let raft_listen = self.raft.listen.parse::<SocketAddr>();
         if let Err(e) = &raft_listen {
-            bad(
-                "raft.listen",
-                format!("{:?} is not an address:port: {e}", self.raft.listen),
-            );
+            bad("raft.listen", format!("{:?} is not an address:port: {e}", self.raft.listen));
         }
-        let raft_advertise = self
-            .raft
-            .advertise
-            .clone()
-            .unwrap_or_else(|| self.raft.listen.clone());
+        let raft_advertise = self.raft.advertise.clone().unwrap_or_else(|| self.raft.listen.clone());
         if let Some(a) = &self.raft.advertise
-            && a.rsplit_once(':')
-                .and_then(|(_, p)| p.parse::<u16>().ok())
-                .is_none()
+            && a.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none()
         {
             bad("raft.advertise", format!("{a:?} is not host:port"));
         }
         if self.raft.initial_members.is_empty() {
-            bad(
-                "raft.initial_members",
-                "must list the members that form the cluster".into(),
-            );
+            bad("raft.initial_members", "must list the members that form the cluster".into());
         }
         let mut ids = BTreeSet::new();
         let mut names = BTreeSet::new();
@@ -296,15 +250,8 @@ impl FileConfig {
             if !names.insert(m.name.clone()) {
                 bad(&field, format!("name {:?} appears twice", m.name));
             }
-            if m.raft_addr
-                .rsplit_once(':')
-                .and_then(|(_, p)| p.parse::<u16>().ok())
-                .is_none()
-            {
-                bad(
-                    &field,
-                    format!("raft_addr {:?} is not host:port", m.raft_addr),
-                );
+            if m.raft_addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+                bad(&field, format!("raft_addr {:?} is not host:port", m.raft_addr));
             }
             if m.id == self.node.id && (m.name != self.node.name || m.raft_addr != raft_advertise) {
                 bad(
@@ -331,10 +278,7 @@ impl FileConfig {
         }
         // A Raft leader change must not cost a healthy primary its lease:
         // election plus one heartbeat must fit before the demote margin.
-        let budget = self
-            .dynamic
-            .lease_ttl_ms
-            .saturating_sub(self.dynamic.demote_margin_ms);
+        let budget = self.dynamic.lease_ttl_ms.saturating_sub(self.dynamic.demote_margin_ms);
         if self.raft.election_timeout_max_ms + self.dynamic.heartbeat_interval_ms >= budget {
             bad(
                 "raft.election_timeout_max_ms",
@@ -347,10 +291,7 @@ impl FileConfig {
         }
         let http_listen = self.http.listen.parse::<SocketAddr>();
         if let Err(e) = &http_listen {
-            bad(
-                "http.listen",
-                format!("{:?} is not an address:port: {e}", self.http.listen),
-            );
+            bad("http.listen", format!("{:?} is not an address:port: {e}", self.http.listen));
         }
         if self.postgres.port == 0 {
             bad("postgres.port", "must not be 0".into());
@@ -358,48 +299,36 @@ impl FileConfig {
         if let Some(dir) = &self.postgres.bin_dir
             && !dir.join("postgres").exists()
         {
-            bad(
-                "postgres.bin_dir",
-                format!("{} holds no postgres binary", dir.display()),
-            );
+            bad("postgres.bin_dir", format!("{} holds no postgres binary", dir.display()));
         }
         if let Some(dir) = &self.postgres.data_dir
             && !dir.is_absolute()
         {
-            bad(
-                "postgres.data_dir",
-                format!("{} must be an absolute path", dir.display()),
-            );
+            bad("postgres.data_dir", format!("{} must be an absolute path", dir.display()));
         }
         for (field, v) in [
             ("postgres.superuser", &self.postgres.superuser),
             ("postgres.replication_user", &self.postgres.replication_user),
         ] {
             if !is_identifier(v) || v.contains(['-', '.']) {
-                bad(
-                    field,
-                    format!("{v:?} must be 1-63 characters of [A-Za-z0-9_]"),
-                );
+                bad(field, format!("{v:?} must be 1-63 characters of [A-Za-z0-9_]"));
             }
         }
         for (field, v) in [
-            (
-                "postgres.superuser_password",
-                &self.postgres.superuser_password,
-            ),
-            (
-                "postgres.replication_password",
-                &self.postgres.replication_password,
-            ),
+            ("postgres.superuser_password", &self.postgres.superuser_password),
+            ("postgres.replication_password", &self.postgres.replication_password),
         ] {
             if v.is_empty() {
                 bad(field, "must not be empty".into());
             } else if v.contains(['\'', '\\', '\n']) {
-                bad(
-                    field,
-                    "must not contain quotes, backslashes or line breaks".into(),
-                );
+                bad(field, "must not contain quotes, backslashes or line breaks".into());
             }
+        }
+        if self.dynamic.synchronous_mode != raftgres_storage::SyncMode::Off {
+            bad(
+                "dynamic.synchronous_mode",
+                "synchronous replication is not implemented yet; only \"off\" is accepted".into(),
+            );
         }
         if let Err(violations) = self.dynamic.validate() {
             for v in violations {
@@ -412,16 +341,9 @@ impl FileConfig {
 
         let raft_listen = raft_listen.expect("checked above");
         let http_listen = http_listen.expect("checked above");
-        let http_advertise = self
-            .http
-            .advertise
-            .clone()
-            .unwrap_or_else(|| self.http.listen.clone());
-        let pg_advertise_host = self
-            .postgres
-            .advertise_host
-            .clone()
-            .unwrap_or_else(|| host_of(&raft_advertise).to_string());
+        let http_advertise = self.http.advertise.clone().unwrap_or_else(|| self.http.listen.clone());
+        let pg_advertise_host =
+            self.postgres.advertise_host.clone().unwrap_or_else(|| host_of(&raft_advertise).to_string());
         Ok(Config {
             cluster_id: self.cluster_id.clone(),
             node_id: self.node.id,
@@ -438,11 +360,7 @@ impl FileConfig {
             http_listen,
             http_advertise,
             pg_bin_dir: self.postgres.bin_dir.clone(),
-            pg_data_dir: self
-                .postgres
-                .data_dir
-                .clone()
-                .unwrap_or_else(|| self.node.data_dir.join("pgdata")),
+            pg_data_dir: self.postgres.data_dir.clone().unwrap_or_else(|| self.node.data_dir.join("pgdata")),
             pg_socket_dir: self.node.data_dir.join("run"),
             pg_listen_addresses: self.postgres.listen_addresses.clone(),
             pg_advertise_host,
@@ -465,20 +383,11 @@ mod tests {
     fn the_commented_default_parses_and_is_valid() {
         let c = FileConfig::parse(DEFAULT_CONFIG).expect("the default file parses");
         let resolved = c.validate().expect("the default file is valid");
-        assert_eq!(
-            resolved.pg_data_dir,
-            PathBuf::from("/var/lib/raftgres/pgdata")
-        );
+        assert_eq!(resolved.pg_data_dir, PathBuf::from("/var/lib/raftgres/pgdata"));
         let params = c.dynamic.postgresql_parameters.clone();
+        assert_eq!(params.get("max_connections").map(String::as_str), Some("100"));
         assert_eq!(
-            params.get("max_connections").map(String::as_str),
-            Some("100")
-        );
-        assert_eq!(
-            DynamicConfig {
-                postgresql_parameters: Default::default(),
-                ..c.dynamic.clone()
-            },
+            DynamicConfig { postgresql_parameters: Default::default(), ..c.dynamic.clone() },
             DynamicConfig::default()
         );
         // And it round-trips through serialization.
@@ -492,15 +401,12 @@ mod tests {
         c.node.id = 0;
         c.node.data_dir = "relative".into();
         c.raft.listen = "nowhere".into();
-        c.raft
-            .initial_members
-            .push(c.raft.initial_members[0].clone());
+        c.raft.initial_members.push(c.raft.initial_members[0].clone());
         c.http.listen = "x".into();
         c.postgres.replication_password = String::new();
         c.dynamic.lease_ttl_ms = 10;
-        let Err(ConfigError::Invalid(errs)) = c.validate() else {
-            panic!("must be invalid")
-        };
+        c.dynamic.synchronous_mode = raftgres_storage::SyncMode::On;
+        let Err(ConfigError::Invalid(errs)) = c.validate() else { panic!("must be invalid") };
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
         for want in [
             "cluster_id",
@@ -511,6 +417,7 @@ mod tests {
             "http.listen",
             "postgres.replication_password",
             "dynamic.lease_ttl_ms",
+            "dynamic.synchronous_mode",
         ] {
             assert!(fields.contains(&want), "{want} not reported in {fields:?}");
         }

@@ -13,6 +13,8 @@ pub struct Input<'a> {
     pub views: &'a BTreeMap<NodeId, NodeView>,
     /// When this node became Raft leader.
     pub leader_since: Instant,
+    /// When this controller first saw the current epoch.
+    pub epoch_since: Instant,
     pub now: Instant,
     pub cluster_id: &'a str,
     /// The configuration a new cluster starts with.
@@ -39,12 +41,8 @@ pub fn decide(input: &Input) -> Decision {
     }
     let config = &state.config;
     let ttl = Duration::from_millis(config.lease_ttl_ms);
-    let fresh = |id: &NodeId| {
-        input
-            .views
-            .get(id)
-            .filter(|v| input.now.saturating_duration_since(v.last_contact) <= ttl)
-    };
+    let fresh =
+        |id: &NodeId| input.views.get(id).filter(|v| input.now.saturating_duration_since(v.last_contact) <= ttl);
 
     if state.epoch == 0 {
         return bootstrap(input, &fresh);
@@ -54,13 +52,19 @@ pub fn decide(input: &Input) -> Decision {
     }
     match &state.primary {
         Some(p) => {
-            // Count from the later of the last contact and our election: a
-            // new leader has no record of heartbeats sent to its predecessor.
-            let since = input
+            // Count from the later of the last lease granted for this
+            // epoch, our election (a new leader knows nothing of grants by
+            // its predecessor) and the epoch's start (a new primary gets a
+            // lease period to take its first one). Heartbeats without a
+            // grant do not count: a primary that cannot get a lease is not
+            // serving writes.
+            let granted = input
                 .views
                 .get(&p.node)
-                .map(|v| v.last_contact.max(input.leader_since))
-                .unwrap_or(input.leader_since);
+                .and_then(|v| v.last_grant)
+                .filter(|(epoch, _)| *epoch == p.epoch)
+                .map(|(_, at)| at);
+            let since = input.leader_since.max(input.epoch_since).max(granted.unwrap_or(input.leader_since));
             let silence = input.now.saturating_duration_since(since);
             let expiry = ttl + Duration::from_millis(config.drift_margin_ms);
             if silence <= expiry {
@@ -102,19 +106,9 @@ fn bootstrap<'a>(input: &Input<'a>, fresh: &dyn Fn(&NodeId) -> Option<&'a NodeVi
     }
     // A member that already holds data (a cluster re-formed around existing
     // PostgreSQL) wins, the most advanced first; else the lowest id.
-    eligible.sort_by_key(|(id, v)| {
-        (
-            !v.report.data_present,
-            std::cmp::Reverse(v.report.lsn()),
-            *id,
-        )
-    });
+    eligible.sort_by_key(|(id, v)| (!v.report.data_present, std::cmp::Reverse(v.report.lsn()), *id));
     let node = eligible[0].0;
-    Decision::Propose(Command::ElectPrimary {
-        if_epoch: 0,
-        node,
-        reason: ElectionReason::Bootstrap,
-    })
+    Decision::Propose(Command::ElectPrimary { if_epoch: 0, node, reason: ElectionReason::Bootstrap })
 }
 
 /// The best failover candidate: a healthy, reachable replica that may be
@@ -158,44 +152,27 @@ fn candidate<'a>(
     // The old primary's last report, if this leader saw one, sets the
     // timeline and the position candidates are measured against.
     let old_report = old.and_then(|o| input.views.get(&o)).map(|v| &v.report);
-    let timeline = old_report
-        .and_then(|r| r.timeline)
-        .or_else(|| pool.iter().filter_map(|(_, v, _)| v.report.timeline).max());
+    let timeline =
+        old_report.and_then(|r| r.timeline).or_else(|| pool.iter().filter_map(|(_, v, _)| v.report.timeline).max());
     let best_lsn = pool.iter().filter_map(|(_, v, _)| v.report.lsn()).max();
     let reference = old_report.and_then(|r| r.lsn()).max(best_lsn).unwrap_or(0);
     pool.retain(|(id, v, _)| {
         let name = &state.members[id].name;
         if timeline.is_some() && v.report.timeline != timeline {
-            rejected.push(format!(
-                "{name}: timeline {:?}, primary's is {timeline:?}",
-                v.report.timeline
-            ));
+            rejected.push(format!("{name}: timeline {:?}, primary's is {timeline:?}", v.report.timeline));
             return false;
         }
         let lag = reference.saturating_sub(v.report.lsn().unwrap_or(0));
         if lag > config.maximum_lag_on_failover {
-            rejected.push(format!(
-                "{name}: {lag} bytes behind (limit {})",
-                config.maximum_lag_on_failover
-            ));
+            rejected.push(format!("{name}: {lag} bytes behind (limit {})", config.maximum_lag_on_failover));
             return false;
         }
         true
     });
-    pool.sort_by_key(|(id, v, prio)| {
-        (
-            std::cmp::Reverse(v.report.lsn()),
-            std::cmp::Reverse(*prio),
-            *id,
-        )
-    });
+    pool.sort_by_key(|(id, v, prio)| (std::cmp::Reverse(v.report.lsn()), std::cmp::Reverse(*prio), *id));
     match pool.first() {
         Some((id, _, _)) => Ok(*id),
-        None => Err(if rejected.is_empty() {
-            "no other members".into()
-        } else {
-            rejected.join("; ")
-        }),
+        None => Err(if rejected.is_empty() { "no other members".into() } else { rejected.join("; ") }),
     }
 }
 
@@ -215,45 +192,28 @@ mod tests {
 
     impl Fixture {
         fn new(n: u64) -> Self {
-            let mut f = Fixture {
-                state: ClusterState::default(),
-                views: BTreeMap::new(),
-                start: Instant::now(),
-                index: 0,
-            };
-            f.apply(Command::InitializeCluster {
-                cluster_id: "c".into(),
-                config: DynamicConfig::default(),
-            });
+            let mut f =
+                Fixture { state: ClusterState::default(), views: BTreeMap::new(), start: Instant::now(), index: 0 };
+            f.apply(Command::InitializeCluster { cluster_id: "c".into(), config: DynamicConfig::default() });
             for id in 1..=n {
-                f.apply(Command::AddMember {
-                    member: Member::new(id, format!("pg{id}")),
-                });
+                f.apply(Command::AddMember { member: Member::new(id, format!("pg{id}")) });
             }
             f
         }
 
         fn apply(&mut self, c: Command) {
             self.index += 1;
-            self.state
-                .apply(
-                    &c,
-                    ApplyContext {
-                        index: self.index,
-                        time_ms: 0,
-                    },
-                )
-                .expect("command applies");
+            self.state.apply(&c, ApplyContext { index: self.index, time_ms: 0 }).expect("command applies");
         }
 
         fn report(&mut self, id: NodeId, at_ms: u64, report: Observation) {
-            self.views.insert(
-                id,
-                NodeView {
-                    last_contact: self.start + Duration::from_millis(at_ms),
-                    report,
-                },
-            );
+            let last_contact = self.start + Duration::from_millis(at_ms);
+            self.views.insert(id, NodeView { last_contact, report, last_grant: None });
+        }
+
+        fn grant(&mut self, id: NodeId, epoch: u64, at_ms: u64) {
+            let at = self.start + Duration::from_millis(at_ms);
+            self.views.get_mut(&id).expect("reported first").last_grant = Some((epoch, at));
         }
 
         fn decide_at(&self, leader_since_ms: u64, now_ms: u64) -> Decision {
@@ -261,6 +221,7 @@ mod tests {
                 state: &self.state,
                 views: &self.views,
                 leader_since: self.start + Duration::from_millis(leader_since_ms),
+                epoch_since: self.start,
                 now: self.start + Duration::from_millis(now_ms),
                 cluster_id: "c",
                 initial_config: &DynamicConfig::default(),
@@ -283,108 +244,65 @@ mod tests {
     }
 
     fn primary(lsn: u64, tl: u32) -> Observation {
-        Observation {
-            in_recovery: Some(false),
-            write_lsn: Some(lsn),
-            streaming: false,
-            ..replica(lsn, tl)
-        }
+        Observation { in_recovery: Some(false), write_lsn: Some(lsn), streaming: false, ..replica(lsn, tl) }
     }
 
     fn elect(node: NodeId, if_epoch: u64, reason: ElectionReason) -> Decision {
-        Decision::Propose(Command::ElectPrimary {
-            if_epoch,
-            node,
-            reason,
-        })
+        Decision::Propose(Command::ElectPrimary { if_epoch, node, reason })
     }
 
     #[test]
     fn an_uninitialized_cluster_is_initialized() {
-        let f = Fixture {
-            state: ClusterState::default(),
-            views: BTreeMap::new(),
-            start: Instant::now(),
-            index: 0,
-        };
-        assert!(matches!(
-            f.decide_at(0, 0),
-            Decision::Propose(Command::InitializeCluster { .. })
-        ));
+        let f = Fixture { state: ClusterState::default(), views: BTreeMap::new(), start: Instant::now(), index: 0 };
+        assert!(matches!(f.decide_at(0, 0), Decision::Propose(Command::InitializeCluster { .. })));
     }
 
     #[test]
     fn bootstrap_picks_the_lowest_reporting_member_or_existing_data() {
         let mut f = Fixture::new(3);
-        assert!(
-            matches!(f.decide_at(0, 0), Decision::Wait(_)),
-            "nobody reported"
-        );
+        assert!(matches!(f.decide_at(0, 0), Decision::Wait(_)), "nobody reported");
         f.report(3, 0, Observation::default());
         f.report(2, 0, Observation::default());
         assert_eq!(f.decide_at(0, 10), elect(2, 0, ElectionReason::Bootstrap));
-        f.report(
-            3,
-            5,
-            Observation {
-                data_present: true,
-                ..Default::default()
-            },
-        );
-        assert_eq!(
-            f.decide_at(0, 10),
-            elect(3, 0, ElectionReason::Bootstrap),
-            "existing data wins"
-        );
+        f.report(3, 5, Observation { data_present: true, ..Default::default() });
+        assert_eq!(f.decide_at(0, 10), elect(3, 0, ElectionReason::Bootstrap), "existing data wins");
     }
 
     #[test]
     fn no_failover_while_the_lease_may_still_be_held() {
         let mut f = Fixture::new(3);
-        f.apply(Command::ElectPrimary {
-            if_epoch: 0,
-            node: 1,
-            reason: ElectionReason::Bootstrap,
-        });
+        f.apply(Command::ElectPrimary { if_epoch: 0, node: 1, reason: ElectionReason::Bootstrap });
         f.report(1, 1000, primary(500, 1));
+        f.grant(1, 1, 1000);
         f.report(2, 3000, replica(500, 1));
         f.report(3, 3000, replica(400, 1));
-        // lease 2000 + drift 200 after the last contact at 1000.
+        // lease 2000 + drift 200 after the last grant at 1000.
         assert!(matches!(f.decide_at(0, 3200), Decision::Wait(_)));
+        assert_eq!(f.decide_at(0, 3201), elect(2, 1, ElectionReason::Failover));
+        // Heartbeats that get no lease do not hold off a failover.
+        f.report(1, 3200, primary(500, 1));
+        assert_eq!(f.decide_at(0, 3201), elect(2, 1, ElectionReason::Failover));
+        // Neither does a grant for another epoch.
+        f.grant(1, 0, 3200);
         assert_eq!(f.decide_at(0, 3201), elect(2, 1, ElectionReason::Failover));
     }
 
     #[test]
     fn a_new_leader_waits_a_full_lease_from_its_election() {
         let mut f = Fixture::new(3);
-        f.apply(Command::ElectPrimary {
-            if_epoch: 0,
-            node: 1,
-            reason: ElectionReason::Bootstrap,
-        });
+        f.apply(Command::ElectPrimary { if_epoch: 0, node: 1, reason: ElectionReason::Bootstrap });
         f.report(2, 5000, replica(500, 1));
         f.report(3, 5000, replica(500, 1));
         // This leader never heard from node 1; it was elected at 4000.
         assert!(matches!(f.decide_at(4000, 6200), Decision::Wait(_)));
-        assert_eq!(
-            f.decide_at(4000, 6201),
-            elect(2, 1, ElectionReason::Failover)
-        );
+        assert_eq!(f.decide_at(4000, 6201), elect(2, 1, ElectionReason::Failover));
     }
 
     #[test]
     fn a_released_primary_fails_over_at_once() {
         let mut f = Fixture::new(3);
-        f.apply(Command::ElectPrimary {
-            if_epoch: 0,
-            node: 1,
-            reason: ElectionReason::Bootstrap,
-        });
-        f.apply(Command::ReleasePrimary {
-            epoch: 1,
-            node: 1,
-            reason: raftgres_storage::ReleaseReason::Shutdown,
-        });
+        f.apply(Command::ElectPrimary { if_epoch: 0, node: 1, reason: ElectionReason::Bootstrap });
+        f.apply(Command::ReleasePrimary { epoch: 1, node: 1, reason: raftgres_storage::ReleaseReason::Shutdown });
         f.report(2, 100, replica(500, 1));
         f.report(3, 100, replica(600, 1));
         assert_eq!(f.decide_at(0, 101), elect(3, 1, ElectionReason::Failover));
@@ -393,15 +311,8 @@ mod tests {
     #[test]
     fn candidates_are_filtered_by_health_tags_timeline_and_lag() {
         let mut f = Fixture::new(5);
-        f.apply(Command::ElectPrimary {
-            if_epoch: 0,
-            node: 1,
-            reason: ElectionReason::Bootstrap,
-        });
-        f.apply(Command::SetMemberTags {
-            node: 2,
-            tags: [("nofailover".to_string(), "true".to_string())].into(),
-        });
+        f.apply(Command::ElectPrimary { if_epoch: 0, node: 1, reason: ElectionReason::Bootstrap });
+        f.apply(Command::SetMemberTags { node: 2, tags: [("nofailover".to_string(), "true".to_string())].into() });
         f.report(1, 0, primary(10_000_000, 2));
         f.report(2, 9000, replica(10_000_000, 2)); // nofailover
         f.report(3, 9000, replica(9_999_000, 1)); // wrong timeline
@@ -422,15 +333,8 @@ mod tests {
     #[test]
     fn priority_breaks_lsn_ties_and_maintenance_blocks() {
         let mut f = Fixture::new(3);
-        f.apply(Command::ElectPrimary {
-            if_epoch: 0,
-            node: 1,
-            reason: ElectionReason::Bootstrap,
-        });
-        f.apply(Command::SetMemberTags {
-            node: 3,
-            tags: [("failover_priority".to_string(), "5".to_string())].into(),
-        });
+        f.apply(Command::ElectPrimary { if_epoch: 0, node: 1, reason: ElectionReason::Bootstrap });
+        f.apply(Command::SetMemberTags { node: 3, tags: [("failover_priority".to_string(), "5".to_string())].into() });
         f.report(2, 9000, replica(700, 1));
         f.report(3, 9000, replica(700, 1));
         assert_eq!(f.decide_at(0, 9000), elect(3, 1, ElectionReason::Failover));

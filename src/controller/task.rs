@@ -19,6 +19,7 @@ pub async fn run(
 ) {
     let me = handle.id();
     let mut last_wait = String::new();
+    let mut epoch_seen: Option<(u64, Instant)> = None;
     loop {
         let state = handle.local_state().state;
         let interval = Duration::from_millis(state.config.heartbeat_interval_ms.max(50));
@@ -30,18 +31,26 @@ pub async fn run(
                     tracing::info!("controller: no longer the Raft leader");
                 }
                 v.nodes.clear();
+                epoch_seen = None;
                 None
             } else {
                 let leader_since = *v.leader_since.get_or_insert_with(|| {
-                    tracing::info!(
-                        "controller: this node leads; waiting out a full lease before any failover"
-                    );
+                    tracing::info!("controller: this node leads; waiting out a full lease before any failover");
                     Instant::now()
                 });
+                let epoch_since = match epoch_seen {
+                    Some((e, at)) if e == state.epoch => at,
+                    _ => {
+                        let now = Instant::now();
+                        epoch_seen = Some((state.epoch, now));
+                        now
+                    }
+                };
                 Some(decide(&Input {
                     state: &state,
                     views: &v.nodes,
                     leader_since,
+                    epoch_since,
                     now: Instant::now(),
                     cluster_id: &cluster_id,
                     initial_config: &initial_config,

@@ -46,29 +46,18 @@ pub fn router(state: ApiState) -> Router {
         .with_state(Arc::new(state))
 }
 
-pub async fn serve(
-    listener: TcpListener,
-    state: ApiState,
-    cancel: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await
+pub async fn serve(listener: TcpListener, state: ApiState, cancel: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(async move { cancel.cancelled().await }).await
 }
 
 /// This node is primary: named by the replicated state, holding a lease
 /// that allows writes, and its PostgreSQL is out of recovery.
 fn is_primary(s: &ApiState) -> bool {
-    writes_allowed(&s.handle, &s.lease.borrow(), Instant::now())
-        && s.observation.borrow().is_primary()
+    writes_allowed(&s.handle, &s.lease.borrow(), Instant::now()) && s.observation.borrow().is_primary()
 }
 
 fn answer(ok: bool, s: &ApiState) -> Response {
-    let code = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, Json(node_status(s))).into_response()
 }
 
@@ -103,11 +92,7 @@ pub fn node_status(s: &ApiState) -> Value {
     let state = &applied.state;
     let raft = s.handle.status();
     let me = s.handle.id();
-    let lease_ms = s.lease.borrow().map(|l| {
-        l.expires_at
-            .saturating_duration_since(Instant::now())
-            .as_millis() as u64
-    });
+    let lease_ms = s.lease.borrow().map(|l| l.expires_at.saturating_duration_since(Instant::now()).as_millis() as u64);
     let role = if is_primary(s) {
         "primary"
     } else if o.is_replica() {

@@ -16,9 +16,7 @@ impl Binaries {
         if let Some(dir) = configured {
             return Self::check(dir.to_path_buf());
         }
-        if let Ok(out) = std::process::Command::new("pg_config")
-            .arg("--bindir")
-            .output()
+        if let Ok(out) = std::process::Command::new("pg_config").arg("--bindir").output()
             && out.status.success()
         {
             let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
@@ -47,14 +45,7 @@ impl Binaries {
     }
 
     fn check(dir: PathBuf) -> Result<Binaries, String> {
-        for tool in [
-            "postgres",
-            "initdb",
-            "pg_ctl",
-            "pg_basebackup",
-            "pg_rewind",
-            "pg_controldata",
-        ] {
+        for tool in ["postgres", "initdb", "pg_ctl", "pg_basebackup", "pg_rewind", "pg_controldata"] {
             if !dir.join(tool).exists() {
                 return Err(format!("{} has no {tool}", dir.display()));
             }

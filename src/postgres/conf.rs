@@ -42,8 +42,7 @@ fn quote(v: &str) -> String {
 
 impl ServerConf {
     pub fn render(&self) -> String {
-        let mut out =
-            String::from("# Managed by raftgres; rewritten before every start. Do not edit.\n");
+        let mut out = String::from("# Managed by raftgres; rewritten before every start. Do not edit.\n");
         let mut set = |k: &str, v: String| {
             let _ = writeln!(out, "{k} = {v}");
         };
@@ -67,10 +66,7 @@ impl ServerConf {
         set("hot_standby", "on".into());
         set("recovery_target_timeline", quote("latest"));
         set("synchronous_standby_names", quote(""));
-        if let ServerRole::Standby {
-            upstream: Some((host, port)),
-        } = &self.role
-        {
+        if let ServerRole::Standby { upstream: Some((host, port)) } = &self.role {
             let conninfo = format!(
                 "host={host} port={port} user={} password={} application_name={} connect_timeout=2",
                 self.replication_user, self.replication_password, self.node_name
@@ -89,9 +85,7 @@ impl ServerConf {
     pub fn write(&self, data_dir: &Path) -> std::io::Result<bool> {
         let path = data_dir.join("raftgres.conf");
         let text = self.render();
-        let mut changed = std::fs::read_to_string(&path)
-            .map(|old| old != text)
-            .unwrap_or(true);
+        let mut changed = std::fs::read_to_string(&path).map(|old| old != text).unwrap_or(true);
         if changed {
             std::fs::write(&path, text)?;
         }
@@ -147,31 +141,17 @@ mod tests {
             socket_dir: "/tmp/s".into(),
             replication_user: "replicator".into(),
             replication_password: "pw".into(),
-            parameters: BTreeMap::from([
-                ("work_mem".into(), "8MB".into()),
-                ("wal_keep_size".into(), "1GB".into()),
-            ]),
+            parameters: BTreeMap::from([("work_mem".into(), "8MB".into()), ("wal_keep_size".into(), "1GB".into())]),
         }
     }
 
     #[test]
     fn standby_conf_names_upstream_and_slot() {
-        let text = conf(ServerRole::Standby {
-            upstream: Some(("10.0.0.1".into(), 5432)),
-        })
-        .render();
-        assert!(
-            text.contains(
-                "primary_conninfo = 'host=10.0.0.1 port=5432 user=replicator password=pw"
-            ),
-            "{text}"
-        );
+        let text = conf(ServerRole::Standby { upstream: Some(("10.0.0.1".into(), 5432)) }).render();
+        assert!(text.contains("primary_conninfo = 'host=10.0.0.1 port=5432 user=replicator password=pw"), "{text}");
         assert!(text.contains("primary_slot_name = 'raftgres_2'"), "{text}");
         assert!(text.contains("work_mem = '8MB'"));
-        assert!(
-            text.contains("wal_keep_size = '1GB'"),
-            "dynamic parameters override defaults: {text}"
-        );
+        assert!(text.contains("wal_keep_size = '1GB'"), "dynamic parameters override defaults: {text}");
         assert!(!text.contains("wal_keep_size = '256MB'"));
     }
 
@@ -180,18 +160,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let text = conf(ServerRole::Primary).render();
         assert!(text.contains("primary_conninfo = ''"), "{text}");
-        assert!(
-            conf(ServerRole::Standby { upstream: None })
-                .write(dir.path())
-                .unwrap()
-        );
+        assert!(conf(ServerRole::Standby { upstream: None }).write(dir.path()).unwrap());
         assert!(dir.path().join("standby.signal").exists());
-        assert!(
-            !conf(ServerRole::Standby { upstream: None })
-                .write(dir.path())
-                .unwrap(),
-            "unchanged"
-        );
+        assert!(!conf(ServerRole::Standby { upstream: None }).write(dir.path()).unwrap(), "unchanged");
         assert!(conf(ServerRole::Primary).write(dir.path()).unwrap());
         assert!(!dir.path().join("standby.signal").exists());
     }

@@ -43,19 +43,14 @@ impl ClusterControlState {
 
     /// True when the directory was last a primary.
     pub fn was_primary(self) -> bool {
-        matches!(
-            self,
-            ClusterControlState::ShutDown | ClusterControlState::InProduction
-        )
+        matches!(self, ClusterControlState::ShutDown | ClusterControlState::InProduction)
     }
 
     /// True when it did not shut down cleanly.
     pub fn crashed(self) -> bool {
         matches!(
             self,
-            ClusterControlState::InProduction
-                | ClusterControlState::InArchiveRecovery
-                | ClusterControlState::Other
+            ClusterControlState::InProduction | ClusterControlState::InArchiveRecovery | ClusterControlState::Other
         )
     }
 }
@@ -69,10 +64,7 @@ mod tests {
         let out = "pg_control version number:            1300\n\
                    Database cluster state:               shut down in recovery\n\
                    Latest checkpoint's TimeLineID:       3\n";
-        assert_eq!(
-            ClusterControlState::parse(out),
-            Some((ClusterControlState::ShutDownInRecovery, 3))
-        );
+        assert_eq!(ClusterControlState::parse(out), Some((ClusterControlState::ShutDownInRecovery, 3)));
         assert_eq!(ClusterControlState::parse("garbage"), None);
         assert!(ClusterControlState::InProduction.was_primary());
         assert!(ClusterControlState::InProduction.crashed());

@@ -68,10 +68,11 @@ const QUERY: &str = "SELECT pg_is_in_recovery(),
 pub struct Observer {
     config: tokio_postgres::Config,
     client: Option<Client>,
+    data_dir: PathBuf,
 }
 
 impl Observer {
-    pub fn new(socket_dir: PathBuf, port: u16, superuser: &str) -> Self {
+    pub fn new(socket_dir: PathBuf, port: u16, superuser: &str, data_dir: PathBuf) -> Self {
         let mut config = tokio_postgres::Config::new();
         config
             .host_path(socket_dir)
@@ -79,11 +80,9 @@ impl Observer {
             .user(superuser)
             .dbname("postgres")
             .application_name("raftgres")
+            .options("-c statement_timeout=10s")
             .connect_timeout(Duration::from_secs(2));
-        Self {
-            config,
-            client: None,
-        }
+        Self { config, client: None, data_dir }
     }
 
     /// A connected client, reconnecting if the last one broke.
@@ -100,6 +99,18 @@ impl Observer {
         Ok(self.client.as_ref().expect("set above"))
     }
 
+    /// The highest timeline with a history file in `pg_wal`.
+    fn newest_history_timeline(&self) -> Option<u32> {
+        std::fs::read_dir(self.data_dir.join("pg_wal"))
+            .ok()?
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                let id = name.strip_suffix(".history")?;
+                u32::from_str_radix(id, 16).ok()
+            })
+            .max()
+    }
+
     /// Drops the connection (before a stop or restart).
     pub fn disconnect(&mut self) {
         self.client = None;
@@ -108,11 +119,7 @@ impl Observer {
     /// Observes the server; `running` and `data_present` come from the
     /// caller, which checked the process and directory.
     pub async fn observe(&mut self, data_present: bool, running: bool) -> Observation {
-        let mut o = Observation {
-            data_present,
-            running,
-            ..Default::default()
-        };
+        let mut o = Observation { data_present, running, ..Default::default() };
         if !running {
             self.disconnect();
             return o;
@@ -142,18 +149,13 @@ impl Observer {
         o.receive_lsn = text(2).as_deref().and_then(lsn::parse);
         o.replay_lsn = text(3).as_deref().and_then(lsn::parse);
         let walfile_tl = text(4).as_deref().and_then(lsn::timeline_of_walfile);
-        let checkpoint_tl = row
-            .try_get::<_, Option<i32>>(5)
-            .ok()
-            .flatten()
-            .map(|t| t as u32);
+        let checkpoint_tl = row.try_get::<_, Option<i32>>(5).ok().flatten().map(|t| t as u32);
         o.streaming = text(6).as_deref() == Some("streaming");
-        let received_tl = row
-            .try_get::<_, Option<i32>>(7)
-            .ok()
-            .flatten()
-            .map(|t| t as u32);
-        o.timeline = walfile_tl.or(received_tl).or(checkpoint_tl);
+        let received_tl = row.try_get::<_, Option<i32>>(7).ok().flatten().map(|t| t as u32);
+        // A standby without a WAL receiver has no current timeline in SQL;
+        // the checkpoint's lags until the next restartpoint. The newest
+        // timeline history file it has fetched is exact.
+        o.timeline = walfile_tl.or(received_tl).or(checkpoint_tl.max(self.newest_history_timeline()));
         let sender_host = text(8);
         let sender_port = row.try_get::<_, Option<i32>>(9).ok().flatten();
         o.upstream = sender_host.zip(sender_port.map(|p| p as u16));

@@ -17,16 +17,9 @@ use super::control::ClusterControlState;
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
     #[error("{tool} {status}: {output}")]
-    Tool {
-        tool: String,
-        status: String,
-        output: String,
-    },
+    Tool { tool: String, status: String, output: String },
     #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
+    Io { what: String, source: std::io::Error },
     #[error("{0}")]
     Setup(String),
 }
@@ -101,13 +94,11 @@ impl Runner {
     /// Creates the socket directory and log file, owned by the PostgreSQL
     /// user.
     pub fn prepare(&self) -> Result<(), PgError> {
-        std::fs::create_dir_all(&self.socket_dir)
-            .map_err(io(format!("create {}", self.socket_dir.display())))?;
+        std::fs::create_dir_all(&self.socket_dir).map_err(io(format!("create {}", self.socket_dir.display())))?;
         set_mode(&self.socket_dir, 0o700)?;
         self.chown(&self.socket_dir)?;
         if !self.log_file.exists() {
-            std::fs::write(&self.log_file, "")
-                .map_err(io(format!("create {}", self.log_file.display())))?;
+            std::fs::write(&self.log_file, "").map_err(io(format!("create {}", self.log_file.display())))?;
         }
         self.chown(&self.log_file)?;
         Ok(())
@@ -124,27 +115,16 @@ impl Runner {
     /// Creates an empty data directory with the mode PostgreSQL demands.
     fn create_empty_data_dir(&self) -> Result<(), PgError> {
         if self.data_dir.exists() {
-            std::fs::remove_dir_all(&self.data_dir)
-                .map_err(io(format!("remove {}", self.data_dir.display())))?;
+            std::fs::remove_dir_all(&self.data_dir).map_err(io(format!("remove {}", self.data_dir.display())))?;
         }
-        std::fs::create_dir_all(&self.data_dir)
-            .map_err(io(format!("create {}", self.data_dir.display())))?;
+        std::fs::create_dir_all(&self.data_dir).map_err(io(format!("create {}", self.data_dir.display())))?;
         set_mode(&self.data_dir, 0o700)?;
         self.chown(&self.data_dir)
     }
 
-    async fn run(
-        &self,
-        tool: &str,
-        args: &[&str],
-        password: Option<&str>,
-    ) -> Result<String, PgError> {
+    async fn run(&self, tool: &str, args: &[&str], password: Option<&str>) -> Result<String, PgError> {
         let mut cmd = Command::new(self.bins.path(tool));
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .current_dir("/");
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).current_dir("/");
         cmd.env("LC_ALL", "C");
         if let Some(pw) = password {
             cmd.env("PGPASSWORD", pw);
@@ -188,9 +168,7 @@ impl Runner {
         if !self.data_present() {
             return Ok(None);
         }
-        let out = self
-            .run("pg_controldata", &["-D", self.data_str()], None)
-            .await?;
+        let out = self.run("pg_controldata", &["-D", self.data_str()], None).await?;
         Ok(ClusterControlState::parse(&out))
     }
 
@@ -199,8 +177,7 @@ impl Runner {
     pub async fn initdb(&self, replication_user: &str) -> Result<(), PgError> {
         self.create_empty_data_dir()?;
         let pwfile = self.socket_dir.join("initdb.pw");
-        std::fs::write(&pwfile, &self.superuser_password)
-            .map_err(io("write the initdb password file"))?;
+        std::fs::write(&pwfile, &self.superuser_password).map_err(io("write the initdb password file"))?;
         self.chown(&pwfile)?;
         let pwarg = format!("--pwfile={}", pwfile.display());
         let result = self
@@ -224,43 +201,20 @@ impl Runner {
             .await;
         let _ = std::fs::remove_file(&pwfile);
         result?;
-        std::fs::write(
-            self.data_dir.join("pg_hba.conf"),
-            conf::pg_hba(replication_user),
-        )
-        .map_err(io("write pg_hba.conf"))?;
+        std::fs::write(self.data_dir.join("pg_hba.conf"), conf::pg_hba(replication_user))
+            .map_err(io("write pg_hba.conf"))?;
         conf::ensure_include(&self.data_dir).map_err(io("include raftgres.conf"))?;
         Ok(())
     }
 
     /// A fresh copy of the primary at `host:port`.
-    pub async fn basebackup(
-        &self,
-        host: &str,
-        port: u16,
-        user: &str,
-        password: &str,
-    ) -> Result<(), PgError> {
+    pub async fn basebackup(&self, host: &str, port: u16, user: &str, password: &str) -> Result<(), PgError> {
         self.create_empty_data_dir()?;
         let port = port.to_string();
         let result = self
             .run(
                 "pg_basebackup",
-                &[
-                    "-D",
-                    self.data_str(),
-                    "-h",
-                    host,
-                    "-p",
-                    &port,
-                    "-U",
-                    user,
-                    "-X",
-                    "stream",
-                    "-c",
-                    "fast",
-                    "-w",
-                ],
+                &["-D", self.data_str(), "-h", host, "-p", &port, "-U", user, "-X", "stream", "-c", "fast", "-w"],
                 Some(password),
             )
             .await;
@@ -274,18 +228,9 @@ impl Runner {
     /// Rewinds this (stopped, cleanly shut down) former primary to follow
     /// the primary at `host:port`.
     pub async fn rewind(&self, host: &str, port: u16) -> Result<(), PgError> {
-        let source = format!(
-            "host={host} port={port} user={} dbname=postgres connect_timeout=5",
-            self.superuser
-        );
+        let source = format!("host={host} port={port} user={} dbname=postgres connect_timeout=5", self.superuser);
         let pw = self.superuser_password.clone();
-        self.run(
-            "pg_rewind",
-            &["-D", self.data_str(), "--source-server", &source],
-            Some(&pw),
-        )
-        .await
-        .map(|_| ())
+        self.run("pg_rewind", &["-D", self.data_str(), "--source-server", &source], Some(&pw)).await.map(|_| ())
     }
 
     /// Completes crash recovery of a stopped data directory in single-user
@@ -297,16 +242,7 @@ impl Runner {
         }
         self.run(
             "postgres",
-            &[
-                "--single",
-                "-D",
-                self.data_str(),
-                "-c",
-                "archive_mode=off",
-                "-c",
-                "hot_standby=off",
-                "postgres",
-            ],
+            &["--single", "-D", self.data_str(), "-c", "archive_mode=off", "-c", "hot_standby=off", "postgres"],
             None,
         )
         .await
@@ -316,9 +252,7 @@ impl Runner {
     /// Writes the managed configuration, owned by the PostgreSQL user.
     pub fn write_conf(&self, conf: &ServerConf) -> Result<bool, PgError> {
         conf::ensure_include(&self.data_dir).map_err(io("include raftgres.conf"))?;
-        let changed = conf
-            .write(&self.data_dir)
-            .map_err(io("write raftgres.conf"))?;
+        let changed = conf.write(&self.data_dir).map_err(io("write raftgres.conf"))?;
         self.chown(&self.data_dir.join("raftgres.conf"))?;
         let signal = self.data_dir.join("standby.signal");
         if signal.exists() {
@@ -331,22 +265,7 @@ impl Runner {
     pub async fn start(&self, conf: &ServerConf) -> Result<(), PgError> {
         self.write_conf(conf)?;
         let log = self.log_file.to_str().unwrap_or_default().to_string();
-        self.run(
-            "pg_ctl",
-            &[
-                "start",
-                "-D",
-                self.data_str(),
-                "-l",
-                &log,
-                "-w",
-                "-t",
-                "300",
-                "-s",
-            ],
-            None,
-        )
-        .await?;
+        self.run("pg_ctl", &["start", "-D", self.data_str(), "-l", &log, "-w", "-t", "300", "-s"], None).await?;
         Ok(())
     }
 
@@ -358,24 +277,7 @@ impl Runner {
             StopMode::Fast => "fast",
             StopMode::Immediate => "immediate",
         };
-        match self
-            .run(
-                "pg_ctl",
-                &[
-                    "stop",
-                    "-D",
-                    self.data_str(),
-                    "-m",
-                    m,
-                    "-w",
-                    "-t",
-                    "60",
-                    "-s",
-                ],
-                None,
-            )
-            .await
-        {
+        match self.run("pg_ctl", &["stop", "-D", self.data_str(), "-m", m, "-w", "-t", "60", "-s"], None).await {
             Ok(_) => Ok(()),
             Err(_) if self.postmaster_pid().is_none() => Ok(()),
             Err(e) => Err(e),
@@ -392,20 +294,13 @@ impl Runner {
     }
 
     pub async fn promote(&self) -> Result<(), PgError> {
-        self.run(
-            "pg_ctl",
-            &["promote", "-D", self.data_str(), "-w", "-t", "60", "-s"],
-            None,
-        )
-        .await
-        .map(|_| ())
+        self.run("pg_ctl", &["promote", "-D", self.data_str(), "-w", "-t", "60", "-s"], None).await.map(|_| ())
     }
 
     /// Removes the data directory (before a re-clone).
     pub fn wipe(&self) -> Result<(), PgError> {
         if self.data_dir.exists() {
-            std::fs::remove_dir_all(&self.data_dir)
-                .map_err(io(format!("remove {}", self.data_dir.display())))?;
+            std::fs::remove_dir_all(&self.data_dir).map_err(io(format!("remove {}", self.data_dir.display())))?;
         }
         Ok(())
     }

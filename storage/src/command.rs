@@ -79,10 +79,7 @@ impl fmt::Display for ReleaseReason {
 pub enum Command {
     /// Name the cluster and set its first dynamic configuration.
     /// Precondition: the cluster is not initialized.
-    InitializeCluster {
-        cluster_id: String,
-        config: DynamicConfig,
-    },
+    InitializeCluster { cluster_id: String, config: DynamicConfig },
     /// Register a member. Precondition: id and name are unused.
     AddMember { member: Member },
     /// Unregister a member. Precondition: it exists, is not the primary and
@@ -92,37 +89,19 @@ pub enum Command {
     SetMemberTags { node: NodeId, tags: Tags },
     /// Make `node` primary in epoch `if_epoch + 1`.
     /// Precondition: the current epoch is `if_epoch`.
-    ElectPrimary {
-        if_epoch: u64,
-        node: NodeId,
-        reason: ElectionReason,
-    },
+    ElectPrimary { if_epoch: u64, node: NodeId, reason: ElectionReason },
     /// `node` gives up the primary role it holds in `epoch`.
-    ReleasePrimary {
-        epoch: u64,
-        node: NodeId,
-        reason: ReleaseReason,
-    },
+    ReleasePrimary { epoch: u64, node: NodeId, reason: ReleaseReason },
     /// Replace the synchronous-standby set of the primary of `epoch`.
-    SetSyncStandbys {
-        epoch: u64,
-        standbys: BTreeSet<NodeId>,
-    },
+    SetSyncStandbys { epoch: u64, standbys: BTreeSet<NodeId> },
     /// Replace the dynamic configuration. With `if_version`, only if the
     /// current configuration version is that one (compare-and-set).
-    ChangeConfig {
-        if_version: Option<u64>,
-        config: DynamicConfig,
-    },
+    ChangeConfig { if_version: Option<u64>, config: DynamicConfig },
     /// Turn maintenance mode (automatic failover paused) on or off.
     SetMaintenance { on: bool },
     /// Plan a switchover away from the current primary `from`, to `to` (or
     /// the best candidate), at `at_ms` (or as soon as possible).
-    ScheduleSwitchover {
-        from: NodeId,
-        to: Option<NodeId>,
-        at_ms: Option<u64>,
-    },
+    ScheduleSwitchover { from: NodeId, to: Option<NodeId>, at_ms: Option<u64> },
     /// Drop the scheduled switchover.
     CancelSwitchover,
     /// Record a member's PostgreSQL state; records an event only on change.
@@ -138,22 +117,10 @@ impl fmt::Display for Command {
             Command::AddMember { member } => write!(f, "add member {member}"),
             Command::RemoveMember { node } => write!(f, "remove member {node}"),
             Command::SetMemberTags { node, tags } => write!(f, "set tags of {node} to {tags:?}"),
-            Command::ElectPrimary {
-                if_epoch,
-                node,
-                reason,
-            } => {
-                write!(
-                    f,
-                    "elect {node} primary in epoch {} if epoch is {if_epoch} ({reason})",
-                    if_epoch + 1
-                )
+            Command::ElectPrimary { if_epoch, node, reason } => {
+                write!(f, "elect {node} primary in epoch {} if epoch is {if_epoch} ({reason})", if_epoch + 1)
             }
-            Command::ReleasePrimary {
-                epoch,
-                node,
-                reason,
-            } => {
+            Command::ReleasePrimary { epoch, node, reason } => {
                 write!(f, "release primary {node} of epoch {epoch} ({reason})")
             }
             Command::SetSyncStandbys { epoch, standbys } => {

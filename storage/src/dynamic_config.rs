@@ -37,9 +37,7 @@ impl std::str::FromStr for SyncMode {
             "off" | "false" => Ok(SyncMode::Off),
             "on" | "true" => Ok(SyncMode::On),
             "strict" => Ok(SyncMode::Strict),
-            other => Err(format!(
-                "unknown synchronous mode {other:?}: expected off, on or strict"
-            )),
+            other => Err(format!("unknown synchronous mode {other:?}: expected off, on or strict")),
         }
     }
 }
@@ -114,10 +112,7 @@ pub struct ConfigViolation {
 
 impl ConfigViolation {
     fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
+        Self { field: field.into(), message: message.into() }
     }
 }
 
@@ -166,10 +161,7 @@ impl DynamicConfig {
         if !(MIN_HEARTBEAT_MS..=MAX_HEARTBEAT_MS).contains(&self.heartbeat_interval_ms) {
             v.push(ConfigViolation::new(
                 "heartbeat_interval_ms",
-                format!(
-                    "{} is outside {MIN_HEARTBEAT_MS}..={MAX_HEARTBEAT_MS}",
-                    self.heartbeat_interval_ms
-                ),
+                format!("{} is outside {MIN_HEARTBEAT_MS}..={MAX_HEARTBEAT_MS}", self.heartbeat_interval_ms),
             ));
         }
         if self.lease_ttl_ms > MAX_LEASE_MS {
@@ -198,47 +190,27 @@ impl DynamicConfig {
             ));
         }
         if self.synchronous_node_count == 0 {
-            v.push(ConfigViolation::new(
-                "synchronous_node_count",
-                "must be at least 1",
-            ));
+            v.push(ConfigViolation::new("synchronous_node_count", "must be at least 1"));
         }
         if self.postgres_restart_attempts > 100 {
             v.push(ConfigViolation::new(
                 "postgres_restart_attempts",
-                format!(
-                    "{} is above the maximum 100",
-                    self.postgres_restart_attempts
-                ),
+                format!("{} is above the maximum 100", self.postgres_restart_attempts),
             ));
         }
         for (name, value) in &self.postgresql_parameters {
             let field = format!("postgresql_parameters.{name}");
             let valid_name = !name.is_empty()
                 && name.len() <= 63
-                && name
-                    .chars()
-                    .next()
-                    .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.');
+                && name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+                && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.');
             if !valid_name {
-                v.push(ConfigViolation::new(
-                    field.clone(),
-                    "not a valid PostgreSQL parameter name",
-                ));
+                v.push(ConfigViolation::new(field.clone(), "not a valid PostgreSQL parameter name"));
             } else if MANAGED_PARAMETERS.contains(&name.as_str()) {
-                v.push(ConfigViolation::new(
-                    field.clone(),
-                    "managed by raftgres and cannot be set",
-                ));
+                v.push(ConfigViolation::new(field.clone(), "managed by raftgres and cannot be set"));
             }
             if value.chars().any(|c| c == '\0' || c == '\n' || c == '\r') {
-                v.push(ConfigViolation::new(
-                    field,
-                    "value must not contain NUL or line breaks",
-                ));
+                v.push(ConfigViolation::new(field, "value must not contain NUL or line breaks"));
             }
         }
         if v.is_empty() { Ok(()) } else { Err(v) }
@@ -251,9 +223,7 @@ mod tests {
 
     #[test]
     fn default_is_valid() {
-        DynamicConfig::default()
-            .validate()
-            .expect("default config must be valid");
+        DynamicConfig::default().validate().expect("default config must be valid");
     }
 
     #[test]
@@ -265,40 +235,26 @@ mod tests {
             ..DynamicConfig::default()
         };
         c.postgresql_parameters.insert("port".into(), "5433".into());
-        c.postgresql_parameters
-            .insert("Bad-Name".into(), "1".into());
-        c.postgresql_parameters
-            .insert("work_mem".into(), "4MB\n".into());
+        c.postgresql_parameters.insert("Bad-Name".into(), "1".into());
+        c.postgresql_parameters.insert("work_mem".into(), "4MB\n".into());
         let errs = c.validate().unwrap_err();
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
         assert!(fields.contains(&"heartbeat_interval_ms"), "{errs:?}");
         assert!(fields.contains(&"lease_ttl_ms"), "{errs:?}");
         assert!(fields.contains(&"synchronous_node_count"), "{errs:?}");
         assert!(fields.contains(&"postgresql_parameters.port"), "{errs:?}");
-        assert!(
-            fields.contains(&"postgresql_parameters.Bad-Name"),
-            "{errs:?}"
-        );
-        assert!(
-            fields.contains(&"postgresql_parameters.work_mem"),
-            "{errs:?}"
-        );
+        assert!(fields.contains(&"postgresql_parameters.Bad-Name"), "{errs:?}");
+        assert!(fields.contains(&"postgresql_parameters.work_mem"), "{errs:?}");
     }
 
     #[test]
     fn lease_must_exceed_heartbeats_and_margins() {
-        let c = DynamicConfig {
-            lease_ttl_ms: 1450,
-            ..DynamicConfig::default()
-        };
+        let c = DynamicConfig { lease_ttl_ms: 1450, ..DynamicConfig::default() };
         // 3 * 250 + 200 + 500 = 1450: equal is not enough.
         let errs = c.validate().unwrap_err();
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].field, "lease_ttl_ms");
-        let c = DynamicConfig {
-            lease_ttl_ms: 1451,
-            ..DynamicConfig::default()
-        };
+        let c = DynamicConfig { lease_ttl_ms: 1451, ..DynamicConfig::default() };
         assert!(c.validate().is_ok());
     }
 

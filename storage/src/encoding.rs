@@ -37,24 +37,15 @@ pub struct DecodeError {
 
 /// Encodes `value`; `what` names it in the error.
 pub fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, EncodeError> {
-    bincode::serde::encode_to_vec(value, config()).map_err(|e| EncodeError {
-        what,
-        reason: e.to_string(),
-    })
+    bincode::serde::encode_to_vec(value, config()).map_err(|e| EncodeError { what, reason: e.to_string() })
 }
 
 /// Decodes a whole buffer into `T`; trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, DecodeError> {
-    let (value, used) =
-        bincode::serde::decode_from_slice::<T, _>(bytes, config()).map_err(|e| DecodeError {
-            what,
-            reason: e.to_string(),
-        })?;
+    let (value, used) = bincode::serde::decode_from_slice::<T, _>(bytes, config())
+        .map_err(|e| DecodeError { what, reason: e.to_string() })?;
     if used != bytes.len() {
-        return Err(DecodeError {
-            what,
-            reason: format!("{} trailing bytes after {used}", bytes.len() - used),
-        });
+        return Err(DecodeError { what, reason: format!("{} trailing bytes after {used}", bytes.len() - used) });
     }
     Ok(value)
 }
@@ -73,9 +64,7 @@ pub fn u64_from_key(bytes: &[u8]) -> Option<u64> {
 mod tests {
     use std::collections::BTreeMap;
 
-    use openraft::{
-        CommittedLeaderId, EntryPayload, LogId, Membership, SnapshotMeta, StoredMembership, Vote,
-    };
+    use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership, SnapshotMeta, StoredMembership, Vote};
     use serde::Deserialize;
 
     use super::*;
@@ -101,155 +90,69 @@ mod tests {
     }
 
     fn config() -> DynamicConfig {
-        let mut c = DynamicConfig {
-            synchronous_mode: SyncMode::Strict,
-            ..DynamicConfig::default()
-        };
-        c.postgresql_parameters
-            .insert("work_mem".into(), "8MB".into());
+        let mut c = DynamicConfig { synchronous_mode: SyncMode::Strict, ..DynamicConfig::default() };
+        c.postgresql_parameters.insert("work_mem".into(), "8MB".into());
         c
     }
 
     fn every_command() -> Vec<Command> {
         vec![
-            Command::InitializeCluster {
-                cluster_id: "c".into(),
-                config: config(),
-            },
+            Command::InitializeCluster { cluster_id: "c".into(), config: config() },
             Command::AddMember { member: member() },
             Command::RemoveMember { node: 3 },
-            Command::SetMemberTags {
-                node: 3,
-                tags: BTreeMap::from([("a".into(), "b".into())]),
-            },
-            Command::ElectPrimary {
-                if_epoch: 4,
-                node: 2,
-                reason: ElectionReason::Failover,
-            },
-            Command::ReleasePrimary {
-                epoch: 5,
-                node: 2,
-                reason: ReleaseReason::PostgresFailed,
-            },
-            Command::SetSyncStandbys {
-                epoch: 5,
-                standbys: [1, 3].into(),
-            },
-            Command::ChangeConfig {
-                if_version: Some(2),
-                config: config(),
-            },
-            Command::ChangeConfig {
-                if_version: None,
-                config: config(),
-            },
+            Command::SetMemberTags { node: 3, tags: BTreeMap::from([("a".into(), "b".into())]) },
+            Command::ElectPrimary { if_epoch: 4, node: 2, reason: ElectionReason::Failover },
+            Command::ReleasePrimary { epoch: 5, node: 2, reason: ReleaseReason::PostgresFailed },
+            Command::SetSyncStandbys { epoch: 5, standbys: [1, 3].into() },
+            Command::ChangeConfig { if_version: Some(2), config: config() },
+            Command::ChangeConfig { if_version: None, config: config() },
             Command::SetMaintenance { on: true },
-            Command::ScheduleSwitchover {
-                from: 1,
-                to: None,
-                at_ms: Some(99),
-            },
+            Command::ScheduleSwitchover { from: 1, to: None, at_ms: Some(99) },
             Command::CancelSwitchover,
-            Command::SetMemberState {
-                node: 1,
-                state: MemberState::CreatingReplica,
-            },
+            Command::SetMemberState { node: 1, state: MemberState::CreatingReplica },
         ]
     }
 
     #[test]
     fn commands_round_trip() {
         for c in every_command() {
-            round_trip(Request {
-                command: c,
-                proposer: 7,
-                proposed_at_ms: 1234,
-            });
+            round_trip(Request { command: c, proposer: 7, proposed_at_ms: 1234 });
         }
     }
 
     #[test]
     fn events_and_responses_round_trip() {
         let events = vec![
-            Event::ClusterInitialized {
-                cluster_id: "c".into(),
-                config: config(),
-            },
+            Event::ClusterInitialized { cluster_id: "c".into(), config: config() },
             Event::MemberAdded { member: member() },
             Event::MemberRemoved { node: 1 },
-            Event::MemberTagsChanged {
-                node: 1,
-                tags: BTreeMap::new(),
-            },
-            Event::PrimaryElected {
-                epoch: 3,
-                node: 1,
-                reason: ElectionReason::Manual,
-            },
-            Event::PrimaryReleased {
-                epoch: 3,
-                node: 1,
-                reason: ReleaseReason::Shutdown,
-            },
-            Event::SyncStandbysChanged {
-                epoch: 3,
-                standbys: [2].into(),
-            },
-            Event::ConfigChanged {
-                version: 4,
-                config: config(),
-            },
+            Event::MemberTagsChanged { node: 1, tags: BTreeMap::new() },
+            Event::PrimaryElected { epoch: 3, node: 1, reason: ElectionReason::Manual },
+            Event::PrimaryReleased { epoch: 3, node: 1, reason: ReleaseReason::Shutdown },
+            Event::SyncStandbysChanged { epoch: 3, standbys: [2].into() },
+            Event::ConfigChanged { version: 4, config: config() },
             Event::MaintenanceChanged { on: false },
-            Event::SwitchoverScheduled {
-                from: 1,
-                to: Some(2),
-                at_ms: None,
-            },
+            Event::SwitchoverScheduled { from: 1, to: Some(2), at_ms: None },
             Event::SwitchoverCancelled { from: 1, to: None },
-            Event::MemberStateChanged {
-                node: 2,
-                from: MemberState::Running,
-                to: MemberState::Crashed,
-            },
+            Event::MemberStateChanged { node: 2, from: MemberState::Running, to: MemberState::Crashed },
         ];
         for e in &events {
-            round_trip(EventRecord {
-                index: 9,
-                at_ms: 10,
-                event: e.clone(),
-            });
+            round_trip(EventRecord { index: 9, at_ms: 10, event: e.clone() });
         }
         round_trip(Response::Applied(events));
         round_trip(Response::Blank);
         round_trip(Response::Membership);
         round_trip(Response::Rejected(Reject::InvalidConfig {
-            violations: DynamicConfig {
-                lease_ttl_ms: 1,
-                ..DynamicConfig::default()
-            }
-            .validate()
-            .unwrap_err(),
+            violations: DynamicConfig { lease_ttl_ms: 1, ..DynamicConfig::default() }.validate().unwrap_err(),
         }));
-        round_trip(Response::Rejected(Reject::NotPrimary {
-            node: 1,
-            epoch: 2,
-            primary: None,
-            current: 3,
-        }));
+        round_trip(Response::Rejected(Reject::NotPrimary { node: 1, epoch: 2, primary: None, current: 3 }));
     }
 
     #[test]
     fn cluster_state_round_trips() {
         let mut s = ClusterState::default();
         for (i, c) in every_command().iter().enumerate() {
-            let _ = s.apply(
-                c,
-                ApplyContext {
-                    index: i as u64,
-                    time_ms: 5,
-                },
-            );
+            let _ = s.apply(c, ApplyContext { index: i as u64, time_ms: 5 });
         }
         round_trip(s);
     }
@@ -257,21 +160,10 @@ mod tests {
     #[test]
     fn openraft_entries_round_trip() {
         let log_id = LogId::new(CommittedLeaderId::new(3, 1), 17);
-        let req = Request {
-            command: Command::CancelSwitchover,
-            proposer: 1,
-            proposed_at_ms: 2,
-        };
-        let nodes = BTreeMap::from([
-            (1u64, NodeInfo::new("a", "127.0.0.1:1")),
-            (2, NodeInfo::new("b", "127.0.0.1:2")),
-        ]);
+        let req = Request { command: Command::CancelSwitchover, proposer: 1, proposed_at_ms: 2 };
+        let nodes = BTreeMap::from([(1u64, NodeInfo::new("a", "127.0.0.1:1")), (2, NodeInfo::new("b", "127.0.0.1:2"))]);
         let membership = Membership::new(vec![[1u64, 2].into()], nodes);
-        for payload in [
-            EntryPayload::Blank,
-            EntryPayload::Normal(req),
-            EntryPayload::Membership(membership.clone()),
-        ] {
+        for payload in [EntryPayload::Blank, EntryPayload::Normal(req), EntryPayload::Membership(membership.clone())] {
             round_trip(Entry { log_id, payload });
         }
         round_trip(Vote::new(4, 2));

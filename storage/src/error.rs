@@ -15,41 +15,24 @@ pub enum StorageError {
     Locked { path: PathBuf },
 
     #[error("data directory {path}: {error}")]
-    Io {
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    Io { path: PathBuf, error: std::io::Error },
 
     #[error(
         "data directory {path} holds on-disk format v{found}, but this raftgres reads only v{supported}; \
          use the raftgres release that wrote it"
     )]
-    UnsupportedVersion {
-        path: PathBuf,
-        found: u32,
-        supported: u32,
-    },
+    UnsupportedVersion { path: PathBuf, found: u32, supported: u32 },
 
     #[error("data directory {path} is corrupted: {reason}")]
     Corrupted { path: PathBuf, reason: String },
 
     #[error("data directory {path} belongs to cluster {found:?}, not {expected:?}")]
-    ClusterMismatch {
-        path: PathBuf,
-        found: String,
-        expected: String,
-    },
+    ClusterMismatch { path: PathBuf, found: String, expected: String },
 
     #[error("data directory {path} belongs to node {found}, not node {expected}")]
-    NodeMismatch {
-        path: PathBuf,
-        found: u64,
-        expected: u64,
-    },
+    NodeMismatch { path: PathBuf, found: u64, expected: u64 },
 
-    #[error(
-        "data directory {path} was left in the middle of an upgrade to v{version}; finish or undo it first"
-    )]
+    #[error("data directory {path} was left in the middle of an upgrade to v{version}; finish or undo it first")]
     UpgradeInProgress { path: PathBuf, version: u32 },
 
     #[error("sled database {path}: {error}")]

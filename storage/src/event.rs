@@ -14,55 +14,18 @@ use crate::typ::NodeId;
 /// One fact about the cluster's life.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
-    ClusterInitialized {
-        cluster_id: String,
-        config: DynamicConfig,
-    },
-    MemberAdded {
-        member: Member,
-    },
-    MemberRemoved {
-        node: NodeId,
-    },
-    MemberTagsChanged {
-        node: NodeId,
-        tags: Tags,
-    },
-    PrimaryElected {
-        epoch: u64,
-        node: NodeId,
-        reason: ElectionReason,
-    },
-    PrimaryReleased {
-        epoch: u64,
-        node: NodeId,
-        reason: ReleaseReason,
-    },
-    SyncStandbysChanged {
-        epoch: u64,
-        standbys: BTreeSet<NodeId>,
-    },
-    ConfigChanged {
-        version: u64,
-        config: DynamicConfig,
-    },
-    MaintenanceChanged {
-        on: bool,
-    },
-    SwitchoverScheduled {
-        from: NodeId,
-        to: Option<NodeId>,
-        at_ms: Option<u64>,
-    },
-    SwitchoverCancelled {
-        from: NodeId,
-        to: Option<NodeId>,
-    },
-    MemberStateChanged {
-        node: NodeId,
-        from: MemberState,
-        to: MemberState,
-    },
+    ClusterInitialized { cluster_id: String, config: DynamicConfig },
+    MemberAdded { member: Member },
+    MemberRemoved { node: NodeId },
+    MemberTagsChanged { node: NodeId, tags: Tags },
+    PrimaryElected { epoch: u64, node: NodeId, reason: ElectionReason },
+    PrimaryReleased { epoch: u64, node: NodeId, reason: ReleaseReason },
+    SyncStandbysChanged { epoch: u64, standbys: BTreeSet<NodeId> },
+    ConfigChanged { version: u64, config: DynamicConfig },
+    MaintenanceChanged { on: bool },
+    SwitchoverScheduled { from: NodeId, to: Option<NodeId>, at_ms: Option<u64> },
+    SwitchoverCancelled { from: NodeId, to: Option<NodeId> },
+    MemberStateChanged { node: NodeId, from: MemberState, to: MemberState },
 }
 
 impl fmt::Display for Event {
@@ -74,22 +37,11 @@ impl fmt::Display for Event {
             Event::MemberAdded { member } => write!(f, "member {member} added"),
             Event::MemberRemoved { node } => write!(f, "member {node} removed"),
             Event::MemberTagsChanged { node, tags } => write!(f, "member {node} tags {tags:?}"),
-            Event::PrimaryElected {
-                epoch,
-                node,
-                reason,
-            } => {
+            Event::PrimaryElected { epoch, node, reason } => {
                 write!(f, "node {node} elected primary in epoch {epoch} ({reason})")
             }
-            Event::PrimaryReleased {
-                epoch,
-                node,
-                reason,
-            } => {
-                write!(
-                    f,
-                    "node {node} released primary of epoch {epoch} ({reason})"
-                )
+            Event::PrimaryReleased { epoch, node, reason } => {
+                write!(f, "node {node} released primary of epoch {epoch} ({reason})")
             }
             Event::SyncStandbysChanged { epoch, standbys } => {
                 write!(f, "sync standbys of epoch {epoch}: {standbys:?}")

@@ -115,10 +115,7 @@ pub struct Tables {
 
 impl Tables {
     pub fn new(tree: sled::Tree, path: &Path) -> Self {
-        Self {
-            tree,
-            path: path.to_path_buf(),
-        }
+        Self { tree, path: path.to_path_buf() }
     }
 
     pub fn path(&self) -> &Path {
@@ -126,10 +123,7 @@ impl Tables {
     }
 
     fn sled_err(&self, error: sled::Error) -> StorageError {
-        StorageError::Sled {
-            path: self.path.clone(),
-            error,
-        }
+        StorageError::Sled { path: self.path.clone(), error }
     }
 
     pub fn get<KS: KeySpace>(&self, key: &KS::Key) -> Result<Option<KS::Value>, StorageError> {
@@ -139,15 +133,9 @@ impl Tables {
         }
     }
 
-    pub fn insert<KS: KeySpace>(
-        &self,
-        key: &KS::Key,
-        value: &KS::Value,
-    ) -> Result<(), StorageError> {
+    pub fn insert<KS: KeySpace>(&self, key: &KS::Key, value: &KS::Value) -> Result<(), StorageError> {
         let bytes = encoding::encode(KS::NAME, value)?;
-        self.tree
-            .insert(KS::key(key), bytes)
-            .map_err(|e| self.sled_err(e))?;
+        self.tree.insert(KS::key(key), bytes).map_err(|e| self.sled_err(e))?;
         Ok(())
     }
 
@@ -178,24 +166,19 @@ impl Tables {
         &self,
         range: impl RangeBounds<u64>,
     ) -> impl Iterator<Item = Result<(u64, KS::Value), StorageError>> + '_ {
-        self.tree
-            .range::<Vec<u8>, _>(byte_bounds::<KS>(&range))
-            .map(move |item| {
-                let (k, v) = item.map_err(|e| self.sled_err(e))?;
-                let key = u64::decode(&k[1..]).ok_or_else(|| StorageError::Corrupted {
-                    path: self.path.clone(),
-                    reason: format!("malformed {} key {:?}", KS::NAME, &k[..]),
-                })?;
-                Ok((key, encoding::decode(KS::NAME, &v)?))
-            })
+        self.tree.range::<Vec<u8>, _>(byte_bounds::<KS>(&range)).map(move |item| {
+            let (k, v) = item.map_err(|e| self.sled_err(e))?;
+            let key = u64::decode(&k[1..]).ok_or_else(|| StorageError::Corrupted {
+                path: self.path.clone(),
+                reason: format!("malformed {} key {:?}", KS::NAME, &k[..]),
+            })?;
+            Ok((key, encoding::decode(KS::NAME, &v)?))
+        })
     }
 
     /// The first and last keys of a `u64`-keyed space.
     pub fn key_bounds<KS: KeySpace<Key = u64>>(&self) -> Result<Option<(u64, u64)>, StorageError> {
-        let mut iter = self
-            .tree
-            .range::<Vec<u8>, _>(vec![KS::PREFIX]..vec![KS::PREFIX + 1])
-            .keys();
+        let mut iter = self.tree.range::<Vec<u8>, _>(vec![KS::PREFIX]..vec![KS::PREFIX + 1]).keys();
         let first = iter.next();
         let last = iter.next_back();
         let decode = |k: sled::IVec| {
@@ -218,10 +201,7 @@ impl Tables {
     }
 
     /// Keys of a `u64`-keyed space within `range`.
-    pub fn keys<KS: KeySpace<Key = u64>>(
-        &self,
-        range: impl RangeBounds<u64>,
-    ) -> Result<Vec<u64>, StorageError> {
+    pub fn keys<KS: KeySpace<Key = u64>>(&self, range: impl RangeBounds<u64>) -> Result<Vec<u64>, StorageError> {
         self.tree
             .range::<Vec<u8>, _>(byte_bounds::<KS>(&range))
             .keys()
@@ -237,9 +217,7 @@ impl Tables {
 }
 
 /// The byte-key bounds of a `u64` range within one key space.
-fn byte_bounds<KS: KeySpace<Key = u64>>(
-    range: &impl RangeBounds<u64>,
-) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+fn byte_bounds<KS: KeySpace<Key = u64>>(range: &impl RangeBounds<u64>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
     let start = match range.start_bound() {
         Bound::Included(s) => Bound::Included(KS::key(s)),
         Bound::Excluded(s) => Bound::Excluded(KS::key(s)),

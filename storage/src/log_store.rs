@@ -33,21 +33,14 @@ impl LogStore {
 
     /// Writes `entries` and makes them durable; the body of `append`
     /// without openraft's callback.
-    pub async fn append_durable(
-        &self,
-        entries: impl IntoIterator<Item = Entry>,
-    ) -> Result<(), RaftStorageError> {
+    pub async fn append_durable(&self, entries: impl IntoIterator<Item = Entry>) -> Result<(), RaftStorageError> {
         let mut batch = sled::Batch::default();
         for entry in entries {
             Tables::batch_insert::<LogSpace>(&mut batch, &entry.log_id.index, &entry)
                 .map_err(|e| StorageIOError::write_logs(&e))?;
         }
-        self.tables()
-            .apply(batch)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
-        self.sync()
-            .await
-            .map_err(|e| StorageIOError::write_logs(&e))?;
+        self.tables().apply(batch).map_err(|e| StorageIOError::write_logs(&e))?;
+        self.sync().await.map_err(|e| StorageIOError::write_logs(&e))?;
         Ok(())
     }
 }
@@ -59,10 +52,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     ) -> Result<Vec<Entry>, RaftStorageError> {
         self.tables()
             .range::<LogSpace>(range)
-            .map(|item| {
-                item.map(|(_, e)| e)
-                    .map_err(|e| StorageIOError::read_logs(&e).into())
-            })
+            .map(|item| item.map(|(_, e)| e).map_err(|e| StorageIOError::read_logs(&e).into()))
             .collect()
     }
 }
@@ -72,13 +62,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState, RaftStorageError> {
         let t = self.tables();
-        let last_purged_log_id = t
-            .get::<LogMetaSpace>(&LogMetaKey::LastPurged)
-            .map_err(|e| StorageIOError::read_logs(&e))?;
-        let last = match t
-            .key_bounds::<LogSpace>()
-            .map_err(|e| StorageIOError::read_logs(&e))?
-        {
+        let last_purged_log_id =
+            t.get::<LogMetaSpace>(&LogMetaKey::LastPurged).map_err(|e| StorageIOError::read_logs(&e))?;
+        let last = match t.key_bounds::<LogSpace>().map_err(|e| StorageIOError::read_logs(&e))? {
             Some((_, last)) => t
                 .range::<LogSpace>(last..=last)
                 .next()
@@ -87,10 +73,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .map(|(_, e)| e.log_id),
             None => None,
         };
-        Ok(LogState {
-            last_purged_log_id,
-            last_log_id: last.or(last_purged_log_id),
-        })
+        Ok(LogState { last_purged_log_id, last_log_id: last.or(last_purged_log_id) })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -98,20 +81,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), RaftStorageError> {
-        self.tables()
-            .insert::<VoteSpace>(&(), vote)
-            .map_err(|e| StorageIOError::write_vote(&e))?;
-        self.sync()
-            .await
-            .map_err(|e| StorageIOError::write_vote(&e))?;
+        self.tables().insert::<VoteSpace>(&(), vote).map_err(|e| StorageIOError::write_vote(&e))?;
+        self.sync().await.map_err(|e| StorageIOError::write_vote(&e))?;
         Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, RaftStorageError> {
-        Ok(self
-            .tables()
-            .get::<VoteSpace>(&())
-            .map_err(|e| StorageIOError::read_vote(&e))?)
+        Ok(self.tables().get::<VoteSpace>(&()).map_err(|e| StorageIOError::read_vote(&e))?)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), RaftStorageError> {
@@ -123,24 +99,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .map_err(|e| StorageIOError::write(&e))?,
             None => Tables::batch_remove::<LogMetaSpace>(&mut batch, &LogMetaKey::Committed),
         }
-        self.tables()
-            .apply(batch)
-            .map_err(|e| StorageIOError::write(&e))?;
+        self.tables().apply(batch).map_err(|e| StorageIOError::write(&e))?;
         Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, RaftStorageError> {
-        Ok(self
-            .tables()
-            .get::<LogMetaSpace>(&LogMetaKey::Committed)
-            .map_err(|e| StorageIOError::read(&e))?)
+        Ok(self.tables().get::<LogMetaSpace>(&LogMetaKey::Committed).map_err(|e| StorageIOError::read(&e))?)
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), RaftStorageError>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), RaftStorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -159,25 +126,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
         let t = self.tables();
-        let keys = t
-            .keys::<LogSpace>(log_id.index..)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
+        let keys = t.keys::<LogSpace>(log_id.index..).map_err(|e| StorageIOError::write_logs(&e))?;
         let mut batch = sled::Batch::default();
         for k in keys {
             Tables::batch_remove::<LogSpace>(&mut batch, &k);
         }
         t.apply(batch).map_err(|e| StorageIOError::write_logs(&e))?;
-        self.sync()
-            .await
-            .map_err(|e| StorageIOError::write_logs(&e))?;
+        self.sync().await.map_err(|e| StorageIOError::write_logs(&e))?;
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
         let t = self.tables();
-        let keys = t
-            .keys::<LogSpace>(..=log_id.index)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
+        let keys = t.keys::<LogSpace>(..=log_id.index).map_err(|e| StorageIOError::write_logs(&e))?;
         let mut batch = sled::Batch::default();
         Tables::batch_insert::<LogMetaSpace>(&mut batch, &LogMetaKey::LastPurged, &log_id)
             .map_err(|e| StorageIOError::write_logs(&e))?;
@@ -185,9 +146,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Tables::batch_remove::<LogSpace>(&mut batch, &k);
         }
         t.apply(batch).map_err(|e| StorageIOError::write_logs(&e))?;
-        self.sync()
-            .await
-            .map_err(|e| StorageIOError::write_logs(&e))?;
+        self.sync().await.map_err(|e| StorageIOError::write_logs(&e))?;
         Ok(())
     }
 }

@@ -22,17 +22,8 @@ pub const TAG_FAILOVER_PRIORITY: &str = "failover_priority";
 /// first bad one.
 pub fn validate_tags(tags: &Tags) -> Result<(), (String, String, String)> {
     for (key, value) in tags {
-        if key.is_empty()
-            || key.len() > 63
-            || !key
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            return Err((
-                key.clone(),
-                value.clone(),
-                "a tag key is 1-63 characters of [A-Za-z0-9_-]".into(),
-            ));
+        if key.is_empty() || key.len() > 63 || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err((key.clone(), value.clone(), "a tag key is 1-63 characters of [A-Za-z0-9_-]".into()));
         }
         match key.as_str() {
             TAG_NOFAILOVER | TAG_NOLOADBALANCE | TAG_NOSYNC => {
@@ -42,11 +33,7 @@ pub fn validate_tags(tags: &Tags) -> Result<(), (String, String, String)> {
             }
             TAG_FAILOVER_PRIORITY => {
                 if value.parse::<u32>().is_err() {
-                    return Err((
-                        key.clone(),
-                        value.clone(),
-                        "expected a non-negative integer".into(),
-                    ));
+                    return Err((key.clone(), value.clone(), "expected a non-negative integer".into()));
                 }
             }
             _ => {}
@@ -64,9 +51,7 @@ fn parse_bool(v: &str) -> Option<bool> {
 }
 
 /// The PostgreSQL state a member last reported. Recorded only on transitions.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum MemberState {
     #[default]
     Unknown,
@@ -134,35 +119,23 @@ impl Member {
 
     /// True when the member is tagged `nofailover`.
     pub fn nofailover(&self) -> bool {
-        self.tags
-            .get(TAG_NOFAILOVER)
-            .and_then(|v| parse_bool(v))
-            .unwrap_or(false)
+        self.tags.get(TAG_NOFAILOVER).and_then(|v| parse_bool(v)).unwrap_or(false)
     }
 
     /// True when the member is tagged `nosync`.
     pub fn nosync(&self) -> bool {
-        self.tags
-            .get(TAG_NOSYNC)
-            .and_then(|v| parse_bool(v))
-            .unwrap_or(false)
+        self.tags.get(TAG_NOSYNC).and_then(|v| parse_bool(v)).unwrap_or(false)
     }
 
     /// True when the member is tagged `noloadbalance`.
     pub fn noloadbalance(&self) -> bool {
-        self.tags
-            .get(TAG_NOLOADBALANCE)
-            .and_then(|v| parse_bool(v))
-            .unwrap_or(false)
+        self.tags.get(TAG_NOLOADBALANCE).and_then(|v| parse_bool(v)).unwrap_or(false)
     }
 
     /// Failover priority: higher wins among equally advanced candidates.
     /// Defaults to 1; 0 means never (like `nofailover`).
     pub fn failover_priority(&self) -> u32 {
-        self.tags
-            .get(TAG_FAILOVER_PRIORITY)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1)
+        self.tags.get(TAG_FAILOVER_PRIORITY).and_then(|v| v.parse().ok()).unwrap_or(1)
     }
 }
 

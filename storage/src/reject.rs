@@ -25,30 +25,17 @@ pub enum Reject {
     #[error("member name must not be empty")]
     EmptyName,
     #[error("invalid tag {key}={value}: {reason}")]
-    InvalidTag {
-        key: String,
-        value: String,
-        reason: String,
-    },
+    InvalidTag { key: String, value: String, reason: String },
     #[error("stale epoch: the command expected epoch {expected}, the cluster is at {current}")]
     StaleEpoch { expected: u64, current: u64 },
-    #[error(
-        "bootstrap is allowed only before the first primary; the cluster is at epoch {current}"
-    )]
+    #[error("bootstrap is allowed only before the first primary; the cluster is at epoch {current}")]
     AlreadyBootstrapped { current: u64 },
     #[error("no primary was ever bootstrapped")]
     NotBootstrapped,
     #[error("node {node} is already primary in epoch {epoch}")]
     AlreadyPrimary { node: NodeId, epoch: u64 },
-    #[error(
-        "node {node} is not primary in epoch {epoch} (primary: {primary:?}, current epoch {current})"
-    )]
-    NotPrimary {
-        node: NodeId,
-        epoch: u64,
-        primary: Option<NodeId>,
-        current: u64,
-    },
+    #[error("node {node} is not primary in epoch {epoch} (primary: {primary:?}, current epoch {current})")]
+    NotPrimary { node: NodeId, epoch: u64, primary: Option<NodeId>, current: u64 },
     #[error("node {node} is tagged nofailover")]
     NoFailover { node: NodeId },
     #[error("node {node} is not in the synchronous-standby set {standbys:?}")]
@@ -72,16 +59,9 @@ pub enum Reject {
     #[error("invalid switchover: {reason}")]
     InvalidSwitchover { reason: String },
     #[error("member {node} cannot move from {from} to {to}")]
-    InvalidStateTransition {
-        node: NodeId,
-        from: MemberState,
-        to: MemberState,
-    },
+    InvalidStateTransition { node: NodeId, from: MemberState, to: MemberState },
 }
 
 fn display_violations(v: &[ConfigViolation]) -> String {
-    v.iter()
-        .map(|v| v.to_string())
-        .collect::<Vec<_>>()
-        .join("; ")
+    v.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("; ")
 }

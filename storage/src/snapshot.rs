@@ -20,17 +20,8 @@ pub struct SnapshotPayload {
 }
 
 impl SnapshotPayload {
-    pub fn new(
-        last_applied: Option<LogId>,
-        membership: StoredMembership,
-        state: ClusterState,
-    ) -> Self {
-        Self {
-            format: DataVersion::CURRENT.number(),
-            last_applied,
-            membership,
-            state,
-        }
+    pub fn new(last_applied: Option<LogId>, membership: StoredMembership, state: ClusterState) -> Self {
+        Self { format: DataVersion::CURRENT.number(), last_applied, membership, state }
     }
 
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
@@ -68,14 +59,8 @@ mod tests {
         assert_eq!(SnapshotPayload::decode(&bytes).unwrap(), p);
         let future = SnapshotPayload { format: 99, ..p };
         assert!(SnapshotPayload::decode(&future.encode().unwrap()).is_err());
-        let stored = StoredSnapshot {
-            meta: SnapshotMeta::default(),
-            data: bytes,
-        };
+        let stored = StoredSnapshot { meta: SnapshotMeta::default(), data: bytes };
         let enc = encoding::encode("stored snapshot", &stored).unwrap();
-        assert_eq!(
-            encoding::decode::<StoredSnapshot>("stored snapshot", &enc).unwrap(),
-            stored
-        );
+        assert_eq!(encoding::decode::<StoredSnapshot>("stored snapshot", &enc).unwrap(), stored);
     }
 }

@@ -88,11 +88,7 @@ impl ClusterState {
     pub fn apply(&mut self, cmd: &Command, ctx: ApplyContext) -> Result<Vec<Event>, Reject> {
         let events = self.decide(cmd)?;
         for event in &events {
-            self.fold(&EventRecord {
-                index: ctx.index,
-                at_ms: ctx.time_ms,
-                event: event.clone(),
-            });
+            self.fold(&EventRecord { index: ctx.index, at_ms: ctx.time_ms, event: event.clone() });
         }
         Ok(events)
     }
@@ -106,45 +102,30 @@ impl ClusterState {
         match cmd {
             Command::InitializeCluster { cluster_id, config } => {
                 if let Some(existing) = &self.cluster_id {
-                    return Err(Reject::AlreadyInitialized {
-                        cluster_id: existing.clone(),
-                    });
+                    return Err(Reject::AlreadyInitialized { cluster_id: existing.clone() });
                 }
                 if cluster_id.trim().is_empty() {
                     return Err(Reject::EmptyClusterId);
                 }
-                config
-                    .validate()
-                    .map_err(|violations| Reject::InvalidConfig { violations })?;
-                Ok(vec![Event::ClusterInitialized {
-                    cluster_id: cluster_id.clone(),
-                    config: config.clone(),
-                }])
+                config.validate().map_err(|violations| Reject::InvalidConfig { violations })?;
+                Ok(vec![Event::ClusterInitialized { cluster_id: cluster_id.clone(), config: config.clone() }])
             }
             Command::AddMember { member } => {
                 if member.name.trim().is_empty() {
                     return Err(Reject::EmptyName);
                 }
                 if let Some(existing) = self.members.get(&member.id) {
-                    return Err(Reject::DuplicateMember {
-                        node: member.id,
-                        name: existing.name.clone(),
-                    });
+                    return Err(Reject::DuplicateMember { node: member.id, name: existing.name.clone() });
                 }
                 if let Some(existing) = self.members.values().find(|m| m.name == member.name) {
-                    return Err(Reject::DuplicateName {
-                        name: member.name.clone(),
-                        node: existing.id,
-                    });
+                    return Err(Reject::DuplicateName { name: member.name.clone(), node: existing.id });
                 }
                 validate_tags(&member.tags).map_err(|(key, value, reason)| Reject::InvalidTag {
                     key,
                     value,
                     reason,
                 })?;
-                Ok(vec![Event::MemberAdded {
-                    member: member.clone(),
-                }])
+                Ok(vec![Event::MemberAdded { member: member.clone() }])
             }
             Command::RemoveMember { node } => {
                 self.must_member(*node)?;
@@ -158,90 +139,51 @@ impl ClusterState {
                 if let Some(sw) = &self.switchover
                     && (sw.to == Some(*node))
                 {
-                    events.push(Event::SwitchoverCancelled {
-                        from: sw.from,
-                        to: sw.to,
-                    });
+                    events.push(Event::SwitchoverCancelled { from: sw.from, to: sw.to });
                 }
                 events.push(Event::MemberRemoved { node: *node });
                 Ok(events)
             }
             Command::SetMemberTags { node, tags } => {
                 let member = self.must_member(*node)?;
-                validate_tags(tags).map_err(|(key, value, reason)| Reject::InvalidTag {
-                    key,
-                    value,
-                    reason,
-                })?;
+                validate_tags(tags).map_err(|(key, value, reason)| Reject::InvalidTag { key, value, reason })?;
                 if &member.tags == tags {
                     return Ok(Vec::new());
                 }
-                Ok(vec![Event::MemberTagsChanged {
-                    node: *node,
-                    tags: tags.clone(),
-                }])
+                Ok(vec![Event::MemberTagsChanged { node: *node, tags: tags.clone() }])
             }
-            Command::ElectPrimary {
-                if_epoch,
-                node,
-                reason,
-            } => self.decide_elect(*if_epoch, *node, *reason),
-            Command::ReleasePrimary {
-                epoch,
-                node,
-                reason,
-            } => {
+            Command::ElectPrimary { if_epoch, node, reason } => self.decide_elect(*if_epoch, *node, *reason),
+            Command::ReleasePrimary { epoch, node, reason } => {
                 self.must_primary(*node, *epoch)?;
-                Ok(vec![Event::PrimaryReleased {
-                    epoch: *epoch,
-                    node: *node,
-                    reason: *reason,
-                }])
+                Ok(vec![Event::PrimaryReleased { epoch: *epoch, node: *node, reason: *reason }])
             }
             Command::SetSyncStandbys { epoch, standbys } => {
                 let primary = self.must_current_primary(*epoch)?;
                 for s in standbys {
                     let m = self.must_member(*s)?;
                     if *s == primary {
-                        return Err(Reject::InvalidStandby {
-                            node: *s,
-                            reason: "it is the primary".into(),
-                        });
+                        return Err(Reject::InvalidStandby { node: *s, reason: "it is the primary".into() });
                     }
                     if m.nosync() && !self.sync_standbys.contains(s) {
-                        return Err(Reject::InvalidStandby {
-                            node: *s,
-                            reason: "it is tagged nosync".into(),
-                        });
+                        return Err(Reject::InvalidStandby { node: *s, reason: "it is tagged nosync".into() });
                     }
                 }
                 if &self.sync_standbys == standbys {
                     return Ok(Vec::new());
                 }
-                Ok(vec![Event::SyncStandbysChanged {
-                    epoch: *epoch,
-                    standbys: standbys.clone(),
-                }])
+                Ok(vec![Event::SyncStandbysChanged { epoch: *epoch, standbys: standbys.clone() }])
             }
             Command::ChangeConfig { if_version, config } => {
                 if let Some(expected) = if_version
                     && *expected != self.config_version
                 {
-                    return Err(Reject::ConfigVersionMismatch {
-                        expected: *expected,
-                        current: self.config_version,
-                    });
+                    return Err(Reject::ConfigVersionMismatch { expected: *expected, current: self.config_version });
                 }
-                config
-                    .validate()
-                    .map_err(|violations| Reject::InvalidConfig { violations })?;
+                config.validate().map_err(|violations| Reject::InvalidConfig { violations })?;
                 if config == &self.config {
                     return Ok(Vec::new());
                 }
-                Ok(vec![Event::ConfigChanged {
-                    version: self.config_version + 1,
-                    config: config.clone(),
-                }])
+                Ok(vec![Event::ConfigChanged { version: self.config_version + 1, config: config.clone() }])
             }
             Command::SetMaintenance { on } => {
                 if self.maintenance == *on {
@@ -267,64 +209,37 @@ impl ClusterState {
                 }
                 if let Some(target) = to {
                     if target == from {
-                        return Err(Reject::InvalidSwitchover {
-                            reason: "the target is already the primary".into(),
-                        });
+                        return Err(Reject::InvalidSwitchover { reason: "the target is already the primary".into() });
                     }
                     self.check_candidate(*target, ElectionReason::Switchover)?;
                 }
-                Ok(vec![Event::SwitchoverScheduled {
-                    from: *from,
-                    to: *to,
-                    at_ms: *at_ms,
-                }])
+                Ok(vec![Event::SwitchoverScheduled { from: *from, to: *to, at_ms: *at_ms }])
             }
             Command::CancelSwitchover => match &self.switchover {
-                Some(sw) => Ok(vec![Event::SwitchoverCancelled {
-                    from: sw.from,
-                    to: sw.to,
-                }]),
+                Some(sw) => Ok(vec![Event::SwitchoverCancelled { from: sw.from, to: sw.to }]),
                 None => Err(Reject::NoSwitchover),
             },
             Command::SetMemberState { node, state } => {
                 let member = self.must_member(*node)?;
                 if *state == MemberState::Unknown {
-                    return Err(Reject::InvalidStateTransition {
-                        node: *node,
-                        from: member.state,
-                        to: *state,
-                    });
+                    return Err(Reject::InvalidStateTransition { node: *node, from: member.state, to: *state });
                 }
                 if member.state == *state {
                     return Ok(Vec::new());
                 }
-                Ok(vec![Event::MemberStateChanged {
-                    node: *node,
-                    from: member.state,
-                    to: *state,
-                }])
+                Ok(vec![Event::MemberStateChanged { node: *node, from: member.state, to: *state }])
             }
         }
     }
 
-    fn decide_elect(
-        &self,
-        if_epoch: u64,
-        node: NodeId,
-        reason: ElectionReason,
-    ) -> Result<Vec<Event>, Reject> {
+    fn decide_elect(&self, if_epoch: u64, node: NodeId, reason: ElectionReason) -> Result<Vec<Event>, Reject> {
         if if_epoch != self.epoch {
-            return Err(Reject::StaleEpoch {
-                expected: if_epoch,
-                current: self.epoch,
-            });
+            return Err(Reject::StaleEpoch { expected: if_epoch, current: self.epoch });
         }
         match reason {
             ElectionReason::Bootstrap => {
                 if self.epoch != 0 {
-                    return Err(Reject::AlreadyBootstrapped {
-                        current: self.epoch,
-                    });
+                    return Err(Reject::AlreadyBootstrapped { current: self.epoch });
                 }
                 self.must_member(node)?;
             }
@@ -335,29 +250,16 @@ impl ClusterState {
                 if let Some(p) = &self.primary
                     && p.node == node
                 {
-                    return Err(Reject::AlreadyPrimary {
-                        node,
-                        epoch: p.epoch,
-                    });
+                    return Err(Reject::AlreadyPrimary { node, epoch: p.epoch });
                 }
                 self.check_candidate(node, reason)?;
             }
         }
-        let mut events = vec![Event::PrimaryElected {
-            epoch: self.epoch + 1,
-            node,
-            reason,
-        }];
+        let mut events = vec![Event::PrimaryElected { epoch: self.epoch + 1, node, reason }];
         if let Some(sw) = &self.switchover
             && !(reason == ElectionReason::Switchover && sw.to.is_none_or(|t| t == node))
         {
-            events.insert(
-                0,
-                Event::SwitchoverCancelled {
-                    from: sw.from,
-                    to: sw.to,
-                },
-            );
+            events.insert(0, Event::SwitchoverCancelled { from: sw.from, to: sw.to });
         }
         Ok(events)
     }
@@ -374,47 +276,31 @@ impl ClusterState {
             && !self.sync_standbys.is_empty()
             && !self.sync_standbys.contains(&node)
         {
-            return Err(Reject::NotSynchronous {
-                node,
-                standbys: self.sync_standbys.iter().copied().collect(),
-            });
+            return Err(Reject::NotSynchronous { node, standbys: self.sync_standbys.iter().copied().collect() });
         }
         Ok(())
     }
 
     fn must_member(&self, node: NodeId) -> Result<&Member, Reject> {
-        self.members
-            .get(&node)
-            .ok_or(Reject::UnknownMember { node })
+        self.members.get(&node).ok_or(Reject::UnknownMember { node })
     }
 
     fn must_primary(&self, node: NodeId, epoch: u64) -> Result<(), Reject> {
         match &self.primary {
             Some(p) if p.node == node && p.epoch == epoch => Ok(()),
-            other => Err(Reject::NotPrimary {
-                node,
-                epoch,
-                primary: other.as_ref().map(|p| p.node),
-                current: self.epoch,
-            }),
+            other => {
+                Err(Reject::NotPrimary { node, epoch, primary: other.as_ref().map(|p| p.node), current: self.epoch })
+            }
         }
     }
 
     fn must_current_primary(&self, epoch: u64) -> Result<NodeId, Reject> {
         if epoch != self.epoch {
-            return Err(Reject::StaleEpoch {
-                expected: epoch,
-                current: self.epoch,
-            });
+            return Err(Reject::StaleEpoch { expected: epoch, current: self.epoch });
         }
         match &self.primary {
             Some(p) => Ok(p.node),
-            None => Err(Reject::NotPrimary {
-                node: 0,
-                epoch,
-                primary: None,
-                current: self.epoch,
-            }),
+            None => Err(Reject::NotPrimary { node: 0, epoch, primary: None, current: self.epoch }),
         }
     }
 
@@ -439,18 +325,9 @@ impl ClusterState {
                     m.tags = tags.clone();
                 }
             }
-            Event::PrimaryElected {
-                epoch,
-                node,
-                reason,
-            } => {
+            Event::PrimaryElected { epoch, node, reason } => {
                 self.epoch = *epoch;
-                self.primary = Some(Primary {
-                    node: *node,
-                    epoch: *epoch,
-                    reason: *reason,
-                    since_ms: record.at_ms,
-                });
+                self.primary = Some(Primary { node: *node, epoch: *epoch, reason: *reason, since_ms: record.at_ms });
                 // The set named standbys of the previous primary; the new
                 // primary widens its own set through Raft.
                 self.sync_standbys.clear();
@@ -462,11 +339,7 @@ impl ClusterState {
                 }
             }
             Event::PrimaryReleased { epoch, node, .. } => {
-                if self
-                    .primary
-                    .as_ref()
-                    .is_some_and(|p| p.node == *node && p.epoch == *epoch)
-                {
+                if self.primary.as_ref().is_some_and(|p| p.node == *node && p.epoch == *epoch) {
                     self.primary = None;
                 }
             }
@@ -479,11 +352,7 @@ impl ClusterState {
             }
             Event::MaintenanceChanged { on } => self.maintenance = *on,
             Event::SwitchoverScheduled { from, to, at_ms } => {
-                self.switchover = Some(Switchover {
-                    from: *from,
-                    to: *to,
-                    at_ms: *at_ms,
-                });
+                self.switchover = Some(Switchover { from: *from, to: *to, at_ms: *at_ms });
             }
             Event::SwitchoverCancelled { .. } => self.switchover = None,
             Event::MemberStateChanged { node, to, .. } => {
@@ -505,10 +374,7 @@ mod tests {
     use crate::command::ReleaseReason;
 
     fn ctx(index: u64) -> ApplyContext {
-        ApplyContext {
-            index,
-            time_ms: 1_700_000_000_000 + index,
-        }
+        ApplyContext { index, time_ms: 1_700_000_000_000 + index }
     }
 
     fn member(id: NodeId) -> Member {
@@ -523,77 +389,35 @@ mod tests {
             i += 1;
             ctx(i)
         };
-        s.apply(
-            &Command::InitializeCluster {
-                cluster_id: "c1".into(),
-                config: DynamicConfig::default(),
-            },
-            next(),
-        )
-        .expect("initialize");
+        s.apply(&Command::InitializeCluster { cluster_id: "c1".into(), config: DynamicConfig::default() }, next())
+            .expect("initialize");
         for id in 1..=n {
-            s.apply(&Command::AddMember { member: member(id) }, next())
-                .expect("add");
+            s.apply(&Command::AddMember { member: member(id) }, next()).expect("add");
         }
-        s.apply(
-            &Command::ElectPrimary {
-                if_epoch: 0,
-                node: 1,
-                reason: ElectionReason::Bootstrap,
-            },
-            next(),
-        )
-        .expect("bootstrap");
+        s.apply(&Command::ElectPrimary { if_epoch: 0, node: 1, reason: ElectionReason::Bootstrap }, next())
+            .expect("bootstrap");
         s
     }
 
     #[test]
     fn commands_need_an_initialized_cluster() {
         let mut s = ClusterState::default();
-        assert_eq!(
-            s.apply(&Command::AddMember { member: member(1) }, ctx(1)),
-            Err(Reject::NotInitialized)
-        );
+        assert_eq!(s.apply(&Command::AddMember { member: member(1) }, ctx(1)), Err(Reject::NotInitialized));
         assert_eq!(s, ClusterState::default());
     }
 
     #[test]
     fn initialize_once_with_a_valid_config() {
         let mut s = ClusterState::default();
-        let bad = DynamicConfig {
-            lease_ttl_ms: 10,
-            ..DynamicConfig::default()
-        };
-        let r = s.apply(
-            &Command::InitializeCluster {
-                cluster_id: "c".into(),
-                config: bad,
-            },
-            ctx(1),
-        );
+        let bad = DynamicConfig { lease_ttl_ms: 10, ..DynamicConfig::default() };
+        let r = s.apply(&Command::InitializeCluster { cluster_id: "c".into(), config: bad }, ctx(1));
         assert!(matches!(r, Err(Reject::InvalidConfig { .. })), "{r:?}");
         assert!(!s.is_initialized());
-        s.apply(
-            &Command::InitializeCluster {
-                cluster_id: "c".into(),
-                config: DynamicConfig::default(),
-            },
-            ctx(2),
-        )
-        .unwrap();
-        let again = s.apply(
-            &Command::InitializeCluster {
-                cluster_id: "d".into(),
-                config: DynamicConfig::default(),
-            },
-            ctx(3),
-        );
-        assert_eq!(
-            again,
-            Err(Reject::AlreadyInitialized {
-                cluster_id: "c".into()
-            })
-        );
+        s.apply(&Command::InitializeCluster { cluster_id: "c".into(), config: DynamicConfig::default() }, ctx(2))
+            .unwrap();
+        let again =
+            s.apply(&Command::InitializeCluster { cluster_id: "d".into(), config: DynamicConfig::default() }, ctx(3));
+        assert_eq!(again, Err(Reject::AlreadyInitialized { cluster_id: "c".into() }));
         assert_eq!(s.config_version, 1);
     }
 
@@ -601,20 +425,11 @@ mod tests {
     fn members_are_unique_by_id_and_name() {
         let mut s = cluster(2);
         let dup = s.apply(&Command::AddMember { member: member(2) }, ctx(10));
-        assert!(
-            matches!(dup, Err(Reject::DuplicateMember { node: 2, .. })),
-            "{dup:?}"
-        );
+        assert!(matches!(dup, Err(Reject::DuplicateMember { node: 2, .. })), "{dup:?}");
         let mut same_name = member(9);
         same_name.name = "pg1".into();
         let r = s.apply(&Command::AddMember { member: same_name }, ctx(11));
-        assert_eq!(
-            r,
-            Err(Reject::DuplicateName {
-                name: "pg1".into(),
-                node: 1
-            })
-        );
+        assert_eq!(r, Err(Reject::DuplicateName { name: "pg1".into(), node: 1 }));
         assert_eq!(s.members.len(), 2);
     }
 
@@ -622,17 +437,8 @@ mod tests {
     fn unknown_member_is_rejected() {
         let mut s = cluster(2);
         let before = s.clone();
-        assert_eq!(
-            s.apply(&Command::RemoveMember { node: 7 }, ctx(10)),
-            Err(Reject::UnknownMember { node: 7 })
-        );
-        let r = s.apply(
-            &Command::SetMemberTags {
-                node: 7,
-                tags: Default::default(),
-            },
-            ctx(11),
-        );
+        assert_eq!(s.apply(&Command::RemoveMember { node: 7 }, ctx(10)), Err(Reject::UnknownMember { node: 7 }));
+        let r = s.apply(&Command::SetMemberTags { node: 7, tags: Default::default() }, ctx(11));
         assert_eq!(r, Err(Reject::UnknownMember { node: 7 }));
         assert_eq!(s, before);
     }
@@ -640,12 +446,8 @@ mod tests {
     #[test]
     fn primary_cannot_be_removed() {
         let mut s = cluster(3);
-        assert_eq!(
-            s.apply(&Command::RemoveMember { node: 1 }, ctx(10)),
-            Err(Reject::MemberIsPrimary { node: 1 })
-        );
-        s.apply(&Command::RemoveMember { node: 3 }, ctx(11))
-            .unwrap();
+        assert_eq!(s.apply(&Command::RemoveMember { node: 1 }, ctx(10)), Err(Reject::MemberIsPrimary { node: 1 }));
+        s.apply(&Command::RemoveMember { node: 3 }, ctx(11)).unwrap();
         assert!(s.member(3).is_none());
     }
 
@@ -653,33 +455,12 @@ mod tests {
     fn epochs_only_grow_and_stale_elections_are_rejected() {
         let mut s = cluster(3);
         assert_eq!(s.epoch, 1);
-        s.apply(
-            &Command::ElectPrimary {
-                if_epoch: 1,
-                node: 2,
-                reason: ElectionReason::Failover,
-            },
-            ctx(10),
-        )
-        .unwrap();
+        s.apply(&Command::ElectPrimary { if_epoch: 1, node: 2, reason: ElectionReason::Failover }, ctx(10)).unwrap();
         assert_eq!(s.epoch, 2);
         assert_eq!(s.primary_node(), Some(2));
         // A second controller that saw epoch 1 must not elect again.
-        let stale = s.apply(
-            &Command::ElectPrimary {
-                if_epoch: 1,
-                node: 3,
-                reason: ElectionReason::Failover,
-            },
-            ctx(11),
-        );
-        assert_eq!(
-            stale,
-            Err(Reject::StaleEpoch {
-                expected: 1,
-                current: 2
-            })
-        );
+        let stale = s.apply(&Command::ElectPrimary { if_epoch: 1, node: 3, reason: ElectionReason::Failover }, ctx(11));
+        assert_eq!(stale, Err(Reject::StaleEpoch { expected: 1, current: 2 }));
         assert_eq!(s.primary_node(), Some(2));
         assert_eq!(s.failovers, 1);
     }
@@ -687,14 +468,7 @@ mod tests {
     #[test]
     fn bootstrap_only_once() {
         let mut s = cluster(2);
-        let r = s.apply(
-            &Command::ElectPrimary {
-                if_epoch: 1,
-                node: 2,
-                reason: ElectionReason::Bootstrap,
-            },
-            ctx(10),
-        );
+        let r = s.apply(&Command::ElectPrimary { if_epoch: 1, node: 2, reason: ElectionReason::Bootstrap }, ctx(10));
         assert_eq!(r, Err(Reject::AlreadyBootstrapped { current: 1 }));
     }
 
@@ -703,216 +477,62 @@ mod tests {
         let mut s = cluster(3);
         let mut tags = crate::member::Tags::new();
         tags.insert("nofailover".into(), "true".into());
-        s.apply(&Command::SetMemberTags { node: 2, tags }, ctx(10))
-            .unwrap();
-        let r = s.apply(
-            &Command::ElectPrimary {
-                if_epoch: 1,
-                node: 2,
-                reason: ElectionReason::Failover,
-            },
-            ctx(11),
-        );
+        s.apply(&Command::SetMemberTags { node: 2, tags }, ctx(10)).unwrap();
+        let r = s.apply(&Command::ElectPrimary { if_epoch: 1, node: 2, reason: ElectionReason::Failover }, ctx(11));
         assert_eq!(r, Err(Reject::NoFailover { node: 2 }));
     }
 
     #[test]
     fn release_needs_the_current_primary_and_epoch() {
         let mut s = cluster(2);
-        let r = s.apply(
-            &Command::ReleasePrimary {
-                epoch: 1,
-                node: 2,
-                reason: ReleaseReason::Shutdown,
-            },
-            ctx(10),
-        );
-        assert!(
-            matches!(r, Err(Reject::NotPrimary { node: 2, .. })),
-            "{r:?}"
-        );
-        s.apply(
-            &Command::ReleasePrimary {
-                epoch: 1,
-                node: 1,
-                reason: ReleaseReason::Shutdown,
-            },
-            ctx(11),
-        )
-        .unwrap();
+        let r = s.apply(&Command::ReleasePrimary { epoch: 1, node: 2, reason: ReleaseReason::Shutdown }, ctx(10));
+        assert!(matches!(r, Err(Reject::NotPrimary { node: 2, .. })), "{r:?}");
+        s.apply(&Command::ReleasePrimary { epoch: 1, node: 1, reason: ReleaseReason::Shutdown }, ctx(11)).unwrap();
         assert_eq!(s.primary, None);
         assert_eq!(s.epoch, 1, "releasing does not change the epoch");
         // The released node may be elected again in a new epoch.
-        s.apply(
-            &Command::ElectPrimary {
-                if_epoch: 1,
-                node: 1,
-                reason: ElectionReason::Failover,
-            },
-            ctx(12),
-        )
-        .unwrap();
+        s.apply(&Command::ElectPrimary { if_epoch: 1, node: 1, reason: ElectionReason::Failover }, ctx(12)).unwrap();
         assert_eq!(s.primary_node(), Some(1));
     }
 
     #[test]
     fn synchronous_mode_restricts_candidates_to_the_committed_set() {
         let mut s = cluster(3);
-        let config = DynamicConfig {
-            synchronous_mode: SyncMode::On,
-            ..DynamicConfig::default()
-        };
-        s.apply(
-            &Command::ChangeConfig {
-                if_version: Some(1),
-                config,
-            },
-            ctx(10),
-        )
-        .unwrap();
-        s.apply(
-            &Command::SetSyncStandbys {
-                epoch: 1,
-                standbys: [2].into(),
-            },
-            ctx(11),
-        )
-        .unwrap();
-        let r = s.apply(
-            &Command::ElectPrimary {
-                if_epoch: 1,
-                node: 3,
-                reason: ElectionReason::Failover,
-            },
-            ctx(12),
-        );
-        assert!(
-            matches!(r, Err(Reject::NotSynchronous { node: 3, .. })),
-            "{r:?}"
-        );
-        assert_eq!(
-            s.apply(&Command::RemoveMember { node: 2 }, ctx(13)),
-            Err(Reject::MemberIsSynchronous { node: 2 })
-        );
-        s.apply(
-            &Command::ElectPrimary {
-                if_epoch: 1,
-                node: 2,
-                reason: ElectionReason::Failover,
-            },
-            ctx(14),
-        )
-        .unwrap();
-        assert!(
-            s.sync_standbys.is_empty(),
-            "a new primary starts with an empty set"
-        );
+        let config = DynamicConfig { synchronous_mode: SyncMode::On, ..DynamicConfig::default() };
+        s.apply(&Command::ChangeConfig { if_version: Some(1), config }, ctx(10)).unwrap();
+        s.apply(&Command::SetSyncStandbys { epoch: 1, standbys: [2].into() }, ctx(11)).unwrap();
+        let r = s.apply(&Command::ElectPrimary { if_epoch: 1, node: 3, reason: ElectionReason::Failover }, ctx(12));
+        assert!(matches!(r, Err(Reject::NotSynchronous { node: 3, .. })), "{r:?}");
+        assert_eq!(s.apply(&Command::RemoveMember { node: 2 }, ctx(13)), Err(Reject::MemberIsSynchronous { node: 2 }));
+        s.apply(&Command::ElectPrimary { if_epoch: 1, node: 2, reason: ElectionReason::Failover }, ctx(14)).unwrap();
+        assert!(s.sync_standbys.is_empty(), "a new primary starts with an empty set");
     }
 
     #[test]
     fn sync_set_is_bound_to_the_epoch() {
         let mut s = cluster(3);
-        let r = s.apply(
-            &Command::SetSyncStandbys {
-                epoch: 0,
-                standbys: [2].into(),
-            },
-            ctx(10),
-        );
-        assert_eq!(
-            r,
-            Err(Reject::StaleEpoch {
-                expected: 0,
-                current: 1
-            })
-        );
-        let r = s.apply(
-            &Command::SetSyncStandbys {
-                epoch: 1,
-                standbys: [1].into(),
-            },
-            ctx(11),
-        );
-        assert!(
-            matches!(r, Err(Reject::InvalidStandby { node: 1, .. })),
-            "{r:?}"
-        );
-        let r = s.apply(
-            &Command::SetSyncStandbys {
-                epoch: 1,
-                standbys: [9].into(),
-            },
-            ctx(12),
-        );
+        let r = s.apply(&Command::SetSyncStandbys { epoch: 0, standbys: [2].into() }, ctx(10));
+        assert_eq!(r, Err(Reject::StaleEpoch { expected: 0, current: 1 }));
+        let r = s.apply(&Command::SetSyncStandbys { epoch: 1, standbys: [1].into() }, ctx(11));
+        assert!(matches!(r, Err(Reject::InvalidStandby { node: 1, .. })), "{r:?}");
+        let r = s.apply(&Command::SetSyncStandbys { epoch: 1, standbys: [9].into() }, ctx(12));
         assert_eq!(r, Err(Reject::UnknownMember { node: 9 }));
-        assert_eq!(
-            s.apply(
-                &Command::SetSyncStandbys {
-                    epoch: 1,
-                    standbys: [2, 3].into()
-                },
-                ctx(13)
-            )
-            .unwrap()
-            .len(),
-            1
-        );
-        assert!(
-            s.apply(
-                &Command::SetSyncStandbys {
-                    epoch: 1,
-                    standbys: [2, 3].into()
-                },
-                ctx(14)
-            )
-            .unwrap()
-            .is_empty()
-        );
+        assert_eq!(s.apply(&Command::SetSyncStandbys { epoch: 1, standbys: [2, 3].into() }, ctx(13)).unwrap().len(), 1);
+        assert!(s.apply(&Command::SetSyncStandbys { epoch: 1, standbys: [2, 3].into() }, ctx(14)).unwrap().is_empty());
     }
 
     #[test]
     fn config_change_is_validated_and_compare_and_set() {
         let mut s = cluster(1);
         let before = s.clone();
-        let bad = DynamicConfig {
-            heartbeat_interval_ms: 1,
-            ..DynamicConfig::default()
-        };
-        let r = s.apply(
-            &Command::ChangeConfig {
-                if_version: None,
-                config: bad,
-            },
-            ctx(10),
-        );
+        let bad = DynamicConfig { heartbeat_interval_ms: 1, ..DynamicConfig::default() };
+        let r = s.apply(&Command::ChangeConfig { if_version: None, config: bad }, ctx(10));
         assert!(matches!(r, Err(Reject::InvalidConfig { .. })), "{r:?}");
-        let good = DynamicConfig {
-            maximum_lag_on_failover: 42,
-            ..DynamicConfig::default()
-        };
-        let r = s.apply(
-            &Command::ChangeConfig {
-                if_version: Some(7),
-                config: good.clone(),
-            },
-            ctx(11),
-        );
-        assert_eq!(
-            r,
-            Err(Reject::ConfigVersionMismatch {
-                expected: 7,
-                current: 1
-            })
-        );
+        let good = DynamicConfig { maximum_lag_on_failover: 42, ..DynamicConfig::default() };
+        let r = s.apply(&Command::ChangeConfig { if_version: Some(7), config: good.clone() }, ctx(11));
+        assert_eq!(r, Err(Reject::ConfigVersionMismatch { expected: 7, current: 1 }));
         assert_eq!(s, before, "rejections change nothing");
-        s.apply(
-            &Command::ChangeConfig {
-                if_version: Some(1),
-                config: good.clone(),
-            },
-            ctx(12),
-        )
-        .unwrap();
+        s.apply(&Command::ChangeConfig { if_version: Some(1), config: good.clone() }, ctx(12)).unwrap();
         assert_eq!(s.config, good);
         assert_eq!(s.config_version, 2);
     }
@@ -924,8 +544,7 @@ mod tests {
             s.apply(&Command::SetMaintenance { on: false }, ctx(10)),
             Err(Reject::MaintenanceUnchanged { on: false })
         );
-        s.apply(&Command::SetMaintenance { on: true }, ctx(11))
-            .unwrap();
+        s.apply(&Command::SetMaintenance { on: true }, ctx(11)).unwrap();
         assert!(s.maintenance);
         assert_eq!(
             s.apply(&Command::SetMaintenance { on: true }, ctx(12)),
@@ -936,68 +555,17 @@ mod tests {
     #[test]
     fn switchover_schedule_cancel_and_complete() {
         let mut s = cluster(3);
-        let r = s.apply(
-            &Command::ScheduleSwitchover {
-                from: 2,
-                to: Some(3),
-                at_ms: None,
-            },
-            ctx(10),
-        );
-        assert!(
-            matches!(r, Err(Reject::NotPrimary { node: 2, .. })),
-            "{r:?}"
-        );
-        let r = s.apply(
-            &Command::ScheduleSwitchover {
-                from: 1,
-                to: Some(1),
-                at_ms: None,
-            },
-            ctx(11),
-        );
+        let r = s.apply(&Command::ScheduleSwitchover { from: 2, to: Some(3), at_ms: None }, ctx(10));
+        assert!(matches!(r, Err(Reject::NotPrimary { node: 2, .. })), "{r:?}");
+        let r = s.apply(&Command::ScheduleSwitchover { from: 1, to: Some(1), at_ms: None }, ctx(11));
         assert!(matches!(r, Err(Reject::InvalidSwitchover { .. })), "{r:?}");
-        s.apply(
-            &Command::ScheduleSwitchover {
-                from: 1,
-                to: Some(3),
-                at_ms: Some(5),
-            },
-            ctx(12),
-        )
-        .unwrap();
-        let r = s.apply(
-            &Command::ScheduleSwitchover {
-                from: 1,
-                to: Some(2),
-                at_ms: None,
-            },
-            ctx(13),
-        );
+        s.apply(&Command::ScheduleSwitchover { from: 1, to: Some(3), at_ms: Some(5) }, ctx(12)).unwrap();
+        let r = s.apply(&Command::ScheduleSwitchover { from: 1, to: Some(2), at_ms: None }, ctx(13));
         assert_eq!(r, Err(Reject::SwitchoverPending { from: 1 }));
         s.apply(&Command::CancelSwitchover, ctx(14)).unwrap();
-        assert_eq!(
-            s.apply(&Command::CancelSwitchover, ctx(15)),
-            Err(Reject::NoSwitchover)
-        );
-        s.apply(
-            &Command::ScheduleSwitchover {
-                from: 1,
-                to: Some(3),
-                at_ms: None,
-            },
-            ctx(16),
-        )
-        .unwrap();
-        s.apply(
-            &Command::ElectPrimary {
-                if_epoch: 1,
-                node: 3,
-                reason: ElectionReason::Switchover,
-            },
-            ctx(17),
-        )
-        .unwrap();
+        assert_eq!(s.apply(&Command::CancelSwitchover, ctx(15)), Err(Reject::NoSwitchover));
+        s.apply(&Command::ScheduleSwitchover { from: 1, to: Some(3), at_ms: None }, ctx(16)).unwrap();
+        s.apply(&Command::ElectPrimary { if_epoch: 1, node: 3, reason: ElectionReason::Switchover }, ctx(17)).unwrap();
         assert_eq!(s.switchover, None);
         assert_eq!(s.switchovers, 1);
     }
@@ -1006,39 +574,14 @@ mod tests {
     fn member_state_changes_only_on_transitions() {
         let mut s = cluster(2);
         assert_eq!(
-            s.apply(
-                &Command::SetMemberState {
-                    node: 2,
-                    state: MemberState::Streaming
-                },
-                ctx(10)
-            )
-            .unwrap()
-            .len(),
+            s.apply(&Command::SetMemberState { node: 2, state: MemberState::Streaming }, ctx(10)).unwrap().len(),
             1
         );
         assert!(
-            s.apply(
-                &Command::SetMemberState {
-                    node: 2,
-                    state: MemberState::Streaming
-                },
-                ctx(11)
-            )
-            .unwrap()
-            .is_empty()
+            s.apply(&Command::SetMemberState { node: 2, state: MemberState::Streaming }, ctx(11)).unwrap().is_empty()
         );
-        let r = s.apply(
-            &Command::SetMemberState {
-                node: 2,
-                state: MemberState::Unknown,
-            },
-            ctx(12),
-        );
-        assert!(
-            matches!(r, Err(Reject::InvalidStateTransition { .. })),
-            "{r:?}"
-        );
+        let r = s.apply(&Command::SetMemberState { node: 2, state: MemberState::Unknown }, ctx(12));
+        assert!(matches!(r, Err(Reject::InvalidStateTransition { .. })), "{r:?}");
         assert_eq!(s.member(2).map(|m| m.state), Some(MemberState::Streaming));
     }
 
@@ -1046,18 +589,10 @@ mod tests {
     fn history_is_bounded() {
         let mut s = cluster(2);
         for i in 0..(HISTORY_LIMIT as u64 + 10) {
-            let state = if i % 2 == 0 {
-                MemberState::Running
-            } else {
-                MemberState::Stopped
-            };
-            s.apply(&Command::SetMemberState { node: 2, state }, ctx(100 + i))
-                .unwrap();
+            let state = if i % 2 == 0 { MemberState::Running } else { MemberState::Stopped };
+            s.apply(&Command::SetMemberState { node: 2, state }, ctx(100 + i)).unwrap();
         }
         assert_eq!(s.history.len(), HISTORY_LIMIT);
-        assert_eq!(
-            s.history.back().map(|r| r.index),
-            Some(100 + HISTORY_LIMIT as u64 + 9)
-        );
+        assert_eq!(s.history.back().map(|r| r.index), Some(100 + HISTORY_LIMIT as u64 + 9));
     }
 }

@@ -18,9 +18,7 @@ use crate::error::StorageError;
 use crate::snapshot::{SnapshotPayload, StoredSnapshot};
 use crate::state::{ApplyContext, ClusterState};
 use crate::store::Store;
-use crate::typ::{
-    Entry, LogId, RaftStorageError, Response, Snapshot, SnapshotMeta, StoredMembership, TypeConfig,
-};
+use crate::typ::{Entry, LogId, RaftStorageError, Response, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 
 /// The state after the last applied entry, as watchers see it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -48,11 +46,10 @@ impl StateMachine {
     pub(crate) fn open(store: Store) -> Result<Self, StorageError> {
         let applied = match store.read_snapshot()? {
             Some(snap) => {
-                let payload =
-                    SnapshotPayload::decode(&snap.data).map_err(|e| StorageError::Corrupted {
-                        path: store.dir().to_path_buf(),
-                        reason: format!("snapshot: {e}"),
-                    })?;
+                let payload = SnapshotPayload::decode(&snap.data).map_err(|e| StorageError::Corrupted {
+                    path: store.dir().to_path_buf(),
+                    reason: format!("snapshot: {e}"),
+                })?;
                 AppliedState {
                     last_applied: payload.last_applied,
                     membership: payload.membership,
@@ -62,22 +59,13 @@ impl StateMachine {
             None => AppliedState::default(),
         };
         let (watch, _) = watch::channel(applied.clone());
-        Ok(Self {
-            store,
-            inner: Arc::new(Mutex::new(Inner {
-                applied,
-                snapshot_seq: 0,
-            })),
-            watch,
-        })
+        Ok(Self { store, inner: Arc::new(Mutex::new(Inner { applied, snapshot_seq: 0 })), watch })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A poisoned lock means a panic mid-apply; the state may be torn, and
         // continuing would diverge from the other replicas.
-        self.inner
-            .lock()
-            .expect("state machine lock poisoned: a previous apply panicked")
+        self.inner.lock().expect("state machine lock poisoned: a previous apply panicked")
     }
 
     /// The state after the last applied entry (may lag the leader).
@@ -107,52 +95,27 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             inner.snapshot_seq += 1;
             (inner.applied.clone(), inner.snapshot_seq)
         };
-        let payload = SnapshotPayload::new(
-            applied.last_applied,
-            applied.membership.clone(),
-            (*applied.state).clone(),
-        );
-        let data = payload
-            .encode()
-            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        let payload = SnapshotPayload::new(applied.last_applied, applied.membership.clone(), (*applied.state).clone());
+        let data = payload.encode().map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         let snapshot_id = match applied.last_applied {
             Some(l) => format!("{}-{}-{seq}", l.leader_id, l.index),
             None => format!("none-{seq}"),
         };
-        let meta = SnapshotMeta {
-            last_log_id: applied.last_applied,
-            last_membership: applied.membership,
-            snapshot_id,
-        };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
+        let meta = SnapshotMeta { last_log_id: applied.last_applied, last_membership: applied.membership, snapshot_id };
+        let stored = StoredSnapshot { meta: meta.clone(), data };
         let store = self.store.clone();
-        let data = tokio::task::spawn_blocking(move || {
-            store.write_snapshot(&stored).map(|()| stored.data)
-        })
-        .await
-        .map_err(|e| {
-            StorageIOError::write_snapshot(
-                Some(meta.signature()),
-                &std::io::Error::other(e.to_string()),
-            )
-        })?
-        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
+        let data = tokio::task::spawn_blocking(move || store.write_snapshot(&stored).map(|()| stored.data))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &std::io::Error::other(e.to_string())))?
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = StateMachine;
 
-    async fn applied_state(
-        &mut self,
-    ) -> Result<(Option<LogId>, StoredMembership), RaftStorageError> {
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), RaftStorageError> {
         let inner = self.lock();
         Ok((inner.applied.last_applied, inner.applied.membership.clone()))
     }
@@ -175,10 +138,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         Response::Membership
                     }
                     EntryPayload::Normal(req) => {
-                        let ctx = ApplyContext {
-                            index: entry.log_id.index,
-                            time_ms: req.proposed_at_ms,
-                        };
+                        let ctx = ApplyContext { index: entry.log_id.index, time_ms: req.proposed_at_ms };
                         match Arc::make_mut(&mut applied.state).apply(&req.command, ctx) {
                             Ok(events) => {
                                 for e in &events {
@@ -215,8 +175,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), RaftStorageError> {
         let data = snapshot.into_inner();
-        let payload = SnapshotPayload::decode(&data)
-            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        let payload =
+            SnapshotPayload::decode(&data).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         if payload.last_applied != meta.last_log_id {
             let e = std::io::Error::other(format!(
                 "snapshot payload is at {:?} but its metadata says {:?}",
@@ -224,19 +184,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             ));
             return Err(StorageIOError::read_snapshot(Some(meta.signature()), &e).into());
         }
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
+        let stored = StoredSnapshot { meta: meta.clone(), data };
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.write_snapshot(&stored))
             .await
-            .map_err(|e| {
-                StorageIOError::write_snapshot(
-                    Some(meta.signature()),
-                    &std::io::Error::other(e.to_string()),
-                )
-            })?
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &std::io::Error::other(e.to_string())))?
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         let applied = AppliedState {
             last_applied: meta.last_log_id,
@@ -249,13 +201,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, RaftStorageError> {
-        let stored = self
-            .store
-            .read_snapshot()
-            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-        Ok(stored.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
-        }))
+        let stored = self.store.read_snapshot().map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        Ok(stored.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
     }
 }

@@ -37,11 +37,7 @@ struct Inner {
 impl Store {
     /// Opens (or creates) the Raft data of `node_id` in cluster `cluster_id`
     /// under `data_dir`, and returns its log store and state machine.
-    pub fn open(
-        data_dir: &Path,
-        cluster_id: &str,
-        node_id: u64,
-    ) -> Result<(LogStore, StateMachine), StorageError> {
+    pub fn open(data_dir: &Path, cluster_id: &str, node_id: u64) -> Result<(LogStore, StateMachine), StorageError> {
         let store = Store::open_store(data_dir, cluster_id, node_id)?;
         let sm = StateMachine::open(store.clone())?;
         Ok((LogStore::new(store), sm))
@@ -60,23 +56,16 @@ impl Store {
         let db = sled::Config::new().path(&dir).open().map_err(|e| match e {
             // sled wraps the failed flock in a message of its own.
             sled::Error::Io(io)
-                if io.kind() == std::io::ErrorKind::WouldBlock
-                    || io.to_string().contains("could not acquire lock") =>
+                if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock") =>
             {
                 StorageError::Locked { path: dir.clone() }
             }
-            e => StorageError::Corrupted {
-                path: dir.clone(),
-                reason: format!("sled cannot open it: {e}"),
-            },
+            e => StorageError::Corrupted { path: dir.clone(), reason: format!("sled cannot open it: {e}") },
         })?;
         let tables = Tables::new((*db).clone(), &dir);
         let db_file = File::open(dir.join("db")).map_err(io(&dir))?;
 
-        let header = match tables
-            .get::<HeaderSpace>(&())
-            .map_err(|e| corrupted(&dir, e))?
-        {
+        let header = match tables.get::<HeaderSpace>(&()).map_err(|e| corrupted(&dir, e))? {
             None if !fresh || !tables.is_empty() => {
                 // A directory that existed before this open always has a
                 // header: sled lost it, or this is not a raftgres directory.
@@ -101,18 +90,12 @@ impl Store {
                     });
                 }
                 Err(ondisk::header::HeaderError::Malformed(reason)) => {
-                    return Err(StorageError::Corrupted {
-                        path: dir,
-                        reason: format!("format header: {reason}"),
-                    });
+                    return Err(StorageError::Corrupted { path: dir, reason: format!("format header: {reason}") });
                 }
             },
         };
         if header.upgrading {
-            return Err(StorageError::UpgradeInProgress {
-                path: dir,
-                version: header.version,
-            });
+            return Err(StorageError::UpgradeInProgress { path: dir, version: header.version });
         }
         if header.cluster_id != cluster_id {
             return Err(StorageError::ClusterMismatch {
@@ -122,22 +105,10 @@ impl Store {
             });
         }
         if header.node_id != node_id {
-            return Err(StorageError::NodeMismatch {
-                path: dir,
-                found: header.node_id,
-                expected: node_id,
-            });
+            return Err(StorageError::NodeMismatch { path: dir, found: header.node_id, expected: node_id });
         }
 
-        let store = Store {
-            inner: Arc::new(Inner {
-                db,
-                tables,
-                db_file,
-                dir: dir.clone(),
-                header,
-            }),
-        };
+        let store = Store { inner: Arc::new(Inner { db, tables, db_file, dir: dir.clone(), header }) };
         if fresh {
             store.sync_blocking()?;
             ondisk::fsync_dir(&dir).map_err(io(&dir))?;
@@ -169,44 +140,29 @@ impl Store {
     /// Makes every write so far durable: sled flush, then fdatasync of its
     /// data file. Blocking.
     pub(crate) fn sync_blocking(&self) -> Result<(), StorageError> {
-        self.inner.db.flush().map_err(|error| StorageError::Sled {
-            path: self.inner.dir.clone(),
-            error,
-        })?;
-        self.inner
-            .db_file
-            .sync_data()
-            .map_err(|error| StorageError::Io {
-                path: self.inner.dir.join("db"),
-                error,
-            })
+        self.inner.db.flush().map_err(|error| StorageError::Sled { path: self.inner.dir.clone(), error })?;
+        self.inner.db_file.sync_data().map_err(|error| StorageError::Io { path: self.inner.dir.join("db"), error })
     }
 
     /// [`Store::sync_blocking`] off the async executor.
     pub(crate) async fn sync(&self) -> Result<(), StorageError> {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || store.sync_blocking())
-            .await
-            .map_err(|e| StorageError::Io {
-                path: self.inner.dir.clone(),
-                error: std::io::Error::other(format!("sync task failed: {e}")),
-            })?
+        tokio::task::spawn_blocking(move || store.sync_blocking()).await.map_err(|e| StorageError::Io {
+            path: self.inner.dir.clone(),
+            error: std::io::Error::other(format!("sync task failed: {e}")),
+        })?
     }
 
     /// The persisted snapshot, if any.
     pub(crate) fn read_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError> {
         let path = self.inner.dir.join(SNAPSHOT_FILE);
-        let bytes =
-            read_control_file(&path, SNAPSHOT_MAGIC).map_err(|reason| StorageError::Corrupted {
-                path: self.inner.dir.clone(),
-                reason,
-            })?;
+        let bytes = read_control_file(&path, SNAPSHOT_MAGIC)
+            .map_err(|reason| StorageError::Corrupted { path: self.inner.dir.clone(), reason })?;
         match bytes {
             None => Ok(None),
-            Some(bytes) => Ok(Some(
-                encoding::decode("stored snapshot", &bytes)
-                    .map_err(|e| corrupted(&path, e.into()))?,
-            )),
+            Some(bytes) => {
+                Ok(Some(encoding::decode("stored snapshot", &bytes).map_err(|e| corrupted(&path, e.into()))?))
+            }
         }
     }
 
@@ -214,8 +170,7 @@ impl Store {
     pub(crate) fn write_snapshot(&self, snapshot: &StoredSnapshot) -> Result<(), StorageError> {
         let bytes = encoding::encode("stored snapshot", snapshot)?;
         let path = self.inner.dir.join(SNAPSHOT_FILE);
-        write_control_file(&path, SNAPSHOT_MAGIC, &bytes)
-            .map_err(|error| StorageError::Io { path, error })
+        write_control_file(&path, SNAPSHOT_MAGIC, &bytes).map_err(|error| StorageError::Io { path, error })
     }
 
     /// Refuses a directory whose vote, log or snapshot does not decode, or
@@ -224,11 +179,8 @@ impl Store {
         let dir = &self.inner.dir;
         let t = self.tables();
         t.get::<VoteSpace>(&()).map_err(|e| corrupted(dir, e))?;
-        let purged = t
-            .get::<LogMetaSpace>(&LogMetaKey::LastPurged)
-            .map_err(|e| corrupted(dir, e))?;
-        t.get::<LogMetaSpace>(&LogMetaKey::Committed)
-            .map_err(|e| corrupted(dir, e))?;
+        let purged = t.get::<LogMetaSpace>(&LogMetaKey::LastPurged).map_err(|e| corrupted(dir, e))?;
+        t.get::<LogMetaSpace>(&LogMetaKey::Committed).map_err(|e| corrupted(dir, e))?;
         let mut expected = purged.map(|p| p.index + 1);
         for item in t.range::<LogSpace>(..) {
             let (index, entry) = item.map_err(|e| corrupted(dir, e))?;
@@ -237,18 +189,13 @@ impl Store {
             {
                 return Err(StorageError::Corrupted {
                     path: dir.clone(),
-                    reason: format!(
-                        "the Raft log has a hole: expected entry {want}, found {index}"
-                    ),
+                    reason: format!("the Raft log has a hole: expected entry {want}, found {index}"),
                 });
             }
             if entry.log_id.index != index {
                 return Err(StorageError::Corrupted {
                     path: dir.clone(),
-                    reason: format!(
-                        "log entry stored at {index} claims index {}",
-                        entry.log_id.index
-                    ),
+                    reason: format!("log entry stored at {index} claims index {}", entry.log_id.index),
                 });
             }
             expected = Some(index + 1);
@@ -272,24 +219,15 @@ impl ReleaseProbe {
 fn corrupted(path: &Path, e: StorageError) -> StorageError {
     match e {
         StorageError::Corrupted { .. } => e,
-        other => StorageError::Corrupted {
-            path: path.to_path_buf(),
-            reason: other.to_string(),
-        },
+        other => StorageError::Corrupted { path: path.to_path_buf(), reason: other.to_string() },
     }
 }
 
 /// Refuses a data directory that holds another format version.
 fn check_versions(data_dir: &Path) -> Result<(), StorageError> {
-    let entries = fs::read_dir(data_dir).map_err(|error| StorageError::Io {
-        path: data_dir.to_path_buf(),
-        error,
-    })?;
+    let entries = fs::read_dir(data_dir).map_err(|error| StorageError::Io { path: data_dir.to_path_buf(), error })?;
     for entry in entries {
-        let entry = entry.map_err(|error| StorageError::Io {
-            path: data_dir.to_path_buf(),
-            error,
-        })?;
+        let entry = entry.map_err(|error| StorageError::Io { path: data_dir.to_path_buf(), error })?;
         let name = entry.file_name();
         if let Some(found) = name.to_str().and_then(DataVersion::parse_dir_name)
             && found != DataVersion::CURRENT.number()

@@ -48,11 +48,7 @@ pub struct NodeInfo {
 
 impl NodeInfo {
     pub fn new(name: impl Into<String>, raft_addr: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            raft_addr: raft_addr.into(),
-            api_addr: String::new(),
-        }
+        Self { name: name.into(), raft_addr: raft_addr.into(), api_addr: String::new() }
     }
 }
 

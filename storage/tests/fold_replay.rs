@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use proptest::prelude::*;
 use raftgres_storage::snapshot::SnapshotPayload;
 use raftgres_storage::{
-    ApplyContext, ClusterState, Command, DynamicConfig, ElectionReason, EventRecord, Member,
-    MemberState, ReleaseReason, SyncMode,
+    ApplyContext, ClusterState, Command, DynamicConfig, ElectionReason, EventRecord, Member, MemberState,
+    ReleaseReason, SyncMode,
 };
 
 const NODES: u64 = 5;
@@ -29,23 +29,14 @@ fn command() -> impl Strategy<Value = Command> {
         Just(MemberState::Crashed)
     ];
     prop_oneof![
-        Just(Command::InitializeCluster {
-            cluster_id: "c".into(),
-            config: DynamicConfig::default()
-        }),
-        node().prop_map(|id| Command::AddMember {
-            member: Member::new(id, format!("pg{id}"))
-        }),
+        Just(Command::InitializeCluster { cluster_id: "c".into(), config: DynamicConfig::default() }),
+        node().prop_map(|id| Command::AddMember { member: Member::new(id, format!("pg{id}")) }),
         node().prop_map(|node| Command::RemoveMember { node }),
         (node(), any::<bool>()).prop_map(|(node, nofailover)| Command::SetMemberTags {
             node,
             tags: [("nofailover".to_string(), nofailover.to_string())].into(),
         }),
-        (0..6u64, node(), reason).prop_map(|(if_epoch, node, reason)| Command::ElectPrimary {
-            if_epoch,
-            node,
-            reason
-        }),
+        (0..6u64, node(), reason).prop_map(|(if_epoch, node, reason)| Command::ElectPrimary { if_epoch, node, reason }),
         (0..6u64, node()).prop_map(|(epoch, node)| Command::ReleasePrimary {
             epoch,
             node,
@@ -53,24 +44,18 @@ fn command() -> impl Strategy<Value = Command> {
         }),
         (0..6u64, proptest::collection::btree_set(node(), 0..3))
             .prop_map(|(epoch, standbys)| Command::SetSyncStandbys { epoch, standbys }),
-        (proptest::option::of(0..4u64), any::<bool>(), 1000..3000u64).prop_map(
-            |(if_version, sync, lease)| {
-                Command::ChangeConfig {
-                    if_version,
-                    config: DynamicConfig {
-                        lease_ttl_ms: lease,
-                        synchronous_mode: if sync { SyncMode::On } else { SyncMode::Off },
-                        ..DynamicConfig::default()
-                    },
-                }
+        (proptest::option::of(0..4u64), any::<bool>(), 1000..3000u64).prop_map(|(if_version, sync, lease)| {
+            Command::ChangeConfig {
+                if_version,
+                config: DynamicConfig {
+                    lease_ttl_ms: lease,
+                    synchronous_mode: if sync { SyncMode::On } else { SyncMode::Off },
+                    ..DynamicConfig::default()
+                },
             }
-        ),
+        }),
         any::<bool>().prop_map(|on| Command::SetMaintenance { on }),
-        (
-            node(),
-            proptest::option::of(node()),
-            proptest::option::of(0..10u64)
-        )
+        (node(), proptest::option::of(node()), proptest::option::of(0..10u64))
             .prop_map(|(from, to, at_ms)| Command::ScheduleSwitchover { from, to, at_ms }),
         Just(Command::CancelSwitchover),
         (node(), member_state).prop_map(|(node, state)| Command::SetMemberState { node, state }),
@@ -84,10 +69,7 @@ fn run(commands: &[Command]) -> (Vec<ClusterState>, Vec<EventRecord>) {
     let mut states = vec![state.clone()];
     let mut records = Vec::new();
     for (i, cmd) in commands.iter().enumerate() {
-        let ctx = ApplyContext {
-            index: i as u64 + 1,
-            time_ms: 1000 + i as u64,
-        };
+        let ctx = ApplyContext { index: i as u64 + 1, time_ms: 1000 + i as u64 };
         let before = state.clone();
         match state.apply(cmd, ctx) {
             Ok(events) => records.extend(events.into_iter().map(|event| EventRecord {

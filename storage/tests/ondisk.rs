@@ -5,14 +5,10 @@ use std::fs;
 use std::path::Path;
 
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
-use openraft::{
-    CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, RaftSnapshotBuilder, Vote,
-};
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, RaftSnapshotBuilder, Vote};
 use raftgres_storage::error::StorageError;
 use raftgres_storage::ondisk::DataVersion;
-use raftgres_storage::{
-    Command, DynamicConfig, LogStore, Request, StateMachine, Store, TypeConfig,
-};
+use raftgres_storage::{Command, DynamicConfig, LogStore, Request, StateMachine, Store, TypeConfig};
 
 fn log_id(term: u64, index: u64) -> LogId<u64> {
     LogId::new(CommittedLeaderId::new(term, 1), index)
@@ -21,11 +17,7 @@ fn log_id(term: u64, index: u64) -> LogId<u64> {
 fn entry(term: u64, index: u64, command: Command) -> Entry<TypeConfig> {
     Entry {
         log_id: log_id(term, index),
-        payload: EntryPayload::Normal(Request {
-            command,
-            proposer: 1,
-            proposed_at_ms: index,
-        }),
+        payload: EntryPayload::Normal(Request { command, proposer: 1, proposed_at_ms: index }),
     }
 }
 
@@ -44,30 +36,14 @@ async fn vote_log_and_snapshot_survive_reopen() {
         let (mut log, mut sm) = open(dir.path());
         log.save_vote(&Vote::new(5, 2)).await.unwrap();
         let entries = vec![
-            entry(
-                5,
-                1,
-                Command::InitializeCluster {
-                    cluster_id: "c1".into(),
-                    config: DynamicConfig::default(),
-                },
-            ),
+            entry(5, 1, Command::InitializeCluster { cluster_id: "c1".into(), config: DynamicConfig::default() }),
             entry(5, 2, Command::SetMaintenance { on: true }),
         ];
         must_append(&mut log, entries.clone()).await;
         sm.apply(entries).await.unwrap();
-        let snap = sm
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
         assert_eq!(snap.meta.last_log_id, Some(log_id(5, 2)));
-        must_append(
-            &mut log,
-            vec![entry(5, 3, Command::SetMaintenance { on: false })],
-        )
-        .await;
+        must_append(&mut log, vec![entry(5, 3, Command::SetMaintenance { on: false })]).await;
     }
     let (mut log, mut sm) = open(dir.path());
     assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(5, 2)));
@@ -75,24 +51,14 @@ async fn vote_log_and_snapshot_survive_reopen() {
     assert_eq!(state.last_log_id, Some(log_id(5, 3)));
     assert_eq!(log.try_get_log_entries(1..4).await.unwrap().len(), 3);
     let (applied, _) = sm.applied_state().await.unwrap();
-    assert_eq!(
-        applied,
-        Some(log_id(5, 2)),
-        "state is rebuilt from the snapshot"
-    );
-    assert!(
-        sm.current().state.maintenance,
-        "snapshot holds the state at index 2"
-    );
+    assert_eq!(applied, Some(log_id(5, 2)), "state is rebuilt from the snapshot");
+    assert!(sm.current().state.maintenance, "snapshot holds the state at index 2");
     assert_eq!(sm.current().state.history.len(), 2, "and its event history");
 }
 
 fn expect_err(dir: &Path, cluster: &str, node: u64) -> StorageError {
     match Store::open(dir, cluster, node) {
-        Ok(_) => panic!(
-            "opening {} as {cluster}/{node} should have failed",
-            dir.display()
-        ),
+        Ok(_) => panic!("opening {} as {cluster}/{node} should have failed", dir.display()),
         Err(e) => e,
     }
 }
@@ -105,17 +71,7 @@ fn another_cluster_or_node_is_refused() {
     assert!(matches!(e, StorageError::ClusterMismatch { .. }), "{e}");
     assert!(e.to_string().contains("\"c1\""), "{e}");
     let e = expect_err(dir.path(), "c1", 2);
-    assert!(
-        matches!(
-            e,
-            StorageError::NodeMismatch {
-                found: 1,
-                expected: 2,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, StorageError::NodeMismatch { found: 1, expected: 2, .. }), "{e}");
     // Refusal changed nothing: the right owner still opens it.
     drop(open(dir.path()));
 }
@@ -125,21 +81,8 @@ fn a_newer_format_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     fs::create_dir(dir.path().join("raft-v2")).unwrap();
     let e = expect_err(dir.path(), "c1", 1);
-    assert!(
-        matches!(
-            e,
-            StorageError::UnsupportedVersion {
-                found: 2,
-                supported: 1,
-                ..
-            }
-        ),
-        "{e}"
-    );
-    assert!(
-        !dir.path().join(DataVersion::CURRENT.dir_name()).exists(),
-        "nothing was created"
-    );
+    assert!(matches!(e, StorageError::UnsupportedVersion { found: 2, supported: 1, .. }), "{e}");
+    assert!(!dir.path().join(DataVersion::CURRENT.dir_name()).exists(), "nothing was created");
 }
 
 #[test]
@@ -150,13 +93,7 @@ fn a_corrupted_database_is_refused() {
     let len = fs::metadata(&db).unwrap().len() as usize;
     fs::write(&db, vec![0xA5u8; len.max(4096)]).unwrap();
     let e = expect_err(dir.path(), "c1", 1);
-    assert!(
-        matches!(
-            e,
-            StorageError::Corrupted { .. } | StorageError::Sled { .. }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, StorageError::Corrupted { .. } | StorageError::Sled { .. }), "{e}");
 }
 
 #[test]
@@ -165,18 +102,9 @@ fn a_corrupted_snapshot_is_refused() {
     {
         let (_log, mut sm) = open(dir.path());
         let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async {
-            sm.get_snapshot_builder()
-                .await
-                .build_snapshot()
-                .await
-                .unwrap()
-        });
+        rt.block_on(async { sm.get_snapshot_builder().await.build_snapshot().await.unwrap() });
     }
-    let snap = dir
-        .path()
-        .join(DataVersion::CURRENT.dir_name())
-        .join("snapshot");
+    let snap = dir.path().join(DataVersion::CURRENT.dir_name()).join("snapshot");
     let mut bytes = fs::read(&snap).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xFF;
@@ -198,10 +126,7 @@ fn a_directory_without_header_but_with_data_is_refused() {
     let e = expect_err(dir.path(), "c1", 1);
     assert!(matches!(e, StorageError::Corrupted { .. }), "{e}");
     assert!(e.to_string().contains("no format header"), "{e}");
-    assert!(
-        Store::open(dir.path(), "c1", 1).is_err(),
-        "a refused directory stays refused"
-    );
+    assert!(Store::open(dir.path(), "c1", 1).is_err(), "a refused directory stays refused");
 }
 
 #[test]

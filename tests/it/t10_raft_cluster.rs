@@ -18,47 +18,20 @@ use crate::support::wait_for;
 async fn three_nodes_elect_a_leader_and_commit() {
     let c = TestCluster::start(3).await;
     let leader = c.must_leader(&[1, 2, 3]).await;
-    let follower = [1, 2, 3]
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("a follower");
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).expect("a follower");
 
     info!("--- a proposal on a follower is forwarded to the leader and committed");
-    must_apply(
-        c.handle(follower),
-        Command::AddMember {
-            member: member(1, "pg1"),
-        },
-    )
-    .await;
-    must_apply(
-        c.handle(leader),
-        Command::AddMember {
-            member: member(2, "pg2"),
-        },
-    )
-    .await;
+    must_apply(c.handle(follower), Command::AddMember { member: member(1, "pg1") }).await;
+    must_apply(c.handle(leader), Command::AddMember { member: member(2, "pg2") }).await;
 
     info!("--- every node reads both members linearizably");
     for id in [1, 2, 3] {
-        let names = must_read(c.handle(id), |s| {
-            s.members
-                .values()
-                .map(|m| m.name.clone())
-                .collect::<Vec<_>>()
-        })
-        .await;
+        let names = must_read(c.handle(id), |s| s.members.values().map(|m| m.name.clone()).collect::<Vec<_>>()).await;
         assert_eq!(names, ["pg1", "pg2"], "node {id}");
     }
 
     info!("--- a rejected command comes back as a rejection and changes nothing");
-    let p = c
-        .handle(follower)
-        .propose(Command::AddMember {
-            member: member(2, "again"),
-        })
-        .await
-        .expect("propose");
+    let p = c.handle(follower).propose(Command::AddMember { member: member(2, "again") }).await.expect("propose");
     assert!(p.outcome.is_err(), "{p:?}");
     assert_eq!(must_read(c.handle(leader), |s| s.members.len()).await, 2);
     c.shutdown().await;
@@ -69,13 +42,7 @@ async fn killing_the_leader_elects_another_and_loses_no_committed_entry() {
     let mut c = TestCluster::start(3).await;
     let old = c.must_leader(&[1, 2, 3]).await;
     for i in 1..=20 {
-        must_apply(
-            c.handle(old),
-            Command::AddMember {
-                member: member(i, &format!("m{i}")),
-            },
-        )
-        .await;
+        must_apply(c.handle(old), Command::AddMember { member: member(i, &format!("m{i}")) }).await;
     }
     let committed = must_read(c.handle(old), |s| s.clone()).await;
 
@@ -88,28 +55,15 @@ async fn killing_the_leader_elects_another_and_loses_no_committed_entry() {
     info!("--- the new leader {new} has every committed entry and commits more");
     let state = must_read(c.handle(new), |s| s.clone()).await;
     assert_eq!(state.members, committed.members);
-    must_apply(
-        c.handle(new),
-        Command::AddMember {
-            member: member(21, "m21"),
-        },
-    )
-    .await;
+    must_apply(c.handle(new), Command::AddMember { member: member(21, "m21") }).await;
     for id in &rest {
-        assert_eq!(
-            must_read(c.handle(*id), |s| s.members.len()).await,
-            21,
-            "node {id}"
-        );
+        assert_eq!(must_read(c.handle(*id), |s| s.members.len()).await, 21, "node {id}");
     }
 
     info!("--- the old leader rejoins as a follower and catches up");
     c.restart(old).await;
     let leader = c.must_leader(&[1, 2, 3]).await;
-    assert_ne!(
-        leader, old,
-        "a restarted node rejoins under the existing leader"
-    );
+    assert_ne!(leader, old, "a restarted node rejoins under the existing leader");
     assert_eq!(must_read(c.handle(old), |s| s.members.len()).await, 21);
     c.shutdown().await;
 }
@@ -119,13 +73,7 @@ async fn a_restarted_node_recovers_vote_and_log_from_disk() {
     let mut c = TestCluster::start(3).await;
     let leader = c.must_leader(&[1, 2, 3]).await;
     for i in 1..=10 {
-        must_apply(
-            c.handle(leader),
-            Command::AddMember {
-                member: member(i, &format!("m{i}")),
-            },
-        )
-        .await;
+        must_apply(c.handle(leader), Command::AddMember { member: member(i, &format!("m{i}")) }).await;
     }
     let target = if leader == 3 { 2 } else { 3 };
     // Make sure the target has applied everything before the stop.
@@ -140,31 +88,19 @@ async fn a_restarted_node_recovers_vote_and_log_from_disk() {
     // No election while we look: the stored vote must be what it reports.
     c.tune = |cfg| cfg.election_timeout = (Duration::from_secs(30), Duration::from_secs(60));
     let h = c.restart(target).await;
-    let vote_after = wait_for(
-        "the restarted node to report its stored vote",
-        Duration::from_secs(5),
-        async || {
-            let vote = h.metrics().borrow().vote;
-            if vote == Default::default() {
-                Err(vote)
-            } else {
-                Ok(vote)
-            }
-        },
-    )
+    let vote_after = wait_for("the restarted node to report its stored vote", Duration::from_secs(5), async || {
+        let vote = h.metrics().borrow().vote;
+        if vote == Default::default() { Err(vote) } else { Ok(vote) }
+    })
     .await;
     let after = h.status();
     assert_eq!(vote_after, vote_before, "vote recovered");
     assert_eq!(after.term, before.term, "term recovered");
     assert_eq!(after.last_log_index, before.last_log_index, "log recovered");
-    let applied = wait_for(
-        "the committed entries re-applied",
-        Duration::from_secs(5),
-        async || {
-            let n = h.local_state().state.members.len();
-            if n == 10 { Ok(n) } else { Err(n) }
-        },
-    )
+    let applied = wait_for("the committed entries re-applied", Duration::from_secs(5), async || {
+        let n = h.local_state().state.members.len();
+        if n == 10 { Ok(n) } else { Err(n) }
+    })
     .await;
     assert_eq!(applied, 10);
 
@@ -176,13 +112,7 @@ async fn a_restarted_node_recovers_vote_and_log_from_disk() {
         }
     }
     let leader = c.must_leader(&[1, 2, 3]).await;
-    must_apply(
-        c.handle(leader),
-        Command::AddMember {
-            member: member(11, "m11"),
-        },
-    )
-    .await;
+    must_apply(c.handle(leader), Command::AddMember { member: member(11, "m11") }).await;
     assert_eq!(must_read(c.handle(target), |s| s.members.len()).await, 11);
     c.shutdown().await;
 }
@@ -197,46 +127,22 @@ async fn add_a_learner_promote_it_and_remove_a_voter() {
     let mut c = TestCluster::start_with(3, small_snapshots).await;
     let leader = c.must_leader(&[1, 2, 3]).await;
     for i in 1..=60 {
-        must_apply(
-            c.handle(leader),
-            Command::AddMember {
-                member: member(i, &format!("m{i}")),
-            },
-        )
-        .await;
+        must_apply(c.handle(leader), Command::AddMember { member: member(i, &format!("m{i}")) }).await;
     }
-    wait_for(
-        "the leader to purge its log behind a snapshot",
-        Duration::from_secs(10),
-        async || {
-            let purged = c.handle(leader).metrics().borrow().purged;
-            if purged.is_some() {
-                Ok(())
-            } else {
-                Err(purged)
-            }
-        },
-    )
+    wait_for("the leader to purge its log behind a snapshot", Duration::from_secs(10), async || {
+        let purged = c.handle(leader).metrics().borrow().purged;
+        if purged.is_some() { Ok(()) } else { Err(purged) }
+    })
     .await;
 
     info!("--- start node 4 empty and add it as a learner: it needs the snapshot");
     c.start_new_node(4).await;
     let info4 = c.infos[&4].clone();
-    let follower = [1, 2, 3]
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("a follower");
-    c.handle(follower)
-        .add_learner(4, info4)
-        .await
-        .expect("add learner through a follower");
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).expect("a follower");
+    c.handle(follower).add_learner(4, info4).await.expect("add learner through a follower");
     let status = c.handle(leader).status();
     assert!(status.learners.contains(&4), "{status:?}");
-    assert_eq!(
-        c.handle(4).local_state().state.members.len(),
-        60,
-        "the learner has the state"
-    );
+    assert_eq!(c.handle(4).local_state().state.members.len(), 60, "the learner has the state");
 
     info!("--- promote 4, then remove voter 1 while writes continue");
     c.handle(leader).promote(4).await.expect("promote");
@@ -245,11 +151,7 @@ async fn add_a_learner_promote_it_and_remove_a_voter() {
         tokio::spawn(async move {
             let mut ok = 0;
             for i in 100..130 {
-                if let Ok(p) = h
-                    .propose(Command::AddMember {
-                        member: member(i, &format!("w{i}")),
-                    })
-                    .await
+                if let Ok(p) = h.propose(Command::AddMember { member: member(i, &format!("w{i}")) }).await
                     && p.outcome.is_ok()
                 {
                     ok += 1;
@@ -269,17 +171,9 @@ async fn add_a_learner_promote_it_and_remove_a_voter() {
     assert_eq!(members, 60 + written, "every acknowledged write is there");
 
     info!("--- unknown and invalid changes are refused and change nothing");
-    let e = c
-        .handle(2)
-        .promote(9)
-        .await
-        .expect_err("promoting an unknown node");
+    let e = c.handle(2).promote(9).await.expect_err("promoting an unknown node");
     assert!(matches!(e, HandleError::Refused(_)), "{e}");
-    let e = c
-        .handle(2)
-        .remove_node(9)
-        .await
-        .expect_err("removing an unknown node");
+    let e = c.handle(2).remove_node(9).await.expect_err("removing an unknown node");
     assert!(matches!(e, HandleError::Refused(_)), "{e}");
     assert_eq!(c.handle(leader).status().voters, [2, 3, 4].into());
     c.shutdown().await;
@@ -289,47 +183,23 @@ async fn add_a_learner_promote_it_and_remove_a_voter() {
 async fn five_nodes_survive_losing_two_but_not_three() {
     let mut c = TestCluster::start(5).await;
     let leader = c.must_leader(&[1, 2, 3, 4, 5]).await;
-    must_apply(
-        c.handle(leader),
-        Command::AddMember {
-            member: member(1, "before"),
-        },
-    )
-    .await;
-    let other = [1, 2, 3, 4, 5]
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("another node");
+    must_apply(c.handle(leader), Command::AddMember { member: member(1, "before") }).await;
+    let other = [1, 2, 3, 4, 5].into_iter().find(|id| *id != leader).expect("another node");
 
     info!("--- stop the leader {leader} and node {other}");
     c.stop(leader).await;
     c.stop(other).await;
     let rest = c.running();
     let new = c.must_leader(&rest).await;
-    must_apply(
-        c.handle(new),
-        Command::AddMember {
-            member: member(2, "after"),
-        },
-    )
-    .await;
+    must_apply(c.handle(new), Command::AddMember { member: member(2, "after") }).await;
     for id in &rest {
-        assert_eq!(
-            must_read(c.handle(*id), |s| s.members.len()).await,
-            2,
-            "node {id}"
-        );
+        assert_eq!(must_read(c.handle(*id), |s| s.members.len()).await, 2, "node {id}");
     }
 
     info!("--- losing a third node loses the quorum: nothing commits");
     c.stop(new).await;
     let left = c.running();
-    let e = c
-        .handle(left[0])
-        .propose(Command::AddMember {
-            member: member(3, "lost"),
-        })
-        .await;
+    let e = c.handle(left[0]).propose(Command::AddMember { member: member(3, "lost") }).await;
     assert!(e.is_err(), "a minority committed: {e:?}");
     c.shutdown().await;
 }
@@ -342,47 +212,21 @@ async fn a_partitioned_minority_cannot_commit() {
 
     info!("--- cut leader {old} off from {majority:?}");
     c.partition(&[old], &majority);
-    let stranded = c
-        .handle(old)
-        .propose(Command::AddMember {
-            member: member(7, "stranded"),
-        })
-        .await;
-    assert!(
-        stranded.is_err(),
-        "the minority side committed: {stranded:?}"
-    );
+    let stranded = c.handle(old).propose(Command::AddMember { member: member(7, "stranded") }).await;
+    assert!(stranded.is_err(), "the minority side committed: {stranded:?}");
     let read = c.handle(old).read(|s| s.members.len()).await;
-    assert!(
-        read.is_err(),
-        "the minority side served a linearizable read: {read:?}"
-    );
+    assert!(read.is_err(), "the minority side served a linearizable read: {read:?}");
 
     info!("--- the majority elects a leader and commits");
     let new = c.must_leader(&majority).await;
-    must_apply(
-        c.handle(new),
-        Command::AddMember {
-            member: member(8, "majority"),
-        },
-    )
-    .await;
+    must_apply(c.handle(new), Command::AddMember { member: member(8, "majority") }).await;
 
     info!("--- after healing, every node has the majority's entry and not the stranded one");
     c.heal();
     let leader = c.must_leader(&[1, 2, 3]).await;
-    assert_ne!(
-        leader, old,
-        "the stranded leader must not win with a shorter log"
-    );
+    assert_ne!(leader, old, "the stranded leader must not win with a shorter log");
     for id in [1, 2, 3] {
-        let names = must_read(c.handle(id), |s| {
-            s.members
-                .values()
-                .map(|m| m.name.clone())
-                .collect::<Vec<_>>()
-        })
-        .await;
+        let names = must_read(c.handle(id), |s| s.members.values().map(|m| m.name.clone()).collect::<Vec<_>>()).await;
         assert_eq!(names, ["majority"], "node {id}");
     }
     c.shutdown().await;
@@ -400,40 +244,22 @@ async fn a_node_of_another_cluster_is_refused() {
     let info = NodeInfo::new("intruder", addr);
     let mut config = NodeConfig::new(9, "another-cluster", dir.path(), info.clone());
     config.request_timeout = Duration::from_secs(3);
-    let intruder = RaftNode::start(config, listener)
-        .await
-        .expect("start intruder");
-    let e = intruder
-        .handle()
-        .join_via(&seed, info)
-        .await
-        .expect_err("join must be refused");
+    let intruder = RaftNode::start(config, listener).await.expect("start intruder");
+    let e = intruder.handle().join_via(&seed, info).await.expect_err("join must be refused");
     assert!(matches!(e, HandleError::WrongCluster { .. }), "{e}");
     assert!(e.to_string().contains("cluster id mismatch"), "{e}");
 
     info!("--- a raw Raft message with another cluster id is refused");
-    let mut client = RaftTransportClient::connect(format!("http://{seed}"))
-        .await
-        .expect("connect");
+    let mut client = RaftTransportClient::connect(format!("http://{seed}")).await.expect("connect");
     let status = client
-        .append_entries(RaftRequest {
-            cluster_id: "another-cluster".into(),
-            from: 9,
-            to: 1,
-            payload: vec![1, 2, 3],
-        })
+        .append_entries(RaftRequest { cluster_id: "another-cluster".into(), from: 9, to: 1, payload: vec![1, 2, 3] })
         .await
         .expect_err("must be refused");
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
 
     info!("--- garbage from a peer of this cluster is refused without harm");
     let status = client
-        .vote(RaftRequest {
-            cluster_id: c.cluster_id.clone(),
-            from: 2,
-            to: 1,
-            payload: vec![0xFF; 7],
-        })
+        .vote(RaftRequest { cluster_id: c.cluster_id.clone(), from: 2, to: 1, payload: vec![0xFF; 7] })
         .await
         .expect_err("must be refused");
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
@@ -443,13 +269,7 @@ async fn a_node_of_another_cluster_is_refused() {
     let status = c.handle(leader).status();
     assert_eq!(status.voters, [1, 2, 3].into());
     assert!(status.learners.is_empty());
-    must_apply(
-        c.handle(leader),
-        Command::AddMember {
-            member: member(1, "still-works"),
-        },
-    )
-    .await;
+    must_apply(c.handle(leader), Command::AddMember { member: member(1, "still-works") }).await;
     intruder.shutdown().await;
     c.shutdown().await;
 }

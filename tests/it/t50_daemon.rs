@@ -28,24 +28,14 @@ async fn bootstrap_replicate_fail_over_on_node_death_and_rejoin() {
         .await
         .unwrap_or_else(|e| panic!("create table: {e:?}"));
     for v in 0..100i64 {
-        client
-            .execute("INSERT INTO t VALUES ($1)", &[&v])
-            .await
-            .expect("insert");
+        client.execute("INSERT INTO t VALUES ($1)", &[&v]).await.expect("insert");
     }
     for r in &replicas {
         c.must_rows(*r, 100, Duration::from_secs(20)).await;
     }
     let replica_client = c.must_pg(replicas[0]).await;
-    let e = replica_client
-        .execute("INSERT INTO t VALUES (-1)", &[])
-        .await
-        .expect_err("a replica is read-only");
-    assert_eq!(
-        e.code(),
-        Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION),
-        "{e:?}"
-    );
+    let e = replica_client.execute("INSERT INTO t VALUES (-1)", &[]).await.expect_err("a replica is read-only");
+    assert_eq!(e.code(), Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION), "{e:?}");
     drop((client, replica_client));
 
     info!("--- kill -9 the primary's daemon and postmaster");
@@ -53,26 +43,12 @@ async fn bootstrap_replicate_fail_over_on_node_death_and_rejoin() {
     c.kill_node(primary);
     let new = c.must_primary(&replicas, lease + FAILOVER_SLACK).await;
     let accepted = c.must_accept_write(new, 1000, lease + FAILOVER_SLACK).await;
-    info!(
-        "--- node {new} accepted a write {:?} after the kill",
-        accepted - killed_at
-    );
+    info!("--- node {new} accepted a write {:?} after the kill", accepted - killed_at);
     let client = c.must_pg(new).await;
-    let n: i64 = client
-        .query_one("SELECT count(*) FROM t WHERE v < 100", &[])
-        .await
-        .expect("count")
-        .get(0);
-    assert_eq!(
-        n, 100,
-        "every row the replicas had replayed survived the failover"
-    );
+    let n: i64 = client.query_one("SELECT count(*) FROM t WHERE v < 100", &[]).await.expect("count").get(0);
+    assert_eq!(n, 100, "every row the replicas had replayed survived the failover");
     assert_eq!(c.must_timeline(new).await, 2, "promotion starts timeline 2");
-    let other = replicas
-        .iter()
-        .copied()
-        .find(|id| *id != new)
-        .expect("the other replica");
+    let other = replicas.iter().copied().find(|id| *id != new).expect("the other replica");
     c.must_rows(other, 101, Duration::from_secs(30)).await;
 
     info!("--- the killed node restarts and rejoins as a replica of {new} on timeline 2");
@@ -82,10 +58,7 @@ async fn bootstrap_replicate_fail_over_on_node_death_and_rejoin() {
     assert!(h.replica && h.streaming && !h.primary, "{h:?}");
     assert_eq!(h.timeline, Some(2));
     c.must_rows(primary, 101, Duration::from_secs(30)).await;
-    assert!(
-        c.log(primary).contains("pg_rewind done"),
-        "the old primary was rewound"
-    );
+    assert!(c.log(primary).contains("pg_rewind done"), "the old primary was rewound");
 
     info!("--- kill only the new primary's postmaster: it is restarted in place");
     let pm = c.kill_postmaster(new);
@@ -93,15 +66,8 @@ async fn bootstrap_replicate_fail_over_on_node_death_and_rejoin() {
     let restarted = c.postmaster_pid(new).expect("a postmaster runs again");
     assert_ne!(restarted, pm, "PostgreSQL was restarted");
     let back = c.must_healthy(&[1, 2, 3], Duration::from_secs(60)).await;
-    assert_eq!(
-        back, new,
-        "with postgres_restart_attempts = 1 the primary restarts PostgreSQL itself"
-    );
-    assert_eq!(
-        c.must_timeline(new).await,
-        2,
-        "a restart keeps the timeline"
-    );
+    assert_eq!(back, new, "with postgres_restart_attempts = 1 the primary restarts PostgreSQL itself");
+    assert_eq!(c.must_timeline(new).await, 2, "a restart keeps the timeline");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -114,11 +80,7 @@ async fn crashes_and_clean_shutdowns_fail_over_without_waiting_for_the_lease() {
     .await;
     let lease = Duration::from_millis(8000);
     let first = c.must_healthy(&[1, 2, 3], Duration::from_secs(10)).await;
-    c.must_pg(first)
-        .await
-        .batch_execute("CREATE TABLE t (v bigint)")
-        .await
-        .expect("create table");
+    c.must_pg(first).await.batch_execute("CREATE TABLE t (v bigint)").await.expect("create table");
 
     info!("--- kill the primary's postmaster; restart attempts are 0, so it releases");
     let t = Instant::now();
@@ -127,12 +89,8 @@ async fn crashes_and_clean_shutdowns_fail_over_without_waiting_for_the_lease() {
     let second = c.must_primary(&others, lease).await;
     let took = t.elapsed();
     info!("--- postmaster crash failover to {second} in {took:?}");
-    assert!(
-        took < lease,
-        "failover after a PostgreSQL crash waited {took:?}, as long as the lease"
-    );
-    c.must_accept_write(second, 1, Duration::from_secs(10))
-        .await;
+    assert!(took < lease, "failover after a PostgreSQL crash waited {took:?}, as long as the lease");
+    c.must_accept_write(second, 1, Duration::from_secs(10)).await;
     c.must_healthy(&[1, 2, 3], Duration::from_secs(90)).await;
 
     info!("--- SIGTERM the primary's daemon: it stops PostgreSQL and releases");
@@ -143,10 +101,7 @@ async fn crashes_and_clean_shutdowns_fail_over_without_waiting_for_the_lease() {
     let third = c.must_primary(&rest, lease).await;
     let took = t.elapsed();
     info!("--- clean-shutdown failover to {third} in {took:?}");
-    assert!(
-        took < lease,
-        "clean-shutdown failover waited {took:?}, as long as the lease"
-    );
+    assert!(took < lease, "clean-shutdown failover waited {took:?}, as long as the lease");
     c.must_accept_write(third, 2, Duration::from_secs(10)).await;
 }
 
@@ -163,18 +118,10 @@ async fn a_daemon_configured_for_another_cluster_cannot_join() {
     foreign.cluster_id = "someone-else".into();
     std::fs::write(node.config_path(), foreign.to_toml()).expect("write config");
     c.start_node(victim);
-    wait_for(
-        "the foreign daemon to refuse its data directory",
-        Duration::from_secs(30),
-        async || {
-            let log = c.log(victim);
-            if log.contains("belongs to cluster") {
-                Ok(())
-            } else {
-                Err(log.lines().last().map(str::to_string))
-            }
-        },
-    )
+    wait_for("the foreign daemon to refuse its data directory", Duration::from_secs(30), async || {
+        let log = c.log(victim);
+        if log.contains("belongs to cluster") { Ok(()) } else { Err(log.lines().last().map(str::to_string)) }
+    })
     .await;
     info!("--- the daemon refused its own data directory; with a fresh one its peers refuse it");
     c.kill_node(victim);
@@ -183,18 +130,10 @@ async fn a_daemon_configured_for_another_cluster_cannot_join() {
     foreign.node.data_dir = fresh;
     std::fs::write(node.config_path(), foreign.to_toml()).expect("write config");
     c.start_node(victim);
-    wait_for(
-        "peers to refuse the foreign node",
-        Duration::from_secs(30),
-        async || {
-            let log = c.log(victim);
-            if log.contains("cluster id mismatch") {
-                Ok(())
-            } else {
-                Err(())
-            }
-        },
-    )
+    wait_for("peers to refuse the foreign node", Duration::from_secs(30), async || {
+        let log = c.log(victim);
+        if log.contains("cluster id mismatch") { Ok(()) } else { Err(()) }
+    })
     .await;
     let h = c.health(victim).await;
     assert!(h.as_ref().is_ok_and(|h| !h.primary && !h.replica), "{h:?}");

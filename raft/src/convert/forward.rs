@@ -81,9 +81,9 @@ pub enum ForwardError {
 impl fmt::Display for ForwardError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ForwardError::NotLeader {
-                leader: Some((id, node)),
-            } => write!(f, "not the leader; leader is {id} ({node})"),
+            ForwardError::NotLeader { leader: Some((id, node)) } => {
+                write!(f, "not the leader; leader is {id} ({node})")
+            }
             ForwardError::NotLeader { leader: None } => {
                 write!(f, "not the leader; no leader known")
             }
@@ -104,16 +104,9 @@ mod tests {
     #[test]
     fn forward_messages_round_trip() {
         let requests = vec![
-            ForwardRequest::Propose(Request {
-                command: Command::CancelSwitchover,
-                proposer: 1,
-                proposed_at_ms: 2,
-            }),
+            ForwardRequest::Propose(Request { command: Command::CancelSwitchover, proposer: 1, proposed_at_ms: 2 }),
             ForwardRequest::ReadIndex,
-            ForwardRequest::AddLearner {
-                id: 4,
-                node: NodeInfo::new("d", "127.0.0.1:9"),
-            },
+            ForwardRequest::AddLearner { id: 4, node: NodeInfo::new("d", "127.0.0.1:9") },
             ForwardRequest::ChangeMembership(MembershipChange::AddVoters([4].into())),
             ForwardRequest::ChangeMembership(MembershipChange::RemoveVoters([1].into())),
             ForwardRequest::ChangeMembership(MembershipChange::RemoveLearners([5].into())),
@@ -129,12 +122,8 @@ mod tests {
                 response: Response::Rejected(Reject::NoSwitchover),
             }),
             Ok(ForwardResponse::ReadIndex { log_id: None }),
-            Ok(ForwardResponse::MembershipChanged {
-                log_id: LogId::default(),
-            }),
-            Err(ForwardError::NotLeader {
-                leader: Some((2, NodeInfo::new("b", "x:1"))),
-            }),
+            Ok(ForwardResponse::MembershipChanged { log_id: LogId::default() }),
+            Err(ForwardError::NotLeader { leader: Some((2, NodeInfo::new("b", "x:1"))) }),
             Err(ForwardError::NotLeader { leader: None }),
             Err(ForwardError::Refused("no".into())),
             Err(ForwardError::Unknown("?".into())),
@@ -142,10 +131,7 @@ mod tests {
         ];
         for r in results {
             let b = encoding::encode("t", &r).unwrap();
-            assert_eq!(
-                encoding::decode::<Result<ForwardResponse, ForwardError>>("t", &b).unwrap(),
-                r
-            );
+            assert_eq!(encoding::decode::<Result<ForwardResponse, ForwardError>>("t", &b).unwrap(), r);
         }
     }
 }

@@ -20,33 +20,20 @@ pub fn request<T: Serialize>(
     what: &'static str,
     payload: &T,
 ) -> Result<RaftRequest, EncodeError> {
-    Ok(RaftRequest {
-        cluster_id: cluster_id.to_string(),
-        from,
-        to,
-        payload: encoding::encode(what, payload)?,
-    })
+    Ok(RaftRequest { cluster_id: cluster_id.to_string(), from, to, payload: encoding::encode(what, payload)? })
 }
 
 /// Decodes a request's payload.
-pub fn request_payload<T: DeserializeOwned>(
-    what: &'static str,
-    req: &RaftRequest,
-) -> Result<T, DecodeError> {
+pub fn request_payload<T: DeserializeOwned>(what: &'static str, req: &RaftRequest) -> Result<T, DecodeError> {
     encoding::decode(what, &req.payload)
 }
 
 /// Wraps a handler's result.
 pub fn reply<T: Serialize>(what: &'static str, result: &T) -> Result<RaftReply, EncodeError> {
-    Ok(RaftReply {
-        payload: encoding::encode(what, result)?,
-    })
+    Ok(RaftReply { payload: encoding::encode(what, result)? })
 }
 
 /// Decodes a reply's payload.
-pub fn reply_payload<T: DeserializeOwned>(
-    what: &'static str,
-    reply: &RaftReply,
-) -> Result<T, DecodeError> {
+pub fn reply_payload<T: DeserializeOwned>(what: &'static str, reply: &RaftReply) -> Result<T, DecodeError> {
     encoding::decode(what, &reply.payload)
 }

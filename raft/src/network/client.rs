@@ -4,13 +4,11 @@
 
 use std::time::Duration;
 
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
-};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
 };
 use raftgres_proto::raft::raft_transport_client::RaftTransportClient;
 use raftgres_storage::{NodeId, NodeInfo, TypeConfig};
@@ -35,18 +33,8 @@ pub struct NetworkFactory {
 }
 
 impl NetworkFactory {
-    pub fn new(
-        cluster_id: &str,
-        self_id: NodeId,
-        filter: NetworkFilter,
-        connect_timeout: Duration,
-    ) -> Self {
-        Self {
-            cluster_id: cluster_id.to_string(),
-            self_id,
-            filter,
-            connect_timeout,
-        }
+    pub fn new(cluster_id: &str, self_id: NodeId, filter: NetworkFilter, connect_timeout: Duration) -> Self {
+        Self { cluster_id: cluster_id.to_string(), self_id, filter, connect_timeout }
     }
 }
 
@@ -105,26 +93,19 @@ impl Connection {
         E: std::error::Error + DeserializeOwned,
     {
         if self.factory.filter.is_blocked(self.target) {
-            return Err(RPCError::Unreachable(Unreachable::new(&TransportError(
-                format!("link to node {} is cut by the fault filter", self.target),
-            ))));
+            return Err(RPCError::Unreachable(Unreachable::new(&TransportError(format!(
+                "link to node {} is cut by the fault filter",
+                self.target
+            )))));
         }
         let client = match &self.client {
             Ok(c) => c.clone(),
             Err(e) => {
-                return Err(RPCError::Unreachable(Unreachable::new(&TransportError(
-                    e.clone(),
-                ))));
+                return Err(RPCError::Unreachable(Unreachable::new(&TransportError(e.clone()))));
             }
         };
-        let message = convert::request(
-            &self.factory.cluster_id,
-            self.factory.self_id,
-            self.target,
-            rpc.name(),
-            req,
-        )
-        .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let message = convert::request(&self.factory.cluster_id, self.factory.self_id, self.target, rpc.name(), req)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut request = tonic::Request::new(message);
         request.set_timeout(ttl);
         let mut client = client;
@@ -137,9 +118,7 @@ impl Connection {
             Ok(r) => r.into_inner(),
             Err(status) => {
                 return Err(match status.code() {
-                    tonic::Code::Unavailable
-                    | tonic::Code::PermissionDenied
-                    | tonic::Code::FailedPrecondition => {
+                    tonic::Code::Unavailable | tonic::Code::PermissionDenied | tonic::Code::FailedPrecondition => {
                         if status.code() != tonic::Code::Unavailable {
                             tracing::warn!(target = self.target, addr = %self.addr, "peer refused {}: {}", rpc.name(), status.message());
                         }
@@ -149,8 +128,8 @@ impl Connection {
                 });
             }
         };
-        let result: Result<Resp, E> = convert::reply_payload(rpc.name(), &reply)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let result: Result<Resp, E> =
+            convert::reply_payload(rpc.name(), &reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -168,12 +147,9 @@ impl RaftNetwork<TypeConfig> for Connection {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>,
-    > {
-        self.call(Rpc::InstallSnapshot, &rpc, option.hard_ttl())
-            .await
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>>
+    {
+        self.call(Rpc::InstallSnapshot, &rpc, option.hard_ttl()).await
     }
 
     async fn vote(

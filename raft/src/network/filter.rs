@@ -16,17 +16,11 @@ pub struct NetworkFilter {
 impl NetworkFilter {
     /// Drop all traffic to and from `peer`.
     pub fn block(&self, peer: NodeId) {
-        self.blocked
-            .write()
-            .expect("filter lock poisoned")
-            .insert(peer);
+        self.blocked.write().expect("filter lock poisoned").insert(peer);
     }
 
     pub fn unblock(&self, peer: NodeId) {
-        self.blocked
-            .write()
-            .expect("filter lock poisoned")
-            .remove(&peer);
+        self.blocked.write().expect("filter lock poisoned").remove(&peer);
     }
 
     /// Restore all links.
@@ -35,9 +29,6 @@ impl NetworkFilter {
     }
 
     pub fn is_blocked(&self, peer: NodeId) -> bool {
-        self.blocked
-            .read()
-            .expect("filter lock poisoned")
-            .contains(&peer)
+        self.blocked.read().expect("filter lock poisoned").contains(&peer)
     }
 }

@@ -12,10 +12,7 @@ use raftgres_proto::raft::raft_transport_client::RaftTransportClient;
 use tonic::transport::{Channel, Endpoint};
 
 /// Opens a lazily connecting channel to `addr` (`host:port`).
-pub fn connect_lazy(
-    addr: &str,
-    connect_timeout: Duration,
-) -> Result<RaftTransportClient<Channel>, String> {
+pub fn connect_lazy(addr: &str, connect_timeout: Duration) -> Result<RaftTransportClient<Channel>, String> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| format!("invalid Raft address {addr:?}: {e}"))?
         .connect_timeout(connect_timeout)

@@ -41,10 +41,7 @@ impl RaftServer {
             )));
         }
         if self.handle.filter().is_blocked(req.from) {
-            return Err(Status::unavailable(format!(
-                "link from node {} is cut by the fault filter",
-                req.from
-            )));
+            return Err(Status::unavailable(format!("link from node {} is cut by the fault filter", req.from)));
         }
         Ok(())
     }
@@ -60,53 +57,37 @@ fn internal(e: impl std::fmt::Display) -> Status {
 
 #[tonic::async_trait]
 impl RaftTransport for RaftServer {
-    async fn append_entries(
-        &self,
-        request: Request<RaftRequest>,
-    ) -> Result<Response<RaftReply>, Status> {
+    async fn append_entries(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
         self.admit(&req, false)?;
         let rpc: AppendEntriesRequest<TypeConfig> =
             convert::request_payload("append entries", &req).map_err(bad_request)?;
         let result = self.handle.raft().append_entries(rpc).await;
-        Ok(Response::new(
-            convert::reply("append entries", &result).map_err(internal)?,
-        ))
+        Ok(Response::new(convert::reply("append entries", &result).map_err(internal)?))
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
         self.admit(&req, false)?;
-        let rpc: VoteRequest<NodeId> =
-            convert::request_payload("vote", &req).map_err(bad_request)?;
+        let rpc: VoteRequest<NodeId> = convert::request_payload("vote", &req).map_err(bad_request)?;
         let result = self.handle.raft().vote(rpc).await;
-        Ok(Response::new(
-            convert::reply("vote", &result).map_err(internal)?,
-        ))
+        Ok(Response::new(convert::reply("vote", &result).map_err(internal)?))
     }
 
-    async fn install_snapshot(
-        &self,
-        request: Request<RaftRequest>,
-    ) -> Result<Response<RaftReply>, Status> {
+    async fn install_snapshot(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
         self.admit(&req, false)?;
         let rpc: InstallSnapshotRequest<TypeConfig> =
             convert::request_payload("install snapshot", &req).map_err(bad_request)?;
         let result = self.handle.raft().install_snapshot(rpc).await;
-        Ok(Response::new(
-            convert::reply("install snapshot", &result).map_err(internal)?,
-        ))
+        Ok(Response::new(convert::reply("install snapshot", &result).map_err(internal)?))
     }
 
     async fn forward(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
         self.admit(&req, true)?;
-        let fwd: ForwardRequest =
-            convert::request_payload("forwarded request", &req).map_err(bad_request)?;
+        let fwd: ForwardRequest = convert::request_payload("forwarded request", &req).map_err(bad_request)?;
         let result = self.handle.execute_local(req.from, fwd).await;
-        Ok(Response::new(
-            convert::reply("forwarded reply", &result).map_err(internal)?,
-        ))
+        Ok(Response::new(convert::reply("forwarded reply", &result).map_err(internal)?))
     }
 }

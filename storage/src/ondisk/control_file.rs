@@ -23,18 +23,12 @@ pub fn write_control_file(path: &Path, magic: &[u8; 8], payload: &[u8]) -> io::R
     let crc = crc32fast::hash(&framed);
     framed.extend_from_slice(&crc.to_be_bytes());
     {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
+        let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
         f.write_all(&framed)?;
         f.sync_all()?;
     }
     fs::rename(&tmp, path)?;
-    let parent = path
-        .parent()
-        .ok_or_else(|| io::Error::other("control file has no parent directory"))?;
+    let parent = path.parent().ok_or_else(|| io::Error::other("control file has no parent directory"))?;
     fsync_dir(parent)
 }
 
@@ -47,21 +41,14 @@ pub fn read_control_file(path: &Path, magic: &[u8; 8]) -> Result<Option<Vec<u8>>
         Err(e) => return Err(format!("read {}: {e}", path.display())),
     };
     if bytes.len() < 8 + 8 + 4 {
-        return Err(format!(
-            "{} is truncated ({} bytes)",
-            path.display(),
-            bytes.len()
-        ));
+        return Err(format!("{} is truncated ({} bytes)", path.display(), bytes.len()));
     }
     if &bytes[..8] != magic {
         return Err(format!("{} has the wrong magic", path.display()));
     }
     let len = u64::from_be_bytes(bytes[8..16].try_into().expect("length checked above"));
     if len != (bytes.len() - 20) as u64 {
-        return Err(format!(
-            "{} is truncated: header says {len} payload bytes",
-            path.display()
-        ));
+        return Err(format!("{} is truncated: header says {len} payload bytes", path.display()));
     }
     let (framed, crc) = bytes.split_at(bytes.len() - 4);
     let stored = u32::from_be_bytes(crc.try_into().expect("split_at leaves 4 bytes"));
@@ -84,10 +71,7 @@ mod tests {
         assert_eq!(read_control_file(&p, MAGIC), Ok(None));
         write_control_file(&p, MAGIC, b"hello").unwrap();
         write_control_file(&p, MAGIC, b"hello again").unwrap();
-        assert_eq!(
-            read_control_file(&p, MAGIC),
-            Ok(Some(b"hello again".to_vec()))
-        );
+        assert_eq!(read_control_file(&p, MAGIC), Ok(Some(b"hello again".to_vec())));
         assert!(!p.with_extension("tmp").exists());
     }
 
@@ -101,10 +85,7 @@ mod tests {
             let mut b = good.clone();
             b[i] ^= 1;
             fs::write(&p, &b).unwrap();
-            assert!(
-                read_control_file(&p, MAGIC).is_err(),
-                "flip at {i} went unnoticed"
-            );
+            assert!(read_control_file(&p, MAGIC).is_err(), "flip at {i} went unnoticed");
         }
         fs::write(&p, &good[..good.len() - 1]).unwrap();
         assert!(read_control_file(&p, MAGIC).is_err());

@@ -57,16 +57,11 @@ impl Header {
 
     pub fn decode(bytes: &[u8]) -> Result<Self, HeaderError> {
         if bytes.len() < MAGIC.len() + 4 + 4 {
-            return Err(HeaderError::Malformed(format!(
-                "header is {} bytes long",
-                bytes.len()
-            )));
+            return Err(HeaderError::Malformed(format!("header is {} bytes long", bytes.len())));
         }
         let (framed, crc) = bytes.split_at(bytes.len() - 4);
         if &framed[..8] != MAGIC {
-            return Err(HeaderError::Malformed(
-                "header magic is not raftgres's".into(),
-            ));
+            return Err(HeaderError::Malformed("header magic is not raftgres's".into()));
         }
         let stored = u32::from_be_bytes(crc.try_into().expect("split_at leaves 4 bytes"));
         if crc32fast::hash(framed) != stored {
@@ -76,8 +71,8 @@ impl Header {
         if DataVersion::from_number(version).is_none() {
             return Err(HeaderError::UnknownVersion(version));
         }
-        let header: Header = encoding::decode("format header", &framed[12..])
-            .map_err(|e| HeaderError::Malformed(e.to_string()))?;
+        let header: Header =
+            encoding::decode("format header", &framed[12..]).map_err(|e| HeaderError::Malformed(e.to_string()))?;
         if header.version != version {
             return Err(HeaderError::Malformed(format!(
                 "header frame says v{version} but its body says v{}",

@@ -47,16 +47,10 @@ impl TestCluster {
             c.start_new_node(id).await;
         }
         let members = c.infos.clone();
-        c.node(1)
-            .initialize(members)
-            .await
-            .expect("initialize Raft");
+        c.node(1).initialize(members).await.expect("initialize Raft");
         let leader = c.must_leader(&(1..=n).collect::<Vec<_>>()).await;
         c.handle(leader)
-            .propose(Command::InitializeCluster {
-                cluster_id: CLUSTER_ID.into(),
-                config: DynamicConfig::default(),
-            })
+            .propose(Command::InitializeCluster { cluster_id: CLUSTER_ID.into(), config: DynamicConfig::default() })
             .await
             .expect("propose initialize")
             .outcome
@@ -67,9 +61,7 @@ impl TestCluster {
     /// Starts a node with fresh storage on a new port; it is not a member
     /// until added.
     pub async fn start_new_node(&mut self, id: NodeId) -> &RaftHandle {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a loopback port");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
         let addr = listener.local_addr().expect("local address").to_string();
         let info = NodeInfo::new(format!("n{id}"), addr);
         self.infos.insert(id, info);
@@ -78,16 +70,9 @@ impl TestCluster {
 
     async fn boot(&mut self, id: NodeId, listener: TcpListener) -> &RaftHandle {
         let info = self.infos[&id].clone();
-        let mut config = NodeConfig::new(
-            id,
-            &self.cluster_id,
-            self.dir.path().join(format!("n{id}")),
-            info,
-        );
+        let mut config = NodeConfig::new(id, &self.cluster_id, self.dir.path().join(format!("n{id}")), info);
         (self.tune)(&mut config);
-        let node = RaftNode::start(config, listener)
-            .await
-            .expect("start Raft node");
+        let node = RaftNode::start(config, listener).await.expect("start Raft node");
         self.nodes.insert(id, node);
         self.handle(id)
     }
@@ -96,28 +81,19 @@ impl TestCluster {
     pub async fn restart(&mut self, id: NodeId) -> &RaftHandle {
         assert!(!self.nodes.contains_key(&id), "node {id} is running");
         let addr = self.infos[&id].raft_addr.clone();
-        let listener = wait_for(
-            &format!("rebind {addr}"),
-            Duration::from_secs(10),
-            async || TcpListener::bind(&addr).await,
-        )
-        .await;
+        let listener =
+            wait_for(&format!("rebind {addr}"), Duration::from_secs(10), async || TcpListener::bind(&addr).await).await;
         self.boot(id, listener).await
     }
 
     /// Stops a node: its server goes away and its Raft core ends.
     pub async fn stop(&mut self, id: NodeId) {
-        let node = self
-            .nodes
-            .remove(&id)
-            .unwrap_or_else(|| panic!("node {id} is not running"));
+        let node = self.nodes.remove(&id).unwrap_or_else(|| panic!("node {id} is not running"));
         node.shutdown().await;
     }
 
     pub fn node(&self, id: NodeId) -> &RaftNode {
-        self.nodes
-            .get(&id)
-            .unwrap_or_else(|| panic!("node {id} is not running"))
+        self.nodes.get(&id).unwrap_or_else(|| panic!("node {id} is not running"))
     }
 
     pub fn handle(&self, id: NodeId) -> &RaftHandle {
@@ -130,28 +106,20 @@ impl TestCluster {
 
     /// Waits until the nodes `among` agree on one leader that is among them.
     pub async fn must_leader(&self, among: &[NodeId]) -> NodeId {
-        wait_for(
-            "one leader among the nodes",
-            Duration::from_secs(10),
-            async || {
-                let views: Vec<(NodeId, Option<NodeId>, &str)> = among
-                    .iter()
-                    .map(|id| {
-                        let s = self.handle(*id).status();
-                        (*id, s.leader, s.role)
-                    })
-                    .collect();
-                let leaders: Vec<NodeId> = views
-                    .iter()
-                    .filter(|(_, _, r)| *r == "leader")
-                    .map(|(id, _, _)| *id)
-                    .collect();
-                match leaders.as_slice() {
-                    [l] if views.iter().all(|(_, seen, _)| *seen == Some(*l)) => Ok(*l),
-                    _ => Err(views),
-                }
-            },
-        )
+        wait_for("one leader among the nodes", Duration::from_secs(10), async || {
+            let views: Vec<(NodeId, Option<NodeId>, &str)> = among
+                .iter()
+                .map(|id| {
+                    let s = self.handle(*id).status();
+                    (*id, s.leader, s.role)
+                })
+                .collect();
+            let leaders: Vec<NodeId> = views.iter().filter(|(_, _, r)| *r == "leader").map(|(id, _, _)| *id).collect();
+            match leaders.as_slice() {
+                [l] if views.iter().all(|(_, seen, _)| *seen == Some(*l)) => Ok(*l),
+                _ => Err(views),
+            }
+        })
         .await
     }
 
@@ -186,18 +154,14 @@ impl TestCluster {
 pub async fn must_apply(h: &RaftHandle, command: Command) -> Vec<Event> {
     let what = command.to_string();
     match h.propose(command).await {
-        Ok(p) => p
-            .outcome
-            .unwrap_or_else(|r| panic!("{what} was rejected: {r}")),
+        Ok(p) => p.outcome.unwrap_or_else(|r| panic!("{what} was rejected: {r}")),
         Err(e) => panic!("{what} failed: {e}"),
     }
 }
 
 /// Reads linearizably on `h`, panicking on error.
 pub async fn must_read<T>(h: &RaftHandle, f: impl FnOnce(&ClusterState) -> T) -> T {
-    h.read(f)
-        .await
-        .unwrap_or_else(|e: HandleError| panic!("linearizable read on node {} failed: {e}", h.id()))
+    h.read(f).await.unwrap_or_else(|e: HandleError| panic!("linearizable read on node {} failed: {e}", h.id()))
 }
 
 /// A member named `name`, for proposals that add rows to the state.

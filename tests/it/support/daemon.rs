@@ -33,42 +33,23 @@ impl DaemonCluster {
     pub async fn start(n: usize, tune: impl Fn(&mut FileConfig)) -> DaemonCluster {
         super::init_tracing();
         let serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-        let dir = tempfile::Builder::new()
-            .prefix("raftgres-it-")
-            .tempdir()
-            .expect("temporary directory");
-        let layout =
-            LocalCluster::layout(dir.path(), n, "it-daemons").expect("lay out the cluster");
+        let dir = tempfile::Builder::new().prefix("raftgres-it-").tempdir().expect("temporary directory");
+        let layout = LocalCluster::layout(dir.path(), n, "it-daemons").expect("lay out the cluster");
         layout.write_configs(tune).expect("write configurations");
-        let mut c = DaemonCluster {
-            layout,
-            children: BTreeMap::new(),
-            _dir: dir,
-            _serial: serial,
-        };
+        let mut c = DaemonCluster { layout, children: BTreeMap::new(), _dir: dir, _serial: serial };
         for id in 1..=n as u64 {
             c.start_node(id);
         }
-        c.must_healthy(
-            &(1..=n as u64).collect::<Vec<_>>(),
-            Duration::from_secs(120),
-        )
-        .await;
+        c.must_healthy(&(1..=n as u64).collect::<Vec<_>>(), Duration::from_secs(120)).await;
         c
     }
 
     /// Starts (or restarts) node `id`'s daemon; its output is appended to
     /// the node's log.
     pub fn start_node(&mut self, id: u64) {
-        assert!(
-            !self.children.contains_key(&id),
-            "node {id} is already running"
-        );
-        let child = self
-            .layout
-            .node(id)
-            .spawn(std::path::Path::new(env!("CARGO_BIN_EXE_raftgres")))
-            .expect("start raftgres");
+        assert!(!self.children.contains_key(&id), "node {id} is already running");
+        let child =
+            self.layout.node(id).spawn(std::path::Path::new(env!("CARGO_BIN_EXE_raftgres"))).expect("start raftgres");
         info!(node = id, pid = child.id(), "daemon started");
         self.children.insert(id, child);
     }
@@ -79,19 +60,14 @@ impl DaemonCluster {
 
     /// SIGKILLs node `id`'s PostgreSQL postmaster only.
     pub fn kill_postmaster(&self, id: u64) -> i32 {
-        let pid = self
-            .postmaster_pid(id)
-            .unwrap_or_else(|| panic!("node {id} has no running postmaster"));
+        let pid = self.postmaster_pid(id).unwrap_or_else(|| panic!("node {id} has no running postmaster"));
         kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill postmaster");
         pid
     }
 
     /// SIGKILLs node `id`'s daemon and its postmaster: the node dies.
     pub fn kill_node(&mut self, id: u64) {
-        let mut child = self
-            .children
-            .remove(&id)
-            .unwrap_or_else(|| panic!("node {id} is not running"));
+        let mut child = self.children.remove(&id).unwrap_or_else(|| panic!("node {id} is not running"));
         let pm = self.postmaster_pid(id);
         // An already exited daemon is fine.
         let _ = child.kill();
@@ -105,19 +81,12 @@ impl DaemonCluster {
     /// SIGTERMs node `id`'s daemon and waits for it to exit; returns its
     /// exit code.
     pub async fn stop_node(&mut self, id: u64) -> Option<i32> {
-        let mut child = self
-            .children
-            .remove(&id)
-            .unwrap_or_else(|| panic!("node {id} is not running"));
+        let mut child = self.children.remove(&id).unwrap_or_else(|| panic!("node {id} is not running"));
         kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).expect("signal daemon");
-        wait_for(
-            &format!("daemon {id} to exit"),
-            Duration::from_secs(60),
-            async || match child.try_wait() {
-                Ok(Some(status)) => Ok(status.code()),
-                other => Err(format!("{other:?}")),
-            },
-        )
+        wait_for(&format!("daemon {id} to exit"), Duration::from_secs(60), async || match child.try_wait() {
+            Ok(Some(status)) => Ok(status.code()),
+            other => Err(format!("{other:?}")),
+        })
         .await
     }
 
@@ -136,15 +105,9 @@ impl DaemonCluster {
             for id in among {
                 views.push((*id, self.health(*id).await));
             }
-            let primaries: Vec<u64> = views
-                .iter()
-                .filter(|(_, h)| h.as_ref().is_ok_and(|h| h.primary))
-                .map(|(id, _)| *id)
-                .collect();
-            let streaming = views
-                .iter()
-                .filter(|(_, h)| h.as_ref().is_ok_and(|h| h.replica && h.streaming))
-                .count();
+            let primaries: Vec<u64> =
+                views.iter().filter(|(_, h)| h.as_ref().is_ok_and(|h| h.primary)).map(|(id, _)| *id).collect();
+            let streaming = views.iter().filter(|(_, h)| h.as_ref().is_ok_and(|h| h.replica && h.streaming)).count();
             match primaries.as_slice() {
                 [p] if streaming == among.len() - 1 => Ok(*p),
                 _ => Err(views),
@@ -179,43 +142,26 @@ impl DaemonCluster {
     }
 
     pub async fn must_pg(&self, id: u64) -> Client {
-        self.pg(id)
-            .await
-            .unwrap_or_else(|e| panic!("connect to node {id}'s PostgreSQL: {e}"))
+        self.pg(id).await.unwrap_or_else(|e| panic!("connect to node {id}'s PostgreSQL: {e}"))
     }
 
     /// Waits until node `id` has `n` rows in `t`.
     pub async fn must_rows(&self, id: u64, n: i64, deadline: Duration) {
         wait_for(&format!("{n} rows on node {id}"), deadline, async || {
             let client = self.pg(id).await.map_err(|e| e.to_string())?;
-            let got: i64 = client
-                .query_one("SELECT count(*) FROM t", &[])
-                .await
-                .map_err(|e| e.to_string())?
-                .get(0);
-            if got == n {
-                Ok(())
-            } else {
-                Err(format!("{got} rows"))
-            }
+            let got: i64 = client.query_one("SELECT count(*) FROM t", &[]).await.map_err(|e| e.to_string())?.get(0);
+            if got == n { Ok(()) } else { Err(format!("{got} rows")) }
         })
         .await
     }
 
     /// Waits until a write on node `id` succeeds; returns when it did.
     pub async fn must_accept_write(&self, id: u64, value: i64, deadline: Duration) -> Instant {
-        wait_for(
-            &format!("node {id} to accept a write"),
-            deadline,
-            async || {
-                let client = self.pg(id).await.map_err(|e| e.to_string())?;
-                client
-                    .execute("INSERT INTO t VALUES ($1)", &[&value])
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok::<_, String>(Instant::now())
-            },
-        )
+        wait_for(&format!("node {id} to accept a write"), deadline, async || {
+            let client = self.pg(id).await.map_err(|e| e.to_string())?;
+            client.execute("INSERT INTO t VALUES ($1)", &[&value]).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(Instant::now())
+        })
         .await
     }
 

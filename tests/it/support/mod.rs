@@ -12,23 +12,15 @@ use std::time::{Duration, Instant};
 pub fn init_tracing() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new("info,openraft=error,h2=warn,tower=warn")
-        });
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_test_writer()
-            .try_init();
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=error,h2=warn,tower=warn"));
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
     });
 }
 
 /// Polls `probe` until it returns `Ok`, or panics after `deadline` with the
 /// last observation.
-pub async fn wait_for<T, O: Debug>(
-    what: &str,
-    deadline: Duration,
-    mut probe: impl AsyncFnMut() -> Result<T, O>,
-) -> T {
+pub async fn wait_for<T, O: Debug>(what: &str, deadline: Duration, mut probe: impl AsyncFnMut() -> Result<T, O>) -> T {
     let start = Instant::now();
     let mut polls = 0u32;
     loop {
@@ -39,9 +31,7 @@ pub async fn wait_for<T, O: Debug>(
             }
             Err(last) => {
                 if start.elapsed() > deadline {
-                    panic!(
-                        "timed out after {deadline:?} waiting for {what}; last observation: {last:?}"
-                    );
+                    panic!("timed out after {deadline:?} waiting for {what}; last observation: {last:?}");
                 }
                 polls += 1;
                 if polls % 50 == 0 {
