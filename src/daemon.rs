@@ -19,6 +19,7 @@ use crate::fence::PrimaryFlag;
 use crate::lease::{self, LeaseGrantor, Views};
 use crate::postgres::runner::StopMode;
 use crate::postgres::{Binaries, Observation, Runner};
+use crate::watchdog::Watchdog;
 use crate::{controller, fence, http};
 
 /// How long shutdown waits for the agent to finish its current step.
@@ -87,11 +88,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ));
     let mut heartbeat =
         tokio::spawn(lease::heartbeat_task(handle.clone(), obs_rx.clone(), lease_tx, tasks_cancel.clone()));
+    let exe = std::env::current_exe().context("find the raftgres executable")?;
+    let watchdog = Watchdog::spawn(&exe, &config.pg_data_dir).context("start the watchdog process")?;
     let mut fence_task = tokio::spawn(fence::run(
         handle.clone(),
         runner.clone(),
         lease_rx.clone(),
         may_be_primary.clone(),
+        watchdog,
         tasks_cancel.clone(),
     ));
     let agent = Agent::new(handle.clone(), runner.clone(), config.clone(), lease_rx.clone(), obs_tx, may_be_primary);

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::lease::Lease;
 use crate::postgres::Runner;
+use crate::watchdog::Watchdog;
 
 const POLL: Duration = Duration::from_millis(20);
 
@@ -54,15 +55,30 @@ pub async fn run(
     runner: Arc<Runner>,
     lease: watch::Receiver<Option<Lease>>,
     may_be_primary: PrimaryFlag,
+    mut watchdog: Watchdog,
     cancel: CancellationToken,
 ) {
     let mut fenced = false;
     loop {
         tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => {
+                if runner.postmaster_pid().is_none() {
+                    watchdog.stop();
+                }
+                // Otherwise dropping the pipe leaves the watchdog enforcing
+                // the last deadline on its own.
+                return;
+            }
             _ = tokio::time::sleep(POLL) => {}
         }
-        let allowed = writes_allowed(&handle, &lease.borrow(), Instant::now());
+        let now = Instant::now();
+        let allowed = writes_allowed(&handle, &lease.borrow(), now);
+        if !may_be_primary.get() {
+            watchdog.disarm();
+        } else if allowed && let Some(l) = *lease.borrow() {
+            let margin = Duration::from_millis(handle.local_state().state.config.demote_margin_ms);
+            watchdog.arm(l.expires_at - margin);
+        }
         if allowed || !may_be_primary.get() {
             fenced = false;
             continue;

@@ -17,3 +17,4 @@ pub mod lease;
 pub mod logging;
 pub mod playground;
 pub mod postgres;
+pub mod watchdog;

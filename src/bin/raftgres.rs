@@ -30,6 +30,12 @@ enum Cmd {
     ShowConfig,
     /// Validate a configuration file and name every bad field.
     CheckConfig { file: PathBuf },
+    /// The watchdog process the daemon starts (internal).
+    #[command(hide = true)]
+    Watchdog {
+        #[arg(long)]
+        pgdata: PathBuf,
+    },
     /// Start a local cluster on loopback with real PostgreSQL; Ctrl-C stops it.
     Playground {
         /// Number of nodes.
@@ -52,6 +58,10 @@ fn load(path: &PathBuf) -> Result<raftgres::config::Config, ConfigError> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Cmd::Watchdog { pgdata } => {
+            raftgres::watchdog::run(pgdata);
+            ExitCode::SUCCESS
+        }
         Cmd::ShowConfig => {
             print!("{DEFAULT_CONFIG}");
             ExitCode::SUCCESS

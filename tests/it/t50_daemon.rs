@@ -141,3 +141,41 @@ async fn a_daemon_configured_for_another_cluster_cannot_join() {
     let still = c.must_primary(&[1, 2, 3], Duration::from_secs(5)).await;
     assert_eq!(still, primary);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_daemon_cannot_leave_a_second_primary() {
+    let c = DaemonCluster::start(3, |_| {}).await;
+    let old = c.must_healthy(&[1, 2, 3], Duration::from_secs(10)).await;
+    c.must_pg(old).await.batch_execute("CREATE TABLE t (v bigint)").await.expect("create table");
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != old).collect();
+    let pm = c.postmaster_pid(old).expect("primary's postmaster");
+
+    info!("--- SIGSTOP the primary's daemon; its PostgreSQL keeps running");
+    let paused = Instant::now();
+    c.signal_daemon(old, nix::sys::signal::Signal::SIGSTOP);
+    let mut fenced_at = None;
+    let mut promoted_at = None;
+    let mut value = 0;
+    while promoted_at.is_none() && paused.elapsed() < Duration::from_secs(30) {
+        if fenced_at.is_none() && c.postmaster_pid(old) != Some(pm) {
+            fenced_at = Some(paused.elapsed());
+        }
+        for id in &others {
+            value += 1;
+            if promoted_at.is_none() && c.try_write(*id, value).await {
+                promoted_at = Some(paused.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    info!("--- watchdog stopped the old primary at {fenced_at:?}; a new primary took a write at {promoted_at:?}");
+    let promoted_at = promoted_at.expect("a new primary accepted writes within 30 s");
+    let fenced_at = fenced_at.expect("the paused primary's PostgreSQL was stopped");
+    assert!(fenced_at < promoted_at, "two primaries: old stopped at {fenced_at:?}, new wrote at {promoted_at:?}");
+    assert!(!c.try_write(old, -1).await, "the old primary refuses writes");
+
+    info!("--- SIGCONT: the old node rejoins as a replica");
+    c.signal_daemon(old, nix::sys::signal::Signal::SIGCONT);
+    let primary = c.must_healthy(&[1, 2, 3], Duration::from_secs(90)).await;
+    assert_ne!(primary, old);
+}

@@ -78,6 +78,21 @@ impl DaemonCluster {
         info!(node = id, postmaster = ?pm, "node killed");
     }
 
+    /// Sends `sig` to node `id`'s daemon (SIGSTOP pauses it, SIGCONT resumes).
+    pub fn signal_daemon(&self, id: u64, sig: Signal) {
+        let child = self.children.get(&id).unwrap_or_else(|| panic!("node {id} is not running"));
+        kill(Pid::from_raw(child.id() as i32), sig).expect("signal daemon");
+    }
+
+    /// Tries one INSERT on node `id`; true if it committed.
+    pub async fn try_write(&self, id: u64, value: i64) -> bool {
+        let attempt = async {
+            let client = self.pg(id).await.ok()?;
+            client.execute("INSERT INTO t VALUES ($1)", &[&value]).await.ok()
+        };
+        tokio::time::timeout(Duration::from_millis(500), attempt).await.ok().flatten().is_some()
+    }
+
     /// SIGTERMs node `id`'s daemon and waits for it to exit; returns its
     /// exit code.
     pub async fn stop_node(&mut self, id: u64) -> Option<i32> {

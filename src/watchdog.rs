@@ -1,0 +1,193 @@
+//! The watchdog: a tiny separate process that stops a primary PostgreSQL
+//! when the daemon stops renewing its permission — because the daemon was
+//! killed, paused or hung. It is the backstop of the fence (DESIGN
+//! invariant 4).
+//!
+//! The daemon feeds it over a pipe, one line per change:
+//! `arm <deadline>` (CLOCK_MONOTONIC nanoseconds, shared by all processes)
+//! while PostgreSQL may be primary, `disarm` when it cannot be. When an armed
+//! deadline passes, the watchdog sends SIGQUIT (immediate shutdown) to the
+//! postmaster named in `postmaster.pid`. When the pipe closes (the daemon
+//! died), it keeps enforcing the last deadline and then exits. It ignores
+//! SIGINT and SIGTERM and runs in its own process group, so it outlives the
+//! daemon on purpose.
+//!
+//! `/dev/watchdog` (a hardware or kernel timer that resets the machine) is
+//! not used yet.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{self, SigHandler, Signal};
+use nix::time::{ClockId, clock_gettime};
+use nix::unistd::Pid;
+
+const POLL: Duration = Duration::from_millis(20);
+
+/// Nanoseconds on CLOCK_MONOTONIC.
+fn monotonic_ns() -> u64 {
+    let t = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC is always available");
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+/// `deadline` (a std `Instant`) on CLOCK_MONOTONIC.
+fn to_monotonic_ns(deadline: Instant) -> u64 {
+    let now = monotonic_ns();
+    let ahead = deadline.saturating_duration_since(Instant::now());
+    now + ahead.as_nanos() as u64
+}
+
+/// One line of the feed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Feed {
+    Arm { deadline_ns: u64 },
+    Disarm,
+}
+
+impl Feed {
+    pub fn parse(line: &str) -> Option<Feed> {
+        let mut words = line.split_whitespace();
+        match (words.next()?, words.next()) {
+            ("arm", Some(n)) => Some(Feed::Arm { deadline_ns: n.parse().ok()? }),
+            ("disarm", None) => Some(Feed::Disarm),
+            _ => None,
+        }
+    }
+
+    fn line(self) -> String {
+        match self {
+            Feed::Arm { deadline_ns } => format!("arm {deadline_ns}\n"),
+            Feed::Disarm => "disarm\n".into(),
+        }
+    }
+}
+
+fn postmaster_pid(pgdata: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(pgdata.join("postmaster.pid")).ok()?;
+    let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+    signal::kill(Pid::from_raw(pid), None).ok().map(|()| pid)
+}
+
+/// The watchdog process's main loop (`raftgres watchdog --pgdata DIR`).
+/// Returns when the daemon is gone and nothing is armed.
+pub fn run(pgdata: PathBuf) {
+    // SAFETY: installing SIG_IGN is async-signal-safe and done before any
+    // other thread exists.
+    unsafe {
+        let _ = signal::signal(Signal::SIGINT, SigHandler::SigIgn);
+        let _ = signal::signal(Signal::SIGTERM, SigHandler::SigIgn);
+    }
+    let (tx, rx) = mpsc::channel::<Option<Feed>>();
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        for line in stdin.lock().lines() {
+            match line {
+                Ok(l) => {
+                    if let Some(f) = Feed::parse(&l) {
+                        let _ = tx.send(Some(f));
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let _ = tx.send(None);
+    });
+    let mut armed: Option<u64> = None;
+    let mut daemon_gone = false;
+    loop {
+        match rx.recv_timeout(POLL) {
+            Ok(Some(Feed::Arm { deadline_ns })) => armed = Some(deadline_ns),
+            Ok(Some(Feed::Disarm)) => armed = None,
+            Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => daemon_gone = true,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if let Some(deadline) = armed
+            && monotonic_ns() >= deadline
+        {
+            if let Some(pid) = postmaster_pid(&pgdata) {
+                let _ = signal::kill(Pid::from_raw(pid), Signal::SIGQUIT);
+                eprintln!("raftgres watchdog: lease deadline passed without renewal; sent SIGQUIT to postmaster {pid}");
+            }
+            armed = None;
+        }
+        if daemon_gone && armed.is_none() {
+            return;
+        }
+    }
+}
+
+/// The daemon's end of the watchdog.
+pub struct Watchdog {
+    child: Child,
+    stdin: ChildStdin,
+    last: Option<Feed>,
+}
+
+impl Watchdog {
+    /// Starts `exe watchdog --pgdata <pgdata>` in its own process group.
+    pub fn spawn(exe: &Path, pgdata: &Path) -> std::io::Result<Watchdog> {
+        use std::os::unix::process::CommandExt;
+        let mut child = Command::new(exe)
+            .arg("watchdog")
+            .arg("--pgdata")
+            .arg(pgdata)
+            .stdin(Stdio::piped())
+            .process_group(0)
+            .spawn()?;
+        let stdin = child.stdin.take().ok_or_else(|| std::io::Error::other("watchdog stdin not piped"))?;
+        Ok(Watchdog { child, stdin, last: None })
+    }
+
+    fn send(&mut self, feed: Feed) {
+        if self.last == Some(feed) {
+            return;
+        }
+        match self.stdin.write_all(feed.line().as_bytes()).and_then(|()| self.stdin.flush()) {
+            Ok(()) => self.last = Some(feed),
+            Err(e) => tracing::error!("failed to feed the watchdog: {e}"),
+        }
+    }
+
+    /// PostgreSQL may run as primary until `deadline`.
+    pub fn arm(&mut self, deadline: Instant) {
+        self.send(Feed::Arm { deadline_ns: to_monotonic_ns(deadline) });
+    }
+
+    /// PostgreSQL is not a primary; nothing to enforce.
+    pub fn disarm(&mut self) {
+        self.send(Feed::Disarm);
+    }
+
+    /// Disarms and lets the process exit (on pipe close).
+    pub fn stop(mut self) {
+        self.disarm();
+        drop(self.stdin);
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feed_lines_round_trip() {
+        for f in [Feed::Arm { deadline_ns: 123 }, Feed::Disarm] {
+            assert_eq!(Feed::parse(f.line().trim()), Some(f));
+        }
+        assert_eq!(Feed::parse("arm"), None);
+        assert_eq!(Feed::parse("arm x"), None);
+        assert_eq!(Feed::parse("disarm now"), None);
+        assert_eq!(Feed::parse("explode"), None);
+    }
+
+    #[test]
+    fn deadlines_map_onto_the_monotonic_clock() {
+        let now = monotonic_ns();
+        let d = to_monotonic_ns(Instant::now() + Duration::from_secs(2));
+        assert!(d >= now + 1_900_000_000 && d <= now + 2_100_000_000, "{d} vs {now}");
+    }
+}
