@@ -5,6 +5,8 @@
 //! Each round starts a fresh cluster and measures, from the moment of the
 //! fault to the first write a new primary accepts:
 //! - node death: the primary's daemon and postmaster are SIGKILLed;
+//! - paused daemon: the primary's daemon gets SIGSTOP (its PostgreSQL keeps
+//!   running); also measured: when the watchdog stops that PostgreSQL;
 //! - clean shutdown: the primary's daemon gets SIGTERM.
 //! Before the faults it samples each idle daemon's RSS and CPU over 10 s.
 
@@ -119,6 +121,10 @@ fn stop_all(children: &mut [(u64, Child)], c: &LocalCluster) {
 struct Round {
     death: Duration,
     shutdown: Duration,
+    /// Pause → the old primary's postmaster is gone.
+    fenced: Duration,
+    /// Pause → first write on the new primary.
+    pause_failover: Duration,
     rss_kb: Vec<u64>,
     cpu_percent: Vec<f64>,
 }
@@ -161,6 +167,22 @@ async fn round(i: usize) -> Round {
     let death = first_write(&c, &others, t).await;
     let _ = dead.wait();
     children.push((primary, c.node(primary).spawn(Path::new(EXE)).expect("respawn")));
+    let paused = healthy(&c, Duration::from_secs(120)).await;
+
+    // Paused daemon: its PostgreSQL keeps running until the watchdog stops it.
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != paused).collect();
+    let pm = c.node(paused).postmaster_pid();
+    let daemon = children.iter().find(|(id, _)| *id == paused).map(|(_, ch)| ch.id()).expect("paused child");
+    let t = Instant::now();
+    let _ = kill(Pid::from_raw(daemon as i32), Signal::SIGSTOP);
+    let fence_probe = async {
+        while c.node(paused).postmaster_pid() == pm {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        t.elapsed()
+    };
+    let (fenced, pause_failover) = tokio::join!(fence_probe, first_write(&c, &others, t));
+    let _ = kill(Pid::from_raw(daemon as i32), Signal::SIGCONT);
     let second = healthy(&c, Duration::from_secs(120)).await;
 
     // Clean shutdown.
@@ -172,13 +194,16 @@ async fn round(i: usize) -> Round {
     let _ = primary_of(&c, &rest, Duration::from_secs(1)).await;
     stop_all(&mut children, &c);
     println!(
-        "round {i}: node death {:.2} s, clean shutdown {:.2} s, idle RSS {:?} KiB, idle CPU {:.2?} %",
+        "round {i}: node death {:.2} s, paused daemon: old primary stopped at {:.2} s, new primary wrote at {:.2} s, \
+         clean shutdown {:.2} s, idle RSS {:?} KiB, idle CPU {:.2?} %",
         death.as_secs_f64(),
+        fenced.as_secs_f64(),
+        pause_failover.as_secs_f64(),
         shutdown.as_secs_f64(),
         rss_kb,
         cpu_percent
     );
-    Round { death, shutdown, rss_kb, cpu_percent }
+    Round { death, shutdown, fenced, pause_failover, rss_kb, cpu_percent }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -197,6 +222,10 @@ async fn main() {
     let secs = |f: fn(&Round) -> Duration| all.iter().map(|r| f(r).as_secs_f64()).collect::<Vec<_>>();
     let death = secs(|r| r.death);
     let shutdown = secs(|r| r.shutdown);
+    let fenced = secs(|r| r.fenced);
+    let pause_failover = secs(|r| r.pause_failover);
+    // Positive: time with two primaries; negative: the gap between them.
+    let two_primaries: Vec<f64> = all.iter().map(|r| r.fenced.as_secs_f64() - r.pause_failover.as_secs_f64()).collect();
     let rss: Vec<f64> = all.iter().flat_map(|r| r.rss_kb.iter().map(|k| *k as f64 / 1024.0)).collect();
     let cpu: Vec<f64> = all.iter().flat_map(|r| r.cpu_percent.clone()).collect();
     let max = |v: &[f64]| v.iter().cloned().fold(f64::MIN, f64::max);
@@ -207,6 +236,21 @@ async fn main() {
         "| clean shutdown → first write on the new primary (s) | {:.2} | {:.2} |",
         median(shutdown.clone()),
         max(&shutdown)
+    );
+    println!(
+        "| paused daemon → its PostgreSQL stopped by the watchdog (s) | {:.2} | {:.2} |",
+        median(fenced.clone()),
+        max(&fenced)
+    );
+    println!(
+        "| paused daemon → first write on the new primary (s) | {:.2} | {:.2} |",
+        median(pause_failover.clone()),
+        max(&pause_failover)
+    );
+    println!(
+        "| two primaries accepting writes (s; negative = gap between them) | {:.2} | {:.2} |",
+        median(two_primaries.clone()),
+        max(&two_primaries)
     );
     println!("| idle daemon RSS (MiB) | {:.1} | {:.1} |", median(rss.clone()), max(&rss));
     println!("| idle daemon CPU (% of one core) | {:.2} | {:.2} |", median(cpu.clone()), max(&cpu));
