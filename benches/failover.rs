@@ -130,8 +130,9 @@ struct Round {
 }
 
 async fn round(i: usize) -> Round {
-    let dir = tempfile::Builder::new().prefix("raftgres-bench-").tempdir().expect("temporary directory");
-    let c = LocalCluster::layout(dir.path(), 3, "bench").expect("layout");
+    // Kept on failure for its logs; removed at the end of a good round.
+    let dir = tempfile::Builder::new().prefix("raftgres-bench-").tempdir().expect("temporary directory").keep();
+    let c = LocalCluster::layout(&dir, 3, "bench").expect("layout");
     c.write_configs(|_| {}).expect("configs");
     let mut children: Vec<(u64, Child)> =
         c.nodes.iter().map(|n| (n.id, n.spawn(Path::new(EXE)).expect("spawn daemon"))).collect();
@@ -193,6 +194,7 @@ async fn round(i: usize) -> Round {
     let shutdown = first_write(&c, &rest, t).await;
     let _ = primary_of(&c, &rest, Duration::from_secs(1)).await;
     stop_all(&mut children, &c);
+    let _ = std::fs::remove_dir_all(&dir);
     println!(
         "round {i}: node death {:.2} s, paused daemon: old primary stopped at {:.2} s, new primary wrote at {:.2} s, \
          clean shutdown {:.2} s, idle RSS {:?} KiB, idle CPU {:.2?} %",

@@ -189,6 +189,10 @@ fn plan_replica(
     if !diverged {
         return vec![PgAction::StartStandby { upstream: Some((host, port)) }];
     }
+    if facts.rewind_failed {
+        // Repair in place failed; only a fresh copy is left.
+        return if reclone { vec![PgAction::Wipe] } else { vec![] };
+    }
     if control == Some(ClusterControlState::InProduction) || control == Some(ClusterControlState::InArchiveRecovery) {
         return vec![PgAction::Recover];
     }
@@ -338,6 +342,18 @@ mod tests {
                     &obs(false, None),
                     Some(ClusterControlState::ShutDown),
                     &LocalFacts { rewind_failed: true, ..f.clone() },
+                ),
+                vec![PgAction::Wipe],
+            ),
+            (
+                "a directory that cannot be repaired is re-cloned",
+                run(
+                    1,
+                    &failed_over,
+                    false,
+                    &obs(false, None),
+                    Some(ClusterControlState::InArchiveRecovery),
+                    &LocalFacts { needs_rewind: true, rewind_failed: true, ..f.clone() },
                 ),
                 vec![PgAction::Wipe],
             ),

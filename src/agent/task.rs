@@ -19,6 +19,9 @@ use crate::postgres::conf::{ServerConf, ServerRole, slot_name};
 use crate::postgres::runner::StopMode;
 use crate::postgres::{Observation, Observer, PgError, Runner};
 
+/// A standby that fails to start this many times in a row is rewound.
+const STANDBY_START_ATTEMPTS: u32 = 3;
+
 /// PostgreSQL that ran this long as primary has its crash count reset.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
 
@@ -37,6 +40,7 @@ pub struct Agent {
     /// the agent stops it on purpose.
     primary_running_since: Option<Instant>,
     crashes: u32,
+    standby_start_failures: u32,
     slots_ensured: Option<Vec<NodeId>>,
     reported: Option<MemberState>,
     report: Option<JoinHandle<()>>,
@@ -65,6 +69,7 @@ impl Agent {
             not_streaming_since: None,
             primary_running_since: None,
             crashes: 0,
+            standby_start_failures: 0,
             slots_ensured: None,
             reported: None,
             report: None,
@@ -230,7 +235,11 @@ impl Agent {
     }
 
     async fn execute(&mut self, state: &ClusterState, action: &PgAction) -> Result<(), PgError> {
-        tracing::info!(action = ?action, "agent");
+        match action {
+            // Repeated every turn while nothing changes; not news.
+            PgAction::EnsureSlots(_) | PgAction::Follow { .. } => tracing::debug!(action = ?action, "agent"),
+            _ => tracing::info!(action = ?action, "agent"),
+        }
         if matches!(action, PgAction::Initdb | PgAction::StartPrimary | PgAction::Promote) {
             // From here on the fence guards the server as a primary.
             self.may_be_primary.set(true);
@@ -253,13 +262,36 @@ impl Agent {
                 self.runner.start(&self.server_conf(state, ServerRole::Primary)).await?;
             }
             PgAction::StartStandby { upstream } => {
-                self.runner.start(&self.server_conf(state, ServerRole::Standby { upstream: upstream.clone() })).await?;
+                if let Err(e) = self
+                    .runner
+                    .start(&self.server_conf(state, ServerRole::Standby { upstream: upstream.clone() }))
+                    .await
+                {
+                    self.standby_start_failures += 1;
+                    if self.standby_start_failures >= STANDBY_START_ATTEMPTS && upstream.is_some() {
+                        // It cannot follow this upstream from where it is:
+                        // rewind (or re-clone) instead of retrying forever.
+                        tracing::warn!(failures = self.standby_start_failures, "standby does not start; rewinding");
+                        self.facts.needs_rewind = true;
+                        self.facts.rewound = false;
+                        self.standby_start_failures = 0;
+                    }
+                    return Err(e);
+                }
+                self.standby_start_failures = 0;
                 self.facts.rewound = false;
                 self.facts.needs_rewind = false;
             }
             PgAction::Promote => {
                 self.runner.promote().await?;
                 self.slots_ensured = None;
+                // pg_rewind reads the source's timeline from its control
+                // file; without a checkpoint after promotion, a former
+                // primary rewound from here gets the old timeline and
+                // cannot follow.
+                if let Err(e) = self.sql("CHECKPOINT").await {
+                    tracing::warn!("failed to checkpoint after promotion: {e}");
+                }
             }
             PgAction::Follow { host, port } => {
                 let conf = self.server_conf(state, ServerRole::Standby { upstream: Some((host.clone(), *port)) });
@@ -278,7 +310,11 @@ impl Agent {
                 self.runner.stop(*mode).await?;
             }
             PgAction::Recover => {
-                self.runner.single_user_recovery().await?;
+                if let Err(e) = self.runner.single_user_recovery().await {
+                    // Cannot be repaired in place: re-clone if allowed.
+                    self.facts.rewind_failed = true;
+                    return Err(e);
+                }
             }
             PgAction::Rewind { host, port } => {
                 self.report_state(MemberState::Rewinding);
