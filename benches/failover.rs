@@ -8,6 +8,7 @@
 //! - paused daemon: the primary's daemon gets SIGSTOP (its PostgreSQL keeps
 //!   running); also measured: when the watchdog stops that PostgreSQL;
 //! - clean shutdown: the primary's daemon gets SIGTERM.
+//!
 //! Before the faults it samples each idle daemon's RSS and CPU over 10 s.
 
 use std::path::Path;

@@ -35,7 +35,7 @@ fn options() -> Options {
 }
 
 fn toggle(i: u64) -> Command {
-    let state = if i % 2 == 0 { MemberState::Running } else { MemberState::Streaming };
+    let state = if i.is_multiple_of(2) { MemberState::Running } else { MemberState::Streaming };
     Command::SetMemberState { node: 1, state }
 }
 

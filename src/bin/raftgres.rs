@@ -51,7 +51,7 @@ enum Cmd {
     },
 }
 
-fn load(path: &PathBuf) -> Result<raftgres::config::Config, ConfigError> {
+fn load(path: &std::path::Path) -> Result<raftgres::config::Config, ConfigError> {
     FileConfig::load(path)?.validate()
 }
 

@@ -26,15 +26,11 @@ pub fn validate_tags(tags: &Tags) -> Result<(), (String, String, String)> {
             return Err((key.clone(), value.clone(), "a tag key is 1-63 characters of [A-Za-z0-9_-]".into()));
         }
         match key.as_str() {
-            TAG_NOFAILOVER | TAG_NOLOADBALANCE | TAG_NOSYNC => {
-                if parse_bool(value).is_none() {
-                    return Err((key.clone(), value.clone(), "expected true or false".into()));
-                }
+            TAG_NOFAILOVER | TAG_NOLOADBALANCE | TAG_NOSYNC if parse_bool(value).is_none() => {
+                return Err((key.clone(), value.clone(), "expected true or false".into()));
             }
-            TAG_FAILOVER_PRIORITY => {
-                if value.parse::<u32>().is_err() {
-                    return Err((key.clone(), value.clone(), "expected a non-negative integer".into()));
-                }
+            TAG_FAILOVER_PRIORITY if value.parse::<u32>().is_err() => {
+                return Err((key.clone(), value.clone(), "expected a non-negative integer".into()));
             }
             _ => {}
         }

@@ -16,6 +16,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledBuilder {
 }
 
 #[test]
+#[allow(clippy::result_large_err)]
 fn openraft_storage_suite() -> Result<(), StorageError<u64>> {
     Suite::test_all(SledBuilder)
 }

@@ -34,7 +34,7 @@ pub async fn wait_for<T, O: Debug>(what: &str, deadline: Duration, mut probe: im
                     panic!("timed out after {deadline:?} waiting for {what}; last observation: {last:?}");
                 }
                 polls += 1;
-                if polls % 50 == 0 {
+                if polls.is_multiple_of(50) {
                     tracing::info!("still waiting for {what} ({:?}): {last:?}", start.elapsed());
                 }
             }
