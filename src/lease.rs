@@ -78,6 +78,8 @@ pub struct NodeView {
 pub struct Views {
     /// When this node last became Raft leader; `None` while it is not.
     pub leader_since: Option<Instant>,
+    /// The Raft term `leader_since` belongs to.
+    pub leader_term: Option<u64>,
     pub nodes: BTreeMap<NodeId, NodeView>,
 }
 

@@ -342,6 +342,14 @@ impl Agent {
                 }
             }
             PgAction::Release(reason) => {
+                // Release only a server that is down: the controller fails
+                // over at once, without waiting for the lease.
+                self.observer.disconnect();
+                self.runner.stop(StopMode::Immediate).await?;
+                if !self.runner.wait_stopped(Duration::from_secs(10)).await {
+                    return Err(PgError::Setup("PostgreSQL still runs; not releasing the primary role".into()));
+                }
+                self.may_be_primary.set(false);
                 if let Some(epoch) = state.primary.as_ref().filter(|p| p.node == self.me()).map(|p| p.epoch) {
                     let cmd = Command::ReleasePrimary { epoch, node: self.me(), reason: *reason };
                     match self.handle.propose(cmd).await {

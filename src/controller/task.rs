@@ -23,10 +23,20 @@ pub async fn run(
     loop {
         let state = handle.local_state().state;
         let interval = Duration::from_millis(state.config.heartbeat_interval_ms.max(50));
-        let is_leader = handle.status().leader == Some(me) && handle.status().role == "leader";
+        let status = handle.status();
+        let is_leader = status.leader == Some(me) && status.role == "leader";
         let decision = {
             let mut v = views.lock().expect("views lock poisoned");
+            if is_leader && v.leader_term != Some(status.term) {
+                // A new term: whatever was recorded belongs to an earlier
+                // leadership, possibly interrupted by another leader's.
+                v.leader_term = Some(status.term);
+                v.leader_since = None;
+                v.nodes.clear();
+                epoch_seen = None;
+            }
             if !is_leader {
+                v.leader_term = None;
                 if v.leader_since.take().is_some() {
                     tracing::info!("controller: no longer the Raft leader");
                 }
