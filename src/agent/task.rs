@@ -325,7 +325,12 @@ impl Agent {
                         self.facts.needs_rewind = false;
                     }
                     Err(e) => {
-                        self.facts.rewind_failed = true;
+                        // Not reaching the source is worth another try; any
+                        // other failure means the directory cannot be
+                        // rewound.
+                        if !e.to_string().contains("could not connect") {
+                            self.facts.rewind_failed = true;
+                        }
                         return Err(e);
                     }
                 }
