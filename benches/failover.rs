@@ -27,19 +27,6 @@ fn rounds() -> usize {
     args.windows(2).find(|w| w[0] == "--rounds").and_then(|w| w[1].parse().ok()).unwrap_or(5)
 }
 
-async fn primary_of(c: &LocalCluster, among: &[u64], deadline: Duration) -> Option<u64> {
-    let start = Instant::now();
-    while start.elapsed() < deadline {
-        for id in among {
-            if node_health(&c.node(*id).api_url()).await.is_ok_and(|h| h.primary) {
-                return Some(*id);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    None
-}
-
 async fn healthy(c: &LocalCluster, deadline: Duration) -> u64 {
     let start = Instant::now();
     loop {
@@ -193,7 +180,6 @@ async fn round(i: usize) -> Round {
     let t = Instant::now();
     let _ = kill(Pid::from_raw(children[idx].1.id() as i32), Signal::SIGTERM);
     let shutdown = first_write(&c, &rest, t).await;
-    let _ = primary_of(&c, &rest, Duration::from_secs(1)).await;
     stop_all(&mut children, &c);
     let _ = std::fs::remove_dir_all(&dir);
     println!(

@@ -55,14 +55,3 @@ pub enum HandleError {
     #[error("this Raft node has stopped: {0}")]
     Fatal(String),
 }
-
-impl HandleError {
-    /// True when the request certainly did not take effect.
-    pub fn is_definitely_not_applied(&self) -> bool {
-        match self {
-            HandleError::NoLeader { .. } | HandleError::WrongCluster { .. } | HandleError::Refused(_) => true,
-            HandleError::Transport { outcome_unknown, .. } => !outcome_unknown,
-            HandleError::Timeout { .. } | HandleError::Unknown(_) | HandleError::Fatal(_) => false,
-        }
-    }
-}
