@@ -4,9 +4,11 @@
 //!
 //! Proposals are at-least-once across a leader change: a proposal the old
 //! leader appended but did not confirm may still commit, and the retry is
-//! then applied again. Every command carries a precondition (epoch, config
-//! version, current state), so a repeat is rejected rather than applied
-//! twice.
+//! then applied again. Commands that change roles carry a precondition
+//! (epoch, config version, current state), so their repeat is rejected.
+//! Reports of a current value (member state, tags, a config change without
+//! a version) are last-writer-wins: a delayed repeat can briefly restore an
+//! older value until the next report.
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
