@@ -7,15 +7,17 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::any;
 use raftgres_raft::RaftHandle;
+use raftgres_storage::SyncMode;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use self::health::NodeFacts;
 use crate::fence::writes_allowed;
 use crate::lease::Lease;
 use crate::postgres::{Observation, lsn};
@@ -32,18 +34,10 @@ pub struct ApiState {
 
 type Shared = Arc<ApiState>;
 
+pub mod health;
+
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/", any(primary))
-        .route("/primary", any(primary))
-        .route("/master", any(primary))
-        .route("/read-write", any(primary))
-        .route("/leader", any(primary))
-        .route("/replica", any(replica))
-        .route("/health", any(health))
-        .route("/patroni", any(status))
-        .fallback(any(unknown))
-        .with_state(Arc::new(state))
+    Router::new().route("/patroni", any(status)).fallback(any(health_check)).with_state(Arc::new(state))
 }
 
 pub async fn serve(listener: TcpListener, state: ApiState, cancel: CancellationToken) -> std::io::Result<()> {
@@ -61,27 +55,41 @@ fn answer(ok: bool, s: &ApiState) -> Response {
     (code, Json(node_status(s))).into_response()
 }
 
-async fn primary(State(s): State<Shared>) -> Response {
-    answer(is_primary(&s), &s)
+/// Every path but the JSON documents: Patroni's health checks.
+async fn health_check(State(s): State<Shared>, uri: Uri) -> Response {
+    let filters = match health::parse_query(uri.query()) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::debug!(uri = %uri, "bad health-check query: {e}");
+            return answer(false, &s);
+        }
+    };
+    let check = health::route(uri.path());
+    answer(facts(&s).passes(check, &filters), &s)
 }
 
-async fn replica(State(s): State<Shared>) -> Response {
+fn facts(s: &ApiState) -> NodeFacts {
     let o = s.observation.borrow().clone();
-    let me = s.handle.id();
-    let named_primary = s.handle.local_state().state.primary_node() == Some(me);
-    answer(o.is_replica() && !named_primary, &s)
-}
-
-async fn health(State(s): State<Shared>) -> Response {
-    answer(s.observation.borrow().accepting, &s)
+    let state = s.handle.local_state().state;
+    let member = state.member(s.handle.id());
+    let primary = is_primary(s);
+    NodeFacts {
+        primary,
+        running: o.accepting,
+        in_recovery: o.in_recovery == Some(true),
+        streaming: o.streaming,
+        replay_lsn: o.replay_lsn,
+        // Lag is measured against the WAL this replica has received.
+        primary_lsn: o.receive_lsn.max(o.replay_lsn),
+        tags: member.map(|m| m.tags.clone()).unwrap_or_default(),
+        noloadbalance: member.is_some_and(|m| m.noloadbalance()),
+        sync_standby: state.config.synchronous_mode != SyncMode::Off && state.sync_standbys.contains(&s.handle.id()),
+        alive: s.handle.status().role != "shutdown",
+    }
 }
 
 async fn status(State(s): State<Shared>) -> Response {
     (StatusCode::OK, Json(node_status(&s))).into_response()
-}
-
-async fn unknown(State(s): State<Shared>) -> Response {
-    answer(false, &s)
 }
 
 /// The node-status document (Patroni's `/patroni` shape, plus raftgres's

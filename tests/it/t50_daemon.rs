@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use tracing::info;
 
+use raftgres::playground::http_get;
+
 use crate::support::daemon::DaemonCluster;
 use crate::support::wait_for;
 
@@ -20,6 +22,28 @@ async fn bootstrap_replicate_fail_over_on_node_death_and_rejoin() {
     let replicas: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != primary).collect();
     info!("--- primary {primary}, replicas {replicas:?}");
     assert_eq!(c.health(primary).await.expect("health").timeline, Some(1));
+
+    info!("--- health checks answer by role, with Patroni's paths and filters");
+    for (path, on_primary, on_replica) in [
+        ("/", 200, 503),
+        ("/master", 200, 503),
+        ("/leader", 200, 503),
+        ("/read-write", 200, 503),
+        ("/replica", 503, 200),
+        ("/replica?lag=16MB&replication_state=streaming", 503, 200),
+        ("/replica?tag_dc=nowhere", 503, 503),
+        ("/read-only", 200, 200),
+        ("/async", 503, 200),
+        ("/sync", 503, 503),
+        ("/health", 200, 200),
+        ("/no-such-check", 503, 503),
+    ] {
+        for (node, want) in [(primary, on_primary), (replicas[0], on_replica)] {
+            let (code, body) = http_get(&format!("{}{path}", c.api(node))).await.expect("GET");
+            assert_eq!(code, want, "{path} on node {node}: {body}");
+            assert!(body.contains("\"patroni\""), "{path} answers with the node-status JSON: {body}");
+        }
+    }
 
     info!("--- rows written on the primary reach both replicas");
     let client = c.must_pg(primary).await;
