@@ -73,6 +73,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     handle.set_app_handler(Arc::new(LeaseGrantor { handle: handle.clone(), views: views.clone() }));
 
     let (lease_tx, lease_rx) = watch::channel(None);
+    let (primary_lsn_tx, primary_lsn_rx) = watch::channel(None);
     let (obs_tx, obs_rx) = watch::channel(Observation::default());
     let tasks_cancel = CancellationToken::new();
     let agent_cancel = CancellationToken::new();
@@ -86,8 +87,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.initial_dynamic.clone(),
         tasks_cancel.clone(),
     ));
-    let mut heartbeat =
-        tokio::spawn(lease::heartbeat_task(handle.clone(), obs_rx.clone(), lease_tx, tasks_cancel.clone()));
+    let mut heartbeat = tokio::spawn(lease::heartbeat_task(
+        handle.clone(),
+        obs_rx.clone(),
+        lease_tx,
+        primary_lsn_tx,
+        tasks_cancel.clone(),
+    ));
     let exe = std::env::current_exe().context("find the raftgres executable")?;
     let watchdog = Watchdog::spawn(&exe, &config.pg_data_dir).context("start the watchdog process")?;
     let mut fence_task = tokio::spawn(fence::run(
@@ -106,6 +112,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         cluster_id: config.cluster_id.clone(),
         lease: lease_rx,
         observation: obs_rx,
+        primary_lsn: primary_lsn_rx,
     };
     let mut http_task = tokio::spawn(http::serve(http_listener, api, http_cancel.clone()));
     tracing::info!(raft = %config.raft_advertise, http = %config.http_advertise, "ready");

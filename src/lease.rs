@@ -60,6 +60,9 @@ pub struct Heartbeat {
 pub struct HeartbeatReply {
     /// The epoch the lease was granted for, if any.
     pub granted: Option<u64>,
+    /// The current primary's WAL position as the leader last heard it;
+    /// replicas measure their lag against it.
+    pub primary_lsn: Option<u64>,
 }
 
 /// The latest heartbeat of one node, as the leader saw it.
@@ -122,7 +125,12 @@ impl LeaseGrantor {
                 }
             }
         };
-        encoding::encode("heartbeat reply", &HeartbeatReply { granted }).map_err(|e| e.to_string())
+        let primary_lsn = {
+            let state = handle.local_state().state;
+            let v = views.lock().expect("views lock poisoned");
+            state.primary_node().and_then(|p| v.nodes.get(&p)).and_then(|n| n.report.lsn())
+        };
+        encoding::encode("heartbeat reply", &HeartbeatReply { granted, primary_lsn }).map_err(|e| e.to_string())
     }
 }
 
@@ -138,6 +146,7 @@ pub async fn heartbeat_task(
     handle: RaftHandle,
     observation: watch::Receiver<Observation>,
     lease: watch::Sender<Option<Lease>>,
+    primary_lsn: watch::Sender<Option<u64>>,
     cancel: CancellationToken,
 ) {
     let me = handle.id();
@@ -158,10 +167,14 @@ pub async fn heartbeat_task(
                     _ = cancel.cancelled() => return,
                     r = call => r,
                 };
-                match reply.map_err(|e| e.to_string()).and_then(|bytes| {
+                let reply = reply.map_err(|e| e.to_string()).and_then(|bytes| {
                     encoding::decode::<HeartbeatReply>("heartbeat reply", &bytes).map_err(|e| e.to_string())
-                }) {
-                    Ok(HeartbeatReply { granted: Some(e) }) if Some(e) == epoch => {
+                });
+                if let Ok(r) = &reply {
+                    primary_lsn.send_replace(r.primary_lsn);
+                }
+                match reply {
+                    Ok(HeartbeatReply { granted: Some(e), .. }) if Some(e) == epoch => {
                         let renewed = Lease { epoch: e, expires_at: sent + ttl };
                         if lease.borrow().is_none_or(|l| l.epoch != e) {
                             tracing::info!(epoch = e, "primary lease acquired");
@@ -204,7 +217,7 @@ mod tests {
         let hb = Heartbeat { node: 2, epoch: Some(5), report: Observation { running: true, ..Default::default() } };
         let bytes = encoding::encode("hb", &hb).unwrap();
         assert_eq!(encoding::decode::<Heartbeat>("hb", &bytes).unwrap(), hb);
-        let reply = HeartbeatReply { granted: None };
+        let reply = HeartbeatReply { granted: None, primary_lsn: Some(7) };
         let bytes = encoding::encode("r", &reply).unwrap();
         assert_eq!(encoding::decode::<HeartbeatReply>("r", &bytes).unwrap(), reply);
     }

@@ -30,6 +30,8 @@ pub struct ApiState {
     pub cluster_id: String,
     pub lease: watch::Receiver<Option<Lease>>,
     pub observation: watch::Receiver<Observation>,
+    /// The primary's WAL position as the Raft leader last heard it.
+    pub primary_lsn: watch::Receiver<Option<u64>>,
 }
 
 type Shared = Arc<ApiState>;
@@ -79,8 +81,9 @@ fn facts(s: &ApiState) -> NodeFacts {
         in_recovery: o.in_recovery == Some(true),
         streaming: o.streaming,
         replay_lsn: o.replay_lsn,
-        // Lag is measured against the WAL this replica has received.
-        primary_lsn: o.receive_lsn.max(o.replay_lsn),
+        // Like Patroni: the furthest of what the leader heard from the
+        // primary and what this replica has received.
+        primary_lsn: (*s.primary_lsn.borrow()).max(o.receive_lsn),
         tags: member.map(|m| m.tags.clone()).unwrap_or_default(),
         noloadbalance: member.is_some_and(|m| m.noloadbalance()),
         sync_standby: state.config.synchronous_mode != SyncMode::Off && state.sync_standbys.contains(&s.handle.id()),
