@@ -149,26 +149,36 @@ async fn add_a_learner_promote_it_and_remove_a_voter() {
     let writer = {
         let h = c.handle(4).clone();
         tokio::spawn(async move {
-            let mut ok = 0;
-            for i in 100..130 {
+            let mut acked = Vec::new();
+            for i in 100..130u64 {
                 if let Ok(p) = h.propose(Command::AddMember { member: member(i, &format!("w{i}")) }).await
                     && p.outcome.is_ok()
                 {
-                    ok += 1;
+                    acked.push(i);
                 }
             }
-            ok
+            acked
         })
     };
     c.handle(4).remove_node(1).await.expect("remove voter 1");
-    let written = writer.await.expect("writer task");
-    assert!(written > 0, "writes continued during the change");
+    let acked = writer.await.expect("writer task");
+    assert!(!acked.is_empty(), "writes continued during the change");
     let leader = c.must_leader(&[2, 3, 4]).await;
     let status = c.handle(leader).status();
     assert_eq!(status.voters, [2, 3, 4].into(), "{status:?}");
     assert!(status.learners.is_empty(), "{status:?}");
-    let members = must_read(c.handle(4), |s| s.members.len()).await;
-    assert_eq!(members, 60 + written, "every acknowledged write is there");
+    let members = must_read(c.handle(4), |s| s.members.clone()).await;
+    for id in &acked {
+        assert!(members.contains_key(id), "acknowledged write {id} is missing");
+    }
+    // A proposal whose answer was lost in the leader change may still have
+    // committed: at least every acknowledged write, at most every attempt.
+    assert!(
+        (60 + acked.len()..=90).contains(&members.len()),
+        "{} members, {} acknowledged",
+        members.len(),
+        acked.len()
+    );
 
     info!("--- unknown and invalid changes are refused and change nothing");
     let e = c.handle(2).promote(9).await.expect_err("promoting an unknown node");
