@@ -9,6 +9,8 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   missing+=(postgresql)
 fi
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || missing+=(nftables)
 
 if [ "${#missing[@]}" -eq 0 ]; then
   echo "install-deps: everything present"

@@ -2,23 +2,29 @@
 //! the fence and the HTTP API together, and shuts them down in order.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
+use raftgres_raft::network::security::Transport;
 use raftgres_raft::{NodeConfig, RaftNode};
 use raftgres_storage::{Command, NodeInfo, ReleaseReason};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
 
+use crate::admin::AdminService;
 use crate::agent::task::Agent;
-use crate::config::Config;
+use crate::config::{Config, FileConfig};
 use crate::fence::PrimaryFlag;
 use crate::lease::{self, LeaseGrantor, Views};
+use crate::ops::Ops;
 use crate::postgres::runner::StopMode;
 use crate::postgres::{Binaries, Observation, Runner};
+use crate::reload::Reloader;
 use crate::watchdog::Watchdog;
 use crate::{controller, fence, http};
 
@@ -27,7 +33,9 @@ const AGENT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs the daemon until SIGTERM or SIGINT; an error means a component
 /// failed and the process should exit non-zero.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// `file` is the configuration file the daemon was started from (read
+/// again on SIGHUP and `POST /reload`).
+pub async fn run(config: Config, file: Option<(PathBuf, FileConfig)>) -> anyhow::Result<()> {
     let config = Arc::new(config);
     tracing::info!(node = config.node_id, name = %config.node_name, cluster = %config.cluster_id, "starting");
     std::fs::create_dir_all(&config.data_dir)
@@ -60,8 +68,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut node_config = NodeConfig::new(config.node_id, &config.cluster_id, &config.data_dir, info);
     node_config.heartbeat_interval = config.raft_heartbeat;
     node_config.election_timeout = config.raft_election_timeout;
-    let node = RaftNode::start(node_config, raft_listener).await.context("start Raft")?;
+    node_config.transport = Transport {
+        token: Some(config.token.clone()),
+        local_ip: Some(config.raft_listen.ip()).filter(|ip| !ip.is_unspecified()),
+    };
+    let ops_cell = Arc::new(OnceLock::new());
+    let admin = Routes::new(AdminService::server(ops_cell.clone()));
+    let node = RaftNode::start_with(node_config, raft_listener, admin).await.context("start Raft")?;
     let handle = node.handle().clone();
+    let (agent_tx, agent_rx) = mpsc::channel(4);
+    let ops = Ops::new(handle.clone(), config.node_name.clone(), agent_tx, config.token.secret().to_string());
+    let _ = ops_cell.set(ops.clone());
+    let reloader = Arc::new(Reloader::new(
+        file.as_ref().map(|(p, _)| p.clone()),
+        file.map(|(_, f)| f),
+        config.node_id,
+        handle.clone(),
+    ));
 
     if config.initial_members.iter().any(|m| m.id == config.node_id) {
         let members: BTreeMap<_, _> =
@@ -75,6 +98,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (lease_tx, lease_rx) = watch::channel(None);
     let (primary_lsn_tx, primary_lsn_rx) = watch::channel(None);
     let (obs_tx, obs_rx) = watch::channel(Observation::default());
+    let (ran_tx, ran_rx) = watch::channel(Instant::now());
     let tasks_cancel = CancellationToken::new();
     let agent_cancel = CancellationToken::new();
     let http_cancel = CancellationToken::new();
@@ -92,6 +116,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         obs_rx.clone(),
         lease_tx,
         primary_lsn_tx,
+        ran_tx,
         tasks_cancel.clone(),
     ));
     let exe = std::env::current_exe().context("find the raftgres executable")?;
@@ -104,7 +129,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         watchdog,
         tasks_cancel.clone(),
     ));
-    let agent = Agent::new(handle.clone(), runner.clone(), config.clone(), lease_rx.clone(), obs_tx, may_be_primary);
+    let agent =
+        Agent::new(handle.clone(), runner.clone(), config.clone(), lease_rx.clone(), obs_tx, may_be_primary, agent_rx);
     let mut agent_task = tokio::spawn(agent.run(agent_cancel.clone()));
     let api = http::ApiState {
         handle: handle.clone(),
@@ -113,13 +139,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         lease: lease_rx,
         observation: obs_rx,
         primary_lsn: primary_lsn_rx,
+        heartbeat_ran: ran_rx,
+        ops,
+        token: config.token.clone(),
+        reloader: reloader.clone(),
     };
     let mut http_task = tokio::spawn(http::serve(http_listener, api, http_cancel.clone()));
     tracing::info!(raft = %config.raft_advertise, http = %config.http_advertise, "ready");
 
     let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
-    let failure: Option<(&str, String)> = tokio::select! {
+    let mut sighup = signal(SignalKind::hangup()).context("install SIGHUP handler")?;
+    let failure: Option<(&str, String)> = loop {
+        break tokio::select! {
+        _ = sighup.recv() => {
+            match reloader.reload().await {
+                Ok(m) => tracing::info!("SIGHUP: {m}"),
+                Err(e) => tracing::error!("SIGHUP: {e}"),
+            }
+            continue;
+        }
         _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); None }
         _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); None }
         r = &mut controller => Some(("controller", format!("{r:?}"))),
@@ -127,6 +166,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         r = &mut fence_task => Some(("fence", format!("{r:?}"))),
         r = &mut agent_task => Some(("agent", r.err().map(|e| e.to_string()).unwrap_or_default())),
         r = &mut http_task => Some(("http", format!("{r:?}"))),
+        };
     };
     let failed = failure.as_ref().map(|(name, _)| *name);
     if let Some((name, why)) = &failure {

@@ -147,12 +147,19 @@ pub async fn heartbeat_task(
     observation: watch::Receiver<Observation>,
     lease: watch::Sender<Option<Lease>>,
     primary_lsn: watch::Sender<Option<u64>>,
+    ran: watch::Sender<Instant>,
     cancel: CancellationToken,
 ) {
     let me = handle.id();
+    let mut state_rx = handle.subscribe();
     loop {
+        ran.send_replace(Instant::now());
         let config = handle.local_state().state.config.clone();
-        let interval = Duration::from_millis(config.heartbeat_interval_ms);
+        let mut interval = Duration::from_millis(config.heartbeat_interval_ms);
+        if handle.local_state().state.switchover.is_some() {
+            // The controller waits on fresh reports during a handover.
+            interval = interval.min(Duration::from_millis(50));
+        }
         let ttl = Duration::from_millis(config.lease_ttl_ms);
         let state = handle.local_state().state;
         let epoch = state.primary.as_ref().filter(|p| p.node == me).map(|p| p.epoch);
@@ -190,9 +197,12 @@ pub async fn heartbeat_task(
                 }
             }
         }
+        // A new epoch naming this node gets its lease at once.
+        state_rx.borrow_and_update();
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep_until(next) => {}
+            _ = state_rx.changed() => {}
         }
     }
 }

@@ -7,14 +7,18 @@
 //! `raftgres-storage`; this crate is the daemon and `raftctl`. It never
 //! opens sled directly.
 
+pub mod admin;
 pub mod agent;
 pub mod config;
 pub mod controller;
 pub mod daemon;
 pub mod fence;
+pub mod haproxy;
 pub mod http;
 pub mod lease;
 pub mod logging;
+pub mod ops;
 pub mod playground;
 pub mod postgres;
+pub mod reload;
 pub mod watchdog;

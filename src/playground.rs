@@ -9,13 +9,11 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
-use crate::config::{FileConfig, HttpSection, InitialMember, NodeSection, PostgresSection, RaftSection};
+use crate::config::{
+    FileConfig, HttpSection, InitialMember, NodeSection, PostgresSection, RaftSection, SecuritySection,
+};
 
 /// A port the kernel just handed out on loopback. Another process could
 /// take it before it is used; the window is small and a clash fails loudly.
@@ -32,6 +30,12 @@ pub struct LocalNode {
     pub http_port: u16,
     pub pg_port: u16,
     pub dir: PathBuf,
+    /// Loopback address every listener of this node binds (and its Raft
+    /// traffic leaves from).
+    pub host: String,
+    /// Added to a running cluster rather than forming it: not an initial
+    /// member.
+    pub joining: bool,
 }
 
 impl LocalNode {
@@ -44,7 +48,11 @@ impl LocalNode {
     }
 
     pub fn api_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http_port)
+        format!("http://{}:{}", self.host, self.http_port)
+    }
+
+    pub fn raft_addr(&self) -> String {
+        format!("{}:{}", self.host, self.raft_port)
     }
 
     /// Starts `exe run --config <this node's file>`, appending its output
@@ -76,7 +84,30 @@ pub struct LocalCluster {
     pub cluster_id: String,
     pub superuser_password: String,
     pub replication_password: String,
+    /// The cluster token.
+    pub token: String,
     pub nodes: Vec<LocalNode>,
+}
+
+/// Writes a file only its owner can read (it holds the cluster token).
+pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(text.as_bytes())
+}
+
+/// Comma-separated Raft (admin) addresses of the cluster, for raftctl.
+pub fn endpoints(cluster: &LocalCluster) -> String {
+    cluster.nodes.iter().map(|n| n.raft_addr()).collect::<Vec<_>>().join(",")
+}
+
+/// A random token: 32 hex characters from the kernel's generator.
+pub fn random_token() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 impl LocalCluster {
@@ -98,6 +129,8 @@ impl LocalCluster {
                 http_port: free_port()?,
                 pg_port: free_port()?,
                 dir: node_dir,
+                host: "127.0.0.1".into(),
+                joining: false,
             });
         }
         Ok(LocalCluster {
@@ -105,8 +138,31 @@ impl LocalCluster {
             cluster_id: cluster_id.to_string(),
             superuser_password: "postgres-pw".into(),
             replication_password: "replicator-pw".into(),
+            token: random_token()?,
             nodes,
         })
+    }
+
+    /// Lays out one more node that joins the running cluster (added with
+    /// `raftctl member add`), with the next free id.
+    pub fn add_node(&mut self) -> std::io::Result<&LocalNode> {
+        use std::os::unix::fs::PermissionsExt;
+        let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+        let node_dir = self.dir.join(format!("pg{id}"));
+        std::fs::create_dir_all(&node_dir)?;
+        std::fs::set_permissions(&node_dir, std::fs::Permissions::from_mode(0o755))?;
+        let host = self.nodes.first().map(|n| n.host.clone()).unwrap_or_else(|| "127.0.0.1".into());
+        self.nodes.push(LocalNode {
+            id,
+            name: format!("pg{id}"),
+            raft_port: free_port()?,
+            http_port: free_port()?,
+            pg_port: free_port()?,
+            dir: node_dir,
+            host,
+            joining: true,
+        });
+        Ok(self.nodes.last().expect("just pushed"))
     }
 
     pub fn node(&self, id: u64) -> &LocalNode {
@@ -120,26 +176,23 @@ impl LocalCluster {
             cluster_id: self.cluster_id.clone(),
             node: NodeSection { id: node.id, name: node.name.clone(), data_dir: node.dir.clone() },
             raft: RaftSection {
-                listen: format!("127.0.0.1:{}", node.raft_port),
+                listen: node.raft_addr(),
                 advertise: None,
                 initial_members: self
                     .nodes
                     .iter()
-                    .map(|n| InitialMember {
-                        id: n.id,
-                        name: n.name.clone(),
-                        raft_addr: format!("127.0.0.1:{}", n.raft_port),
-                    })
+                    .filter(|n| !n.joining)
+                    .map(|n| InitialMember { id: n.id, name: n.name.clone(), raft_addr: n.raft_addr() })
                     .collect(),
                 heartbeat_interval_ms: 100,
                 election_timeout_min_ms: 300,
                 election_timeout_max_ms: 600,
             },
-            http: HttpSection { listen: format!("127.0.0.1:{}", node.http_port), advertise: None },
+            http: HttpSection { listen: format!("{}:{}", node.host, node.http_port), advertise: None },
             postgres: PostgresSection {
                 bin_dir: None,
                 data_dir: None,
-                listen_addresses: "127.0.0.1".into(),
+                listen_addresses: node.host.clone(),
                 advertise_host: None,
                 port: node.pg_port,
                 superuser: "postgres".into(),
@@ -148,6 +201,8 @@ impl LocalCluster {
                 replication_password: self.replication_password.clone(),
                 run_as: "postgres".into(),
             },
+            security: SecuritySection { token: Some(self.token.clone()), token_file: None },
+            tags: Default::default(),
             dynamic: Default::default(),
         }
     }
@@ -157,28 +212,21 @@ impl LocalCluster {
         for n in &self.nodes {
             let mut c = self.file_config(n.id);
             tune(&mut c);
-            std::fs::write(n.config_path(), c.to_toml())?;
+            write_private(&n.config_path(), &c.to_toml())?;
         }
         Ok(())
     }
 
     /// A libpq URI for node `id`'s PostgreSQL.
     pub fn pg_uri(&self, id: u64) -> String {
-        format!("postgresql://postgres:{}@127.0.0.1:{}/postgres", self.superuser_password, self.node(id).pg_port)
+        let n = self.node(id);
+        format!("postgresql://postgres:{}@{}:{}/postgres", self.superuser_password, n.host, n.pg_port)
     }
 }
 
 /// GET `url`; returns the status code and body.
 pub async fn http_get(url: &str) -> Result<(u16, String), String> {
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let req = http::Request::get(url).body(Empty::new()).map_err(|e| e.to_string())?;
-    let resp = tokio::time::timeout(Duration::from_secs(3), client.request(req))
-        .await
-        .map_err(|_| format!("GET {url}: timed out"))?
-        .map_err(|e| format!("GET {url}: {e}"))?;
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.map_err(|e| format!("GET {url}: {e}"))?.to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    crate::http::client::get(url).await
 }
 
 /// A node's role and state as its API reports them.
@@ -346,4 +394,7 @@ async fn print_summary(cluster: &LocalCluster) {
         let tl = h.and_then(|h| h.timeline).map(|t| t.to_string()).unwrap_or_default();
         println!("{:<6} {:<9} {:<10} {:<3} {:<60} {}", n.name, role, state, tl, cluster.pg_uri(n.id), n.api_url());
     }
+    println!("\nraftctl (admin gRPC):");
+    println!("  export RAFTCTL_ENDPOINTS={} RAFTCTL_TOKEN={}", endpoints(cluster), cluster.token);
+    println!("  raftctl list");
 }

@@ -9,3 +9,8 @@
 pub mod raft {
     tonic::include_proto!("raftgres.raft.v1");
 }
+
+/// The admin service `raftctl` speaks (`proto/admin.proto`).
+pub mod admin {
+    tonic::include_proto!("raftgres.admin.v1");
+}

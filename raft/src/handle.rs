@@ -10,6 +10,7 @@
 //! a version) are last-writer-wins: a delayed repeat can briefly restore an
 //! older value until the next report.
 
+use crate::network::security::Transport;
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
@@ -78,6 +79,7 @@ struct Inner {
     filter: NetworkFilter,
     request_timeout: Duration,
     connect_timeout: Duration,
+    transport: Transport,
     peers: Mutex<HashMap<String, RaftTransportClient<Channel>>>,
     app: Mutex<Option<Arc<dyn AppHandler>>>,
 }
@@ -105,6 +107,7 @@ impl RaftHandle {
         filter: NetworkFilter,
         request_timeout: Duration,
         connect_timeout: Duration,
+        transport: Transport,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -115,10 +118,16 @@ impl RaftHandle {
                 filter,
                 request_timeout,
                 connect_timeout,
+                transport,
                 peers: Mutex::new(HashMap::new()),
                 app: Mutex::new(None),
             }),
         }
+    }
+
+    /// The token and source address this node's transport uses.
+    pub fn transport(&self) -> &Transport {
+        &self.inner.transport
     }
 
     pub fn id(&self) -> NodeId {
@@ -377,6 +386,7 @@ impl RaftHandle {
             .map_err(|e| tonic::Status::internal(e.to_string()))?;
         let mut request = tonic::Request::new(message);
         request.set_timeout(timeout);
+        self.inner.transport.authorize(&mut request);
         let reply = client.forward(request).await?.into_inner();
         convert::reply_payload("forwarded reply", &reply).map_err(|e| tonic::Status::internal(e.to_string()))
     }
@@ -386,7 +396,7 @@ impl RaftHandle {
         if let Some(c) = peers.get(addr) {
             return Ok(c.clone());
         }
-        let client = crate::network::connect_lazy(addr, self.inner.connect_timeout)?;
+        let client = crate::network::connect_lazy(addr, self.inner.connect_timeout, &self.inner.transport)?;
         peers.insert(addr.to_string(), client.clone());
         Ok(client)
     }

@@ -15,12 +15,14 @@ use raftgres_storage::{NodeId, NodeInfo, Store};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tonic::service::{InterceptorLayer, Routes, RoutesBuilder};
 use tonic::transport::server::TcpIncoming;
 
 use crate::error::{HandleError, NodeError};
 use crate::handle::RaftHandle;
 use crate::network::client::NetworkFactory;
 use crate::network::filter::NetworkFilter;
+use crate::network::security::{self, Transport};
 use crate::network::server::RaftServer;
 
 /// Largest gRPC message accepted: a snapshot chunk or a batch of entries.
@@ -51,6 +53,8 @@ pub struct NodeConfig {
     /// Deadline of one handle request (propose, read, membership change).
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
+    /// Cluster token and source address of the transport.
+    pub transport: Transport,
 }
 
 impl NodeConfig {
@@ -67,6 +71,7 @@ impl NodeConfig {
             keep_behind_snapshot: 200,
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_millis(500),
+            transport: Transport::default(),
         }
     }
 
@@ -100,6 +105,12 @@ impl RaftNode {
     /// Opens the node's storage and serves the Raft transport on `listener`.
     /// A node with empty storage waits to be initialized or added.
     pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<RaftNode, NodeError> {
+        Self::start_with(config, listener, Routes::default()).await
+    }
+
+    /// Like [`RaftNode::start`], serving `extra` gRPC services on the same
+    /// listener, under the same token check.
+    pub async fn start_with(config: NodeConfig, listener: TcpListener, extra: Routes) -> Result<RaftNode, NodeError> {
         let raft_config = Arc::new(config.openraft_config()?);
         let local_addr =
             listener.local_addr().map_err(|error| NodeError::Listen { addr: config.info.raft_addr.clone(), error })?;
@@ -112,7 +123,13 @@ impl RaftNode {
             .map_err(|e| NodeError::Fatal(format!("open storage task: {e}")))??;
         let storage = sm.release_probe();
         let filter = NetworkFilter::default();
-        let network = NetworkFactory::new(&config.cluster_id, config.node_id, filter.clone(), config.connect_timeout);
+        let network = NetworkFactory::new(
+            &config.cluster_id,
+            config.node_id,
+            filter.clone(),
+            config.connect_timeout,
+            config.transport.clone(),
+        );
         let raft = Raft::new(config.node_id, raft_config, network, log, sm.clone())
             .await
             .map_err(|e| NodeError::Fatal(e.to_string()))?;
@@ -124,15 +141,24 @@ impl RaftNode {
             filter,
             config.request_timeout,
             config.connect_timeout,
+            config.transport.clone(),
         );
         let service = RaftTransportServer::new(RaftServer::new(handle.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let (stop_server, stopped) = oneshot::channel::<()>();
+        let token = config.transport.token.clone();
+        let auth = InterceptorLayer::new(move |req: tonic::Request<()>| {
+            security::check(token.as_ref(), &req)?;
+            Ok(req)
+        });
+        let mut routes = RoutesBuilder::from(extra);
+        routes.add_service(service);
         let server = tokio::spawn(
             tonic::transport::Server::builder()
                 .tcp_nodelay(true)
-                .add_service(service)
+                .layer(auth)
+                .add_routes(routes.routes())
                 // Our own listener bypasses the builder's nodelay setting;
                 // without it, small replies wait ~40 ms for delayed ACKs.
                 .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async {

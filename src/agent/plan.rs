@@ -27,6 +27,10 @@ pub struct LocalFacts {
     pub not_streaming_for: Duration,
     /// PostgreSQL died under this primary more often than allowed.
     pub restarts_exhausted: bool,
+    /// This node shut its primary down cleanly for a switchover: its WAL
+    /// ends at the shutdown checkpoint every streaming replica received, so
+    /// it can follow the new primary without a rewind.
+    pub clean_demote: bool,
 }
 
 pub struct PlanInput<'a> {
@@ -38,6 +42,8 @@ pub struct PlanInput<'a> {
     /// `pg_controldata` of a stopped data directory.
     pub control: Option<ClusterControlState>,
     pub facts: &'a LocalFacts,
+    /// Wall clock, Unix milliseconds (for scheduled switchovers).
+    pub now_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,6 +78,9 @@ pub enum PgAction {
     EnsureSlots(Vec<NodeId>),
     /// Give up the primary role.
     Release(ReleaseReason),
+    /// Switchover: shut the primary down cleanly, then release the role so
+    /// the target is elected once it has received all WAL.
+    Demote,
 }
 
 /// The member state to report for what was observed.
@@ -86,7 +95,7 @@ pub fn member_state(o: &Observation) -> MemberState {
 
 /// The next actions.
 pub fn plan(input: &PlanInput) -> Vec<PgAction> {
-    let PlanInput { me, state, lease_ok, observed: o, control, facts } = input;
+    let PlanInput { me, state, lease_ok, observed: o, control, facts, .. } = input;
     let primary = state.primary.as_ref();
     match primary {
         Some(p) if p.node == *me => plan_primary(input, p.reason),
@@ -125,9 +134,12 @@ pub fn plan(input: &PlanInput) -> Vec<PgAction> {
 }
 
 fn plan_primary(input: &PlanInput, reason: ElectionReason) -> Vec<PgAction> {
-    let PlanInput { me, state, lease_ok, observed: o, control, facts } = input;
+    let PlanInput { me, state, lease_ok, observed: o, control, facts, now_ms } = input;
     if facts.restarts_exhausted {
         return vec![PgAction::Release(ReleaseReason::PostgresFailed)];
+    }
+    if switchover_due(state, *me, *now_ms) {
+        return vec![PgAction::Demote];
     }
     if !lease_ok {
         // Promote or start only under a lease; the fence stops a primary
@@ -157,6 +169,24 @@ fn plan_primary(input: &PlanInput, reason: ElectionReason) -> Vec<PgAction> {
     vec![PgAction::EnsureSlots(others)]
 }
 
+/// A switchover away from `me` is due and its target (or, without one, some
+/// replica) is streaming and may be promoted.
+pub fn switchover_due(state: &ClusterState, me: NodeId, now_ms: u64) -> bool {
+    let Some(sw) = &state.switchover else {
+        return false;
+    };
+    if sw.from != me || sw.at_ms.is_some_and(|at| at > now_ms) {
+        return false;
+    }
+    let ready = |m: &&raftgres_storage::Member| {
+        m.id != me && m.state == MemberState::Streaming && !m.nofailover() && m.failover_priority() > 0
+    };
+    match sw.to {
+        Some(t) => state.member(t).filter(ready).is_some(),
+        None => state.members.values().any(|m| ready(&m)),
+    }
+}
+
 fn plan_replica(
     o: &Observation,
     control: Option<ClusterControlState>,
@@ -182,7 +212,7 @@ fn plan_replica(
         }
         return vec![];
     }
-    if facts.rewound {
+    if facts.rewound || facts.clean_demote {
         return vec![PgAction::StartStandby { upstream: Some((host, port)) }];
     }
     let diverged = facts.needs_rewind || control.is_some_and(|c| c.was_primary());
@@ -258,7 +288,7 @@ mod tests {
         control: Option<ClusterControlState>,
         facts: &LocalFacts,
     ) -> Vec<PgAction> {
-        plan(&PlanInput { me, state: s, lease_ok, observed: o, control, facts })
+        plan(&PlanInput { me, state: s, lease_ok, observed: o, control, facts, now_ms: 0 })
     }
 
     /// The decision table: (case, me, primary, lease, observed, control, facts) → actions.
@@ -407,6 +437,42 @@ mod tests {
         for (name, got, want) in cases {
             assert_eq!(got, want, "{name}");
         }
+    }
+
+    #[test]
+    fn a_due_switchover_demotes_only_towards_a_streaming_target() {
+        let mut s = state(Some((1, ElectionReason::Bootstrap)));
+        let f = LocalFacts::default();
+        let mut i = 100;
+        let mut apply = |s: &mut ClusterState, c: Command| {
+            i += 1;
+            s.apply(&c, ApplyContext { index: i, time_ms: 0 }).expect("applies");
+        };
+        apply(&mut s, Command::ScheduleSwitchover { from: 1, to: Some(2), at_ms: Some(5_000) });
+        let input = |s: &ClusterState, now_ms| {
+            plan(&PlanInput {
+                me: 1,
+                state: s,
+                lease_ok: true,
+                observed: &obs(true, Some(false)),
+                control: None,
+                facts: &f,
+                now_ms,
+            })
+        };
+        assert_eq!(input(&s, 6_000), vec![PgAction::EnsureSlots(vec![2, 3])], "target not streaming yet");
+        apply(&mut s, Command::SetMemberState { node: 2, state: MemberState::Streaming });
+        assert_eq!(input(&s, 4_000), vec![PgAction::EnsureSlots(vec![2, 3])], "not due yet");
+        assert_eq!(input(&s, 6_000), vec![PgAction::Demote]);
+        assert!(!switchover_due(&s, 2, 6_000), "only the primary demotes");
+        // After a clean demotion the old primary follows without a rewind.
+        let demoted = LocalFacts { clean_demote: true, ..LocalFacts::default() };
+        let mut s2 = state(Some((2, ElectionReason::Failover)));
+        apply(&mut s2, Command::SetMemberState { node: 2, state: MemberState::Running });
+        assert_eq!(
+            run(1, &s2, false, &obs(false, None), Some(ClusterControlState::ShutDown), &demoted),
+            vec![PgAction::StartStandby { upstream: Some(("10.0.0.2".into(), 5432)) }]
+        );
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use raftgres_raft::RaftHandle;
-use raftgres_storage::{ClusterState, Command, Member, MemberState, NodeId, Reject};
-use tokio::sync::watch;
+use raftgres_storage::{ClusterState, Command, Member, MemberState, NodeId, Reject, ReleaseReason};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -15,12 +15,23 @@ use super::plan::{LocalFacts, PgAction, PlanInput, member_state, plan};
 use crate::config::Config;
 use crate::fence::PrimaryFlag;
 use crate::lease::Lease;
+use crate::ops::{AgentRequest, now_ms};
 use crate::postgres::conf::{ServerConf, ServerRole, slot_name};
+use crate::postgres::control::ClusterControlState;
 use crate::postgres::runner::StopMode;
 use crate::postgres::{Observation, Observer, PgError, Runner};
 
 /// A standby that fails to start this many times in a row is rewound.
 const STANDBY_START_ATTEMPTS: u32 = 3;
+
+/// How often the agent turns while a switchover is pending.
+const HANDOVER_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How long a requested restart may take.
+const RESTART_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long a re-clone may take before the request is answered anyway.
+const REINIT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// PostgreSQL that ran this long as primary has its crash count reset.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
@@ -44,6 +55,7 @@ pub struct Agent {
     slots_ensured: Option<Vec<NodeId>>,
     reported: Option<MemberState>,
     report: Option<JoinHandle<()>>,
+    requests: mpsc::Receiver<AgentRequest>,
 }
 
 impl Agent {
@@ -54,6 +66,7 @@ impl Agent {
         lease: watch::Receiver<Option<Lease>>,
         observation: watch::Sender<Observation>,
         may_be_primary: PrimaryFlag,
+        requests: mpsc::Receiver<AgentRequest>,
     ) -> Self {
         let observer =
             Observer::new(config.pg_socket_dir.clone(), config.pg_port, &config.superuser, config.pg_data_dir.clone());
@@ -73,6 +86,7 @@ impl Agent {
             slots_ensured: None,
             reported: None,
             report: None,
+            requests,
         }
     }
 
@@ -87,6 +101,7 @@ impl Agent {
         member.pg_host = c.pg_advertise_host.clone();
         member.pg_port = c.pg_port;
         member.api_url = format!("http://{}", c.http_advertise);
+        member.tags = c.tags.clone();
         loop {
             let state = self.handle.local_state().state;
             if state.is_initialized() && state.members.contains_key(&c.node_id) {
@@ -111,19 +126,92 @@ impl Agent {
         }
     }
 
-    /// Runs until cancelled, finishing the current step first.
+    /// Runs until cancelled, finishing the current step first. A turn runs
+    /// every heartbeat interval, and at once when the replicated state or
+    /// the lease changes (a handover must not wait out an interval).
     pub async fn run(mut self, cancel: CancellationToken) {
         self.register(&cancel).await;
+        let mut state_rx = self.handle.subscribe();
+        let mut lease_rx = self.lease.clone();
         loop {
             if cancel.is_cancelled() {
                 return;
             }
             self.turn().await;
-            let interval = Duration::from_millis(self.handle.local_state().state.config.heartbeat_interval_ms);
+            let state = self.handle.local_state().state;
+            let mut interval = Duration::from_millis(state.config.heartbeat_interval_ms);
+            if state.switchover.is_some() {
+                interval = interval.min(HANDOVER_INTERVAL);
+            }
+            state_rx.borrow_and_update();
+            lease_rx.borrow_and_update();
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
+                _ = state_rx.changed() => {}
+                _ = lease_rx.changed() => {}
+                Some(req) = self.requests.recv() => self.serve(req, &cancel).await,
             }
+        }
+    }
+
+    /// Carries out an operator request between turns.
+    async fn serve(&mut self, req: AgentRequest, cancel: &CancellationToken) {
+        match req {
+            AgentRequest::Restart { reply } => {
+                let r = self.restart(cancel).await;
+                let _ = reply.send(r);
+            }
+            AgentRequest::Reinitialize { reply } => {
+                let r = self.reinitialize(cancel).await;
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    /// Runs turns until PostgreSQL accepts connections again.
+    async fn turns_until_up(&mut self, cancel: &CancellationToken, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline && !cancel.is_cancelled() {
+            self.turn().await;
+            if self.observation.borrow().accepting {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    async fn restart(&mut self, cancel: &CancellationToken) -> Result<String, String> {
+        tracing::info!("restarting PostgreSQL on request");
+        self.primary_running_since = None;
+        self.observer.disconnect();
+        if self.runner.postmaster_pid().is_some() {
+            self.runner.stop(StopMode::Fast).await.map_err(|e| format!("stop PostgreSQL: {e}"))?;
+        }
+        if self.turns_until_up(cancel, RESTART_TIMEOUT).await {
+            Ok(format!("restarted PostgreSQL on {}", self.config.node_name))
+        } else {
+            Err(format!("PostgreSQL on {} did not come back within {RESTART_TIMEOUT:?}", self.config.node_name))
+        }
+    }
+
+    async fn reinitialize(&mut self, cancel: &CancellationToken) -> Result<String, String> {
+        let state = self.handle.local_state().state;
+        if state.primary_node() == Some(self.me()) || self.may_be_primary.get() {
+            return Err("the primary cannot be reinitialized; switch over first".into());
+        }
+        tracing::warn!("reinitializing: removing the data directory and cloning the primary again");
+        self.observer.disconnect();
+        if self.runner.postmaster_pid().is_some() {
+            self.runner.stop(StopMode::Immediate).await.map_err(|e| format!("stop PostgreSQL: {e}"))?;
+        }
+        self.runner.wipe().map_err(|e| format!("remove the data directory: {e}"))?;
+        self.facts = LocalFacts::default();
+        if self.turns_until_up(cancel, REINIT_TIMEOUT).await {
+            Ok(format!("reinitialized {} from the primary", self.config.node_name))
+        } else {
+            Err(format!("{} is not up {REINIT_TIMEOUT:?} after the re-clone started", self.config.node_name))
         }
     }
 
@@ -150,7 +238,23 @@ impl Agent {
 
     /// One turn of the loop.
     pub async fn turn(&mut self) {
-        let o = self.observe().await;
+        let mut o = self.observe().await;
+        let control = if o.data_present && !o.running {
+            match self.runner.control_state().await {
+                Ok(c) => c.map(|(state, _)| state),
+                Err(e) => {
+                    tracing::warn!("failed to read pg_controldata: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if control == Some(ClusterControlState::ShutDown) {
+            // Where a cleanly stopped primary's WAL ends: a switchover
+            // target must have received past it.
+            o.checkpoint_lsn = self.runner.checkpoint_lsn().await.ok().flatten();
+        }
         match (o.running, o.in_recovery) {
             (false, _) | (true, Some(true)) => self.may_be_primary.set(false),
             (true, Some(false)) => self.may_be_primary.set(true),
@@ -186,21 +290,18 @@ impl Agent {
         }
         self.facts.not_streaming_for = self.not_streaming_since.map(|s| now.duration_since(s)).unwrap_or_default();
 
-        let control = if o.data_present && !o.running {
-            match self.runner.control_state().await {
-                Ok(c) => c.map(|(state, _)| state),
-                Err(e) => {
-                    tracing::warn!("failed to read pg_controldata: {e}");
-                    None
-                }
-            }
-        } else {
-            None
-        };
         let demote_margin = Duration::from_millis(state.config.demote_margin_ms);
         let lease_ok =
             my_epoch.is_some_and(|e| self.lease.borrow().is_some_and(|l| l.allows_writes(e, now, demote_margin)));
-        let actions = plan(&PlanInput { me, state: &state, lease_ok, observed: &o, control, facts: &self.facts });
+        let actions = plan(&PlanInput {
+            me,
+            state: &state,
+            lease_ok,
+            observed: &o,
+            control,
+            facts: &self.facts,
+            now_ms: now_ms(),
+        });
         for action in actions {
             if let Err(e) = self.execute(&state, &action).await {
                 tracing::error!(action = ?action, "failed to {e}");
@@ -280,6 +381,7 @@ impl Agent {
                 }
                 self.standby_start_failures = 0;
                 self.facts.rewound = false;
+                self.facts.clean_demote = false;
                 self.facts.needs_rewind = false;
             }
             PgAction::Promote => {
@@ -344,6 +446,28 @@ impl Agent {
                 if self.slots_ensured.as_ref() != Some(ids) {
                     self.ensure_slots(ids).await?;
                     self.slots_ensured = Some(ids.clone());
+                }
+            }
+            PgAction::Demote => {
+                self.report_state(MemberState::Demoting);
+                self.primary_running_since = None;
+                self.observer.disconnect();
+                let was_running = self.runner.postmaster_pid().is_some();
+                if was_running {
+                    // A clean shutdown: the walsenders hand every WAL record,
+                    // the shutdown checkpoint included, to the streaming
+                    // replicas before the postmaster exits.
+                    self.runner.stop(StopMode::Fast).await?;
+                    if !self.runner.wait_stopped(Duration::from_secs(30)).await {
+                        return Err(PgError::Setup("PostgreSQL still runs; not handing over".into()));
+                    }
+                }
+                self.may_be_primary.set(false);
+                self.facts.clean_demote = was_running;
+                if let Some(epoch) = state.primary.as_ref().filter(|p| p.node == self.me()).map(|p| p.epoch) {
+                    let cmd = Command::ReleasePrimary { epoch, node: self.me(), reason: ReleaseReason::Switchover };
+                    let p = self.handle.propose(cmd).await.map_err(|e| PgError::Setup(format!("release: {e}")))?;
+                    tracing::info!(outcome = ?p.outcome, "demoted for a switchover");
                 }
             }
             PgAction::Release(reason) => {

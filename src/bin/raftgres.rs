@@ -78,15 +78,16 @@ fn main() -> ExitCode {
         },
         Cmd::Run { config } => {
             logging::init(cli.log_format, "info,openraft=warn,h2=warn,tower=warn,hyper=warn");
-            let config = match load(&config) {
+            let (file, resolved) = match FileConfig::load(&config).and_then(|f| f.validate().map(|c| (f, c))) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("raftgres: {}: {e}", config.display());
                     return ExitCode::from(2);
                 }
             };
+            let path = std::fs::canonicalize(&config).unwrap_or(config);
             let rt = tokio::runtime::Runtime::new().expect("start the async runtime");
-            match rt.block_on(raftgres::daemon::run(config)) {
+            match rt.block_on(raftgres::daemon::run(resolved, Some((path, file)))) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("raftgres failed: {e:#}");

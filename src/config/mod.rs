@@ -13,7 +13,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use raftgres_storage::DynamicConfig;
+use raftgres_raft::network::security::Token;
+use raftgres_storage::member::validate_tags;
+use raftgres_storage::{DynamicConfig, Tags};
 use serde::{Deserialize, Serialize};
 
 pub use template::DEFAULT_CONFIG;
@@ -28,8 +30,24 @@ pub struct FileConfig {
     #[serde(default)]
     pub http: HttpSection,
     pub postgres: PostgresSection,
+    pub security: SecuritySection,
+    /// This member's tags (Patroni's `tags`): nofailover, noloadbalance,
+    /// nosync, failover_priority, and free-form ones for `?tag_k=v` checks.
+    #[serde(default)]
+    pub tags: Tags,
     #[serde(default)]
     pub dynamic: DynamicConfig,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySection {
+    /// The cluster token, inline.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// A file holding the cluster token (read at start and on reload).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,6 +198,9 @@ pub struct Config {
     pub run_as: String,
     /// The dynamic configuration a new cluster starts with.
     pub initial_dynamic: DynamicConfig,
+    /// Required on every admin call, unsafe HTTP request and Raft message.
+    pub token: Token,
+    pub tags: Tags,
 }
 
 fn is_identifier(s: &str) -> bool {
@@ -335,6 +356,44 @@ impl FileConfig {
                 bad(&format!("dynamic.{}", v.field), v.message);
             }
         }
+        if let Err((key, value, reason)) = validate_tags(&self.tags) {
+            bad(&format!("tags.{key}"), format!("{value:?}: {reason}"));
+        }
+        let token = match (&self.security.token, &self.security.token_file) {
+            (Some(_), Some(_)) => {
+                bad("security.token", "set either token or token_file, not both".into());
+                None
+            }
+            (None, None) => {
+                bad(
+                    "security.token",
+                    "a cluster token is required (token or token_file): it guards the admin API, \
+                     unsafe HTTP requests and Raft traffic"
+                        .into(),
+                );
+                None
+            }
+            (Some(t), None) => match Token::new(t) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    bad("security.token", e);
+                    None
+                }
+            },
+            (None, Some(path)) => match std::fs::read_to_string(path) {
+                Ok(text) => match Token::new(&text) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        bad("security.token_file", format!("{}: {e}", path.display()));
+                        None
+                    }
+                },
+                Err(e) => {
+                    bad("security.token_file", format!("read {}: {e}", path.display()));
+                    None
+                }
+            },
+        };
         if !errs.is_empty() {
             return Err(ConfigError::Invalid(errs));
         }
@@ -371,6 +430,8 @@ impl FileConfig {
             replication_password: self.postgres.replication_password.clone(),
             run_as: self.postgres.run_as.clone(),
             initial_dynamic: self.dynamic.clone(),
+            token: token.expect("checked above"),
+            tags: self.tags.clone(),
         })
     }
 }
@@ -406,6 +467,8 @@ mod tests {
         c.postgres.replication_password = String::new();
         c.dynamic.lease_ttl_ms = 10;
         c.dynamic.synchronous_mode = raftgres_storage::SyncMode::On;
+        c.security.token = Some("short".into());
+        c.tags.insert("nofailover".into(), "maybe".into());
         let Err(ConfigError::Invalid(errs)) = c.validate() else { panic!("must be invalid") };
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
         for want in [
@@ -418,6 +481,8 @@ mod tests {
             "postgres.replication_password",
             "dynamic.lease_ttl_ms",
             "dynamic.synchronous_mode",
+            "security.token",
+            "tags.nofailover",
         ] {
             assert!(fields.contains(&want), "{want} not reported in {fields:?}");
         }

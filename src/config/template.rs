@@ -75,6 +75,20 @@ replication_password = "change-me-too"
 # OS user PostgreSQL runs as when the daemon runs as root.
 run_as = "postgres"
 
+[security]
+# The cluster token, the same on every node: at least 16 printable ASCII
+# characters. Every Raft message and admin call carries it, and unsafe HTTP
+# requests (POST/PUT/PATCH/DELETE) need it as `Authorization: Bearer <token>`.
+# Keep it out of the file with token_file instead.
+token = "change-me-to-a-long-random-secret"
+# token_file = "/etc/raftgres/token"
+
+# This member's tags, as in Patroni: nofailover, noloadbalance, nosync
+# (true/false), failover_priority (0 = never promote), and any other
+# key = "value" for `/replica?tag_key=value` checks. Applied on reload.
+[tags]
+# nofailover = "false"
+
 # The dynamic configuration a new cluster starts with. After bootstrap it
 # lives in the Raft log and is changed with `raftctl config set`.
 [dynamic]

@@ -19,7 +19,14 @@ pub struct Input<'a> {
     pub cluster_id: &'a str,
     /// The configuration a new cluster starts with.
     pub initial_config: &'a DynamicConfig,
+    /// When this controller first saw the current switchover handover (the
+    /// old primary released, no new one yet).
+    pub handover_since: Option<Instant>,
 }
+
+/// How long a switchover target gets to receive the old primary's last WAL
+/// before the switchover is dropped (and an ordinary failover follows).
+pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the controller concluded this turn.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +53,11 @@ pub fn decide(input: &Input) -> Decision {
 
     if state.epoch == 0 {
         return bootstrap(input, &fresh);
+    }
+    if state.primary.is_none()
+        && let Some(sw) = &state.switchover
+    {
+        return handover(input, sw, &fresh);
     }
     if state.maintenance {
         return Decision::Wait("maintenance mode".into());
@@ -90,6 +102,43 @@ pub fn decide(input: &Input) -> Decision {
             }),
             Err(why) => Decision::Wait(format!("no primary and no failover candidate: {why}")),
         },
+    }
+}
+
+/// A switchover whose primary released the role: elect the target once it
+/// has received everything the old primary wrote (past its shutdown
+/// checkpoint), so no acknowledged write is lost.
+fn handover<'a>(
+    input: &Input<'a>,
+    sw: &raftgres_storage::Switchover,
+    fresh: &dyn Fn(&NodeId) -> Option<&'a NodeView>,
+) -> Decision {
+    let state = input.state;
+    let waited = input.handover_since.map(|s| input.now.saturating_duration_since(s)).unwrap_or_default();
+    if waited > HANDOVER_TIMEOUT {
+        return Decision::Propose(Command::CancelSwitchover);
+    }
+    let old = input.views.get(&sw.from).map(|v| &v.report).filter(|r| !r.running);
+    let Some(end) = old.and_then(|r| r.checkpoint_lsn) else {
+        return Decision::Wait("switchover: waiting for the old primary's final WAL position".into());
+    };
+    let mut pool: Vec<(NodeId, u64, u32)> = state
+        .members
+        .values()
+        .filter(|m| m.id != sw.from && sw.to.is_none_or(|t| t == m.id))
+        .filter(|m| !m.nofailover() && m.failover_priority() > 0)
+        .filter_map(|m| fresh(&m.id).map(|v| (m, v)))
+        .filter(|(_, v)| v.report.is_replica())
+        .filter_map(|(m, v)| v.report.lsn().filter(|l| *l > end).map(|l| (m.id, l, m.failover_priority())))
+        .collect();
+    pool.sort_by_key(|(id, lsn, prio)| (std::cmp::Reverse(*lsn), std::cmp::Reverse(*prio), *id));
+    match pool.first() {
+        Some((node, _, _)) => Decision::Propose(Command::ElectPrimary {
+            if_epoch: state.epoch,
+            node: *node,
+            reason: ElectionReason::Switchover,
+        }),
+        None => Decision::Wait(format!("switchover: waiting for a target to receive WAL past {end:#x}")),
     }
 }
 
@@ -170,6 +219,13 @@ fn candidate<'a>(
         true
     });
     pool.sort_by_key(|(id, v, prio)| (std::cmp::Reverse(v.report.lsn()), std::cmp::Reverse(*prio), *id));
+    // An operator's pick (failover --to while the primary was lost) wins
+    // when it is eligible.
+    if let Some(target) = state.switchover.as_ref().and_then(|sw| sw.to)
+        && let Some(i) = pool.iter().position(|(id, _, _)| *id == target)
+    {
+        pool.swap(0, i);
+    }
     match pool.first() {
         Some((id, _, _)) => Ok(*id),
         None => Err(if rejected.is_empty() { "no other members".into() } else { rejected.join("; ") }),
@@ -178,7 +234,7 @@ fn candidate<'a>(
 
 #[cfg(test)]
 mod tests {
-    use raftgres_storage::{ApplyContext, Member};
+    use raftgres_storage::{ApplyContext, Member, ReleaseReason};
 
     use super::*;
     use crate::postgres::Observation;
@@ -188,12 +244,18 @@ mod tests {
         views: BTreeMap<NodeId, NodeView>,
         start: Instant,
         index: u64,
+        handover_since: Option<u64>,
     }
 
     impl Fixture {
         fn new(n: u64) -> Self {
-            let mut f =
-                Fixture { state: ClusterState::default(), views: BTreeMap::new(), start: Instant::now(), index: 0 };
+            let mut f = Fixture {
+                state: ClusterState::default(),
+                views: BTreeMap::new(),
+                start: Instant::now(),
+                index: 0,
+                handover_since: None,
+            };
             f.apply(Command::InitializeCluster { cluster_id: "c".into(), config: DynamicConfig::default() });
             for id in 1..=n {
                 f.apply(Command::AddMember { member: Member::new(id, format!("pg{id}")) });
@@ -225,6 +287,7 @@ mod tests {
                 now: self.start + Duration::from_millis(now_ms),
                 cluster_id: "c",
                 initial_config: &DynamicConfig::default(),
+                handover_since: self.handover_since.map(|ms| self.start + Duration::from_millis(ms)),
             })
         }
     }
@@ -253,7 +316,13 @@ mod tests {
 
     #[test]
     fn an_uninitialized_cluster_is_initialized() {
-        let f = Fixture { state: ClusterState::default(), views: BTreeMap::new(), start: Instant::now(), index: 0 };
+        let f = Fixture {
+            state: ClusterState::default(),
+            views: BTreeMap::new(),
+            start: Instant::now(),
+            index: 0,
+            handover_since: None,
+        };
         assert!(matches!(f.decide_at(0, 0), Decision::Propose(Command::InitializeCluster { .. })));
     }
 
@@ -296,6 +365,26 @@ mod tests {
         // This leader never heard from node 1; it was elected at 4000.
         assert!(matches!(f.decide_at(4000, 6200), Decision::Wait(_)));
         assert_eq!(f.decide_at(4000, 6201), elect(2, 1, ElectionReason::Failover));
+    }
+
+    #[test]
+    fn a_switchover_elects_the_target_only_past_the_old_primarys_last_wal() {
+        let mut f = Fixture::new(3);
+        f.apply(Command::ElectPrimary { if_epoch: 0, node: 1, reason: ElectionReason::Bootstrap });
+        f.apply(Command::ScheduleSwitchover { from: 1, to: Some(3), at_ms: None });
+        f.apply(Command::ReleasePrimary { epoch: 1, node: 1, reason: ReleaseReason::Switchover });
+        f.handover_since = Some(0);
+        f.report(2, 90, replica(0x500, 1));
+        f.report(3, 90, replica(0x100, 1));
+        f.report(1, 90, primary(0x90, 1));
+        assert!(matches!(f.decide_at(0, 100), Decision::Wait(w) if w.contains("final WAL")), "old still running");
+        f.report(1, 100, Observation { checkpoint_lsn: Some(0x200), ..Observation::default() });
+        assert!(matches!(f.decide_at(0, 100), Decision::Wait(w) if w.contains("past")), "target behind");
+        f.report(3, 150, replica(0x228, 1));
+        assert_eq!(f.decide_at(0, 200), elect(3, 1, ElectionReason::Switchover), "the target, not the furthest");
+        // A target that never catches up: the switchover is dropped.
+        f.report(3, 150, replica(0x100, 1));
+        assert_eq!(f.decide_at(0, 20_000), Decision::Propose(Command::CancelSwitchover));
     }
 
     #[test]

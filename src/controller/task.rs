@@ -10,6 +10,9 @@ use tokio_util::sync::CancellationToken;
 use super::decide::{Decision, Input, decide};
 use crate::lease::SharedViews;
 
+/// How often the controller decides while a switchover is pending.
+const HANDOVER_INTERVAL: Duration = Duration::from_millis(50);
+
 pub async fn run(
     handle: RaftHandle,
     views: SharedViews,
@@ -20,9 +23,20 @@ pub async fn run(
     let me = handle.id();
     let mut last_wait = String::new();
     let mut epoch_seen: Option<(u64, Instant)> = None;
+    let mut handover_since: Option<Instant> = None;
+    let mut state_rx = handle.subscribe();
     loop {
         let state = handle.local_state().state;
-        let interval = Duration::from_millis(state.config.heartbeat_interval_ms.max(50));
+        let mut interval = Duration::from_millis(state.config.heartbeat_interval_ms.max(50));
+        if state.switchover.is_some() {
+            // A handover waits on replicas' reports; look often.
+            interval = interval.min(HANDOVER_INTERVAL);
+        }
+        if state.primary.is_none() && state.switchover.is_some() {
+            handover_since.get_or_insert_with(Instant::now);
+        } else {
+            handover_since = None;
+        }
         let status = handle.status();
         let is_leader = status.leader == Some(me) && status.role == "leader";
         let decision = {
@@ -64,6 +78,7 @@ pub async fn run(
                     now: Instant::now(),
                     cluster_id: &cluster_id,
                     initial_config: &initial_config,
+                    handover_since,
                 }))
             }
         };
@@ -91,9 +106,11 @@ pub async fn run(
             }
             _ => {}
         }
+        state_rx.borrow_and_update();
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
+            _ = state_rx.changed() => {}
         }
     }
 }

@@ -1,16 +1,20 @@
-//! The HTTP API (axum). Health checks answer 200 or 503 with the node-status
-//! JSON, for every method; HAProxy's `OPTIONS`/`HEAD` probes get the same
-//! status. The full Patroni-compatible surface grows here.
+//! The HTTP API (axum), compatible with Patroni's: health checks answer 200
+//! or 503 (the node-status JSON for `GET`, the status line alone for `HEAD`
+//! and `OPTIONS`); JSON documents (`/patroni`, `/cluster`, `/history`,
+//! `/config`); control endpoints; Prometheus `/metrics`. Unsafe methods
+//! need the cluster token.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, Uri};
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::any;
+use axum::routing::{any, get, post};
 use raftgres_raft::RaftHandle;
+use raftgres_raft::network::security::Token;
 use raftgres_storage::SyncMode;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -20,7 +24,9 @@ use tokio_util::sync::CancellationToken;
 use self::health::NodeFacts;
 use crate::fence::writes_allowed;
 use crate::lease::Lease;
+use crate::ops::Ops;
 use crate::postgres::{Observation, lsn};
+use crate::reload::Reloader;
 
 /// What the handlers read.
 #[derive(Clone)]
@@ -32,18 +38,58 @@ pub struct ApiState {
     pub observation: watch::Receiver<Observation>,
     /// The primary's WAL position as the Raft leader last heard it.
     pub primary_lsn: watch::Receiver<Option<u64>>,
+    /// When the lease heartbeat loop last ran.
+    pub heartbeat_ran: watch::Receiver<Instant>,
+    pub ops: Ops,
+    pub token: Token,
+    pub reloader: Arc<Reloader>,
 }
 
 type Shared = Arc<ApiState>;
 
+pub mod client;
+pub mod control;
 pub mod health;
+pub mod metrics;
 
 pub fn router(state: ApiState) -> Router {
-    Router::new().route("/patroni", any(status)).fallback(any(health_check)).with_state(Arc::new(state))
+    let state = Arc::new(state);
+    Router::new()
+        .route("/patroni", get(status))
+        .route("/cluster", get(control::cluster))
+        .route("/history", get(control::history))
+        .route("/config", get(control::get_config).patch(control::patch_config).put(control::put_config))
+        .route("/switchover", post(control::switchover).delete(control::cancel_switchover))
+        .route("/failover", post(control::failover))
+        .route("/restart", post(control::restart))
+        .route("/reinitialize", post(control::reinitialize))
+        .route("/reload", post(control::reload))
+        .route("/metrics", get(metrics::metrics))
+        .fallback(any(health_check))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
 }
 
 pub async fn serve(listener: TcpListener, state: ApiState, cancel: CancellationToken) -> std::io::Result<()> {
     axum::serve(listener, router(state)).with_graceful_shutdown(async move { cancel.cancelled().await }).await
+}
+
+/// Unsafe methods need the cluster token: 401 without it.
+async fn require_token(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if !safe {
+        let presented = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if !presented.is_some_and(|v| s.token.matches_header(v)) {
+            tracing::warn!(method = %req.method(), path = %req.uri().path(), "refused an unauthenticated request");
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer realm=\"raftgres\"")],
+                "this request needs the cluster token: Authorization: Bearer <token>\n",
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
 }
 
 /// This node is primary: named by the replicated state, holding a lease
@@ -52,22 +98,44 @@ fn is_primary(s: &ApiState) -> bool {
     writes_allowed(&s.handle, &s.lease.borrow(), Instant::now()) && s.observation.borrow().is_primary()
 }
 
-fn answer(ok: bool, s: &ApiState) -> Response {
+/// `GET` answers with the node-status JSON; `HEAD` and `OPTIONS` (HAProxy's
+/// probes) with the status line only, like Patroni.
+fn answer(ok: bool, s: &ApiState, method: &Method) -> Response {
     let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, Json(node_status(s))).into_response()
+    if method == Method::GET { (code, Json(node_status(s))).into_response() } else { code.into_response() }
 }
 
-/// Every path but the JSON documents: Patroni's health checks.
-async fn health_check(State(s): State<Shared>, uri: Uri) -> Response {
+/// Every other path: Patroni's health checks, for GET, HEAD and OPTIONS.
+async fn health_check(State(s): State<Shared>, method: Method, uri: Uri) -> Response {
+    if !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "GET, HEAD, OPTIONS")]).into_response();
+    }
     let filters = match health::parse_query(uri.query()) {
         Ok(f) => f,
         Err(e) => {
             tracing::debug!(uri = %uri, "bad health-check query: {e}");
-            return answer(false, &s);
+            return answer(false, &s, &method);
         }
     };
     let check = health::route(uri.path());
-    answer(facts(&s).passes(check, &filters), &s)
+    let mut f = facts(&s);
+    if check == health::Check::Readiness && filters.lag.is_none() {
+        // Patroni's default: the failover lag limit.
+        let max = s.handle.local_state().state.config.maximum_lag_on_failover;
+        let filters = health::Filters { lag: Some(max), ..filters };
+        return answer(f.passes(check, &filters), &s, &method);
+    }
+    if check == health::Check::Liveness {
+        f.alive = alive(&s);
+    }
+    answer(f.passes(check, &filters), &s, &method)
+}
+
+/// The Raft core runs and the lease heartbeat loop ran within two lease
+/// periods. PostgreSQL operations (a long base backup) never delay it.
+fn alive(s: &ApiState) -> bool {
+    let ttl = Duration::from_millis(s.handle.local_state().state.config.lease_ttl_ms);
+    s.handle.status().role != "shutdown" && s.heartbeat_ran.borrow().elapsed() <= 2 * ttl
 }
 
 fn facts(s: &ApiState) -> NodeFacts {

@@ -41,6 +41,15 @@ impl ClusterControlState {
         Some((state?, timeline?))
     }
 
+    /// `Latest checkpoint location` from `pg_controldata` output.
+    pub fn checkpoint_lsn(output: &str) -> Option<u64> {
+        output
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim() == "Latest checkpoint location")
+            .and_then(|(_, v)| super::lsn::parse(v.trim()))
+    }
+
     /// True when the directory was last a primary.
     pub fn was_primary(self) -> bool {
         matches!(self, ClusterControlState::ShutDown | ClusterControlState::InProduction)
@@ -66,6 +75,11 @@ mod tests {
                    Latest checkpoint's TimeLineID:       3\n";
         assert_eq!(ClusterControlState::parse(out), Some((ClusterControlState::ShutDownInRecovery, 3)));
         assert_eq!(ClusterControlState::parse("garbage"), None);
+        assert_eq!(
+            ClusterControlState::checkpoint_lsn("Latest checkpoint location:           0/3000028\n"),
+            Some(0x3000028)
+        );
+        assert_eq!(ClusterControlState::checkpoint_lsn(out), None);
         assert!(ClusterControlState::InProduction.was_primary());
         assert!(ClusterControlState::InProduction.crashed());
         assert!(!ClusterControlState::ShutDown.crashed());

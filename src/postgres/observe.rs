@@ -30,6 +30,9 @@ pub struct Observation {
     pub upstream: Option<(String, u16)>,
     pub system_id: Option<String>,
     pub server_version: Option<String>,
+    /// A cleanly shut down primary: where its shutdown checkpoint record
+    /// starts (`pg_controldata`). Its WAL ends just past it.
+    pub checkpoint_lsn: Option<u64>,
 }
 
 impl Observation {

@@ -172,6 +172,15 @@ impl Runner {
         Ok(ClusterControlState::parse(&out))
     }
 
+    /// `pg_controldata`'s latest checkpoint location.
+    pub async fn checkpoint_lsn(&self) -> Result<Option<u64>, PgError> {
+        if !self.data_present() {
+            return Ok(None);
+        }
+        let out = self.run("pg_controldata", &["-D", self.data_str()], None).await?;
+        Ok(ClusterControlState::checkpoint_lsn(&out))
+    }
+
     /// A new cluster, with checksums (so pg_rewind works) and raftgres's
     /// client authentication.
     pub async fn initdb(&self, replication_user: &str) -> Result<(), PgError> {

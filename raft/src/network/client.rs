@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use tonic::transport::Channel;
 
 use super::filter::NetworkFilter;
+use super::security::Transport;
 use crate::convert;
 
 /// How long after an unreachable peer before trying it again. openraft's
@@ -30,11 +31,18 @@ pub struct NetworkFactory {
     self_id: NodeId,
     filter: NetworkFilter,
     connect_timeout: Duration,
+    transport: Transport,
 }
 
 impl NetworkFactory {
-    pub fn new(cluster_id: &str, self_id: NodeId, filter: NetworkFilter, connect_timeout: Duration) -> Self {
-        Self { cluster_id: cluster_id.to_string(), self_id, filter, connect_timeout }
+    pub fn new(
+        cluster_id: &str,
+        self_id: NodeId,
+        filter: NetworkFilter,
+        connect_timeout: Duration,
+        transport: Transport,
+    ) -> Self {
+        Self { cluster_id: cluster_id.to_string(), self_id, filter, connect_timeout, transport }
     }
 }
 
@@ -46,7 +54,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             factory: self.clone(),
             target,
             addr: node.raft_addr.clone(),
-            client: super::connect_lazy(&node.raft_addr, self.connect_timeout),
+            client: super::connect_lazy(&node.raft_addr, self.connect_timeout, &self.transport),
         }
     }
 }
@@ -108,6 +116,7 @@ impl Connection {
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut request = tonic::Request::new(message);
         request.set_timeout(ttl);
+        self.factory.transport.authorize(&mut request);
         let mut client = client;
         let reply = match rpc {
             Rpc::AppendEntries => client.append_entries(request).await,

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod filter;
+pub mod security;
 pub mod server;
 
 use std::time::Duration;
@@ -11,10 +12,17 @@ use std::time::Duration;
 use raftgres_proto::raft::raft_transport_client::RaftTransportClient;
 use tonic::transport::{Channel, Endpoint};
 
+use self::security::Transport;
+
 /// Opens a lazily connecting channel to `addr` (`host:port`).
-pub fn connect_lazy(addr: &str, connect_timeout: Duration) -> Result<RaftTransportClient<Channel>, String> {
+pub fn connect_lazy(
+    addr: &str,
+    connect_timeout: Duration,
+    transport: &Transport,
+) -> Result<RaftTransportClient<Channel>, String> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| format!("invalid Raft address {addr:?}: {e}"))?
+        .local_address(transport.local_ip)
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))

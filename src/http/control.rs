@@ -1,0 +1,246 @@
+//! The JSON and control endpoints: `/cluster`, `/history`, `/config`,
+//! `/switchover`, `/failover`, `/restart`, `/reinitialize`, `/reload`.
+//! Control endpoints answer with a plain-text message, like Patroni's.
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::Shared;
+use crate::ops::{ConfigChange, Done, OpError, event_kind};
+
+fn text(code: StatusCode, message: impl Into<String>) -> Response {
+    let mut m = message.into();
+    m.push('\n');
+    (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], m).into_response()
+}
+
+fn error(e: OpError) -> Response {
+    let code = match &e {
+        OpError::Invalid(_) => StatusCode::BAD_REQUEST,
+        OpError::NotFound(_) | OpError::Refused(_) => StatusCode::PRECONDITION_FAILED,
+        OpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        OpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    text(code, e.to_string())
+}
+
+fn done(code: StatusCode, d: Done) -> Response {
+    text(code, d.message)
+}
+
+/// Parses a JSON body (an empty body is `{}`).
+fn body<T: for<'de> Deserialize<'de>>(bytes: &Bytes) -> Result<T, Response> {
+    let raw = if bytes.iter().all(u8::is_ascii_whitespace) { &b"{}"[..] } else { &bytes[..] };
+    serde_json::from_slice(raw).map_err(|e| text(StatusCode::BAD_REQUEST, format!("invalid request body: {e}")))
+}
+
+pub async fn cluster(State(s): State<Shared>) -> Response {
+    let status = s.ops.status().await;
+    let members: Vec<Value> = status
+        .members
+        .iter()
+        .map(|m| {
+            let role = match m.role.as_str() {
+                "primary" => "leader",
+                other => other,
+            };
+            json!({
+                "name": m.name, "role": role, "state": m.state, "api_url": m.api_url, "host": m.host,
+                "port": m.port, "timeline": m.timeline, "tags": m.tags, "lag": m.lag_bytes, "lsn": m.lsn,
+                "raft": { "id": m.id, "role": m.raft_role, "term": m.raft_term, "addr": m.raft_addr },
+            })
+        })
+        .collect();
+    let scheduled =
+        status.switchover.as_ref().map(|sw| json!({ "from": sw.from, "to": sw.to, "at": sw.at_ms.map(format_ms) }));
+    Json(json!({
+        "scope": status.cluster_id,
+        "members": members,
+        "pause": status.maintenance,
+        "scheduled_switchover": scheduled,
+        "raftgres": {
+            "epoch": status.epoch, "primary": status.primary, "config_version": status.config_version,
+            "raft_term": status.raft_term, "raft_leader": status.raft_leader,
+            "failovers": status.failovers, "switchovers": status.switchovers,
+        },
+    }))
+    .into_response()
+}
+
+/// RFC 3339 of Unix milliseconds.
+pub fn format_ms(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64).map(|t| t.to_rfc3339()).unwrap_or_else(|| ms.to_string())
+}
+
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    #[serde(default)]
+    limit: usize,
+}
+
+pub async fn history(State(s): State<Shared>, Query(q): Query<HistoryQuery>) -> Response {
+    match s.ops.history(q.limit).await {
+        Ok(events) => Json(
+            events
+                .iter()
+                .map(|r| {
+                    json!({
+                        "index": r.index, "at": format_ms(r.at_ms), "at_ms": r.at_ms, "kind": event_kind(r),
+                        "text": r.event.to_string(), "event": r.event,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => error(e),
+    }
+}
+
+fn etag(version: u64) -> String {
+    format!("\"{version}\"")
+}
+
+pub async fn get_config(State(s): State<Shared>) -> Response {
+    match s.ops.get_config().await {
+        Ok((version, config)) => ([(header::ETAG, etag(version))], Json(config)).into_response(),
+        Err(e) => error(e),
+    }
+}
+
+/// `If-Match: "<version>"` makes the change a compare-and-set.
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, Response> {
+    match headers.get(header::IF_MATCH).map(|v| v.to_str().unwrap_or("")) {
+        None => Ok(None),
+        Some(v) => v
+            .trim()
+            .trim_start_matches("W/")
+            .trim_matches('"')
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| text(StatusCode::BAD_REQUEST, format!("If-Match {v:?} is not a configuration version"))),
+    }
+}
+
+async fn change_config(s: Shared, headers: HeaderMap, bytes: Bytes, merge: bool) -> Response {
+    let if_version = match if_match(&headers) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let json = String::from_utf8_lossy(&bytes).into_owned();
+    match s.ops.set_config(&ConfigChange { json, merge, if_version, dry_run: false }).await {
+        Ok((version, config, _)) => ([(header::ETAG, etag(version))], Json(config)).into_response(),
+        // A version mismatch is Patroni's CAS conflict.
+        Err(OpError::Refused(m)) if m.contains("version") => text(StatusCode::CONFLICT, m),
+        Err(e) => error(e),
+    }
+}
+
+pub async fn patch_config(State(s): State<Shared>, headers: HeaderMap, bytes: Bytes) -> Response {
+    change_config(s, headers, bytes, true).await
+}
+
+pub async fn put_config(State(s): State<Shared>, headers: HeaderMap, bytes: Bytes) -> Response {
+    change_config(s, headers, bytes, false).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchoverBody {
+    #[serde(default, alias = "primary")]
+    leader: Option<String>,
+    #[serde(default)]
+    candidate: Option<String>,
+    #[serde(default)]
+    scheduled_at: Option<String>,
+}
+
+pub async fn switchover(State(s): State<Shared>, bytes: Bytes) -> Response {
+    let b: SwitchoverBody = match body(&bytes) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(leader) = b.leader.filter(|l| !l.is_empty()) else {
+        return text(StatusCode::BAD_REQUEST, "Switchover could be performed only from a specific leader");
+    };
+    let at = match b.scheduled_at.as_deref().map(chrono::DateTime::parse_from_rfc3339) {
+        None => None,
+        Some(Ok(t)) => Some(t.timestamp_millis().max(0) as u64),
+        Some(Err(e)) => {
+            return text(StatusCode::UNPROCESSABLE_ENTITY, format!("Unable to parse scheduled timestamp: {e}"));
+        }
+    };
+    match s.ops.switchover(Some(&leader), b.candidate.as_deref(), at, at.is_none()).await {
+        Ok(d) if at.is_some() => done(StatusCode::ACCEPTED, d),
+        Ok(d) => done(StatusCode::OK, d),
+        Err(OpError::Invalid(m)) if m.contains("past") => text(StatusCode::UNPROCESSABLE_ENTITY, m),
+        Err(e) => error(e),
+    }
+}
+
+pub async fn cancel_switchover(State(s): State<Shared>) -> Response {
+    match s.ops.cancel_switchover().await {
+        Ok(d) => done(StatusCode::OK, d),
+        Err(OpError::Refused(m)) if m.contains("no switchover") || m.contains("No switchover") => {
+            text(StatusCode::NOT_FOUND, m)
+        }
+        Err(e) => error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailoverBody {
+    #[serde(default)]
+    candidate: Option<String>,
+    #[serde(default, alias = "primary")]
+    leader: Option<String>,
+}
+
+pub async fn failover(State(s): State<Shared>, bytes: Bytes) -> Response {
+    let b: FailoverBody = match body(&bytes) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(candidate) = b.candidate.filter(|c| !c.is_empty()) else {
+        return text(StatusCode::BAD_REQUEST, "Failover could be performed only to a specific candidate");
+    };
+    if let Some(leader) = b.leader.filter(|l| !l.is_empty()) {
+        let primary = s.handle.local_state().state.primary_node();
+        match s.ops.resolve(&leader) {
+            Ok(id) if Some(id) == primary => {}
+            Ok(_) => return text(StatusCode::PRECONDITION_FAILED, "leader name does not match"),
+            Err(e) => return error(e),
+        }
+    }
+    match s.ops.failover(&candidate, true).await {
+        Ok(d) => done(StatusCode::OK, d),
+        Err(e) => error(e),
+    }
+}
+
+pub async fn restart(State(s): State<Shared>) -> Response {
+    match s.ops.restart_local().await {
+        Ok(d) => done(StatusCode::OK, d),
+        Err(OpError::Refused(m)) => text(StatusCode::SERVICE_UNAVAILABLE, m),
+        Err(e) => error(e),
+    }
+}
+
+pub async fn reinitialize(State(s): State<Shared>) -> Response {
+    match s.ops.reinitialize_local().await {
+        Ok(d) => done(StatusCode::OK, d),
+        Err(OpError::Refused(m)) => text(StatusCode::SERVICE_UNAVAILABLE, m),
+        Err(e) => error(e),
+    }
+}
+
+pub async fn reload(State(s): State<Shared>) -> Response {
+    match s.reloader.reload().await {
+        Ok(m) => text(StatusCode::OK, m),
+        Err(e) => error(e),
+    }
+}

@@ -1,0 +1,65 @@
+//! Reloading the configuration file (SIGHUP or `POST /reload`): the new
+//! file is validated first; an invalid one changes nothing. Tags apply at
+//! once (through Raft); other changes need a restart and are named.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use raftgres_raft::RaftHandle;
+use raftgres_storage::{Command, NodeId};
+
+use crate::config::FileConfig;
+use crate::ops::OpError;
+
+pub struct Reloader {
+    path: Option<PathBuf>,
+    node: NodeId,
+    handle: RaftHandle,
+    current: Mutex<Option<FileConfig>>,
+}
+
+impl Reloader {
+    pub fn new(path: Option<PathBuf>, current: Option<FileConfig>, node: NodeId, handle: RaftHandle) -> Self {
+        Self { path, node, handle, current: Mutex::new(current) }
+    }
+
+    /// Re-reads the file; applies what can change at runtime.
+    pub async fn reload(&self) -> Result<String, OpError> {
+        let Some(path) = &self.path else {
+            return Err(OpError::Refused("this daemon was not started from a configuration file".into()));
+        };
+        let file = FileConfig::load(path).map_err(|e| OpError::Invalid(format!("not reloaded: {e}")))?;
+        let resolved = file.validate().map_err(|e| OpError::Invalid(format!("not reloaded: {e}")))?;
+        let old = self.current.lock().expect("reload lock poisoned").clone();
+        let mut changed = Vec::new();
+        if let Some(old) = &old {
+            if old.tags != file.tags {
+                changed.push("tags");
+            }
+            let strip =
+                |c: &FileConfig| FileConfig { tags: Default::default(), dynamic: Default::default(), ..c.clone() };
+            if strip(old) != strip(&file) {
+                // Listen addresses, paths, identities and the token are
+                // read once at start.
+                let mut msg = changed.iter().map(|c| format!("{c} applied")).collect::<Vec<_>>();
+                msg.push("other changes need a restart".into());
+                self.apply_tags(&resolved.tags).await?;
+                *self.current.lock().expect("reload lock poisoned") = Some(file);
+                return Ok(format!("reloaded: {}", msg.join("; ")));
+            }
+        }
+        self.apply_tags(&resolved.tags).await?;
+        *self.current.lock().expect("reload lock poisoned") = Some(file);
+        Ok(if changed.is_empty() { "reloaded: nothing changed".into() } else { "reloaded: tags applied".into() })
+    }
+
+    async fn apply_tags(&self, tags: &raftgres_storage::Tags) -> Result<(), OpError> {
+        let state = self.handle.local_state().state;
+        if state.member(self.node).is_none_or(|m| &m.tags == tags) {
+            return Ok(());
+        }
+        let p = self.handle.propose(Command::SetMemberTags { node: self.node, tags: tags.clone() }).await?;
+        p.outcome.map_err(OpError::from)?;
+        Ok(())
+    }
+}
