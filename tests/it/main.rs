@@ -5,3 +5,4 @@
 mod support;
 mod t10_raft_cluster;
 mod t50_daemon;
+mod t60_operator;

@@ -31,10 +31,19 @@ impl DaemonCluster {
     /// Starts `n` daemons with configurations adjusted by `tune`, and waits
     /// for one primary and `n - 1` streaming replicas.
     pub async fn start(n: usize, tune: impl Fn(&mut FileConfig)) -> DaemonCluster {
+        Self::start_on(n, |_| "127.0.0.1".into(), tune).await
+    }
+
+    /// Like [`DaemonCluster::start`], every node on its own loopback
+    /// address `host(id)` (so firewall rules can single one out).
+    pub async fn start_on(n: usize, host: impl Fn(u64) -> String, tune: impl Fn(&mut FileConfig)) -> DaemonCluster {
         super::init_tracing();
         let serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::Builder::new().prefix("raftgres-it-").tempdir().expect("temporary directory");
-        let layout = LocalCluster::layout(dir.path(), n, "it-daemons").expect("lay out the cluster");
+        let mut layout = LocalCluster::layout(dir.path(), n, "it-daemons").expect("lay out the cluster");
+        for node in &mut layout.nodes {
+            node.host = host(node.id);
+        }
         layout.write_configs(tune).expect("write configurations");
         let mut c = DaemonCluster { layout, children: BTreeMap::new(), _dir: dir, _serial: serial };
         for id in 1..=n as u64 {
@@ -190,6 +199,59 @@ impl DaemonCluster {
             .unwrap_or_else(|e| panic!("timeline of node {id}: {e:?}"));
         let walfile: String = row.get(0);
         u32::from_str_radix(&walfile[..8], 16).expect("a WAL file name starts with the timeline")
+    }
+
+    /// Lays out and starts one more node that is not an initial member;
+    /// it waits to be added with `raftctl member add`. Returns its id.
+    pub fn spawn_joiner(&mut self) -> u64 {
+        let id = self.layout.add_node().expect("lay out a new node").id;
+        let config = self.layout.file_config(id);
+        raftgres::playground::write_private(&self.layout.node(id).config_path(), &config.to_toml())
+            .expect("write its configuration");
+        self.start_node(id);
+        id
+    }
+
+    /// Runs `raftctl` against this cluster (endpoints and token from the
+    /// environment): exit code, stdout, stderr.
+    pub fn raftctl(&self, args: &[&str]) -> (i32, String, String) {
+        self.raftctl_with(args, &[])
+    }
+
+    /// Like [`DaemonCluster::raftctl`], with extra environment variables
+    /// (which may override the endpoints or the token).
+    pub fn raftctl_with(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_raftctl"));
+        cmd.args(args)
+            .env("RAFTCTL_ENDPOINTS", raftgres::playground::endpoints(&self.layout))
+            .env("RAFTCTL_TOKEN", &self.layout.token)
+            .env_remove("RAFTCTL_TOKEN_FILE");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run raftctl");
+        let r = (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        info!(?args, code = r.0, "raftctl");
+        r
+    }
+
+    /// `raftctl <args>` that must succeed; its stdout.
+    pub fn must_raftctl(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.raftctl(args);
+        assert_eq!(code, 0, "raftctl {args:?} failed: {err}{out}");
+        out
+    }
+
+    /// `raftctl <args> --json` parsed.
+    pub fn raftctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let out = self.must_raftctl(&a);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("raftctl {args:?} printed no JSON ({e}): {out}"))
     }
 
     pub fn log(&self, id: u64) -> String {

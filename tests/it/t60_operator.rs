@@ -1,0 +1,595 @@
+//! Operator interfaces against real daemons and real PostgreSQL: the HTTP
+//! API (JSON, control endpoints, auth, metrics), `raftctl` (each command and
+//! its errors), HAProxy from Debian's package routing through a failover,
+//! a partitioned primary's health checks, and a membership change while
+//! writes continue.
+
+use std::time::{Duration, Instant};
+
+use raftgres::http::client;
+use raftgres::playground::{free_port, http_get};
+use serde_json::Value;
+use tracing::info;
+
+use crate::support::daemon::DaemonCluster;
+use crate::support::wait_for;
+
+async fn call(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> client::Reply {
+    client::request(method, url, token, &[], body.map(str::to_string), Duration::from_secs(90))
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+}
+
+fn primary_of(status: &Value) -> String {
+    status["primary"].as_str().unwrap_or_default().to_string()
+}
+
+fn members(status: &Value) -> Vec<Value> {
+    status["members"].as_array().cloned().unwrap_or_default()
+}
+
+fn id_of(name: &str) -> u64 {
+    name.trim_start_matches("pg").parse().expect("members are named pg<id>")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn http_api_raftctl_and_auth() {
+    let c = DaemonCluster::start(3, |_| {}).await;
+    let primary = c.must_healthy(&[1, 2, 3], Duration::from_secs(10)).await;
+    let replicas: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != primary).collect();
+    let token = c.layout.token.clone();
+    let api = c.api(primary);
+
+    info!("--- raftctl list: every member with its role, state, timeline and Raft role");
+    let status = c.raftctl_json(&["list"]);
+    assert_eq!(primary_of(&status), format!("pg{primary}"), "{status}");
+    let ms = members(&status);
+    assert_eq!(ms.len(), 3, "{status}");
+    assert_eq!(ms.iter().filter(|m| m["role"] == "primary").count(), 1, "{status}");
+    assert_eq!(ms.iter().filter(|m| m["role"] == "replica" && m["state"] == "streaming").count(), 2, "{status}");
+    assert_eq!(ms.iter().filter(|m| m["raft_role"] == "leader").count(), 1, "{status}");
+    assert!(ms.iter().all(|m| m["timeline"] == 1), "{status}");
+    let table = c.must_raftctl(&["list"]);
+    for want in ["Member", "Leader", "Replica", "streaming", "Lag in MB", "Raft"] {
+        assert!(table.contains(want), "{want} missing from:\n{table}");
+    }
+
+    info!("--- every unsafe HTTP request needs the token, and changes nothing without it");
+    let version_before = c.raftctl_json(&["config", "show"])["version"].as_u64().expect("version");
+    for (method, path, body) in [
+        ("POST", "/switchover", r#"{"leader":"pg1"}"#),
+        ("DELETE", "/switchover", ""),
+        ("POST", "/failover", r#"{"candidate":"pg2"}"#),
+        ("POST", "/restart", "{}"),
+        ("POST", "/reinitialize", "{}"),
+        ("POST", "/reload", ""),
+        ("PATCH", "/config", r#"{"maximum_lag_on_failover": 1}"#),
+        ("PUT", "/config", "{}"),
+        ("POST", "/primary", ""),
+    ] {
+        for presented in [None, Some("not-the-cluster-token")] {
+            let r = call(method, &format!("{api}{path}"), presented, Some(body)).await;
+            assert_eq!(r.status, 401, "{method} {path} with {presented:?}: {}", r.body);
+        }
+    }
+    let after = c.raftctl_json(&["list"]);
+    assert_eq!(primary_of(&after), format!("pg{primary}"));
+    assert_eq!(c.raftctl_json(&["config", "show"])["version"].as_u64(), Some(version_before));
+
+    info!("--- every admin gRPC call needs the token");
+    for args in [
+        vec!["list"],
+        vec!["member", "add", "--id", "9", "--name", "pg9", "--raft-addr", "127.0.0.1:1"],
+        vec!["member", "promote", "pg2"],
+        vec!["member", "remove", "pg2"],
+        vec!["switchover", "--to", "pg2"],
+        vec!["switchover", "--cancel"],
+        vec!["failover", "--to", "pg2"],
+        vec!["pause"],
+        vec!["resume"],
+        vec!["config", "show"],
+        vec!["config", "set", "maximum_lag_on_failover=1"],
+        vec!["history"],
+        vec!["events", "--follow"],
+        vec!["restart", "pg2"],
+        vec!["reinit", "pg2"],
+        vec!["haproxy-config"],
+    ] {
+        for t in ["", "wrong-token-wrong-token"] {
+            let (code, out, err) = c.raftctl_with(&args, &[("RAFTCTL_TOKEN", t)]);
+            assert_eq!(code, 4, "raftctl {args:?} with token {t:?}: {err}{out}");
+        }
+    }
+    assert_eq!(primary_of(&c.raftctl_json(&["list"])), format!("pg{primary}"));
+    assert_eq!(c.raftctl_json(&["config", "show"])["version"].as_u64(), Some(version_before));
+
+    info!("--- JSON documents");
+    let (code, body) = http_get(&format!("{api}/cluster")).await.expect("GET /cluster");
+    assert_eq!(code, 200);
+    let cluster: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(cluster["members"].as_array().map(Vec::len), Some(3), "{cluster}");
+    assert_eq!(cluster["members"].as_array().unwrap().iter().filter(|m| m["role"] == "leader").count(), 1, "{cluster}");
+    let (code, body) = http_get(&format!("{api}/history")).await.expect("GET /history");
+    assert_eq!(code, 200);
+    assert!(body.contains("primary_elected"), "{body}");
+    let (code, body) = http_get(&format!("{}/patroni", c.api(replicas[0]))).await.expect("GET /patroni");
+    assert_eq!(code, 200);
+    assert!(body.contains("\"role\":\"replica\""), "{body}");
+
+    info!("--- /config: GET with its version, PATCH as a compare-and-set merge, PUT validated");
+    let r = call("GET", &format!("{api}/config"), None, None).await;
+    assert_eq!(r.status, 200);
+    let etag = r.etag.clone().expect("GET /config carries an ETag");
+    let stale = format!("\"{}\"", version_before + 100);
+    let r = client::request(
+        "PATCH",
+        &format!("{api}/config"),
+        Some(&token),
+        &[("if-match", &stale)],
+        Some(r#"{"maximum_lag_on_failover": 2097152}"#.into()),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("PATCH");
+    assert_eq!(r.status, 409, "a stale version is a conflict: {}", r.body);
+    let r = client::request(
+        "PATCH",
+        &format!("{api}/config"),
+        Some(&token),
+        &[("if-match", &etag)],
+        Some(r#"{"maximum_lag_on_failover": 2097152}"#.into()),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("PATCH");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let cfg: Value = serde_json::from_str(&r.body).expect("JSON");
+    assert_eq!(cfg["maximum_lag_on_failover"], 2097152);
+    assert_eq!(cfg["lease_ttl_ms"], 2000, "a merge keeps the other keys");
+    let r = call("PUT", &format!("{api}/config"), Some(&token), Some(r#"{"lease_ttl_ms": 10}"#)).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("lease_ttl_ms"), "{}", r.body);
+    let r = call("PATCH", &format!("{api}/config"), Some(&token), Some(r#"{"no_such_key": 1}"#)).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let version = c.raftctl_json(&["config", "show"])["version"].as_u64().expect("version");
+    assert_eq!(version, version_before + 1, "only the valid PATCH changed it");
+
+    info!("--- /metrics in Prometheus text");
+    let (code, text) = http_get(&format!("{api}/metrics")).await.expect("GET /metrics");
+    assert_eq!(code, 200);
+    for want in [
+        "raftgres_raft_term{",
+        "raftgres_raft_applied_index{",
+        "raftgres_primary{scope=\"it-daemons\",name=\"pg",
+        "raftgres_lease_remaining_seconds{",
+        "raftgres_failovers_total{",
+        "raftgres_switchovers_total{",
+        "raftgres_postgres_up{",
+        "patroni_primary{",
+    ] {
+        assert!(text.contains(want), "{want} missing from /metrics:\n{text}");
+    }
+    assert!(text.lines().any(|l| l.starts_with("raftgres_primary{") && l.ends_with(" 1")), "{text}");
+    let (_, text) = http_get(&format!("{}/metrics", c.api(replicas[0]))).await.expect("GET /metrics");
+    assert!(text.lines().any(|l| l.starts_with("raftgres_replication_lag_bytes{")), "{text}");
+
+    info!("--- raftctl errors: unknown member, invalid value, unreachable cluster; nothing changes");
+    let (code, _, err) = c.raftctl(&["failover", "--to", "pg42"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("unknown member") && err.contains("pg1"), "{err}");
+    let (code, _, err) = c.raftctl(&["member", "remove", "nobody"]);
+    assert_eq!(code, 1, "{err}");
+    let (code, _, err) = c.raftctl(&["member", "remove", &format!("pg{primary}")]);
+    assert_eq!(code, 1, "the primary cannot be removed: {err}");
+    let (code, _, err) = c.raftctl(&["config", "set", "lease_ttl_ms=5"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("lease_ttl_ms"), "{err}");
+    let (code, _, err) = c.raftctl(&["config", "set", "synchronous_mode=sometimes"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = c.raftctl(&["switchover", "--at", "tomorrow"]);
+    assert_eq!(code, 2, "{err}");
+    let dead = format!("127.0.0.1:{}", free_port().expect("port"));
+    let (code, _, err) = c.raftctl_with(&["list"], &[("RAFTCTL_ENDPOINTS", &dead)]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("cannot reach"), "{err}");
+    assert_eq!(c.raftctl_json(&["config", "show"])["version"].as_u64(), Some(version));
+    assert_eq!(primary_of(&c.raftctl_json(&["list"])), format!("pg{primary}"));
+
+    info!("--- raftctl config show/set/edit");
+    let out = c.must_raftctl(&["config", "set", "maximum_lag_on_failover=4194304", "--dry-run"]);
+    assert!(out.contains("4194304") && out.contains("dry run"), "{out}");
+    assert_eq!(c.raftctl_json(&["config", "show"])["version"].as_u64(), Some(version));
+    let out =
+        c.must_raftctl(&["config", "set", "maximum_lag_on_failover=4194304", "postgresql_parameters.work_mem=8MB"]);
+    assert!(out.contains(&format!("version {}", version + 1)), "{out}");
+    let shown = c.raftctl_json(&["config", "show"]);
+    assert_eq!(shown["config"]["maximum_lag_on_failover"], 4194304, "{shown}");
+    assert_eq!(shown["config"]["postgresql_parameters"]["work_mem"], "8MB", "{shown}");
+    let (code, _, err) = c.raftctl(&["config", "set", "lease_ttl_ms=3000", "--if-version", "1"]);
+    assert_eq!(code, 1, "a stale --if-version is refused: {err}");
+    let editor = "sed -i 's/\"maximum_lag_on_failover\": 4194304/\"maximum_lag_on_failover\": 8388608/'";
+    let (code, out, err) = c.raftctl_with(&["config", "edit"], &[("EDITOR", editor), ("VISUAL", editor)]);
+    assert_eq!(code, 0, "{err}{out}");
+    assert_eq!(c.raftctl_json(&["config", "show"])["config"]["maximum_lag_on_failover"], 8388608);
+
+    info!("--- pause and resume");
+    c.must_raftctl(&["pause"]);
+    assert_eq!(c.raftctl_json(&["list"])["maintenance"], true);
+    let (_, body) = http_get(&format!("{api}/patroni")).await.expect("GET");
+    assert!(body.contains("\"pause\":true"), "{body}");
+    let (code, _, err) = c.raftctl(&["pause"]);
+    assert_eq!(code, 1, "pausing twice is refused: {err}");
+    c.must_raftctl(&["resume"]);
+    assert_eq!(c.raftctl_json(&["list"])["maintenance"], false);
+
+    info!("--- events --follow prints events as they are applied");
+    let mut follower = std::process::Command::new(env!("CARGO_BIN_EXE_raftctl"))
+        .args(["events", "--follow", "--json"])
+        .env("RAFTCTL_ENDPOINTS", raftgres::playground::endpoints(&c.layout))
+        .env("RAFTCTL_TOKEN", &token)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start raftctl events");
+    let stdout = follower.stdout.take().expect("piped stdout");
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let done = line.contains("maintenance_changed");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        lines
+    });
+    // The stream starts empty; events after it connected must arrive.
+    wait_for("the follower to connect", Duration::from_secs(10), async || {
+        c.must_raftctl(&["pause"]);
+        c.must_raftctl(&["resume"]);
+        if reader.is_finished() { Ok(()) } else { Err("no event yet") }
+    })
+    .await;
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let lines = reader.join().expect("reader");
+    let last: Value = serde_json::from_str(lines.last().expect("a line")).expect("JSON event");
+    assert_eq!(last["kind"], "maintenance_changed", "{lines:?}");
+
+    info!("--- restart a replica's PostgreSQL through another node");
+    let before = c.postmaster_pid(replicas[0]).expect("running");
+    let out = c.must_raftctl(&["restart", &format!("pg{}", replicas[0])]);
+    assert!(out.contains("restarted"), "{out}");
+    let after = c.postmaster_pid(replicas[0]).expect("running again");
+    assert_ne!(before, after, "a new postmaster");
+
+    info!("--- reinit: refused on the primary, re-clones a replica");
+    let (code, _, err) = c.raftctl(&["reinit", &format!("pg{primary}")]);
+    assert_eq!(code, 1, "{err}");
+    let pclient = c.must_pg(primary).await;
+    pclient.batch_execute("CREATE TABLE t (v bigint PRIMARY KEY)").await.expect("create table");
+    for v in 0..50i64 {
+        pclient.execute("INSERT INTO t VALUES ($1)", &[&v]).await.expect("insert");
+    }
+    let out = c.must_raftctl(&["reinit", &format!("pg{}", replicas[1])]);
+    assert!(out.contains("reinitialized"), "{out}");
+    c.must_rows(replicas[1], 50, Duration::from_secs(30)).await;
+
+    info!("--- switchover while a client writes: no acknowledged write is lost");
+    let writer = {
+        let uris: Vec<(u64, String)> = [1u64, 2, 3].iter().map(|id| (*id, c.layout.pg_uri(*id))).collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut v = 1000i64;
+            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                v += 1;
+                for (_, uri) in &uris {
+                    let Ok(Ok((cl, conn))) = tokio::time::timeout(
+                        Duration::from_millis(300),
+                        tokio_postgres::connect(uri, tokio_postgres::NoTls),
+                    )
+                    .await
+                    else {
+                        continue;
+                    };
+                    tokio::spawn(conn);
+                    if let Ok(Ok(_)) =
+                        tokio::time::timeout(Duration::from_millis(500), cl.execute("INSERT INTO t VALUES ($1)", &[&v]))
+                            .await
+                    {
+                        acked.push(v);
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            acked
+        });
+        (stop, task)
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let target = format!("pg{}", replicas[0]);
+    let out = c.must_raftctl(&["switchover", "--to", &target]);
+    assert!(out.contains(&format!("{target} is the new primary")), "{out}");
+    let new_primary = c.must_primary(&[replicas[0]], Duration::from_secs(20)).await;
+    assert_eq!(new_primary, replicas[0]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    writer.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = writer.1.await.expect("writer");
+    assert!(acked.len() > 10, "the writer made progress: {}", acked.len());
+    let nclient = c.must_pg(new_primary).await;
+    let rows = nclient.query("SELECT v FROM t WHERE v > 1000", &[]).await.expect("select");
+    let present: std::collections::BTreeSet<i64> = rows.iter().map(|r| r.get(0)).collect();
+    let lost: Vec<&i64> = acked.iter().filter(|v| !present.contains(v)).collect();
+    assert!(lost.is_empty(), "acknowledged writes lost in the switchover: {lost:?}");
+    c.must_healthy(&[1, 2, 3], Duration::from_secs(30)).await;
+    assert_eq!(c.must_timeline(new_primary).await, 2);
+
+    info!("--- failover --to another replica, history shows both");
+    let target = if replicas[1] != new_primary { replicas[1] } else { primary };
+    let out = c.must_raftctl(&["failover", "--to", &format!("pg{target}")]);
+    assert!(out.contains("new primary"), "{out}");
+    assert_eq!(c.must_primary(&[target], Duration::from_secs(20)).await, target);
+    let history = c.raftctl_json(&["history"]);
+    let kinds: Vec<&str> = history.as_array().expect("array").iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert!(kinds.contains(&"switchover_scheduled") && kinds.contains(&"primary_released"), "{kinds:?}");
+    let elections = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "primary_elected" && e["text"].as_str().unwrap_or("").contains("switchover"))
+        .count();
+    assert_eq!(elections, 2, "{history}");
+    let (_, text) = http_get(&format!("{}/metrics", c.api(target))).await.expect("metrics");
+    assert!(text.lines().any(|l| l.starts_with("raftgres_switchovers_total{") && l.ends_with(" 2")), "{text}");
+    assert_eq!(id_of(&primary_of(&c.raftctl_json(&["list"]))), target);
+}
+
+/// An nftables table that drops one node's Raft traffic; removed on drop.
+struct Partition {
+    table: String,
+}
+
+impl Partition {
+    fn isolate(host: &str, own_port: u16, peer_ports: &[u16]) -> Partition {
+        let table = format!("raftgres_it_{}", std::process::id());
+        let peers: Vec<String> = peer_ports.iter().map(|p| p.to_string()).collect();
+        let rules = format!(
+            "table inet {table} {{\n  chain out {{\n    type filter hook output priority 0; policy accept;\n    \
+             ip saddr {host} tcp dport {{ {} }} drop\n    ip daddr {host} tcp dport {own_port} drop\n  }}\n}}\n",
+            peers.join(", ")
+        );
+        let mut child = std::process::Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("run nft (scripts/install-deps.sh installs nftables)");
+        use std::io::Write;
+        child.stdin.take().expect("stdin").write_all(rules.as_bytes()).expect("write rules");
+        assert!(child.wait().expect("nft").success(), "nft refused:\n{rules}");
+        Partition { table }
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nft").args(["delete", "table", "inet", &self.table]).status();
+    }
+}
+
+/// Which backend a connection through HAProxy reached: (port, in recovery).
+async fn through(port: u16, password: &str) -> Result<(i32, bool), String> {
+    let uri = format!("postgresql://postgres:{password}@127.0.0.1:{port}/postgres?connect_timeout=2");
+    let (cl, conn) = tokio::time::timeout(Duration::from_secs(3), tokio_postgres::connect(&uri, tokio_postgres::NoTls))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let row = tokio::time::timeout(
+        Duration::from_secs(3),
+        cl.query_one("SELECT inet_server_port(), pg_is_in_recovery()", &[]),
+    )
+    .await
+    .map_err(|_| "query timed out".to_string())?
+    .map_err(|e| e.to_string())?;
+    Ok((row.get(0), row.get(1)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn haproxy_routes_through_a_failover_and_a_partitioned_primary_answers_503() {
+    let host = |id: u64| format!("127.0.61.{id}");
+    let mut c = DaemonCluster::start_on(3, host, |_| {}).await;
+    let primary = c.must_healthy(&[1, 2, 3], Duration::from_secs(10)).await;
+    let pg_port = |c: &DaemonCluster, id: u64| c.layout.node(id).pg_port as i32;
+
+    info!("--- HAProxy runs the configuration raftctl generates");
+    let ports: Vec<u16> = (0..5).map(|_| free_port().expect("port")).collect();
+    let cfg_path = c.layout.dir.join("haproxy.cfg");
+    let (pp, rp, dp, op, sp) = (ports[0], ports[1], ports[2], ports[3], ports[4]);
+    c.must_raftctl(&[
+        "haproxy-config",
+        "--bind",
+        "127.0.0.1",
+        "--primary-port",
+        &pp.to_string(),
+        "--replica-port",
+        &rp.to_string(),
+        "--default-port",
+        &dp.to_string(),
+        "--offline-port",
+        &op.to_string(),
+        "--stats-port",
+        &sp.to_string(),
+        "--check-interval-ms",
+        "500",
+        "-o",
+        cfg_path.to_str().expect("utf-8 path"),
+    ]);
+    let cfg = std::fs::read_to_string(&cfg_path).expect("config written");
+    assert!(cfg.contains("OPTIONS uri /primary") && cfg.contains("/replica?lag="), "{cfg}");
+    let haproxy = std::process::Command::new("haproxy")
+        .args(["-db", "-f", cfg_path.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start haproxy (scripts/install-deps.sh installs it)");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _haproxy = Kill(haproxy);
+    let pw = c.layout.superuser_password.clone();
+
+    // HAProxy counts servers up until their first check; wait for both
+    // services to settle on the right backends.
+    wait_for("HAProxy's primary port to reach the primary", Duration::from_secs(20), async || {
+        match through(pp, &pw).await {
+            Ok((port, false)) if port == pg_port(&c, primary) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    wait_for("HAProxy's checks to settle", Duration::from_secs(20), async || {
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            seen.push(through(rp, &pw).await);
+        }
+        if seen.iter().all(|r| matches!(r, Ok((_, true)))) { Ok(()) } else { Err(format!("{seen:?}")) }
+    })
+    .await;
+    assert!(matches!(through(dp, &pw).await, Ok((p, false)) if p == pg_port(&c, primary)));
+
+    info!("--- the primary is cut off from Raft: its lease runs out and it answers 503");
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != primary).collect();
+    let peer_ports: Vec<u16> = others.iter().map(|id| c.layout.node(*id).raft_port).collect();
+    let partition = Partition::isolate(&host(primary), c.layout.node(primary).raft_port, &peer_ports);
+    let cut = Instant::now();
+    wait_for("the partitioned primary to fail its /primary check", Duration::from_secs(10), async || {
+        match http_get(&format!("{}/primary", c.api(primary))).await {
+            Ok((503, _)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let demoted_after = cut.elapsed();
+    info!(?demoted_after, "the partitioned primary answers 503");
+    for path in ["/leader", "/read-write", "/"] {
+        let (code, _) = http_get(&format!("{}{path}", c.api(primary))).await.expect("GET");
+        assert_eq!(code, 503, "{path} on the partitioned primary");
+    }
+
+    info!("--- a new primary is elected; HAProxy's primary port follows it; the replica port never reaches a primary");
+    let mut replica_port_hits = Vec::new();
+    let new_primary = wait_for("HAProxy's primary port to reach a new primary", Duration::from_secs(30), async || {
+        replica_port_hits.push(through(rp, &pw).await);
+        match through(pp, &pw).await {
+            Ok((port, false)) if port != pg_port(&c, primary) => Ok(port),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let new_id = others.iter().copied().find(|id| pg_port(&c, *id) == new_primary).expect("one of the others");
+    assert_eq!(c.must_primary(&others, Duration::from_secs(5)).await, new_id);
+    for _ in 0..10 {
+        replica_port_hits.push(through(rp, &pw).await);
+    }
+    for hit in &replica_port_hits {
+        if let Ok((port, in_recovery)) = hit {
+            assert!(*in_recovery, "the replica port reached a primary on port {port}: {replica_port_hits:?}");
+        }
+    }
+    assert!(
+        replica_port_hits.iter().filter(|h| h.is_ok()).count() >= 5,
+        "the replica port served reads: {replica_port_hits:?}"
+    );
+    let (code, _) = http_get(&format!("{}/primary", c.api(primary))).await.expect("GET");
+    assert_eq!(code, 503, "still 503 while cut off");
+
+    info!("--- healed: the old primary rejoins as a replica");
+    drop(partition);
+    c.must_healthy(&[1, 2, 3], Duration::from_secs(60)).await;
+    let (code, _) = http_get(&format!("{}/replica", c.api(primary))).await.expect("GET");
+    assert_eq!(code, 200);
+    c.kill_node(primary);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fourth_node_joins_and_an_old_one_leaves_while_writes_continue() {
+    let mut c = DaemonCluster::start(3, |_| {}).await;
+    let primary = c.must_healthy(&[1, 2, 3], Duration::from_secs(10)).await;
+    let leaving = [1, 2, 3].into_iter().find(|id| *id != primary).expect("a replica");
+    let client = c.must_pg(primary).await;
+    client.batch_execute("CREATE TABLE t (v bigint PRIMARY KEY)").await.expect("create table");
+
+    let uri = c.layout.pg_uri(primary);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let writer = tokio::spawn(async move {
+        let (cl, conn) = tokio_postgres::connect(&uri, tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(conn);
+        let (mut ok, mut failed) = (0i64, Vec::new());
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            match cl.execute("INSERT INTO t VALUES ($1)", &[&ok]).await {
+                Ok(_) => ok += 1,
+                Err(e) => failed.push(e.to_string()),
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (ok, failed)
+    });
+
+    info!("--- node 4 starts, is added as a learner, catches up and is promoted");
+    let new = c.spawn_joiner();
+    let node = c.layout.node(new).clone();
+    let (code, _, err) = c.raftctl(&["member", "add", "--id", "4", "--name", "pg2", "--raft-addr", &node.raft_addr()]);
+    assert_eq!(code, 1, "a duplicate name is refused: {err}");
+    let out = c.must_raftctl(&[
+        "member",
+        "add",
+        "--id",
+        &new.to_string(),
+        "--name",
+        &node.name,
+        "--raft-addr",
+        &node.raft_addr(),
+        "--api-url",
+        &node.api_url(),
+    ]);
+    assert!(out.contains("learner"), "{out}");
+    let status = c.raftctl_json(&["list"]);
+    let m = members(&status).into_iter().find(|m| m["name"] == node.name.as_str()).expect("listed");
+    assert_eq!(m["raft_role"], "learner", "{status}");
+    let out = c.must_raftctl(&["member", "promote", &node.name]);
+    assert!(out.contains("voter"), "{out}");
+    let (code, _, err) = c.raftctl(&["member", "promote", &node.name]);
+    assert_eq!(code, 1, "already a voter: {err}");
+    c.must_healthy(&[1, 2, 3, new], Duration::from_secs(60)).await;
+
+    info!("--- an old replica is removed");
+    let out = c.must_raftctl(&["member", "remove", &format!("pg{leaving}")]);
+    assert!(out.contains("removed"), "{out}");
+    let status = c.raftctl_json(&["list"]);
+    assert!(members(&status).iter().all(|m| m["name"] != format!("pg{leaving}").as_str()), "{status}");
+    assert_eq!(
+        members(&status).iter().filter(|m| m["raft_role"] == "follower" || m["raft_role"] == "leader").count(),
+        3
+    );
+    c.kill_node(leaving);
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = writer.await.expect("writer");
+    assert!(failed.is_empty(), "writes failed during the membership change: {failed:?}");
+    assert!(ok > 50, "writes continued: {ok}");
+    let remaining: Vec<u64> = [1, 2, 3, new].into_iter().filter(|id| *id != leaving).collect();
+    c.must_rows(new, ok, Duration::from_secs(30)).await;
+    assert_eq!(c.must_healthy(&remaining, Duration::from_secs(30)).await, primary);
+    let (code, _, err) = c.raftctl(&["member", "remove", &format!("pg{leaving}")]);
+    assert_eq!(code, 1, "an unknown member: {err}");
+}
