@@ -501,18 +501,21 @@ impl Ops {
         if !wait {
             return Ok(Done::new(format!("switchover to {target} started"), index));
         }
-        self.wait_handover(primary.epoch, to).await
+        self.wait_handover(primary.epoch, to, index).await
     }
 
     /// Waits until a primary of a later epoch runs, or the switchover is
     /// dropped.
-    async fn wait_handover(&self, epoch: u64, to: Option<NodeId>) -> Result<Done, OpError> {
+    async fn wait_handover(&self, epoch: u64, to: Option<NodeId>, scheduled: u64) -> Result<Done, OpError> {
         let mut rx = self.handle.subscribe();
         let deadline = tokio::time::Instant::now() + HANDOVER_WAIT;
         loop {
             let applied = rx.borrow_and_update().clone();
             let s = &applied.state;
-            if s.epoch > epoch
+            // This node may apply the schedule after the leader answered.
+            let seen = applied.last_applied.is_some_and(|l| l.index >= scheduled);
+            if seen
+                && s.epoch > epoch
                 && let Some(p) = &s.primary
             {
                 let name = self.name_of(s, p.node);
@@ -522,7 +525,11 @@ impl Ops {
                 let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
                 return Ok(Done::new(format!("{name} is the new primary (epoch {})", p.epoch), index));
             }
-            if s.switchover.is_none() && s.epoch == epoch && s.primary.as_ref().is_some_and(|p| p.epoch == epoch) {
+            if seen
+                && s.switchover.is_none()
+                && s.epoch == epoch
+                && s.primary.as_ref().is_some_and(|p| p.epoch == epoch)
+            {
                 return Err(OpError::Refused("the switchover was cancelled; the primary is unchanged".into()));
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
@@ -557,7 +564,7 @@ impl Ops {
                 if !wait {
                     return Ok(Done::new(format!("failover to {to} started"), index));
                 }
-                self.wait_handover(epoch, Some(id)).await
+                self.wait_handover(epoch, Some(id), index).await
             }
             None => {
                 let epoch = state.epoch;
