@@ -310,7 +310,17 @@ async fn http_api_raftctl_and_auth() {
         });
         (stop, task)
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for("the writer to make progress", Duration::from_secs(20), async || {
+        let n: i64 = c
+            .must_pg(primary)
+            .await
+            .query_one("SELECT count(*) FROM t WHERE v > 1000", &[])
+            .await
+            .map_err(|e| e.to_string())?
+            .get(0);
+        if n >= 5 { Ok(()) } else { Err(format!("{n} rows")) }
+    })
+    .await;
     let target = format!("pg{}", replicas[0]);
     let out = c.must_raftctl(&["switchover", "--to", &target]);
     assert!(out.contains(&format!("{target} is the new primary")), "{out}");
@@ -319,7 +329,7 @@ async fn http_api_raftctl_and_auth() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     writer.0.store(true, std::sync::atomic::Ordering::Relaxed);
     let acked = writer.1.await.expect("writer");
-    assert!(acked.len() > 10, "the writer made progress: {}", acked.len());
+    assert!(acked.len() >= 5, "the writer made progress: {}", acked.len());
     let nclient = c.must_pg(new_primary).await;
     let rows = nclient.query("SELECT v FROM t WHERE v > 1000", &[]).await.expect("select");
     let present: std::collections::BTreeSet<i64> = rows.iter().map(|r| r.get(0)).collect();
