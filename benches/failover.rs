@@ -106,6 +106,65 @@ fn stop_all(children: &mut [(u64, Child)], c: &LocalCluster) {
     }
 }
 
+/// Writes continuously to whichever node accepts, through a switchover
+/// requested over HTTP; returns (the longest gap between acknowledged
+/// writes, request → new primary elected).
+async fn switchover_gap(c: &LocalCluster, from: u64, to: u64) -> (Duration, Duration) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let uris: Vec<String> = std::iter::once(from).chain(std::iter::once(to)).map(|id| c.pg_uri(id)).collect();
+        tokio::spawn(async move {
+            let mut acks: Vec<Instant> = Vec::new();
+            let mut client: Option<(usize, tokio_postgres::Client)> = None;
+            let mut next = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if client.is_none() {
+                    let uri = &uris[next % uris.len()];
+                    next += 1;
+                    if let Ok(Ok((cl, conn))) =
+                        tokio::time::timeout(Duration::from_millis(200), tokio_postgres::connect(uri, NoTls)).await
+                    {
+                        tokio::spawn(conn);
+                        client = Some((next, cl));
+                    }
+                    continue;
+                }
+                let (_, cl) = client.as_ref().expect("checked");
+                let r = tokio::time::timeout(Duration::from_millis(200), cl.execute("INSERT INTO t VALUES (2)", &[]))
+                    .await;
+                match r {
+                    Ok(Ok(_)) => acks.push(Instant::now()),
+                    _ => client = None,
+                }
+            }
+            acks
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let from_name = c.node(from).name.clone();
+    let to_name = c.node(to).name.clone();
+    let t = Instant::now();
+    let body = format!(r#"{{"leader":"{from_name}","candidate":"{to_name}"}}"#);
+    let reply = raftgres::http::client::request(
+        "POST",
+        &format!("{}/switchover", c.node(from).api_url()),
+        Some(&c.token),
+        &[],
+        Some(body),
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("POST /switchover");
+    assert_eq!(reply.status, 200, "switchover: {}", reply.body);
+    let elected = t.elapsed();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acks = writer.await.expect("writer");
+    let gap = acks.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
+    (gap, elected)
+}
+
 struct Round {
     death: Duration,
     shutdown: Duration,
@@ -113,6 +172,9 @@ struct Round {
     fenced: Duration,
     /// Pause → first write on the new primary.
     pause_failover: Duration,
+    /// Longest gap between acknowledged writes across a switchover.
+    switchover_gap: Duration,
+    switchover_elected: Duration,
     rss_kb: Vec<u64>,
     cpu_percent: Vec<f64>,
 }
@@ -172,6 +234,11 @@ async fn round(i: usize) -> Round {
     };
     let (fenced, pause_failover) = tokio::join!(fence_probe, first_write(&c, &others, t));
     let _ = kill(Pid::from_raw(daemon as i32), Signal::SIGCONT);
+    let first = healthy(&c, Duration::from_secs(120)).await;
+
+    // Switchover under a continuous writer.
+    let target = [1, 2, 3].into_iter().find(|id| *id != first).expect("a replica");
+    let (switchover_gap, switchover_elected) = switchover_gap(&c, first, target).await;
     let second = healthy(&c, Duration::from_secs(120)).await;
 
     // Clean shutdown.
@@ -184,15 +251,18 @@ async fn round(i: usize) -> Round {
     let _ = std::fs::remove_dir_all(&dir);
     println!(
         "round {i}: node death {:.2} s, paused daemon: old primary stopped at {:.2} s, new primary wrote at {:.2} s, \
-         clean shutdown {:.2} s, idle RSS {:?} KiB, idle CPU {:.2?} %",
+         clean shutdown {:.2} s, switchover: writes paused {:.3} s (elected after {:.3} s), idle RSS {:?} KiB, \
+         idle CPU {:.2?} %",
         death.as_secs_f64(),
         fenced.as_secs_f64(),
         pause_failover.as_secs_f64(),
         shutdown.as_secs_f64(),
+        switchover_gap.as_secs_f64(),
+        switchover_elected.as_secs_f64(),
         rss_kb,
         cpu_percent
     );
-    Round { death, shutdown, fenced, pause_failover, rss_kb, cpu_percent }
+    Round { death, shutdown, fenced, pause_failover, switchover_gap, switchover_elected, rss_kb, cpu_percent }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -213,6 +283,8 @@ async fn main() {
     let shutdown = secs(|r| r.shutdown);
     let fenced = secs(|r| r.fenced);
     let pause_failover = secs(|r| r.pause_failover);
+    let gap = secs(|r| r.switchover_gap);
+    let elected = secs(|r| r.switchover_elected);
     // Positive: time with two primaries; negative: the gap between them.
     let two_primaries: Vec<f64> = all.iter().map(|r| r.fenced.as_secs_f64() - r.pause_failover.as_secs_f64()).collect();
     let rss: Vec<f64> = all.iter().flat_map(|r| r.rss_kb.iter().map(|k| *k as f64 / 1024.0)).collect();
@@ -240,6 +312,16 @@ async fn main() {
         "| two primaries accepting writes (s; negative = gap between them) | {:.2} | {:.2} |",
         median(two_primaries.clone()),
         max(&two_primaries)
+    );
+    println!(
+        "| switchover: longest gap between acknowledged writes (s) | {:.3} | {:.3} |",
+        median(gap.clone()),
+        max(&gap)
+    );
+    println!(
+        "| switchover: request → new primary elected (s) | {:.3} | {:.3} |",
+        median(elected.clone()),
+        max(&elected)
     );
     println!("| idle daemon RSS (MiB) | {:.1} | {:.1} |", median(rss.clone()), max(&rss));
     println!("| idle daemon CPU (% of one core) | {:.2} | {:.2} |", median(cpu.clone()), max(&cpu));
