@@ -131,8 +131,8 @@ async fn switchover_gap(c: &LocalCluster, from: u64, to: u64) -> (Duration, Dura
                     continue;
                 }
                 let (_, cl) = client.as_ref().expect("checked");
-                let r = tokio::time::timeout(Duration::from_millis(200), cl.execute("INSERT INTO t VALUES (2)", &[]))
-                    .await;
+                let r =
+                    tokio::time::timeout(Duration::from_millis(200), cl.execute("INSERT INTO t VALUES (2)", &[])).await;
                 match r {
                     Ok(Ok(_)) => acks.push(Instant::now()),
                     _ => client = None,

@@ -224,6 +224,10 @@ pub async fn run(config: Config, file: Option<(PathBuf, FileConfig)>) -> anyhow:
     if failed != Some("http") {
         let _ = http_task.await;
     }
+    // Every handle clone keeps the storage open; drop them before the node
+    // waits for it to close.
+    drop(reloader);
+    drop(ops_cell);
     drop(handle);
     node.shutdown().await;
     tracing::info!("stopped");

@@ -111,6 +111,9 @@ pub fn parse_query(query: Option<&str>) -> Result<Filters, String> {
 pub struct NodeFacts {
     /// Named primary, lease valid for writes, PostgreSQL out of recovery.
     pub primary: bool,
+    /// The replicated state names this node primary (it may still be
+    /// promoting, or have lost its lease).
+    pub named_primary: bool,
     /// PostgreSQL answers SQL.
     pub running: bool,
     /// PostgreSQL is in recovery (a replica).
@@ -130,7 +133,10 @@ pub struct NodeFacts {
 impl NodeFacts {
     /// Patroni's "replica OK".
     fn replica_ok(&self, f: &Filters) -> bool {
-        if self.noloadbalance || !self.running || !self.in_recovery || self.primary {
+        // A node elected primary leaves the replica checks at once, before
+        // its promotion completes, so load balancers stop sending reads
+        // meant for replicas as early as possible.
+        if self.noloadbalance || !self.running || !self.in_recovery || self.primary || self.named_primary {
             return false;
         }
         if let (Some(max), Some(primary), Some(replay)) = (f.lag, self.primary_lsn, self.replay_lsn)
@@ -260,6 +266,9 @@ mod tests {
         let sync = NodeFacts { sync_standby: true, ..replica() };
         assert!(sync.passes(Check::Sync, &none) && !sync.passes(Check::Async, &none));
         assert!(sync.passes(Check::ReadOnlySync, &none));
+        let promoting = NodeFacts { named_primary: true, ..replica() };
+        assert!(!promoting.passes(Check::Replica, &none), "an elected replica leaves the replica checks");
+        assert!(!promoting.passes(Check::Primary, &none), "and is not primary before its promotion");
     }
 
     #[test]

@@ -145,6 +145,7 @@ fn facts(s: &ApiState) -> NodeFacts {
     let primary = is_primary(s);
     NodeFacts {
         primary,
+        named_primary: state.primary_node() == Some(s.handle.id()),
         running: o.accepting,
         in_recovery: o.in_recovery == Some(true),
         streaming: o.streaming,
