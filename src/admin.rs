@@ -14,7 +14,6 @@ use raftgres_storage::EventRecord;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status};
 
 use crate::ops::{ClusterStatus, ConfigChange, Done, OpError, Ops, event_kind};
@@ -86,6 +85,7 @@ pub fn status_to_pb(s: ClusterStatus) -> pb::ClusterStatus {
             })
             .collect(),
         served_by: s.served_by,
+        stale: s.stale,
     }
 }
 
@@ -122,9 +122,11 @@ impl AdminService {
         }
         let addr =
             ops.raft_addr_of(id).ok_or_else(|| Status::not_found(format!("{member} is not in the Raft membership")))?;
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| Status::internal(e.to_string()))?
-            .local_address(ops.handle.transport().local_ip)
+        let channel = ops
+            .handle
+            .transport()
+            .endpoint(&addr)
+            .map_err(Status::internal)?
             .connect_timeout(Duration::from_secs(2))
             .connect()
             .await

@@ -71,6 +71,7 @@ pub async fn run(config: Config, file: Option<(PathBuf, FileConfig)>) -> anyhow:
     node_config.transport = Transport {
         token: Some(config.token.clone()),
         local_ip: Some(config.raft_listen.ip()).filter(|ip| !ip.is_unspecified()),
+        tls: config.tls.clone(),
     };
     let ops_cell = Arc::new(OnceLock::new());
     let admin = Routes::new(AdminService::server(ops_cell.clone()));

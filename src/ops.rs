@@ -21,6 +21,9 @@ use crate::http::client;
 /// How long a member's API gets to answer a status fetch.
 const MEMBER_FETCH_TIMEOUT: Duration = Duration::from_millis(1500);
 
+/// How long `status` tries to confirm its view with the Raft leader.
+const STATUS_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How long `wait` on a switchover or failover waits for the new primary.
 pub const HANDOVER_WAIT: Duration = Duration::from_secs(60);
 
@@ -110,6 +113,8 @@ pub struct ClusterStatus {
     pub switchovers: u64,
     pub members: Vec<MemberStatus>,
     pub served_by: NodeId,
+    /// The view could not be confirmed by a linearizable read.
+    pub stale: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -257,6 +262,10 @@ impl Ops {
 
     /// The cluster with each member's live state, fetched from its API.
     pub async fn status(&self) -> ClusterStatus {
+        // Confirm the view with the leader when possible; a partitioned or
+        // removed node still answers, flagged stale.
+        let confirmed = tokio::time::timeout(STATUS_READ_TIMEOUT, self.handle.read(|_| ())).await;
+        let stale = !matches!(confirmed, Ok(Ok(())));
         let state = self.state();
         let raft = self.handle.status();
         let raft_members = self.raft_members();
@@ -348,6 +357,7 @@ impl Ops {
             switchovers: state.switchovers,
             members,
             served_by: self.handle.id(),
+            stale,
         }
     }
 

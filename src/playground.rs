@@ -201,7 +201,7 @@ impl LocalCluster {
                 replication_password: self.replication_password.clone(),
                 run_as: "postgres".into(),
             },
-            security: SecuritySection { token: Some(self.token.clone()), token_file: None },
+            security: SecuritySection { token: Some(self.token.clone()), ..SecuritySection::default() },
             tags: Default::default(),
             dynamic: Default::default(),
         }

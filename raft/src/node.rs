@@ -154,8 +154,12 @@ impl RaftNode {
         });
         let mut routes = RoutesBuilder::from(extra);
         routes.add_service(service);
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &config.transport.tls {
+            builder = builder.tls_config(tls.server_config()).map_err(|e| NodeError::Config(format!("TLS: {e}")))?;
+        }
         let server = tokio::spawn(
-            tonic::transport::Server::builder()
+            builder
                 .tcp_nodelay(true)
                 .layer(auth)
                 .add_routes(routes.routes())

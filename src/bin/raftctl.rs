@@ -16,7 +16,7 @@ use raftgres::http::control::format_ms;
 use raftgres_proto::admin as pb;
 use raftgres_proto::admin::admin_client::AdminClient;
 use serde_json::{Value, json};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
 
 #[derive(Parser)]
@@ -34,6 +34,10 @@ struct Cli {
     /// A file holding the cluster token.
     #[arg(long, env = "RAFTCTL_TOKEN_FILE", global = true)]
     token_file: Option<std::path::PathBuf>,
+    /// The cluster's CA certificate (PEM): connect with TLS and verify the
+    /// daemon against it.
+    #[arg(long, env = "RAFTCTL_CA_FILE", global = true)]
+    ca_file: Option<std::path::PathBuf>,
     /// Deadline of one call, in seconds (switchover and failover wait longer).
     #[arg(long, default_value_t = 10, global = true)]
     timeout: u64,
@@ -232,13 +236,25 @@ impl Ctl {
             ),
             (None, None) => None,
         };
+        let tls = match &cli.ca_file {
+            None => None,
+            Some(p) => {
+                let pem =
+                    std::fs::read(p).map_err(|e| Failure::new(2, format!("read CA file {}: {e}", p.display())))?;
+                Some(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
+            }
+        };
         let mut errors = Vec::new();
         for ep in cli.endpoints.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            let url = if ep.contains("://") { ep.to_string() } else { format!("http://{ep}") };
-            let endpoint = match Endpoint::from_shared(url) {
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let url = if ep.contains("://") { ep.to_string() } else { format!("{scheme}://{ep}") };
+            let mut endpoint = match Endpoint::from_shared(url) {
                 Ok(e) => e.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true),
                 Err(e) => return Err(Failure::new(2, format!("invalid endpoint {ep:?}: {e}"))),
             };
+            if let Some(t) = &tls {
+                endpoint = endpoint.tls_config(t.clone()).map_err(|e| Failure::new(2, format!("TLS for {ep}: {e}")))?;
+            }
             match endpoint.connect().await {
                 Ok(ch) => {
                     return Ok(Ctl {
@@ -309,7 +325,7 @@ fn status_json(s: &pb::ClusterStatus) -> Value {
         "raft_term": s.raft_term, "raft_leader": (s.raft_leader != 0).then_some(s.raft_leader),
         "failovers": s.failovers, "switchovers": s.switchovers,
         "members": s.members.iter().map(member_json).collect::<Vec<_>>(),
-        "served_by": s.served_by,
+        "served_by": s.served_by, "stale": s.stale,
     })
 }
 
@@ -327,6 +343,13 @@ fn print_status(s: &pb::ClusterStatus) {
         header.push_str("  [maintenance mode: automatic failover paused]");
     }
     println!("{header}");
+    if s.stale {
+        println!(
+            "WARNING: node {} could not confirm this view with the Raft leader (no quorum, or it is no longer a \
+             member); it may be out of date",
+            s.served_by
+        );
+    }
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Disabled);
     t.set_header(vec!["Member", "Host", "Role", "State", "TL", "Lag in MB", "Raft", "Tags"]);

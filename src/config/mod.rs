@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use raftgres_raft::network::security::Token;
+use raftgres_raft::network::security::{Tls, Token};
 use raftgres_storage::member::validate_tags;
 use raftgres_storage::{DynamicConfig, Tags};
 use serde::{Deserialize, Serialize};
@@ -45,9 +45,18 @@ pub struct SecuritySection {
     /// The cluster token, inline.
     #[serde(default)]
     pub token: Option<String>,
-    /// A file holding the cluster token (read at start and on reload).
+    /// A file holding the cluster token (read at start).
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// TLS for the Raft port (Raft and admin traffic): the cluster's CA,
+    /// this node's certificate (valid for its advertised Raft host) and key,
+    /// PEM. All three or none.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,6 +209,8 @@ pub struct Config {
     pub initial_dynamic: DynamicConfig,
     /// Required on every admin call, unsafe HTTP request and Raft message.
     pub token: Token,
+    /// TLS of the Raft port, when configured.
+    pub tls: Option<Tls>,
     pub tags: Tags,
 }
 
@@ -394,6 +405,21 @@ impl FileConfig {
                 }
             },
         };
+        let s = &self.security;
+        let tls = match (&s.tls_ca_file, &s.tls_cert_file, &s.tls_key_file) {
+            (None, None, None) => None,
+            (Some(ca), Some(cert), Some(key)) => match Tls::load(ca, cert, key) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    bad("security.tls_ca_file", e);
+                    None
+                }
+            },
+            _ => {
+                bad("security.tls_ca_file", "set tls_ca_file, tls_cert_file and tls_key_file together".into());
+                None
+            }
+        };
         if !errs.is_empty() {
             return Err(ConfigError::Invalid(errs));
         }
@@ -431,6 +457,7 @@ impl FileConfig {
             run_as: self.postgres.run_as.clone(),
             initial_dynamic: self.dynamic.clone(),
             token: token.expect("checked above"),
+            tls,
             tags: self.tags.clone(),
         })
     }
@@ -468,6 +495,7 @@ mod tests {
         c.dynamic.lease_ttl_ms = 10;
         c.dynamic.synchronous_mode = raftgres_storage::SyncMode::On;
         c.security.token = Some("short".into());
+        c.security.tls_cert_file = Some("/nonexistent.pem".into());
         c.tags.insert("nofailover".into(), "maybe".into());
         let Err(ConfigError::Invalid(errs)) = c.validate() else { panic!("must be invalid") };
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();

@@ -82,6 +82,13 @@ run_as = "postgres"
 # Keep it out of the file with token_file instead.
 token = "change-me-to-a-long-random-secret"
 # token_file = "/etc/raftgres/token"
+# TLS on the Raft port (Raft and admin gRPC): the cluster's CA, and this
+# node's certificate (its subject alternative names must cover the host of
+# raft.advertise) and key, PEM. All three or none; raftctl then needs
+# --ca-file.
+# tls_ca_file = "/etc/raftgres/ca.pem"
+# tls_cert_file = "/etc/raftgres/node.pem"
+# tls_key_file = "/etc/raftgres/node-key.pem"
 
 # This member's tags, as in Patroni: nofailover, noloadbalance, nosync
 # (true/false), failover_priority (0 = never promote), and any other

@@ -65,7 +65,7 @@ pub async fn cluster(State(s): State<Shared>) -> Response {
         "raftgres": {
             "epoch": status.epoch, "primary": status.primary, "config_version": status.config_version,
             "raft_term": status.raft_term, "raft_leader": status.raft_leader,
-            "failovers": status.failovers, "switchovers": status.switchovers,
+            "failovers": status.failovers, "switchovers": status.switchovers, "stale": status.stale,
         },
     }))
     .into_response()

@@ -598,7 +598,22 @@ async fn a_fourth_node_joins_and_an_old_one_leaves_while_writes_continue() {
     info!("--- an old replica is removed");
     let out = c.must_raftctl(&["member", "remove", &format!("pg{leaving}")]);
     assert!(out.contains("removed"), "{out}");
-    let status = c.raftctl_json(&["list"]);
+    // The removed node no longer hears from the leader: its own view is
+    // flagged stale, and the others no longer list it.
+    let removed_ep = c.layout.node(leaving).raft_addr();
+    let (code, out, err) = c.raftctl_with(&["list", "--json"], &[("RAFTCTL_ENDPOINTS", &removed_ep)]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).expect("JSON")["stale"], true, "{out}");
+    let rest_ep = [1, 2, 3, new]
+        .into_iter()
+        .filter(|id| *id != leaving)
+        .map(|id| c.layout.node(id).raft_addr())
+        .collect::<Vec<_>>()
+        .join(",");
+    let (code, out, err) = c.raftctl_with(&["list", "--json"], &[("RAFTCTL_ENDPOINTS", &rest_ep)]);
+    assert_eq!(code, 0, "{err}");
+    let status: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(status["stale"], false, "{status}");
     assert!(members(&status).iter().all(|m| m["name"] != format!("pg{leaving}").as_str()), "{status}");
     assert_eq!(
         members(&status).iter().filter(|m| m["raft_role"] == "follower" || m["raft_role"] == "leader").count(),
@@ -614,6 +629,79 @@ async fn a_fourth_node_joins_and_an_old_one_leaves_while_writes_continue() {
     let remaining: Vec<u64> = [1, 2, 3, new].into_iter().filter(|id| *id != leaving).collect();
     c.must_rows(new, ok, Duration::from_secs(30)).await;
     assert_eq!(c.must_healthy(&remaining, Duration::from_secs(30)).await, primary);
-    let (code, _, err) = c.raftctl(&["member", "remove", &format!("pg{leaving}")]);
+    let (code, _, err) =
+        c.raftctl_with(&["member", "remove", &format!("pg{leaving}")], &[("RAFTCTL_ENDPOINTS", &rest_ep)]);
     assert_eq!(code, 1, "an unknown member: {err}");
+}
+
+/// A CA and one certificate for 127.0.0.1 signed by it, as PEM files in
+/// `dir`: (ca, cert, key).
+fn test_certificates(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "raftgres test CA");
+    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let key = KeyPair::generate().expect("node key");
+    let params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).expect("params");
+    let cert = params.signed_by(&key, &ca, &ca_key).expect("node certificate");
+    let paths = (dir.join("ca.pem"), dir.join("node.pem"), dir.join("node-key.pem"));
+    std::fs::write(&paths.0, ca.pem()).expect("write CA");
+    std::fs::write(&paths.1, cert.pem()).expect("write certificate");
+    std::fs::write(&paths.2, key.serialize_pem()).expect("write key");
+    paths
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn raft_and_admin_traffic_over_tls() {
+    let certs = tempfile::tempdir().expect("temporary directory");
+    let (ca, cert, key) = test_certificates(certs.path());
+    let (ca2, cert2, key2) = (ca.clone(), cert.clone(), key.clone());
+    // Healthy means the daemons elected, replicated and granted leases over
+    // TLS.
+    let c = DaemonCluster::start(3, move |f| {
+        f.security.tls_ca_file = Some(ca2.clone());
+        f.security.tls_cert_file = Some(cert2.clone());
+        f.security.tls_key_file = Some(key2.clone());
+    })
+    .await;
+    let primary = c.must_healthy(&[1, 2, 3], Duration::from_secs(10)).await;
+    let ca_env = ca.to_str().expect("utf-8 path");
+
+    info!("--- raftctl verifies the daemons against the CA");
+    let (code, out, err) = c.raftctl_with(&["list", "--json"], &[("RAFTCTL_CA_FILE", ca_env)]);
+    assert_eq!(code, 0, "{err}");
+    let status: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(members(&status).len(), 3, "{status}");
+    assert_eq!(primary_of(&status), format!("pg{primary}"));
+
+    info!("--- a per-member call is forwarded between daemons over TLS");
+    let replica = [1, 2, 3].into_iter().find(|id| *id != primary && *id != 1).expect("a replica other than node 1");
+    let first_only = c.layout.node(1).raft_addr();
+    let (code, out, err) = c.raftctl_with(
+        &["restart", &format!("pg{replica}")],
+        &[("RAFTCTL_CA_FILE", ca_env), ("RAFTCTL_ENDPOINTS", &first_only)],
+    );
+    assert_eq!(code, 0, "{err}{out}");
+
+    info!("--- plaintext and an unknown CA are refused");
+    let (code, _, err) = c.raftctl(&["list"]);
+    assert_eq!(code, 3, "plaintext to a TLS port: {err}");
+    let other = tempfile::tempdir().expect("temporary directory");
+    let (other_ca, _, _) = test_certificates(other.path());
+    let (code, _, err) = c.raftctl_with(&["list"], &[("RAFTCTL_CA_FILE", other_ca.to_str().unwrap())]);
+    assert_eq!(code, 3, "a server certificate from another CA: {err}");
+
+    info!("--- a configuration naming only part of the TLS material is refused");
+    let mut f = c.layout.file_config(1);
+    f.security.tls_ca_file = Some(ca.clone());
+    f.security.tls_cert_file = Some(cert.clone());
+    let e = f.validate().err().expect("invalid").to_string();
+    assert!(e.contains("security.tls_ca_file"), "{e}");
+    f.security.tls_key_file = Some(ca.clone());
+    let e = f.validate().err().expect("a certificate is not a key").to_string();
+    assert!(e.contains("PRIVATE KEY"), "{e}");
+    f.security.tls_key_file = Some(key.clone());
+    assert!(f.validate().is_ok());
 }

@@ -10,7 +10,7 @@ pub mod server;
 use std::time::Duration;
 
 use raftgres_proto::raft::raft_transport_client::RaftTransportClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use self::security::Transport;
 
@@ -20,9 +20,9 @@ pub fn connect_lazy(
     connect_timeout: Duration,
     transport: &Transport,
 ) -> Result<RaftTransportClient<Channel>, String> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| format!("invalid Raft address {addr:?}: {e}"))?
-        .local_address(transport.local_ip)
+    let endpoint = transport
+        .endpoint(addr)
+        .map_err(|e| format!("Raft peer: {e}"))?
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))

@@ -7,9 +7,11 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use tonic::metadata::MetadataValue;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
 use tonic::{Request, Status};
 
 /// The shared secret of a cluster. Its `Debug` output never shows it.
@@ -51,6 +53,58 @@ impl fmt::Debug for Token {
     }
 }
 
+/// TLS material of a node (PEM): the cluster's CA, and this node's
+/// certificate and key. Peers are verified against the CA; the key is never
+/// printed.
+#[derive(Clone)]
+pub struct Tls {
+    ca: Arc<Vec<u8>>,
+    cert: Arc<Vec<u8>>,
+    key: Arc<Vec<u8>>,
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Tls { ca, cert, key: <redacted> }")
+    }
+}
+
+fn read_pem(what: &str, path: &Path, marker: &str) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("read {what} {}: {e}", path.display()))?;
+    if !String::from_utf8_lossy(&bytes).contains(marker) {
+        return Err(format!("{what} {} holds no PEM {marker:?} block", path.display()));
+    }
+    Ok(bytes)
+}
+
+impl Tls {
+    /// Reads and checks the three PEM files.
+    pub fn load(ca: &Path, cert: &Path, key: &Path) -> Result<Tls, String> {
+        Ok(Tls {
+            ca: Arc::new(read_pem("CA certificate", ca, "BEGIN CERTIFICATE")?),
+            cert: Arc::new(read_pem("certificate", cert, "BEGIN CERTIFICATE")?),
+            key: Arc::new(read_pem("private key", key, "PRIVATE KEY")?),
+        })
+    }
+
+    /// Serves with this node's certificate. Client certificates signed by
+    /// the CA are accepted but not required: the token authorizes, so
+    /// `raftctl` needs only the CA.
+    pub fn server_config(&self) -> ServerTlsConfig {
+        ServerTlsConfig::new()
+            .identity(Identity::from_pem(self.cert.as_slice(), self.key.as_slice()))
+            .client_ca_root(Certificate::from_pem(self.ca.as_slice()))
+            .client_auth_optional(true)
+    }
+
+    /// Verifies peers against the CA and presents this node's certificate.
+    pub fn client_config(&self) -> ClientTlsConfig {
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(self.ca.as_slice()))
+            .identity(Identity::from_pem(self.cert.as_slice(), self.key.as_slice()))
+    }
+}
+
 /// How a node's transport authenticates and connects.
 #[derive(Clone, Debug, Default)]
 pub struct Transport {
@@ -59,9 +113,23 @@ pub struct Transport {
     /// Source address of outgoing connections (the address the node
     /// listens on), so that peers and firewalls see one address per node.
     pub local_ip: Option<IpAddr>,
+    /// TLS for everything served and sent; plain HTTP/2 without it.
+    pub tls: Option<Tls>,
 }
 
 impl Transport {
+    /// An endpoint for a peer's `host:port`, with TLS when configured.
+    pub fn endpoint(&self, addr: &str) -> Result<Endpoint, String> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+            .map_err(|e| format!("invalid address {addr:?}: {e}"))?
+            .local_address(self.local_ip);
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.client_config()).map_err(|e| format!("TLS for {addr}: {e}"))?;
+        }
+        Ok(endpoint)
+    }
+
     /// Adds the token to an outgoing request.
     pub fn authorize<T>(&self, request: &mut Request<T>) {
         if let Some(token) = &self.token
@@ -110,7 +178,7 @@ mod tests {
     #[test]
     fn requests_need_the_token_when_one_is_set() {
         let t = Token::new("0123456789abcdef").unwrap();
-        let transport = Transport { token: Some(t.clone()), local_ip: None };
+        let transport = Transport { token: Some(t.clone()), local_ip: None, tls: None };
         let mut req = Request::new(());
         assert_eq!(check(Some(&t), &req).unwrap_err().code(), tonic::Code::Unauthenticated);
         transport.authorize(&mut req);
