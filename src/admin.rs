@@ -147,6 +147,11 @@ impl Admin for AdminService {
         Ok(Response::new(status_to_pb(self.ops()?.status().await)))
     }
 
+    async fn members(&self, _: Request<pb::MembersRequest>) -> Result<Response<pb::MembersReply>, Status> {
+        let status = status_to_pb(self.ops()?.status().await);
+        Ok(Response::new(pb::MembersReply { members: status.members }))
+    }
+
     async fn add_member(&self, req: Request<pb::AddMemberRequest>) -> Result<Response<pb::OperationReply>, Status> {
         let r = req.into_inner();
         Ok(reply(self.ops()?.add_member(r.id, &r.name, &r.raft_addr, &r.api_url, r.promote).await?))
@@ -214,6 +219,7 @@ impl Admin for AdminService {
     async fn events(&self, req: Request<pb::EventsRequest>) -> Result<Response<Self::EventsStream>, Status> {
         let after = req.into_inner().after_index;
         let mut rx = self.ops()?.handle.subscribe();
+        let shutdown = self.ops()?.shutdown.clone();
         let (tx, out) = mpsc::channel(64);
         tokio::spawn(async move {
             // Replay what is kept after `after`, or start from now.
@@ -235,6 +241,10 @@ impl Admin for AdminService {
                 }
                 tokio::select! {
                     _ = tx.closed() => return,
+                    _ = shutdown.cancelled() => {
+                        let _ = tx.send(Err(Status::unavailable("the node is shutting down"))).await;
+                        return;
+                    }
                     changed = rx.changed() => if changed.is_err() {
                         let _ = tx.send(Err(Status::unavailable("the node is shutting down"))).await;
                         return;

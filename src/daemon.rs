@@ -154,10 +154,13 @@ pub async fn run(config: Config, file: Option<(PathBuf, FileConfig)>) -> anyhow:
     let failure: Option<(&str, String)> = loop {
         break tokio::select! {
         _ = sighup.recv() => {
-            match reloader.reload().await {
-                Ok(m) => tracing::info!("SIGHUP: {m}"),
-                Err(e) => tracing::error!("SIGHUP: {e}"),
-            }
+            let reloader = reloader.clone();
+            tokio::spawn(async move {
+                match reloader.reload().await {
+                    Ok(m) => tracing::info!("SIGHUP: {m}"),
+                    Err(e) => tracing::error!("SIGHUP: {e}"),
+                }
+            });
             continue;
         }
         _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); None }
@@ -228,6 +231,9 @@ pub async fn run(config: Config, file: Option<(PathBuf, FileConfig)>) -> anyhow:
     // Every handle clone keeps the storage open; drop them before the node
     // waits for it to close.
     drop(reloader);
+    if let Some(ops) = ops_cell.get() {
+        ops.shutdown.cancel();
+    }
     drop(ops_cell);
     drop(handle);
     node.shutdown().await;

@@ -15,6 +15,7 @@ use raftgres_storage::{
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::http::client;
 
@@ -154,6 +155,9 @@ pub struct Ops {
     pub node_name: String,
     agent: mpsc::Sender<AgentRequest>,
     token: String,
+    /// Cancelled when the daemon stops: ends long-lived calls (event
+    /// streams) so the server can shut down.
+    pub shutdown: CancellationToken,
 }
 
 pub fn now_ms() -> u64 {
@@ -204,7 +208,7 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 
 impl Ops {
     pub fn new(handle: RaftHandle, node_name: String, agent: mpsc::Sender<AgentRequest>, token: String) -> Self {
-        Self { handle, node_name, agent, token }
+        Self { handle, node_name, agent, token, shutdown: CancellationToken::new() }
     }
 
     fn state(&self) -> Arc<ClusterState> {
@@ -395,9 +399,19 @@ impl Ops {
         if state.members.values().any(|m| m.name == name) || raft.values().any(|(i, _)| i.name == name) {
             return Err(OpError::Refused(format!("a member named {name:?} exists")));
         }
+        self.probe(id, raft_addr).await?;
         let mut info = NodeInfo::new(name.to_string(), raft_addr.to_string());
         info.api_addr = api_url.trim_start_matches("http://").to_string();
-        let log_id = self.handle.add_learner(id, info).await?;
+        let log_id = match self.handle.add_learner(id, info).await {
+            Ok(l) => l,
+            Err(e) => {
+                // Do not leave a learner that never caught up behind.
+                if self.raft_members().contains_key(&id) {
+                    let _ = self.handle.remove_node(id).await;
+                }
+                return Err(OpError::from(e));
+            }
+        };
         let mut index = log_id.index;
         let mut message = format!("added {name} (node {id}) as a learner; it has caught up");
         if promote {
@@ -405,6 +419,37 @@ impl Ops {
             message = format!("added {name} (node {id}) and promoted it to voter");
         }
         Ok(Done::new(message, index))
+    }
+
+    /// Checks that `raft_addr` is node `id` of this cluster, waiting to be
+    /// added, before it enters the membership.
+    async fn probe(&self, id: NodeId, raft_addr: &str) -> Result<(), OpError> {
+        use raftgres_proto::admin::admin_client::AdminClient;
+        let transport = self.handle.transport();
+        let endpoint = transport.endpoint(raft_addr).map_err(OpError::Invalid)?.connect_timeout(Duration::from_secs(2));
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| OpError::Unavailable(format!("cannot reach the new node at {raft_addr}: {e}")))?;
+        let mut req = tonic::Request::new(raftgres_proto::admin::StatusRequest {});
+        req.set_timeout(Duration::from_secs(5));
+        transport.authorize(&mut req);
+        let status = AdminClient::new(channel)
+            .status(req)
+            .await
+            .map_err(|s| OpError::Refused(format!("the node at {raft_addr} refused a status call: {}", s.message())))?
+            .into_inner();
+        let ours = self.handle.cluster_id();
+        if status.cluster_id != ours {
+            return Err(OpError::Refused(format!(
+                "the node at {raft_addr} belongs to cluster {:?}, not {ours:?}",
+                status.cluster_id
+            )));
+        }
+        if status.served_by != id {
+            return Err(OpError::Refused(format!("the node at {raft_addr} is node {}, not {id}", status.served_by)));
+        }
+        Ok(())
     }
 
     /// Makes a learner a voter.
@@ -423,21 +468,19 @@ impl Ops {
     /// primary and synchronous standbys are refused.
     pub async fn remove_member(&self, who: &str) -> Result<Done, OpError> {
         let id = self.resolve(who)?;
-        let state = self.state();
-        if state.member(id).is_some() {
-            // Check the precondition before touching Raft membership.
-            state.decide(&Command::RemoveMember { node: id }).map_err(OpError::from)?;
-        }
         let raft = self.raft_members();
         if raft.get(&id).is_some_and(|(_, voter)| *voter) && raft.values().filter(|(_, v)| *v).count() <= 1 {
             return Err(OpError::Refused(format!("{who} is the last voter")));
         }
+        // Unregister first: the state machine checks the precondition (not
+        // the primary, not a synchronous standby) atomically with the
+        // change, so a refusal leaves Raft membership untouched.
         let mut index = 0;
+        if self.handle.read(|s| s.member(id).is_some()).await? {
+            index = self.propose(Command::RemoveMember { node: id }).await?;
+        }
         if raft.contains_key(&id) {
             index = self.handle.remove_node(id).await?.index;
-        }
-        if self.state().member(id).is_some() {
-            index = self.propose(Command::RemoveMember { node: id }).await?;
         }
         Ok(Done::new(format!("removed {who} (node {id}); stop its daemon"), index))
     }
@@ -565,7 +608,25 @@ impl Ops {
     pub async fn failover(&self, to: &str, wait: bool) -> Result<Done, OpError> {
         let id = self.resolve(to)?;
         let state = self.state();
-        self.check_target(&state, id)?;
+        if state.primary.is_none() && state.switchover.is_some() {
+            return Err(OpError::Refused(
+                "a switchover is handing over; wait for it, or cancel it (switchover --cancel) first".into(),
+            ));
+        }
+        if state.primary.is_some() {
+            self.check_target(&state, id)?;
+        } else {
+            // No primary: replicas run but stream from nobody. Like
+            // Patroni's failover in a leaderless cluster, the operator's
+            // choice skips the lag check.
+            let m = state.member(id).ok_or_else(|| OpError::NotFound(format!("{to} is not a registered member")))?;
+            if m.nofailover() || m.failover_priority() == 0 {
+                return Err(OpError::Refused(format!("{to} is tagged nofailover")));
+            }
+            if !matches!(m.state, MemberState::Running | MemberState::Streaming) {
+                return Err(OpError::Refused(format!("{to} is not running (it is {})", m.state)));
+            }
+        }
         match &state.primary {
             Some(p) if p.node == id => Err(OpError::Refused(format!("{to} is already the primary"))),
             Some(p) => {

@@ -31,26 +31,27 @@ impl Reloader {
         let file = FileConfig::load(path).map_err(|e| OpError::Invalid(format!("not reloaded: {e}")))?;
         let resolved = file.validate().map_err(|e| OpError::Invalid(format!("not reloaded: {e}")))?;
         let old = self.current.lock().expect("reload lock poisoned").clone();
-        let mut changed = Vec::new();
-        if let Some(old) = &old {
-            if old.tags != file.tags {
-                changed.push("tags");
-            }
-            let strip =
-                |c: &FileConfig| FileConfig { tags: Default::default(), dynamic: Default::default(), ..c.clone() };
-            if strip(old) != strip(&file) {
-                // Listen addresses, paths, identities and the token are
-                // read once at start.
-                let mut msg = changed.iter().map(|c| format!("{c} applied")).collect::<Vec<_>>();
-                msg.push("other changes need a restart".into());
-                self.apply_tags(&resolved.tags).await?;
-                *self.current.lock().expect("reload lock poisoned") = Some(file);
-                return Ok(format!("reloaded: {}", msg.join("; ")));
-            }
-        }
+        let tags_changed = old.as_ref().is_none_or(|o| o.tags != file.tags);
+        // Listen addresses, paths, identities, TLS and the token are read
+        // once at start; `dynamic` only seeds a new cluster.
+        let strip = |c: &FileConfig| FileConfig { tags: Default::default(), dynamic: Default::default(), ..c.clone() };
+        let restart_needed = old.as_ref().is_some_and(|o| strip(o) != strip(&file));
         self.apply_tags(&resolved.tags).await?;
-        *self.current.lock().expect("reload lock poisoned") = Some(file);
-        Ok(if changed.is_empty() { "reloaded: nothing changed".into() } else { "reloaded: tags applied".into() })
+        if let Some(current) = self.current.lock().expect("reload lock poisoned").as_mut() {
+            // Only what was applied: a later reload still reports the rest.
+            current.tags = file.tags.clone();
+        }
+        let mut msg = Vec::new();
+        if tags_changed {
+            msg.push("tags applied");
+        }
+        if restart_needed {
+            msg.push("other changes need a restart");
+        }
+        if msg.is_empty() {
+            msg.push("nothing changed");
+        }
+        Ok(format!("reloaded: {}", msg.join("; ")))
     }
 
     async fn apply_tags(&self, tags: &raftgres_storage::Tags) -> Result<(), OpError> {

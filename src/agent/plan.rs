@@ -27,10 +27,11 @@ pub struct LocalFacts {
     pub not_streaming_for: Duration,
     /// PostgreSQL died under this primary more often than allowed.
     pub restarts_exhausted: bool,
-    /// This node shut its primary down cleanly for a switchover: its WAL
-    /// ends at the shutdown checkpoint every streaming replica received, so
-    /// it can follow the new primary without a rewind.
-    pub clean_demote: bool,
+    /// This node shut its primary of this epoch down cleanly for a
+    /// switchover: its WAL ends at the shutdown checkpoint the target
+    /// received, so it can follow the switchover's new primary (epoch + 1)
+    /// without a rewind. Any other new primary may have forked earlier.
+    pub clean_demote: Option<u64>,
 }
 
 pub struct PlanInput<'a> {
@@ -104,6 +105,8 @@ pub fn plan(input: &PlanInput) -> Vec<PgAction> {
                 // Deposed: no writes may land here any more.
                 return vec![PgAction::Stop(StopMode::Immediate)];
             }
+            let clean_follow =
+                facts.clean_demote.is_some_and(|e| p.epoch == e + 1 && p.reason == ElectionReason::Switchover);
             let Some(up) = state.member(p.node) else {
                 return vec![];
             };
@@ -113,6 +116,7 @@ pub fn plan(input: &PlanInput) -> Vec<PgAction> {
                 o,
                 *control,
                 facts,
+                clean_follow,
                 upstream,
                 upstream_ready,
                 state.config.use_pg_rewind,
@@ -187,10 +191,17 @@ pub fn switchover_due(state: &ClusterState, me: NodeId, now_ms: u64) -> bool {
     }
 }
 
+/// A switchover is pending and due: the loops that carry a handover run
+/// faster until it is done.
+pub fn handover_active(state: &ClusterState, now_ms: u64) -> bool {
+    state.switchover.as_ref().is_some_and(|sw| sw.at_ms.is_none_or(|at| at <= now_ms))
+}
+
 fn plan_replica(
     o: &Observation,
     control: Option<ClusterControlState>,
     facts: &LocalFacts,
+    clean_follow: bool,
     (host, port): (String, u16),
     upstream_ready: bool,
     use_rewind: bool,
@@ -212,7 +223,7 @@ fn plan_replica(
         }
         return vec![];
     }
-    if facts.rewound || facts.clean_demote {
+    if facts.rewound || clean_follow {
         return vec![PgAction::StartStandby { upstream: Some((host, port)) }];
     }
     let diverged = facts.needs_rewind || control.is_some_and(|c| c.was_primary());
@@ -466,12 +477,20 @@ mod tests {
         assert_eq!(input(&s, 6_000), vec![PgAction::Demote]);
         assert!(!switchover_due(&s, 2, 6_000), "only the primary demotes");
         // After a clean demotion the old primary follows without a rewind.
-        let demoted = LocalFacts { clean_demote: true, ..LocalFacts::default() };
-        let mut s2 = state(Some((2, ElectionReason::Failover)));
+        // After a clean demotion the old primary follows the switchover's
+        // new primary without a rewind; any other new primary, it rewinds.
+        let demoted = LocalFacts { clean_demote: Some(1), ..LocalFacts::default() };
+        let mut s2 = state(Some((2, ElectionReason::Switchover)));
         apply(&mut s2, Command::SetMemberState { node: 2, state: MemberState::Running });
         assert_eq!(
             run(1, &s2, false, &obs(false, None), Some(ClusterControlState::ShutDown), &demoted),
             vec![PgAction::StartStandby { upstream: Some(("10.0.0.2".into(), 5432)) }]
+        );
+        let mut s3 = state(Some((2, ElectionReason::Failover)));
+        apply(&mut s3, Command::SetMemberState { node: 2, state: MemberState::Running });
+        assert_eq!(
+            run(1, &s3, false, &obs(false, None), Some(ClusterControlState::ShutDown), &demoted),
+            vec![PgAction::Rewind { host: "10.0.0.2".into(), port: 5432 }]
         );
     }
 

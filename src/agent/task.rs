@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::plan::{LocalFacts, PgAction, PlanInput, member_state, plan};
+use super::plan::{LocalFacts, PgAction, PlanInput, handover_active, member_state, plan};
 use crate::config::Config;
 use crate::fence::PrimaryFlag;
 use crate::lease::Lease;
@@ -56,6 +56,10 @@ pub struct Agent {
     reported: Option<MemberState>,
     report: Option<JoinHandle<()>>,
     requests: mpsc::Receiver<AgentRequest>,
+    /// The primary epoch this node released (for a switchover or after
+    /// crashes). Until the local state shows the release, a lagging view
+    /// must not restart or promote PostgreSQL as that epoch's primary.
+    released_epoch: Option<(u64, ReleaseReason)>,
 }
 
 impl Agent {
@@ -87,6 +91,7 @@ impl Agent {
             reported: None,
             report: None,
             requests,
+            released_epoch: None,
         }
     }
 
@@ -140,7 +145,7 @@ impl Agent {
             self.turn().await;
             let state = self.handle.local_state().state;
             let mut interval = Duration::from_millis(state.config.heartbeat_interval_ms);
-            if state.switchover.is_some() {
+            if handover_active(&state, now_ms()) {
                 interval = interval.min(HANDOVER_INTERVAL);
             }
             state_rx.borrow_and_update();
@@ -200,6 +205,12 @@ impl Agent {
         let state = self.handle.local_state().state;
         if state.primary_node() == Some(self.me()) || self.may_be_primary.get() {
             return Err("the primary cannot be reinitialized; switch over first".into());
+        }
+        if state.primary.is_none() {
+            return Err("no primary to clone from; this data directory may be the best failover candidate".into());
+        }
+        if state.switchover.as_ref().is_some_and(|sw| sw.to == Some(self.me())) {
+            return Err("this member is the target of a pending switchover".into());
         }
         tracing::warn!("reinitializing: removing the data directory and cloning the primary again");
         self.observer.disconnect();
@@ -265,6 +276,21 @@ impl Agent {
         let me = self.me();
         let my_epoch = state.primary.as_ref().filter(|p| p.node == me).map(|p| p.epoch);
         let now = Instant::now();
+        if let (Some(epoch), Some((released, reason))) = (my_epoch, self.released_epoch)
+            && epoch == released
+        {
+            // Released, but the release is not applied here yet (or did not
+            // commit): never start or promote for this epoch again; make
+            // sure the release goes through.
+            let cmd = Command::ReleasePrimary { epoch, node: me, reason };
+            match tokio::time::timeout(Duration::from_secs(2), self.handle.propose(cmd)).await {
+                Ok(Ok(p)) => tracing::debug!(outcome = ?p.outcome, "release retried"),
+                Ok(Err(e)) => tracing::warn!("failed to release the primary role: {e}"),
+                Err(_) => tracing::warn!("releasing the primary role timed out"),
+            }
+            self.report_state(member_state(&o));
+            return;
+        }
 
         // Crash accounting for a primary: PostgreSQL vanished without the
         // agent stopping it.
@@ -381,7 +407,7 @@ impl Agent {
                 }
                 self.standby_start_failures = 0;
                 self.facts.rewound = false;
-                self.facts.clean_demote = false;
+                self.facts.clean_demote = None;
                 self.facts.needs_rewind = false;
             }
             PgAction::Promote => {
@@ -463,8 +489,9 @@ impl Agent {
                     }
                 }
                 self.may_be_primary.set(false);
-                self.facts.clean_demote = was_running;
                 if let Some(epoch) = state.primary.as_ref().filter(|p| p.node == self.me()).map(|p| p.epoch) {
+                    self.facts.clean_demote = was_running.then_some(epoch);
+                    self.released_epoch = Some((epoch, ReleaseReason::Switchover));
                     let cmd = Command::ReleasePrimary { epoch, node: self.me(), reason: ReleaseReason::Switchover };
                     let p = self.handle.propose(cmd).await.map_err(|e| PgError::Setup(format!("release: {e}")))?;
                     tracing::info!(outcome = ?p.outcome, "demoted for a switchover");
@@ -480,6 +507,7 @@ impl Agent {
                 }
                 self.may_be_primary.set(false);
                 if let Some(epoch) = state.primary.as_ref().filter(|p| p.node == self.me()).map(|p| p.epoch) {
+                    self.released_epoch = Some((epoch, *reason));
                     let cmd = Command::ReleasePrimary { epoch, node: self.me(), reason: *reason };
                     match self.handle.propose(cmd).await {
                         Ok(p) => {

@@ -230,8 +230,16 @@ impl FileConfig {
         Self::parse(&text).map_err(|message| ConfigError::Parse { path: path.to_path_buf(), message })
     }
 
+    /// Parses TOML. The error never quotes the file (it may hold the
+    /// token): it names the line and what is wrong.
     pub fn parse(text: &str) -> Result<FileConfig, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        toml::from_str(text).map_err(|e| {
+            let what = e.message().to_string();
+            match e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1)) {
+                Some(line) => format!("line {line}: {what}"),
+                None => what,
+            }
+        })
     }
 
     pub fn to_toml(&self) -> String {
@@ -523,5 +531,10 @@ mod tests {
         assert!(e.contains("bogus"), "{e}");
         let text = DEFAULT_CONFIG.replace("port = 5432", "port = \"five\"");
         assert!(FileConfig::parse(&text).is_err());
+        // A broken line is named, never quoted: it may hold the token.
+        let text =
+            DEFAULT_CONFIG.replace("token = \"change-me-to-a-long-random-secret\"", "token = \"s3cret-s3cret-s3cret");
+        let e = FileConfig::parse(&text).expect_err("unterminated string");
+        assert!(!e.contains("s3cret") && e.starts_with("line "), "{e}");
     }
 }

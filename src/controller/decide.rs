@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use raftgres_storage::{ClusterState, Command, DynamicConfig, ElectionReason, NodeId, SyncMode};
+use raftgres_storage::{ClusterState, Command, DynamicConfig, ElectionReason, Event, NodeId, ReleaseReason, SyncMode};
 
 use crate::lease::NodeView;
 
@@ -56,6 +56,7 @@ pub fn decide(input: &Input) -> Decision {
     }
     if state.primary.is_none()
         && let Some(sw) = &state.switchover
+        && released_for_switchover(state)
     {
         return handover(input, sw, &fresh);
     }
@@ -105,9 +106,22 @@ pub fn decide(input: &Input) -> Decision {
     }
 }
 
+/// The primary of the current epoch released the role for a switchover.
+fn released_for_switchover(state: &ClusterState) -> bool {
+    state.history.iter().rev().find_map(|r| match &r.event {
+        Event::PrimaryReleased { epoch, reason, .. } if *epoch == state.epoch => {
+            Some(*reason == ReleaseReason::Switchover)
+        }
+        _ => None,
+    }) == Some(true)
+}
+
 /// A switchover whose primary released the role: elect the target once it
 /// has received everything the old primary wrote (past its shutdown
-/// checkpoint), so no acknowledged write is lost.
+/// checkpoint), so no acknowledged write is lost. A target that does not get
+/// there in time gives the role back to the old primary, which holds every
+/// write; without a report from either, nothing is elected (an operator
+/// decides).
 fn handover<'a>(
     input: &Input<'a>,
     sw: &raftgres_storage::Switchover,
@@ -115,13 +129,17 @@ fn handover<'a>(
 ) -> Decision {
     let state = input.state;
     let waited = input.handover_since.map(|s| input.now.saturating_duration_since(s)).unwrap_or_default();
-    if waited > HANDOVER_TIMEOUT {
-        return Decision::Propose(Command::CancelSwitchover);
-    }
-    let old = input.views.get(&sw.from).map(|v| &v.report).filter(|r| !r.running);
+    let old = fresh(&sw.from).map(|v| &v.report).filter(|r| !r.running);
     let Some(end) = old.and_then(|r| r.checkpoint_lsn) else {
         return Decision::Wait("switchover: waiting for the old primary's final WAL position".into());
     };
+    if waited > HANDOVER_TIMEOUT {
+        return Decision::Propose(Command::ElectPrimary {
+            if_epoch: state.epoch,
+            node: sw.from,
+            reason: ElectionReason::Failover,
+        });
+    }
     let mut pool: Vec<(NodeId, u64, u32)> = state
         .members
         .values()
@@ -221,7 +239,7 @@ fn candidate<'a>(
     pool.sort_by_key(|(id, v, prio)| (std::cmp::Reverse(v.report.lsn()), std::cmp::Reverse(*prio), *id));
     // An operator's pick (failover --to while the primary was lost) wins
     // when it is eligible.
-    if let Some(target) = state.switchover.as_ref().and_then(|sw| sw.to)
+    if let Some(target) = state.switchover.as_ref().filter(|sw| sw.at_ms.is_none()).and_then(|sw| sw.to)
         && let Some(i) = pool.iter().position(|(id, _, _)| *id == target)
     {
         pool.swap(0, i);
@@ -234,7 +252,7 @@ fn candidate<'a>(
 
 #[cfg(test)]
 mod tests {
-    use raftgres_storage::{ApplyContext, Member, ReleaseReason};
+    use raftgres_storage::{ApplyContext, Member};
 
     use super::*;
     use crate::postgres::Observation;
@@ -382,9 +400,24 @@ mod tests {
         assert!(matches!(f.decide_at(0, 100), Decision::Wait(w) if w.contains("past")), "target behind");
         f.report(3, 150, replica(0x228, 1));
         assert_eq!(f.decide_at(0, 200), elect(3, 1, ElectionReason::Switchover), "the target, not the furthest");
-        // A target that never catches up: the switchover is dropped.
+        // A target that never catches up: the old primary, which holds
+        // every write, gets the role back.
         f.report(3, 150, replica(0x100, 1));
-        assert_eq!(f.decide_at(0, 20_000), Decision::Propose(Command::CancelSwitchover));
+        f.report(1, 19_900, Observation { checkpoint_lsn: Some(0x200), ..Observation::default() });
+        assert_eq!(f.decide_at(0, 20_000), elect(1, 1, ElectionReason::Failover));
+        // Without a fresh report from the old primary, nobody is elected.
+        assert!(matches!(f.decide_at(0, 30_000), Decision::Wait(_)));
+    }
+
+    #[test]
+    fn a_crash_release_with_a_later_switchover_pending_fails_over_at_once() {
+        let mut f = Fixture::new(3);
+        f.apply(Command::ElectPrimary { if_epoch: 0, node: 1, reason: ElectionReason::Bootstrap });
+        f.apply(Command::ScheduleSwitchover { from: 1, to: Some(3), at_ms: Some(u64::MAX) });
+        f.apply(Command::ReleasePrimary { epoch: 1, node: 1, reason: ReleaseReason::PostgresFailed });
+        f.report(2, 100, replica(0x500, 1));
+        f.report(3, 100, replica(0x100, 1));
+        assert_eq!(f.decide_at(0, 101), elect(2, 1, ElectionReason::Failover), "the furthest, not the planned target");
     }
 
     #[test]

@@ -8,7 +8,9 @@ use raftgres_storage::DynamicConfig;
 use tokio_util::sync::CancellationToken;
 
 use super::decide::{Decision, Input, decide};
+use crate::agent::plan::handover_active;
 use crate::lease::SharedViews;
+use crate::ops::now_ms;
 
 /// How often the controller decides while a switchover is pending.
 const HANDOVER_INTERVAL: Duration = Duration::from_millis(50);
@@ -28,7 +30,7 @@ pub async fn run(
     loop {
         let state = handle.local_state().state;
         let mut interval = Duration::from_millis(state.config.heartbeat_interval_ms.max(50));
-        if state.switchover.is_some() {
+        if handover_active(&state, now_ms()) {
             // A handover waits on replicas' reports; look often.
             interval = interval.min(HANDOVER_INTERVAL);
         }

@@ -56,6 +56,7 @@ pub fn router(state: ApiState) -> Router {
     let state = Arc::new(state);
     Router::new()
         .route("/patroni", get(status))
+        .route("/status", get(status))
         .route("/cluster", get(control::cluster))
         .route("/history", get(control::history))
         .route("/config", get(control::get_config).patch(control::patch_config).put(control::put_config))

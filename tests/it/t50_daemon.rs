@@ -36,6 +36,9 @@ async fn bootstrap_replicate_fail_over_on_node_death_and_rejoin() {
         ("/async", 503, 200),
         ("/sync", 503, 503),
         ("/health", 200, 200),
+        ("/liveness", 200, 200),
+        ("/readiness", 200, 200),
+        ("/read-only-sync", 200, 503),
         ("/no-such-check", 503, 503),
     ] {
         for (node, want) in [(primary, on_primary), (replicas[0], on_replica)] {

@@ -103,6 +103,19 @@ async fn http_api_raftctl_and_auth() {
     assert_eq!(primary_of(&c.raftctl_json(&["list"])), format!("pg{primary}"));
     assert_eq!(c.raftctl_json(&["config", "show"])["version"].as_u64(), Some(version_before));
 
+    info!("--- HEAD and OPTIONS answer with the status line only");
+    for (method, path, node, want) in [
+        ("OPTIONS", "/primary", primary, 200),
+        ("OPTIONS", "/primary", replicas[0], 503),
+        ("HEAD", "/replica?lag=16MB", replicas[0], 200),
+        ("HEAD", "/replica", primary, 503),
+        ("OPTIONS", "/", primary, 200),
+    ] {
+        let r = call(method, &format!("{}{path}", c.api(node)), None, None).await;
+        assert_eq!(r.status, want, "{method} {path} on node {node}");
+        assert!(r.body.is_empty(), "{method} {path} has no body: {}", r.body);
+    }
+
     info!("--- JSON documents");
     let (code, body) = http_get(&format!("{api}/cluster")).await.expect("GET /cluster");
     assert_eq!(code, 200);
@@ -112,9 +125,11 @@ async fn http_api_raftctl_and_auth() {
     let (code, body) = http_get(&format!("{api}/history")).await.expect("GET /history");
     assert_eq!(code, 200);
     assert!(body.contains("primary_elected"), "{body}");
-    let (code, body) = http_get(&format!("{}/patroni", c.api(replicas[0]))).await.expect("GET /patroni");
-    assert_eq!(code, 200);
-    assert!(body.contains("\"role\":\"replica\""), "{body}");
+    for path in ["/patroni", "/status"] {
+        let (code, body) = http_get(&format!("{}{path}", c.api(replicas[0]))).await.expect("GET");
+        assert_eq!(code, 200, "{path}");
+        assert!(body.contains("\"role\":\"replica\""), "{path}: {body}");
+    }
 
     info!("--- /config: GET with its version, PATCH as a compare-and-set merge, PUT validated");
     let r = call("GET", &format!("{api}/config"), None, None).await;
@@ -222,7 +237,38 @@ async fn http_api_raftctl_and_auth() {
     c.must_raftctl(&["resume"]);
     assert_eq!(c.raftctl_json(&["list"])["maintenance"], false);
 
+    info!("--- a scheduled switchover is listed and can be cancelled");
+    let at = chrono::Utc::now() + chrono::Duration::hours(1);
+    let target = format!("pg{}", replicas[0]);
+    let out = c.must_raftctl(&["switchover", "--to", &target, "--at", &at.to_rfc3339()]);
+    assert!(out.contains("scheduled"), "{out}");
+    let status = c.raftctl_json(&["list"]);
+    assert_eq!(status["switchover"]["to"], target.as_str(), "{status}");
+    assert!(c.must_raftctl(&["list"]).contains("Switchover scheduled"));
+    let (code, _, err) = c.raftctl(&["switchover", "--to", &target]);
+    assert_eq!(code, 1, "one switchover at a time: {err}");
+    c.must_raftctl(&["switchover", "--cancel"]);
+    assert_eq!(c.raftctl_json(&["list"])["switchover"], Value::Null);
+    let (code, _, err) = c.raftctl(&["switchover", "--cancel"]);
+    assert_eq!(code, 1, "nothing to cancel: {err}");
+    let r = call("DELETE", &format!("{api}/switchover"), Some(&token), None).await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    let past = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let body = format!(r#"{{"leader":"pg{primary}","candidate":"{target}","scheduled_at":"{past}"}}"#);
+    let r = call("POST", &format!("{api}/switchover"), Some(&token), Some(&body)).await;
+    assert_eq!(r.status, 422, "a past time: {}", r.body);
+    let r = call("POST", &format!("{api}/switchover"), Some(&token), Some(r#"{"candidate":"pg1"}"#)).await;
+    assert_eq!(r.status, 400, "no leader: {}", r.body);
+    assert_eq!(primary_of(&c.raftctl_json(&["list"])), format!("pg{primary}"));
+
     info!("--- events --follow prints events as they are applied");
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let mut follower = std::process::Command::new(env!("CARGO_BIN_EXE_raftctl"))
         .args(["events", "--follow", "--json"])
         .env("RAFTCTL_ENDPOINTS", raftgres::playground::endpoints(&c.layout))
@@ -232,6 +278,7 @@ async fn http_api_raftctl_and_auth() {
         .spawn()
         .expect("start raftctl events");
     let stdout = follower.stdout.take().expect("piped stdout");
+    let follower = KillOnDrop(follower);
     let reader = std::thread::spawn(move || {
         use std::io::BufRead;
         let mut lines = Vec::new();
@@ -251,8 +298,7 @@ async fn http_api_raftctl_and_auth() {
         if reader.is_finished() { Ok(()) } else { Err("no event yet") }
     })
     .await;
-    let _ = follower.kill();
-    let _ = follower.wait();
+    drop(follower);
     let lines = reader.join().expect("reader");
     let last: Value = serde_json::from_str(lines.last().expect("a line")).expect("JSON event");
     assert_eq!(last["kind"], "maintenance_changed", "{lines:?}");
@@ -340,7 +386,16 @@ async fn http_api_raftctl_and_auth() {
 
     info!("--- failover --to another replica, history shows both");
     let target = if replicas[1] != new_primary { replicas[1] } else { primary };
-    let out = c.must_raftctl(&["failover", "--to", &format!("pg{target}")]);
+    // The target's streaming state reaches the replicated state a moment
+    // after its API shows it; until then the failover is refused.
+    let out = wait_for("failover --to to be accepted", Duration::from_secs(30), async || {
+        match c.raftctl(&["failover", "--to", &format!("pg{target}")]) {
+            (0, out, _) => Ok(out),
+            (1, _, err) if err.contains("not a streaming replica") => Err(err),
+            (code, out, err) => panic!("failover failed ({code}): {err}{out}"),
+        }
+    })
+    .await;
     assert!(out.contains("new primary"), "{out}");
     assert_eq!(c.must_primary(&[target], Duration::from_secs(20)).await, target);
     let history = c.raftctl_json(&["history"]);
@@ -512,8 +567,8 @@ async fn haproxy_routes_through_a_failover_and_a_partitioned_primary_answers_503
     // HAProxy learns of a role change only by polling: a node promoted
     // between two checks serves the replica port until `fall` checks
     // failed (fall 2 x fastinter 500 ms here). After that, never again.
-    let detect = Duration::from_millis(2 * 500 + 1000);
-    let deadline = Instant::now() + Duration::from_secs(4);
+    let detect = Duration::from_secs(3);
+    let deadline = Instant::now() + Duration::from_secs(8);
     while Instant::now() < deadline {
         replica_port_hits.push((Instant::now(), through(rp, &pw).await));
     }
@@ -547,7 +602,14 @@ async fn haproxy_routes_through_a_failover_and_a_partitioned_primary_answers_503
 async fn a_fourth_node_joins_and_an_old_one_leaves_while_writes_continue() {
     let mut c = DaemonCluster::start(3, |_| {}).await;
     let primary = c.must_healthy(&[1, 2, 3], Duration::from_secs(10)).await;
-    let leaving = [1, 2, 3].into_iter().find(|id| *id != primary).expect("a replica");
+    // A replica that does not lead Raft: removing the leader would add an
+    // election to what is measured.
+    let status = c.raftctl_json(&["list"]);
+    let leaving = members(&status)
+        .iter()
+        .find(|m| m["role"] == "replica" && m["raft_role"] == "follower")
+        .map(|m| m["id"].as_u64().expect("id"))
+        .expect("a replica following Raft");
     let client = c.must_pg(primary).await;
     client.batch_execute("CREATE TABLE t (v bigint PRIMARY KEY)").await.expect("create table");
 
@@ -573,6 +635,14 @@ async fn a_fourth_node_joins_and_an_old_one_leaves_while_writes_continue() {
     let node = c.layout.node(new).clone();
     let (code, _, err) = c.raftctl(&["member", "add", "--id", "4", "--name", "pg2", "--raft-addr", &node.raft_addr()]);
     assert_eq!(code, 1, "a duplicate name is refused: {err}");
+    let (code, _, err) = c.raftctl(&["member", "add", "--id", "5", "--name", "pg5", "--raft-addr", &node.raft_addr()]);
+    assert_eq!(code, 1, "the node at that address is another id: {err}");
+    assert!(err.contains("is node 4, not 5"), "{err}");
+    let dead = format!("127.0.0.1:{}", free_port().expect("port"));
+    let (code, _, err) = c.raftctl(&["member", "add", "--id", "5", "--name", "pg5", "--raft-addr", &dead]);
+    assert_eq!(code, 3, "nothing listens there: {err}");
+    let status = c.raftctl_json(&["list"]);
+    assert_eq!(members(&status).len(), 3, "nothing was added: {status}");
     let out = c.must_raftctl(&[
         "member",
         "add",
