@@ -54,6 +54,9 @@ impl ServerConf {
             ("wal_keep_size".into(), "256MB".into()),
             ("hot_standby_feedback".into(), "on".into()),
             ("wal_log_hints".into(), "on".into()),
+            // A replica whose upstream changed (failover, switchover) finds
+            // the new one within a second instead of five.
+            ("wal_retrieve_retry_interval".into(), "1s".into()),
         ]);
         params.extend(self.parameters.clone());
         for (k, v) in &params {

@@ -310,6 +310,22 @@ async fn http_api_raftctl_and_auth() {
     let after = c.postmaster_pid(replicas[0]).expect("running again");
     assert_ne!(before, after, "a new postmaster");
 
+    info!("--- the same control requests over HTTP, with the token");
+    let r = call("POST", &format!("{}/restart", c.api(replicas[0])), Some(&token), Some("{}")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_ne!(c.postmaster_pid(replicas[0]), Some(after), "restarted again");
+    let r = call("POST", &format!("{api}/reinitialize"), Some(&token), Some("{}")).await;
+    assert_eq!(r.status, 503, "not on the primary: {}", r.body);
+    let r = call("POST", &format!("{api}/reload"), Some(&token), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("nothing changed"), "{}", r.body);
+    let r = call("POST", &format!("{api}/failover"), Some(&token), Some(r#"{"candidate":"pg42"}"#)).await;
+    assert_eq!(r.status, 412, "unknown candidate: {}", r.body);
+    let r = call("POST", &format!("{api}/failover"), Some(&token), Some("{}")).await;
+    assert_eq!(r.status, 400, "no candidate: {}", r.body);
+    let r = call("POST", &format!("{api}/switchover"), Some(&token), Some("not json")).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+
     info!("--- reinit: refused on the primary, re-clones a replica");
     let (code, _, err) = c.raftctl(&["reinit", &format!("pg{primary}")]);
     assert_eq!(code, 1, "{err}");
@@ -368,7 +384,14 @@ async fn http_api_raftctl_and_auth() {
     })
     .await;
     let target = format!("pg{}", replicas[0]);
-    let out = c.must_raftctl(&["switchover", "--to", &target]);
+    let out = wait_for("switchover --to to be accepted", Duration::from_secs(30), async || {
+        match c.raftctl(&["switchover", "--to", &target]) {
+            (0, out, _) => Ok(out),
+            (1, _, err) if err.contains("not a streaming replica") => Err(err),
+            (code, out, err) => panic!("switchover failed ({code}): {err}{out}"),
+        }
+    })
+    .await;
     assert!(out.contains(&format!("{target} is the new primary")), "{out}");
     let new_primary = c.must_primary(&[replicas[0]], Duration::from_secs(20)).await;
     assert_eq!(new_primary, replicas[0]);
