@@ -437,7 +437,10 @@ impl Ops {
         let status = AdminClient::new(channel)
             .status(req)
             .await
-            .map_err(|s| OpError::Refused(format!("the node at {raft_addr} refused a status call: {}", s.message())))?
+            .map_err(|s| {
+                let m = format!("the node at {raft_addr} did not answer a status call: {}", s.message());
+                if s.code() == tonic::Code::Unavailable { OpError::Unavailable(m) } else { OpError::Refused(m) }
+            })?
             .into_inner();
         let ours = self.handle.cluster_id();
         if status.cluster_id != ours {

@@ -658,6 +658,14 @@ async fn a_fourth_node_joins_and_an_old_one_leaves_while_writes_continue() {
     let node = c.layout.node(new).clone();
     let (code, _, err) = c.raftctl(&["member", "add", "--id", "4", "--name", "pg2", "--raft-addr", &node.raft_addr()]);
     assert_eq!(code, 1, "a duplicate name is refused: {err}");
+    // The new daemon answers its admin service once it has started.
+    wait_for("the new daemon to answer", Duration::from_secs(30), async || {
+        match c.raftctl_with(&["list"], &[("RAFTCTL_ENDPOINTS", &node.raft_addr())]) {
+            (0, _, _) => Ok(()),
+            (_, _, err) => Err(err),
+        }
+    })
+    .await;
     let (code, _, err) = c.raftctl(&["member", "add", "--id", "5", "--name", "pg5", "--raft-addr", &node.raft_addr()]);
     assert_eq!(code, 1, "the node at that address is another id: {err}");
     assert!(err.contains("is node 4, not 5"), "{err}");
