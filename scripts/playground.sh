@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-cargo build --release --locked --bin raftgres
+cargo build --release --locked --bin raftgres --bin raftctl
 exec target/release/raftgres playground "$@"

@@ -396,5 +396,11 @@ async fn print_summary(cluster: &LocalCluster) {
     }
     println!("\nraftctl (admin gRPC):");
     println!("  export RAFTCTL_ENDPOINTS={} RAFTCTL_TOKEN={}", endpoints(cluster), cluster.token);
-    println!("  raftctl list");
+    let raftctl = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("raftctl")))
+        .filter(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "raftctl".into());
+    println!("  {raftctl} list");
 }
