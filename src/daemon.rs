@@ -78,7 +78,7 @@ pub async fn run(config: Config, file: Option<(PathBuf, FileConfig)>) -> anyhow:
     let node = RaftNode::start_with(node_config, raft_listener, admin).await.context("start Raft")?;
     let handle = node.handle().clone();
     let (agent_tx, agent_rx) = mpsc::channel(4);
-    let ops = Ops::new(handle.clone(), config.node_name.clone(), agent_tx, config.token.secret().to_string());
+    let ops = Ops::new(handle.clone(), agent_tx);
     let _ = ops_cell.set(ops.clone());
     let reloader = Arc::new(Reloader::new(
         file.as_ref().map(|(p, _)| p.clone()),

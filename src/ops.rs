@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use raftgres_raft::{HandleError, RaftHandle};
 use raftgres_storage::{
-    ClusterState, Command, DynamicConfig, ElectionReason, EventRecord, Member, MemberState, NodeId, NodeInfo, Reject,
+    ClusterState, Command, DynamicConfig, ElectionReason, EventRecord, MemberState, NodeId, NodeInfo, Reject,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -152,9 +152,7 @@ pub struct ConfigChange {
 #[derive(Clone)]
 pub struct Ops {
     pub handle: RaftHandle,
-    pub node_name: String,
     agent: mpsc::Sender<AgentRequest>,
-    token: String,
     /// Cancelled when the daemon stops: ends long-lived calls (event
     /// streams) so the server can shut down.
     pub shutdown: CancellationToken,
@@ -207,8 +205,8 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 }
 
 impl Ops {
-    pub fn new(handle: RaftHandle, node_name: String, agent: mpsc::Sender<AgentRequest>, token: String) -> Self {
-        Self { handle, node_name, agent, token, shutdown: CancellationToken::new() }
+    pub fn new(handle: RaftHandle, agent: mpsc::Sender<AgentRequest>) -> Self {
+        Self { handle, agent, shutdown: CancellationToken::new() }
     }
 
     fn state(&self) -> Arc<ClusterState> {
@@ -771,22 +769,13 @@ impl Ops {
     pub fn raft_addr_of(&self, id: NodeId) -> Option<String> {
         self.raft_members().get(&id).map(|(i, _)| i.raft_addr.clone())
     }
-
-    pub fn token(&self) -> &str {
-        &self.token
-    }
-
-    /// Registered member, if any.
-    pub fn member(&self, id: NodeId) -> Option<Member> {
-        self.state().member(id).cloned()
-    }
 }
 
 /// Runs futures concurrently and collects their outputs in order.
-async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
+async fn futures_join_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
 where
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
-    F: Send + 'static,
 {
     let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
     let mut out = Vec::with_capacity(handles.len());

@@ -278,8 +278,14 @@ impl Ctl {
     }
 
     fn req_for<T>(&self, msg: T, timeout: Duration) -> Request<T> {
-        let mut r = Request::new(msg);
+        let mut r = self.authorized(msg);
         r.set_timeout(timeout);
+        r
+    }
+
+    /// A request with the token and no deadline (a stream).
+    fn authorized<T>(&self, msg: T) -> Request<T> {
+        let mut r = Request::new(msg);
         if let Some(t) = &self.token
             && let Ok(v) = format!("Bearer {t}").parse()
         {
@@ -563,12 +569,7 @@ async fn run(cli: Cli) -> Result<()> {
                 }
                 return Ok(());
             }
-            let mut req = Request::new(pb::EventsRequest { after_index: after });
-            if let Some(t) = &ctl.token
-                && let Ok(v) = format!("Bearer {t}").parse()
-            {
-                req.metadata_mut().insert("authorization", v);
-            }
+            let req = ctl.authorized(pb::EventsRequest { after_index: after });
             eprintln!("following events from {} (Ctrl-C to stop)", ctl.endpoint);
             let mut stream = ctl.client.events(req).await?.into_inner();
             while let Some(e) = stream.message().await? {

@@ -395,7 +395,18 @@ async fn http_api_raftctl_and_auth() {
     assert!(out.contains(&format!("{target} is the new primary")), "{out}");
     let new_primary = c.must_primary(&[replicas[0]], Duration::from_secs(20)).await;
     assert_eq!(new_primary, replicas[0]);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Let the writer land a few writes on the new primary before stopping.
+    let on_new = async || -> Result<i64, String> {
+        let cl = c.pg(new_primary).await.map_err(|e| e.to_string())?;
+        let row = cl.query_one("SELECT count(*) FROM t WHERE v > 1000", &[]).await.map_err(|e| e.to_string())?;
+        Ok(row.get(0))
+    };
+    let at_switch = wait_for("a count on the new primary", Duration::from_secs(10), on_new).await;
+    wait_for("writes on the new primary", Duration::from_secs(20), async || match on_new().await {
+        Ok(n) if n >= at_switch + 5 => Ok(()),
+        other => Err(format!("{other:?}")),
+    })
+    .await;
     writer.0.store(true, std::sync::atomic::Ordering::Relaxed);
     let acked = writer.1.await.expect("writer");
     assert!(acked.len() >= 5, "the writer made progress: {}", acked.len());
@@ -722,7 +733,17 @@ async fn a_fourth_node_joins_and_an_old_one_leaves_while_writes_continue() {
     );
     c.kill_node(leaving);
 
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Writes go on after the removal.
+    let count = async || -> Result<i64, String> {
+        let cl = c.pg(primary).await.map_err(|e| e.to_string())?;
+        Ok(cl.query_one("SELECT count(*) FROM t", &[]).await.map_err(|e| e.to_string())?.get(0))
+    };
+    let after_removal = wait_for("a row count", Duration::from_secs(10), count).await;
+    wait_for("writes after the removal", Duration::from_secs(20), async || match count().await {
+        Ok(n) if n >= after_removal + 20 => Ok(()),
+        other => Err(format!("{other:?}")),
+    })
+    .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (ok, failed) = writer.await.expect("writer");
     assert!(failed.is_empty(), "writes failed during the membership change: {failed:?}");
@@ -798,10 +819,10 @@ async fn raft_and_admin_traffic_over_tls() {
     let mut f = c.layout.file_config(1);
     f.security.tls_ca_file = Some(ca.clone());
     f.security.tls_cert_file = Some(cert.clone());
-    let e = f.validate().err().expect("invalid").to_string();
+    let e = f.validate().expect_err("invalid").to_string();
     assert!(e.contains("security.tls_ca_file"), "{e}");
     f.security.tls_key_file = Some(ca.clone());
-    let e = f.validate().err().expect("a certificate is not a key").to_string();
+    let e = f.validate().expect_err("a certificate is not a key").to_string();
     assert!(e.contains("PRIVATE KEY"), "{e}");
     f.security.tls_key_file = Some(key.clone());
     assert!(f.validate().is_ok());
