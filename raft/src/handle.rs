@@ -15,7 +15,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, Raft, ServerState};
@@ -53,8 +53,7 @@ pub struct Proposal {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RaftStatus {
     pub id: NodeId,
-    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
-    pub role: &'static str,
+    pub role: ServerState,
     pub term: u64,
     pub leader: Option<NodeId>,
     pub last_log_index: Option<u64>,
@@ -63,6 +62,13 @@ pub struct RaftStatus {
     pub learners: BTreeSet<NodeId>,
     /// Leader only: how long ago a quorum last acknowledged it.
     pub millis_since_quorum_ack: Option<u64>,
+}
+
+impl RaftStatus {
+    /// This node is the leader it knows of.
+    pub fn is_leader(&self) -> bool {
+        self.role == ServerState::Leader && self.leader == Some(self.id)
+    }
 }
 
 /// Cheap to clone; every clone talks to the same node.
@@ -82,20 +88,6 @@ struct Inner {
     transport: Transport,
     peers: Mutex<HashMap<String, RaftTransportClient<Channel>>>,
     app: Mutex<Option<Arc<dyn AppHandler>>>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
-fn role_name(state: ServerState) -> &'static str {
-    match state {
-        ServerState::Leader => "leader",
-        ServerState::Follower => "follower",
-        ServerState::Candidate => "candidate",
-        ServerState::Learner => "learner",
-        ServerState::Shutdown => "shutdown",
-    }
 }
 
 impl RaftHandle {
@@ -189,7 +181,7 @@ impl RaftHandle {
         let membership = m.membership_config.membership();
         RaftStatus {
             id: m.id,
-            role: role_name(m.state),
+            role: m.state,
             term: m.current_term,
             leader: m.current_leader,
             last_log_index: m.last_log_index,
@@ -198,6 +190,11 @@ impl RaftHandle {
             learners: membership.learner_ids().collect(),
             millis_since_quorum_ack: m.millis_since_quorum_ack,
         }
+    }
+
+    /// This node leads Raft now.
+    pub fn is_leader(&self) -> bool {
+        self.status().is_leader()
     }
 
     /// The leader this node knows of, with its address.
@@ -211,7 +208,7 @@ impl RaftHandle {
 
     /// Commits `command` through the leader and returns its outcome.
     pub async fn propose(&self, command: Command) -> Result<Proposal, HandleError> {
-        let request = Request { command, proposer: self.id(), proposed_at_ms: now_ms() };
+        let request = Request { command, proposer: self.id(), proposed_at_ms: raftgres_storage::now_ms() };
         match self.forward_or_local(ForwardRequest::Propose(request), self.inner.request_timeout).await? {
             ForwardResponse::Proposed { log_id, response } => Ok(Proposal { log_id, outcome: response.into_result() }),
             other => Err(HandleError::Refused(format!("unexpected answer to a proposal: {other:?}"))),

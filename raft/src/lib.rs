@@ -21,4 +21,5 @@ pub use error::{HandleError, NodeError};
 pub use handle::{AppHandler, Proposal, RaftHandle, RaftStatus};
 pub use network::filter::NetworkFilter;
 pub use node::{NodeConfig, RaftNode};
+pub use openraft::ServerState;
 pub use raftgres_storage::{NodeId, NodeInfo};

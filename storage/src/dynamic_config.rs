@@ -154,6 +154,27 @@ impl DynamicConfig {
             .saturating_add(self.demote_margin_ms)
     }
 
+    /// Checks what may not change at run time, from `self` (the current
+    /// configuration) to `next`; every violation, not just the first.
+    ///
+    /// `lease_ttl_ms` may only grow: a primary holding a lease granted under
+    /// the longer TTL would outlive what a leader under the shorter one
+    /// waits for. Lowering it needs every daemon restarted.
+    pub fn check_change(&self, next: &DynamicConfig) -> Result<(), Vec<ConfigViolation>> {
+        let mut v = Vec::new();
+        if next.lease_ttl_ms < self.lease_ttl_ms {
+            v.push(ConfigViolation::new(
+                "lease_ttl_ms",
+                format!(
+                    "can only grow at runtime ({} -> {}): a lease granted under the old value would outlive the \
+                     new wait; restart every daemon with the lower value in [dynamic] instead",
+                    self.lease_ttl_ms, next.lease_ttl_ms
+                ),
+            ));
+        }
+        if v.is_empty() { Ok(()) } else { Err(v) }
+    }
+
     /// Checks every field and every relation between fields; returns all
     /// violations, not just the first.
     pub fn validate(&self) -> Result<(), Vec<ConfigViolation>> {
@@ -256,6 +277,18 @@ mod tests {
         assert_eq!(errs[0].field, "lease_ttl_ms");
         let c = DynamicConfig { lease_ttl_ms: 1451, ..DynamicConfig::default() };
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn the_lease_only_grows_at_run_time() {
+        let current = DynamicConfig::default();
+        let shorter = DynamicConfig { lease_ttl_ms: 1900, ..DynamicConfig::default() };
+        let longer = DynamicConfig { lease_ttl_ms: 2100, ..DynamicConfig::default() };
+        let errs = current.check_change(&shorter).unwrap_err();
+        assert_eq!(errs[0].field, "lease_ttl_ms");
+        assert!(errs[0].message.contains("2000 -> 1900"), "{errs:?}");
+        assert!(current.check_change(&longer).is_ok());
+        assert!(current.check_change(&current).is_ok());
     }
 
     #[test]

@@ -28,6 +28,27 @@ pub enum Event {
     MemberStateChanged { node: NodeId, from: MemberState, to: MemberState },
 }
 
+impl Event {
+    /// The event's kind in snake_case, as `raftctl history` and the APIs
+    /// name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::ClusterInitialized { .. } => "cluster_initialized",
+            Event::MemberAdded { .. } => "member_added",
+            Event::MemberRemoved { .. } => "member_removed",
+            Event::MemberTagsChanged { .. } => "member_tags_changed",
+            Event::PrimaryElected { .. } => "primary_elected",
+            Event::PrimaryReleased { .. } => "primary_released",
+            Event::SyncStandbysChanged { .. } => "sync_standbys_changed",
+            Event::ConfigChanged { .. } => "config_changed",
+            Event::MaintenanceChanged { .. } => "maintenance_changed",
+            Event::SwitchoverScheduled { .. } => "switchover_scheduled",
+            Event::SwitchoverCancelled { .. } => "switchover_cancelled",
+            Event::MemberStateChanged { .. } => "member_state_changed",
+        }
+    }
+}
+
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -77,5 +98,47 @@ pub struct EventRecord {
 impl fmt::Display for EventRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "[{}] {}", self.index, self.event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::ElectionReason;
+
+    /// The kind is the variant's name in snake_case, as the serialized
+    /// event spells it.
+    #[test]
+    fn kinds_are_the_variant_names_in_snake_case() {
+        let events = [
+            Event::ClusterInitialized { cluster_id: "c".into(), config: DynamicConfig::default() },
+            Event::MemberAdded { member: Member::new(1, "a") },
+            Event::MemberRemoved { node: 1 },
+            Event::MemberTagsChanged { node: 1, tags: Tags::new() },
+            Event::PrimaryElected { epoch: 1, node: 1, reason: ElectionReason::Bootstrap },
+            Event::PrimaryReleased { epoch: 1, node: 1, reason: ReleaseReason::Shutdown },
+            Event::SyncStandbysChanged { epoch: 1, standbys: BTreeSet::new() },
+            Event::ConfigChanged { version: 2, config: DynamicConfig::default() },
+            Event::MaintenanceChanged { on: true },
+            Event::SwitchoverScheduled { from: 1, to: None, at_ms: None },
+            Event::SwitchoverCancelled { from: 1, to: None },
+            Event::MemberStateChanged { node: 1, from: MemberState::Unknown, to: MemberState::Running },
+        ];
+        for e in events {
+            let v = serde_json::to_value(&e).expect("events serialize");
+            let variant = v.as_object().and_then(|m| m.keys().next().cloned()).expect("an externally tagged enum");
+            let mut snake = String::new();
+            for (i, c) in variant.chars().enumerate() {
+                if c.is_ascii_uppercase() {
+                    if i > 0 {
+                        snake.push('_');
+                    }
+                    snake.push(c.to_ascii_lowercase());
+                } else {
+                    snake.push(c);
+                }
+            }
+            assert_eq!(e.kind(), snake);
+        }
     }
 }

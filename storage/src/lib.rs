@@ -13,6 +13,7 @@
 
 #![allow(clippy::result_large_err)]
 
+pub mod clock;
 pub mod command;
 pub mod dynamic_config;
 pub mod encoding;
@@ -29,12 +30,13 @@ pub mod state_machine;
 pub mod store;
 pub mod typ;
 
+pub use clock::now_ms;
 pub use command::{Command, ElectionReason, ReleaseReason};
 pub use dynamic_config::{ConfigViolation, DynamicConfig, SyncMode};
 pub use error::StorageError;
 pub use event::{Event, EventRecord};
 pub use log_store::LogStore;
-pub use member::{Member, MemberState, Tags};
+pub use member::{InvalidName, Member, MemberState, Tags, validate_name};
 pub use reject::Reject;
 pub use state::{ApplyContext, ClusterState, Primary, Switchover};
 pub use state_machine::{AppliedState, StateMachine};

@@ -18,6 +18,23 @@ pub const TAG_NOLOADBALANCE: &str = "noloadbalance";
 pub const TAG_NOSYNC: &str = "nosync";
 pub const TAG_FAILOVER_PRIORITY: &str = "failover_priority";
 
+/// Why a member (or cluster) name is not acceptable.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[error("{name:?} must be 1-63 characters of [A-Za-z0-9_.-]")]
+pub struct InvalidName {
+    pub name: String,
+}
+
+/// The one naming rule of raftgres, for member names and cluster ids: 1-63
+/// characters of `[A-Za-z0-9_.-]`, so a name is safe in a file name, a URL,
+/// an HAProxy `server` line and a PostgreSQL `application_name`.
+pub fn validate_name(name: &str) -> Result<(), InvalidName> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok { Ok(()) } else { Err(InvalidName { name: name.to_string() }) }
+}
+
 /// Checks the tags raftgres interprets; returns `(key, value, reason)` of the
 /// first bad one.
 pub fn validate_tags(tags: &Tags) -> Result<(), (String, String, String)> {
@@ -133,6 +150,13 @@ impl Member {
     pub fn failover_priority(&self) -> u32 {
         self.tags.get(TAG_FAILOVER_PRIORITY).and_then(|v| v.parse().ok()).unwrap_or(1)
     }
+
+    /// The member may ever be promoted: not tagged `nofailover`, and its
+    /// failover priority is not 0. Whether it may be promoted *now* also
+    /// depends on its state and lag, which the callers judge.
+    pub fn may_be_promoted(&self) -> bool {
+        !self.nofailover() && self.failover_priority() > 0
+    }
 }
 
 impl fmt::Display for Member {
@@ -169,5 +193,20 @@ mod tests {
         m.tags.insert("failover_priority".into(), "7".into());
         assert!(m.nofailover());
         assert_eq!(m.failover_priority(), 7);
+        assert!(!m.may_be_promoted());
+        m.tags.insert("nofailover".into(), "false".into());
+        assert!(m.may_be_promoted());
+        m.tags.insert("failover_priority".into(), "0".into());
+        assert!(!m.may_be_promoted(), "priority 0 means never");
+    }
+
+    #[test]
+    fn names() {
+        for ok in ["pg1", "node-2", "a.b_c", &"x".repeat(63)] {
+            assert!(validate_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", " ", "pg 1", "pg/1", "é", &"x".repeat(64)] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
     }
 }

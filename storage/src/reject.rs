@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::dynamic_config::ConfigViolation;
-use crate::member::MemberState;
+use crate::member::{InvalidName, MemberState};
 use crate::typ::NodeId;
 
 #[derive(Clone, Debug, PartialEq, Eq, Error, Serialize, Deserialize)]
@@ -22,8 +22,8 @@ pub enum Reject {
     DuplicateMember { node: NodeId, name: String },
     #[error("member name {name} is already taken by node {node}")]
     DuplicateName { name: String, node: NodeId },
-    #[error("member name must not be empty")]
-    EmptyName,
+    #[error("member name {0}")]
+    InvalidName(#[from] InvalidName),
     #[error("invalid tag {key}={value}: {reason}")]
     InvalidTag { key: String, value: String, reason: String },
     #[error("stale epoch: the command expected epoch {expected}, the cluster is at {current}")]
@@ -60,6 +60,10 @@ pub enum Reject {
     InvalidSwitchover { reason: String },
     #[error("member {node} cannot move from {from} to {to}")]
     InvalidStateTransition { node: NodeId, from: MemberState, to: MemberState },
+    /// A valid configuration that may not replace the current one at run
+    /// time (see [`crate::DynamicConfig::check_change`]).
+    #[error("{}", display_violations(violations))]
+    ConfigChangeRefused { violations: Vec<ConfigViolation> },
 }
 
 fn display_violations(v: &[ConfigViolation]) -> String {

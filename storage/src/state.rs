@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::command::{Command, ElectionReason};
 use crate::dynamic_config::{DynamicConfig, SyncMode};
 use crate::event::{Event, EventRecord};
-use crate::member::{Member, MemberState, validate_tags};
+use crate::member::{Member, MemberState, validate_name, validate_tags};
 use crate::reject::Reject;
 use crate::typ::NodeId;
 
@@ -79,6 +79,12 @@ impl ClusterState {
         self.members.get(&node)
     }
 
+    /// A switchover is pending and due at `now_ms` (Unix milliseconds): the
+    /// loops that carry a handover run faster until it is done.
+    pub fn handover_active(&self, now_ms: u64) -> bool {
+        self.switchover.as_ref().is_some_and(|sw| sw.at_ms.is_none_or(|at| at <= now_ms))
+    }
+
     /// The node the state names primary, if any.
     pub fn primary_node(&self) -> Option<NodeId> {
         self.primary.as_ref().map(|p| p.node)
@@ -111,9 +117,7 @@ impl ClusterState {
                 Ok(vec![Event::ClusterInitialized { cluster_id: cluster_id.clone(), config: config.clone() }])
             }
             Command::AddMember { member } => {
-                if member.name.trim().is_empty() {
-                    return Err(Reject::EmptyName);
-                }
+                validate_name(&member.name)?;
                 if let Some(existing) = self.members.get(&member.id) {
                     return Err(Reject::DuplicateMember { node: member.id, name: existing.name.clone() });
                 }
@@ -180,6 +184,7 @@ impl ClusterState {
                     return Err(Reject::ConfigVersionMismatch { expected: *expected, current: self.config_version });
                 }
                 config.validate().map_err(|violations| Reject::InvalidConfig { violations })?;
+                self.config.check_change(config).map_err(|violations| Reject::ConfigChangeRefused { violations })?;
                 if config == &self.config {
                     return Ok(Vec::new());
                 }
@@ -269,7 +274,7 @@ impl ClusterState {
     /// committed synchronous-standby set (when that set is not empty).
     fn check_candidate(&self, node: NodeId, _reason: ElectionReason) -> Result<(), Reject> {
         let member = self.must_member(node)?;
-        if member.nofailover() || member.failover_priority() == 0 {
+        if !member.may_be_promoted() {
             return Err(Reject::NoFailover { node });
         }
         if self.config.synchronous_mode != SyncMode::Off
@@ -535,6 +540,33 @@ mod tests {
         s.apply(&Command::ChangeConfig { if_version: Some(1), config: good.clone() }, ctx(12)).unwrap();
         assert_eq!(s.config, good);
         assert_eq!(s.config_version, 2);
+        let before = s.clone();
+        let shorter = DynamicConfig { lease_ttl_ms: 1900, ..good.clone() };
+        let r = s.apply(&Command::ChangeConfig { if_version: None, config: shorter }, ctx(13));
+        assert!(matches!(r, Err(Reject::ConfigChangeRefused { .. })), "the lease only grows: {r:?}");
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn member_names_follow_the_naming_rule() {
+        let mut s = cluster(1);
+        let before = s.clone();
+        for bad in ["", "pg 2", "pg/2", "ü"] {
+            let r = s.apply(&Command::AddMember { member: Member::new(2, bad) }, ctx(10));
+            assert!(matches!(r, Err(Reject::InvalidName(_))), "{bad:?}: {r:?}");
+        }
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn handover_is_active_once_due() {
+        let mut s = cluster(2);
+        assert!(!s.handover_active(0));
+        s.switchover = Some(Switchover { from: 1, to: None, at_ms: Some(100) });
+        assert!(!s.handover_active(99));
+        assert!(s.handover_active(100));
+        s.switchover = Some(Switchover { from: 1, to: None, at_ms: None });
+        assert!(s.handover_active(0));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use raftgres_raft::{HandleError, NodeConfig, RaftHandle, RaftNode};
+use raftgres_raft::{HandleError, NodeConfig, RaftHandle, RaftNode, ServerState};
 use raftgres_storage::{ClusterState, Command, DynamicConfig, Event, NodeId, NodeInfo};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
@@ -107,14 +107,14 @@ impl TestCluster {
     /// Waits until the nodes `among` agree on one leader that is among them.
     pub async fn must_leader(&self, among: &[NodeId]) -> NodeId {
         wait_for("one leader among the nodes", Duration::from_secs(10), async || {
-            let views: Vec<(NodeId, Option<NodeId>, &str)> = among
+            let views: Vec<(NodeId, Option<NodeId>, ServerState)> = among
                 .iter()
                 .map(|id| {
                     let s = self.handle(*id).status();
                     (*id, s.leader, s.role)
                 })
                 .collect();
-            let leaders: Vec<NodeId> = views.iter().filter(|(_, _, r)| *r == "leader").map(|(id, _, _)| *id).collect();
+            let leaders: Vec<NodeId> = views.iter().filter(|(_, _, r)| *r == ServerState::Leader).map(|(id, _, _)| *id).collect();
             match leaders.as_slice() {
                 [l] if views.iter().all(|(_, seen, _)| *seen == Some(*l)) => Ok(*l),
                 _ => Err(views),

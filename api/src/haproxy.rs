@@ -41,7 +41,7 @@ use std::net::Ipv6Addr;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::Serialize;
 
-use crate::http::health::parse_size;
+use crate::size::parse_size;
 
 /// Largest interval HAProxy accepts: its timers are signed 32-bit
 /// milliseconds (about 24.8 days).
