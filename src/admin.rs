@@ -16,7 +16,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::ops::{ClusterStatus, ConfigChange, Done, OpError, Ops, event_kind};
+use crate::ops::{ConfigChange, Done, OpError, Ops};
 
 /// How long a forwarded per-member call (restart, reinitialize) may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(600);
@@ -27,6 +27,7 @@ impl From<OpError> for Status {
             OpError::Invalid(m) => Status::invalid_argument(m),
             OpError::NotFound(m) => Status::not_found(m),
             OpError::Refused(m) => Status::failed_precondition(m),
+            OpError::Conflict(m) => Status::aborted(m),
             OpError::Unavailable(m) => Status::unavailable(m),
             OpError::Internal(m) => Status::internal(m),
         }
@@ -41,51 +42,9 @@ pub fn event_to_pb(r: &EventRecord) -> pb::Event {
     pb::Event {
         index: r.index,
         at_ms: r.at_ms,
-        kind: event_kind(r),
+        kind: r.event.kind().to_string(),
         text: r.event.to_string(),
         json: serde_json::to_string(&r.event).unwrap_or_default(),
-    }
-}
-
-pub fn status_to_pb(s: ClusterStatus) -> pb::ClusterStatus {
-    pb::ClusterStatus {
-        cluster_id: s.cluster_id,
-        epoch: s.epoch,
-        primary: s.primary.unwrap_or_default(),
-        maintenance: s.maintenance,
-        config_version: s.config_version,
-        switchover: s.switchover.map(|sw| pb::ScheduledSwitchover {
-            from: sw.from,
-            to: sw.to.unwrap_or_default(),
-            at_ms: sw.at_ms.unwrap_or(0),
-        }),
-        raft_term: s.raft_term,
-        raft_leader: s.raft_leader.unwrap_or(0),
-        failovers: s.failovers,
-        switchovers: s.switchovers,
-        members: s
-            .members
-            .into_iter()
-            .map(|m| pb::MemberStatus {
-                id: m.id,
-                name: m.name,
-                host: m.host,
-                port: m.port as u32,
-                api_url: m.api_url,
-                raft_addr: m.raft_addr,
-                role: m.role,
-                state: m.state,
-                timeline: m.timeline,
-                lag_bytes: m.lag_bytes,
-                raft_role: m.raft_role,
-                raft_term: m.raft_term,
-                tags: m.tags.into_iter().collect(),
-                registered: m.registered,
-                lsn: m.lsn,
-            })
-            .collect(),
-        served_by: s.served_by,
-        stale: s.stale,
     }
 }
 
@@ -126,7 +85,7 @@ impl AdminService {
             .handle
             .transport()
             .endpoint(&addr)
-            .map_err(Status::internal)?
+            .map_err(|e| Status::internal(e.to_string()))?
             .connect_timeout(Duration::from_secs(2))
             .connect()
             .await
@@ -144,11 +103,11 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::ClusterStatus>, Status> {
-        Ok(Response::new(status_to_pb(self.ops()?.status().await)))
+        Ok(Response::new(self.ops()?.status().await.into()))
     }
 
     async fn members(&self, _: Request<pb::MembersRequest>) -> Result<Response<pb::MembersReply>, Status> {
-        let status = status_to_pb(self.ops()?.status().await);
+        let status: pb::ClusterStatus = self.ops()?.status().await.into();
         Ok(Response::new(pb::MembersReply { members: status.members }))
     }
 

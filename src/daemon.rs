@@ -1,24 +1,30 @@
 //! The daemon: wires storage, Raft, the lease, the controller, the agent,
-//! the fence and the HTTP API together, and shuts them down in order.
+//! the fence and the HTTP API together ([`Daemon::start`]), runs until a
+//! signal or a critical task's end ([`Daemon::wait`]), and shuts them down
+//! in order ([`Daemon::shutdown`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use raftgres_raft::network::security::Transport;
-use raftgres_raft::{NodeConfig, RaftNode};
+use raftgres_raft::{NodeConfig, RaftHandle, RaftNode};
 use raftgres_storage::{Command, NodeInfo, ReleaseReason};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
+use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
 use crate::admin::AdminService;
-use crate::agent::task::Agent;
+use crate::agent::task::{Agent, AgentLinks};
 use crate::config::{Config, FileConfig};
+use crate::controller::task::Controller;
 use crate::fence::PrimaryFlag;
 use crate::lease::{self, LeaseGrantor, Views};
 use crate::ops::Ops;
@@ -26,24 +32,241 @@ use crate::postgres::runner::StopMode;
 use crate::postgres::{Binaries, Observation, Runner};
 use crate::reload::Reloader;
 use crate::watchdog::Watchdog;
-use crate::{controller, fence, http};
+use crate::{fence, http};
 
 /// How long shutdown waits for the agent to finish its current step.
 const AGENT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long shutdown waits for the other tasks once cancelled.
+const TASK_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long shutdown tries to release the primary role.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The daemon's long-running tasks. Each is critical: one that ends while
+/// the daemon runs stops the daemon with an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Task {
+    /// Failover decisions, on the Raft leader.
+    Controller,
+    /// The lease heartbeat.
+    Heartbeat,
+    /// Stops a primary whose lease runs out.
+    Fence,
+    /// Makes PostgreSQL match the replicated state.
+    Agent,
+    /// The HTTP API.
+    Http,
+}
+
+impl fmt::Display for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Task::Controller => "controller",
+            Task::Heartbeat => "heartbeat",
+            Task::Fence => "fence",
+            Task::Agent => "agent",
+            Task::Http => "http",
+        })
+    }
+}
+
+/// The tasks, in one `JoinSet`, known by [`Task`].
+#[derive(Default)]
+struct Tasks {
+    set: JoinSet<anyhow::Result<()>>,
+    running: HashMap<tokio::task::Id, Task>,
+    aborts: HashMap<Task, AbortHandle>,
+}
+
+impl Tasks {
+    fn spawn(&mut self, task: Task, fut: impl Future<Output = anyhow::Result<()>> + Send + 'static) {
+        let abort = self.set.spawn(fut);
+        self.running.insert(abort.id(), task);
+        self.aborts.insert(task, abort);
+    }
+
+    /// The next task to end, with how it ended; `None` when none runs.
+    async fn next(&mut self) -> Option<(Task, anyhow::Result<()>)> {
+        let (id, result) = match self.set.join_next_with_id().await? {
+            Ok((id, r)) => (id, r),
+            Err(e) => (e.id(), Err(anyhow!("{e}"))),
+        };
+        let task = self.running.remove(&id).expect("every task is spawned through Tasks::spawn");
+        self.aborts.remove(&task);
+        Some((task, result))
+    }
+
+    /// Waits until every task of `wanted` has ended, aborting those still
+    /// running after `timeout`; logs how each ended.
+    async fn join(&mut self, wanted: &[Task], timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut aborted = false;
+        while wanted.iter().any(|t| self.aborts.contains_key(t)) {
+            match tokio::time::timeout_at(deadline, self.next()).await {
+                Ok(None) => return,
+                Ok(Some((task, Ok(())))) => tracing::debug!("the {task} task stopped"),
+                Ok(Some((task, Err(e)))) => tracing::warn!("the {task} task failed: {e:#}"),
+                Err(_) if !aborted => {
+                    for t in wanted.iter().filter_map(|t| self.aborts.get(t).map(|a| (t, a))) {
+                        tracing::warn!("the {} task did not stop within {timeout:?}; aborting it", t.0);
+                        t.1.abort();
+                    }
+                    aborted = true;
+                }
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// One running daemon.
+pub struct Daemon {
+    config: Arc<Config>,
+    node: RaftNode,
+    handle: RaftHandle,
+    runner: Arc<Runner>,
+    /// The admin service reads the operations through this cell.
+    ops: Arc<OnceLock<Ops>>,
+    reloader: Arc<Reloader>,
+    tasks: Tasks,
+    /// Stops the agent, first.
+    agent_cancel: CancellationToken,
+    /// Stops the controller, the lease heartbeat and the fence, once
+    /// PostgreSQL is down.
+    tasks_cancel: CancellationToken,
+    /// Stops the HTTP API, last.
+    http_cancel: CancellationToken,
+}
+
 /// Runs the daemon until SIGTERM or SIGINT; an error means a component
-/// failed and the process should exit non-zero.
-/// `file` is the configuration file the daemon was started from (read
-/// again on SIGHUP and `POST /reload`).
+/// failed and the process should exit non-zero. `file` is the
+/// configuration file the daemon was started from (read again on SIGHUP
+/// and `POST /reload`).
 pub async fn run(config: Config, file: Option<(PathBuf, FileConfig)>) -> anyhow::Result<()> {
-    let config = Arc::new(config);
-    tracing::info!(node = config.node_id, name = %config.node_name, cluster = %config.cluster_id, "starting");
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("create data directory {}", config.data_dir.display()))?;
-    let bins = Binaries::find(config.pg_bin_dir.as_deref()).map_err(|e| anyhow!(e))?;
-    tracing::info!(bin_dir = %bins.dir.display(), "PostgreSQL binaries");
-    let runner = Arc::new(
-        Runner::new(
+    let mut daemon = Daemon::start(config, file).await?;
+    let failure = daemon.wait().await?;
+    if let Some((task, why)) = &failure {
+        tracing::error!("a critical task stopped: {task}: {why}");
+    }
+    daemon.shutdown().await;
+    match failure {
+        Some((task, why)) => Err(anyhow!("{task} task stopped: {why}")),
+        None => Ok(()),
+    }
+}
+
+impl Daemon {
+    /// Opens storage, starts Raft (initializing the cluster if this node
+    /// is an initial member), PostgreSQL's supervision and the APIs.
+    pub async fn start(config: Config, file: Option<(PathBuf, FileConfig)>) -> anyhow::Result<Daemon> {
+        let config = Arc::new(config);
+        tracing::info!(node = config.node_id, name = %config.node_name, cluster = %config.cluster_id, "starting");
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("create data directory {}", config.data_dir.display()))?;
+        let runner = Arc::new(Self::runner(&config)?);
+        let raft_listener = TcpListener::bind(config.raft_listen)
+            .await
+            .with_context(|| format!("listen on {} (raft.listen)", config.raft_listen))?;
+        let http_listener = TcpListener::bind(config.http_listen)
+            .await
+            .with_context(|| format!("listen on {} (http.listen)", config.http_listen))?;
+
+        let ops_cell = Arc::new(OnceLock::new());
+        let admin = Routes::new(AdminService::server(ops_cell.clone()));
+        let node = RaftNode::start_with(Self::node_config(&config), raft_listener, admin).await.context("start Raft")?;
+        let handle = node.handle().clone();
+        let (agent_tx, agent_rx) = mpsc::channel(4);
+        let ops = Ops::new(handle.clone(), agent_tx);
+        let _ = ops_cell.set(ops.clone());
+        let reloader = Arc::new(Reloader::new(
+            file.as_ref().map(|(p, _)| p.clone()),
+            file.map(|(_, f)| f),
+            config.node_id,
+            handle.clone(),
+        ));
+        if config.initial_members.iter().any(|m| m.id == config.node_id) {
+            let members: BTreeMap<_, _> = config
+                .initial_members
+                .iter()
+                .map(|m| (m.id, NodeInfo::new(m.name.clone(), m.raft_addr.clone())))
+                .collect();
+            node.initialize(members).await.context("initialize Raft")?;
+        }
+        let views = Arc::new(Mutex::new(Views::default()));
+        handle.set_app_handler(Arc::new(LeaseGrantor { handle: handle.clone(), views: views.clone() }));
+
+        let mut daemon = Daemon {
+            config: config.clone(),
+            node,
+            handle: handle.clone(),
+            runner: runner.clone(),
+            ops: ops_cell,
+            reloader: reloader.clone(),
+            tasks: Tasks::default(),
+            agent_cancel: CancellationToken::new(),
+            tasks_cancel: CancellationToken::new(),
+            http_cancel: CancellationToken::new(),
+        };
+        let (lease_tx, lease_rx) = watch::channel(None);
+        let (primary_lsn_tx, primary_lsn_rx) = watch::channel(None);
+        let (obs_tx, obs_rx) = watch::channel(Observation::default());
+        let (ran_tx, ran_rx) = watch::channel(Instant::now());
+        let (error_tx, error_rx) = watch::channel(None);
+        let may_be_primary = PrimaryFlag::default();
+
+        let controller = Controller::new(handle.clone(), views, config.cluster_id.clone(), config.initial_dynamic.clone());
+        let cancel = daemon.tasks_cancel.clone();
+        daemon.tasks.spawn(Task::Controller, async move { Ok(controller.run(cancel).await) });
+        let heartbeat =
+            lease::heartbeat_task(handle.clone(), obs_rx.clone(), lease_tx, primary_lsn_tx, ran_tx, daemon.tasks_cancel.clone());
+        daemon.tasks.spawn(Task::Heartbeat, async move { Ok(heartbeat.await) });
+        let exe = std::env::current_exe().context("find the raftgres executable")?;
+        let watchdog = Watchdog::spawn(&exe, &config.pg_data_dir).context("start the watchdog process")?;
+        let fence = fence::run(
+            handle.clone(),
+            runner.clone(),
+            lease_rx.clone(),
+            may_be_primary.clone(),
+            watchdog,
+            daemon.tasks_cancel.clone(),
+        );
+        daemon.tasks.spawn(Task::Fence, async move { Ok(fence.await) });
+        let links = AgentLinks {
+            lease: lease_rx.clone(),
+            observation: obs_tx,
+            last_error: error_tx,
+            may_be_primary,
+            requests: agent_rx,
+        };
+        let agent = Agent::new(handle.clone(), runner, config.clone(), links);
+        let cancel = daemon.agent_cancel.clone();
+        daemon.tasks.spawn(Task::Agent, async move { Ok(agent.run(cancel).await) });
+        let api = http::ApiState {
+            handle,
+            node_name: config.node_name.clone(),
+            cluster_id: config.cluster_id.clone(),
+            lease: lease_rx,
+            observation: obs_rx,
+            primary_lsn: primary_lsn_rx,
+            heartbeat_ran: ran_rx,
+            last_error: error_rx,
+            ops,
+            token: config.token.clone(),
+            reloader,
+        };
+        let cancel = daemon.http_cancel.clone();
+        daemon.tasks.spawn(Task::Http, async move {
+            http::serve(http_listener, api, cancel).await.context("serve the HTTP API")
+        });
+        tracing::info!(raft = %config.raft_advertise, http = %config.http_advertise, "ready");
+        Ok(daemon)
+    }
+
+    fn runner(config: &Config) -> anyhow::Result<Runner> {
+        let bins = Binaries::find(config.pg_bin_dir.as_deref())?;
+        tracing::info!(bin_dir = %bins.dir.display(), "PostgreSQL binaries");
+        let runner = Runner::new(
             bins,
             config.pg_data_dir.clone(),
             &config.data_dir,
@@ -52,194 +275,109 @@ pub async fn run(config: Config, file: Option<(PathBuf, FileConfig)>) -> anyhow:
             &config.superuser,
             &config.superuser_password,
         )
-        .context("set up PostgreSQL")?,
-    );
-    runner.prepare().context("prepare PostgreSQL directories")?;
-
-    let raft_listener = TcpListener::bind(config.raft_listen)
-        .await
-        .with_context(|| format!("listen on {} (raft.listen)", config.raft_listen))?;
-    let http_listener = TcpListener::bind(config.http_listen)
-        .await
-        .with_context(|| format!("listen on {} (http.listen)", config.http_listen))?;
-
-    let mut info = NodeInfo::new(config.node_name.clone(), config.raft_advertise.clone());
-    info.api_addr = config.http_advertise.clone();
-    let mut node_config = NodeConfig::new(config.node_id, &config.cluster_id, &config.data_dir, info);
-    node_config.heartbeat_interval = config.raft_heartbeat;
-    node_config.election_timeout = config.raft_election_timeout;
-    node_config.transport = Transport {
-        token: Some(config.token.clone()),
-        local_ip: Some(config.raft_listen.ip()).filter(|ip| !ip.is_unspecified()),
-        tls: config.tls.clone(),
-    };
-    let ops_cell = Arc::new(OnceLock::new());
-    let admin = Routes::new(AdminService::server(ops_cell.clone()));
-    let node = RaftNode::start_with(node_config, raft_listener, admin).await.context("start Raft")?;
-    let handle = node.handle().clone();
-    let (agent_tx, agent_rx) = mpsc::channel(4);
-    let ops = Ops::new(handle.clone(), agent_tx);
-    let _ = ops_cell.set(ops.clone());
-    let reloader = Arc::new(Reloader::new(
-        file.as_ref().map(|(p, _)| p.clone()),
-        file.map(|(_, f)| f),
-        config.node_id,
-        handle.clone(),
-    ));
-
-    if config.initial_members.iter().any(|m| m.id == config.node_id) {
-        let members: BTreeMap<_, _> =
-            config.initial_members.iter().map(|m| (m.id, NodeInfo::new(m.name.clone(), m.raft_addr.clone()))).collect();
-        node.initialize(members).await.context("initialize Raft")?;
+        .context("set up PostgreSQL")?;
+        runner.prepare().context("prepare PostgreSQL directories")?;
+        Ok(runner)
     }
 
-    let views = Arc::new(Mutex::new(Views::default()));
-    handle.set_app_handler(Arc::new(LeaseGrantor { handle: handle.clone(), views: views.clone() }));
-
-    let (lease_tx, lease_rx) = watch::channel(None);
-    let (primary_lsn_tx, primary_lsn_rx) = watch::channel(None);
-    let (obs_tx, obs_rx) = watch::channel(Observation::default());
-    let (ran_tx, ran_rx) = watch::channel(Instant::now());
-    let tasks_cancel = CancellationToken::new();
-    let agent_cancel = CancellationToken::new();
-    let http_cancel = CancellationToken::new();
-    let may_be_primary = PrimaryFlag::default();
-
-    let mut controller = tokio::spawn(controller::task::run(
-        handle.clone(),
-        views,
-        config.cluster_id.clone(),
-        config.initial_dynamic.clone(),
-        tasks_cancel.clone(),
-    ));
-    let mut heartbeat = tokio::spawn(lease::heartbeat_task(
-        handle.clone(),
-        obs_rx.clone(),
-        lease_tx,
-        primary_lsn_tx,
-        ran_tx,
-        tasks_cancel.clone(),
-    ));
-    let exe = std::env::current_exe().context("find the raftgres executable")?;
-    let watchdog = Watchdog::spawn(&exe, &config.pg_data_dir).context("start the watchdog process")?;
-    let mut fence_task = tokio::spawn(fence::run(
-        handle.clone(),
-        runner.clone(),
-        lease_rx.clone(),
-        may_be_primary.clone(),
-        watchdog,
-        tasks_cancel.clone(),
-    ));
-    let agent =
-        Agent::new(handle.clone(), runner.clone(), config.clone(), lease_rx.clone(), obs_tx, may_be_primary, agent_rx);
-    let mut agent_task = tokio::spawn(agent.run(agent_cancel.clone()));
-    let api = http::ApiState {
-        handle: handle.clone(),
-        node_name: config.node_name.clone(),
-        cluster_id: config.cluster_id.clone(),
-        lease: lease_rx,
-        observation: obs_rx,
-        primary_lsn: primary_lsn_rx,
-        heartbeat_ran: ran_rx,
-        ops,
-        token: config.token.clone(),
-        reloader: reloader.clone(),
-    };
-    let mut http_task = tokio::spawn(http::serve(http_listener, api, http_cancel.clone()));
-    tracing::info!(raft = %config.raft_advertise, http = %config.http_advertise, "ready");
-
-    let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
-    let mut sighup = signal(SignalKind::hangup()).context("install SIGHUP handler")?;
-    let failure: Option<(&str, String)> = loop {
-        break tokio::select! {
-        _ = sighup.recv() => {
-            let reloader = reloader.clone();
-            tokio::spawn(async move {
-                match reloader.reload().await {
-                    Ok(m) => tracing::info!("SIGHUP: {m}"),
-                    Err(e) => tracing::error!("SIGHUP: {e}"),
-                }
-            });
-            continue;
-        }
-        _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); None }
-        _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); None }
-        r = &mut controller => Some(("controller", format!("{r:?}"))),
-        r = &mut heartbeat => Some(("heartbeat", format!("{r:?}"))),
-        r = &mut fence_task => Some(("fence", format!("{r:?}"))),
-        r = &mut agent_task => Some(("agent", r.err().map(|e| e.to_string()).unwrap_or_default())),
-        r = &mut http_task => Some(("http", format!("{r:?}"))),
+    fn node_config(config: &Config) -> NodeConfig {
+        let mut info = NodeInfo::new(config.node_name.clone(), config.raft_advertise.clone());
+        info.api_addr = config.http_advertise.clone();
+        let mut node_config = NodeConfig::new(config.node_id, &config.cluster_id, &config.data_dir, info);
+        node_config.heartbeat_interval = config.raft_heartbeat;
+        node_config.election_timeout = config.raft_election_timeout;
+        node_config.transport = Transport {
+            token: Some(config.token.clone()),
+            local_ip: Some(config.raft_listen.ip()).filter(|ip| !ip.is_unspecified()),
+            tls: config.tls.clone(),
         };
-    };
-    let failed = failure.as_ref().map(|(name, _)| *name);
-    if let Some((name, why)) = &failure {
-        tracing::error!("a critical task stopped: {name}: {why}");
+        node_config
     }
 
-    // Hand over in an order that keeps the fence on guard until
-    // PostgreSQL is down: stop the agent, stop PostgreSQL (immediately if a
-    // clean stop fails), and only once no postmaster runs, release the
-    // primary role so failover need not wait for the lease. The lease
-    // heartbeat and the fence stop last.
-    agent_cancel.cancel();
-    if failed != Some("agent") {
-        match tokio::time::timeout(AGENT_STOP_TIMEOUT, &mut agent_task).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!("failed to join the agent task: {e}"),
-            Err(_) => {
-                tracing::warn!("the agent did not stop within {AGENT_STOP_TIMEOUT:?}; aborting it");
-                agent_task.abort();
+    /// Runs until SIGTERM or SIGINT (`None`), or until a task ends, which
+    /// is a failure (`Some`). SIGHUP reloads the configuration file.
+    pub async fn wait(&mut self) -> anyhow::Result<Option<(Task, String)>> {
+        let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+        let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+        let mut sighup = signal(SignalKind::hangup()).context("install SIGHUP handler")?;
+        loop {
+            tokio::select! {
+                _ = sighup.recv() => {
+                    let reloader = self.reloader.clone();
+                    tokio::spawn(async move {
+                        match reloader.reload().await {
+                            Ok(m) => tracing::info!("SIGHUP: {m}"),
+                            Err(e) => tracing::error!("SIGHUP: {e}"),
+                        }
+                    });
+                }
+                _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); return Ok(None); }
+                _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); return Ok(None); }
+                ended = self.tasks.next() => {
+                    return Ok(Some(match ended {
+                        Some((task, Ok(()))) => (task, "ended".to_string()),
+                        Some((task, Err(e))) => (task, format!("{e:#}")),
+                        None => (Task::Agent, "no task runs".to_string()),
+                    }));
+                }
             }
         }
     }
-    if let Err(e) = runner.stop(StopMode::Fast).await {
-        tracing::error!("failed to stop PostgreSQL cleanly: {e}; stopping it immediately");
+
+    /// Hands over in an order that keeps the fence on guard until
+    /// PostgreSQL is down: stop the agent, stop PostgreSQL (immediately if
+    /// a clean stop fails), and only once no postmaster runs, release the
+    /// primary role so failover need not wait for the lease. The lease
+    /// heartbeat and the fence stop after that, the HTTP API last.
+    pub async fn shutdown(mut self) {
+        self.agent_cancel.cancel();
+        self.tasks.join(&[Task::Agent], AGENT_STOP_TIMEOUT).await;
+        self.stop_postgres().await;
+        self.release_if_primary().await;
+        self.tasks_cancel.cancel();
+        self.tasks.join(&[Task::Controller, Task::Heartbeat, Task::Fence], TASK_STOP_TIMEOUT).await;
+        self.http_cancel.cancel();
+        self.tasks.join(&[Task::Http], TASK_STOP_TIMEOUT).await;
+        // Every handle clone keeps the storage open; drop them before the
+        // node waits for it to close.
+        let Daemon { node, handle, ops, reloader, .. } = self;
+        drop(reloader);
+        if let Some(ops) = ops.get() {
+            ops.shutdown.cancel();
+        }
+        drop(ops);
+        drop(handle);
+        node.shutdown().await;
+        tracing::info!("stopped");
     }
-    if !runner.wait_stopped(Duration::from_secs(1)).await {
-        runner.quit_now();
-        runner.wait_stopped(Duration::from_secs(10)).await;
-    }
-    let stopped = runner.postmaster_pid().is_none();
-    let state = handle.local_state().state;
-    if let Some(p) = state.primary.as_ref().filter(|p| p.node == config.node_id) {
-        if stopped {
-            let cmd = Command::ReleasePrimary { epoch: p.epoch, node: config.node_id, reason: ReleaseReason::Shutdown };
-            match tokio::time::timeout(Duration::from_secs(5), handle.propose(cmd)).await {
-                Ok(Ok(p)) => tracing::info!(outcome = ?p.outcome, "released the primary role"),
-                Ok(Err(e)) => tracing::warn!("failed to release the primary role: {e}"),
-                Err(_) => tracing::warn!("failed to release the primary role within 5s"),
-            }
-        } else {
-            tracing::error!(
-                "PostgreSQL is still running; not releasing the primary role (failover waits for the lease)"
-            );
+
+    async fn stop_postgres(&self) {
+        if let Err(e) = self.runner.stop(StopMode::Fast).await {
+            tracing::error!("failed to stop PostgreSQL cleanly: {e}; stopping it immediately");
+        }
+        if !self.runner.wait_stopped(Duration::from_secs(1)).await {
+            self.runner.quit_now();
+            self.runner.wait_stopped(Duration::from_secs(10)).await;
         }
     }
-    tasks_cancel.cancel();
-    for (name, t) in [("controller", controller), ("heartbeat", heartbeat), ("fence", fence_task)] {
-        if failed != Some(name)
-            && let Err(e) = t.await
-        {
-            tracing::warn!("failed to join the {name} task: {e}");
+
+    /// Releases the primary role this node holds, once its PostgreSQL is
+    /// down, so failover need not wait for the lease.
+    async fn release_if_primary(&self) {
+        let me = self.config.node_id;
+        let state = self.handle.local_state().state;
+        let Some(p) = state.primary.as_ref().filter(|p| p.node == me) else {
+            return;
+        };
+        if self.runner.postmaster_pid().is_some() {
+            tracing::error!("PostgreSQL is still running; not releasing the primary role (failover waits for the lease)");
+            return;
         }
-    }
-    http_cancel.cancel();
-    if failed != Some("http") {
-        let _ = http_task.await;
-    }
-    // Every handle clone keeps the storage open; drop them before the node
-    // waits for it to close.
-    drop(reloader);
-    if let Some(ops) = ops_cell.get() {
-        ops.shutdown.cancel();
-    }
-    drop(ops_cell);
-    drop(handle);
-    node.shutdown().await;
-    tracing::info!("stopped");
-    match failure {
-        Some((name, why)) => Err(anyhow!("{name} task stopped: {why}")),
-        None => Ok(()),
+        let cmd = Command::ReleasePrimary { epoch: p.epoch, node: me, reason: ReleaseReason::Shutdown };
+        match tokio::time::timeout(RELEASE_TIMEOUT, self.handle.propose(cmd)).await {
+            Ok(Ok(p)) => tracing::info!(outcome = ?p.outcome, "released the primary role"),
+            Ok(Err(e)) => tracing::warn!("failed to release the primary role: {e}"),
+            Err(_) => tracing::warn!("failed to release the primary role within {RELEASE_TIMEOUT:?}"),
+        }
     }
 }

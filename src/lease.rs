@@ -156,7 +156,7 @@ pub async fn heartbeat_task(
         ran.send_replace(Instant::now());
         let config = handle.local_state().state.config.clone();
         let mut interval = Duration::from_millis(config.heartbeat_interval_ms);
-        if crate::agent::plan::handover_active(&handle.local_state().state, crate::ops::now_ms()) {
+        if handle.local_state().state.handover_active(raftgres_storage::now_ms()) {
             // The controller waits on fresh reports during a handover.
             interval = interval.min(Duration::from_millis(50));
         }

@@ -13,7 +13,6 @@ pub mod config;
 pub mod controller;
 pub mod daemon;
 pub mod fence;
-pub mod haproxy;
 pub mod http;
 pub mod lease;
 pub mod logging;

@@ -9,8 +9,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use serde_json::Value;
+use raftgres_api::{NodeStatus, ReplicationState};
 
+use crate::http::client::ClientError;
 use crate::config::{
     FileConfig, HttpSection, InitialMember, NodeSection, PostgresSection, RaftSection, SecuritySection,
 };
@@ -225,7 +226,7 @@ impl LocalCluster {
 }
 
 /// GET `url`; returns the status code and body.
-pub async fn http_get(url: &str) -> Result<(u16, String), String> {
+pub async fn http_get(url: &str) -> Result<(u16, String), ClientError> {
     crate::http::client::get(url).await
 }
 
@@ -236,18 +237,32 @@ pub struct NodeHealth {
     pub replica: bool,
     pub streaming: bool,
     pub timeline: Option<u64>,
+    /// The last PostgreSQL action that failed on the node, while it keeps
+    /// failing.
+    pub last_error: Option<String>,
+}
+
+/// Why a node's health could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthError {
+    #[error(transparent)]
+    Http(#[from] ClientError),
+    #[error("{url}: not a node status: {source}")]
+    Parse { url: String, source: serde_json::Error },
 }
 
 /// Asks a node's API whether it is primary, replica, streaming.
-pub async fn node_health(api_url: &str) -> Result<NodeHealth, String> {
-    let (primary, body) = http_get(&format!("{api_url}/primary")).await?;
+pub async fn node_health(api_url: &str) -> Result<NodeHealth, HealthError> {
+    let url = format!("{api_url}/primary");
+    let (primary, body) = http_get(&url).await?;
     let (replica, _) = http_get(&format!("{api_url}/replica")).await?;
-    let v: Value = serde_json::from_str(&body).map_err(|e| format!("{api_url}: {e}"))?;
+    let doc: NodeStatus = serde_json::from_str(&body).map_err(|source| HealthError::Parse { url, source })?;
     Ok(NodeHealth {
         primary: primary == 200,
         replica: replica == 200,
-        streaming: v["replication_state"] == "streaming",
-        timeline: v["timeline"].as_u64(),
+        streaming: doc.replication_state == Some(ReplicationState::Streaming),
+        timeline: doc.timeline.map(u64::from),
+        last_error: doc.raftgres.last_error,
     })
 }
 

@@ -378,7 +378,7 @@ impl RaftHandle {
         if target != 0 && self.inner.filter.is_blocked(target) {
             return Err(tonic::Status::unavailable(format!("link to node {target} is cut by the fault filter")));
         }
-        let mut client = self.peer(addr).map_err(tonic::Status::unavailable)?;
+        let mut client = self.peer(addr).map_err(|e| tonic::Status::unavailable(format!("Raft peer: {e}")))?;
         let message = convert::request(self.cluster_id(), self.id(), target, "forwarded request", req)
             .map_err(|e| tonic::Status::internal(e.to_string()))?;
         let mut request = tonic::Request::new(message);
@@ -388,7 +388,7 @@ impl RaftHandle {
         convert::reply_payload("forwarded reply", &reply).map_err(|e| tonic::Status::internal(e.to_string()))
     }
 
-    fn peer(&self, addr: &str) -> Result<RaftTransportClient<Channel>, String> {
+    fn peer(&self, addr: &str) -> Result<RaftTransportClient<Channel>, crate::network::security::SecurityError> {
         let mut peers = self.inner.peers.lock().expect("peer cache lock poisoned");
         if let Some(c) = peers.get(addr) {
             return Ok(c.clone());

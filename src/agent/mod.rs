@@ -3,6 +3,8 @@
 //! actions out); [`task`] observes, plans, acts and reports.
 
 pub mod plan;
+pub mod request;
 pub mod task;
 
 pub use plan::{PgAction, PlanInput, plan};
+pub use request::{AgentError, AgentRequest};

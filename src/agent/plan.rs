@@ -183,18 +183,12 @@ pub fn switchover_due(state: &ClusterState, me: NodeId, now_ms: u64) -> bool {
         return false;
     }
     let ready = |m: &&raftgres_storage::Member| {
-        m.id != me && m.state == MemberState::Streaming && !m.nofailover() && m.failover_priority() > 0
+        m.id != me && m.state == MemberState::Streaming && m.may_be_promoted()
     };
     match sw.to {
         Some(t) => state.member(t).filter(ready).is_some(),
         None => state.members.values().any(|m| ready(&m)),
     }
-}
-
-/// A switchover is pending and due: the loops that carry a handover run
-/// faster until it is done.
-pub fn handover_active(state: &ClusterState, now_ms: u64) -> bool {
-    state.switchover.as_ref().is_some_and(|sw| sw.at_ms.is_none_or(|at| at <= now_ms))
 }
 
 fn plan_replica(

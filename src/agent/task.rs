@@ -6,16 +6,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use raftgres_raft::RaftHandle;
-use raftgres_storage::{ClusterState, Command, Member, MemberState, NodeId, Reject, ReleaseReason};
+use raftgres_storage::{ClusterState, Command, Member, MemberState, NodeId, Reject, ReleaseReason, now_ms};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::plan::{LocalFacts, PgAction, PlanInput, handover_active, member_state, plan};
+use super::plan::{LocalFacts, PgAction, PlanInput, member_state, plan};
+use super::request::{AgentError, AgentRequest};
 use crate::config::Config;
 use crate::fence::PrimaryFlag;
 use crate::lease::Lease;
-use crate::ops::{AgentRequest, now_ms};
 use crate::postgres::conf::{ServerConf, ServerRole, slot_name};
 use crate::postgres::control::ClusterControlState;
 use crate::postgres::runner::StopMode;
@@ -36,15 +36,26 @@ const REINIT_TIMEOUT: Duration = Duration::from_secs(600);
 /// PostgreSQL that ran this long as primary has its crash count reset.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
 
+/// What the agent shares with the rest of the daemon.
+pub struct AgentLinks {
+    /// This node's lease, from the heartbeat task.
+    pub lease: watch::Receiver<Option<Lease>>,
+    /// What the agent last observed, for the heartbeat and the API.
+    pub observation: watch::Sender<Observation>,
+    /// The last PostgreSQL action that failed, until PostgreSQL is up.
+    pub last_error: watch::Sender<Option<String>>,
+    /// Shared with the fence.
+    pub may_be_primary: PrimaryFlag,
+    /// Operator requests.
+    pub requests: mpsc::Receiver<AgentRequest>,
+}
+
 pub struct Agent {
     handle: RaftHandle,
     runner: Arc<Runner>,
     observer: Observer,
     config: Arc<Config>,
-    lease: watch::Receiver<Option<Lease>>,
-    observation: watch::Sender<Observation>,
-    /// Shared with the fence.
-    may_be_primary: PrimaryFlag,
+    links: AgentLinks,
     facts: LocalFacts,
     not_streaming_since: Option<Instant>,
     /// Set while PostgreSQL runs as the primary this node is; cleared when
@@ -55,7 +66,6 @@ pub struct Agent {
     slots_ensured: Option<Vec<NodeId>>,
     reported: Option<MemberState>,
     report: Option<JoinHandle<()>>,
-    requests: mpsc::Receiver<AgentRequest>,
     /// The primary epoch this node released (for a switchover or after
     /// crashes). Until the local state shows the release, a lagging view
     /// must not restart or promote PostgreSQL as that epoch's primary.
@@ -63,15 +73,7 @@ pub struct Agent {
 }
 
 impl Agent {
-    pub fn new(
-        handle: RaftHandle,
-        runner: Arc<Runner>,
-        config: Arc<Config>,
-        lease: watch::Receiver<Option<Lease>>,
-        observation: watch::Sender<Observation>,
-        may_be_primary: PrimaryFlag,
-        requests: mpsc::Receiver<AgentRequest>,
-    ) -> Self {
+    pub fn new(handle: RaftHandle, runner: Arc<Runner>, config: Arc<Config>, links: AgentLinks) -> Self {
         let observer =
             Observer::new(config.pg_socket_dir.clone(), config.pg_port, &config.superuser, config.pg_data_dir.clone());
         Self {
@@ -79,9 +81,7 @@ impl Agent {
             runner,
             observer,
             config,
-            lease,
-            observation,
-            may_be_primary,
+            links,
             facts: LocalFacts::default(),
             not_streaming_since: None,
             primary_running_since: None,
@@ -90,13 +90,17 @@ impl Agent {
             slots_ensured: None,
             reported: None,
             report: None,
-            requests,
             released_epoch: None,
         }
     }
 
     fn me(&self) -> NodeId {
         self.config.node_id
+    }
+
+    /// This node's epoch as primary, if the state names it primary.
+    fn my_epoch(&self, state: &ClusterState) -> Option<u64> {
+        state.primary.as_ref().filter(|p| p.node == self.me()).map(|p| p.epoch)
     }
 
     /// Registers this node as a member of the replicated state (once).
@@ -137,7 +141,7 @@ impl Agent {
     pub async fn run(mut self, cancel: CancellationToken) {
         self.register(&cancel).await;
         let mut state_rx = self.handle.subscribe();
-        let mut lease_rx = self.lease.clone();
+        let mut lease_rx = self.links.lease.clone();
         loop {
             if cancel.is_cancelled() {
                 return;
@@ -145,7 +149,7 @@ impl Agent {
             self.turn().await;
             let state = self.handle.local_state().state;
             let mut interval = Duration::from_millis(state.config.heartbeat_interval_ms);
-            if handover_active(&state, now_ms()) {
+            if state.handover_active(now_ms()) {
                 interval = interval.min(HANDOVER_INTERVAL);
             }
             state_rx.borrow_and_update();
@@ -155,7 +159,7 @@ impl Agent {
                 _ = tokio::time::sleep(interval) => {}
                 _ = state_rx.changed() => {}
                 _ = lease_rx.changed() => {}
-                Some(req) = self.requests.recv() => self.serve(req, &cancel).await,
+                Some(req) = self.links.requests.recv() => self.serve(req, &cancel).await,
             }
         }
     }
@@ -179,7 +183,7 @@ impl Agent {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline && !cancel.is_cancelled() {
             self.turn().await;
-            if self.observation.borrow().accepting {
+            if self.links.observation.borrow().accepting {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -187,42 +191,49 @@ impl Agent {
         false
     }
 
-    async fn restart(&mut self, cancel: &CancellationToken) -> Result<String, String> {
+    async fn restart(&mut self, cancel: &CancellationToken) -> Result<String, AgentError> {
         tracing::info!("restarting PostgreSQL on request");
         self.primary_running_since = None;
         self.observer.disconnect();
         if self.runner.postmaster_pid().is_some() {
-            self.runner.stop(StopMode::Fast).await.map_err(|e| format!("stop PostgreSQL: {e}"))?;
+            self.runner.stop(StopMode::Fast).await.map_err(|e| AgentError::Failed(format!("stop PostgreSQL: {e}")))?;
         }
+        let name = &self.config.node_name.clone();
         if self.turns_until_up(cancel, RESTART_TIMEOUT).await {
-            Ok(format!("restarted PostgreSQL on {}", self.config.node_name))
+            Ok(format!("restarted PostgreSQL on {name}"))
         } else {
-            Err(format!("PostgreSQL on {} did not come back within {RESTART_TIMEOUT:?}", self.config.node_name))
+            Err(AgentError::Failed(format!("PostgreSQL on {name} did not come back within {RESTART_TIMEOUT:?}")))
         }
     }
 
-    async fn reinitialize(&mut self, cancel: &CancellationToken) -> Result<String, String> {
+    async fn reinitialize(&mut self, cancel: &CancellationToken) -> Result<String, AgentError> {
         let state = self.handle.local_state().state;
-        if state.primary_node() == Some(self.me()) || self.may_be_primary.get() {
-            return Err("the primary cannot be reinitialized; switch over first".into());
+        if state.primary_node() == Some(self.me()) || self.links.may_be_primary.get() {
+            return Err(AgentError::Refused("the primary cannot be reinitialized; switch over first".into()));
         }
         if state.primary.is_none() {
-            return Err("no primary to clone from; this data directory may be the best failover candidate".into());
+            return Err(AgentError::Refused(
+                "no primary to clone from; this data directory may be the best failover candidate".into(),
+            ));
         }
         if state.switchover.as_ref().is_some_and(|sw| sw.to == Some(self.me())) {
-            return Err("this member is the target of a pending switchover".into());
+            return Err(AgentError::Refused("this member is the target of a pending switchover".into()));
         }
         tracing::warn!("reinitializing: removing the data directory and cloning the primary again");
         self.observer.disconnect();
         if self.runner.postmaster_pid().is_some() {
-            self.runner.stop(StopMode::Immediate).await.map_err(|e| format!("stop PostgreSQL: {e}"))?;
+            self.runner
+                .stop(StopMode::Immediate)
+                .await
+                .map_err(|e| AgentError::Failed(format!("stop PostgreSQL: {e}")))?;
         }
-        self.runner.wipe().map_err(|e| format!("remove the data directory: {e}"))?;
+        self.runner.wipe().map_err(|e| AgentError::Failed(format!("remove the data directory: {e}")))?;
         self.facts = LocalFacts::default();
+        let name = &self.config.node_name.clone();
         if self.turns_until_up(cancel, REINIT_TIMEOUT).await {
-            Ok(format!("reinitialized {} from the primary", self.config.node_name))
+            Ok(format!("reinitialized {name} from the primary"))
         } else {
-            Err(format!("{} is not up {REINIT_TIMEOUT:?} after the re-clone started", self.config.node_name))
+            Err(AgentError::Failed(format!("{name} is not up {REINIT_TIMEOUT:?} after the re-clone started")))
         }
     }
 
@@ -241,15 +252,12 @@ impl Agent {
         }
     }
 
-    async fn observe(&mut self) -> Observation {
+    /// Observes the server; for a stopped data directory also its control
+    /// state, and where a cleanly stopped primary's WAL ends.
+    async fn observe(&mut self) -> (Observation, Option<ClusterControlState>) {
         let data_present = self.runner.data_present();
         let running = self.runner.postmaster_pid().is_some();
-        self.observer.observe(data_present, running).await
-    }
-
-    /// One turn of the loop.
-    pub async fn turn(&mut self) {
-        let mut o = self.observe().await;
+        let mut o = self.observer.observe(data_present, running).await;
         let control = if o.data_present && !o.running {
             match self.runner.control_state().await {
                 Ok(c) => c.map(|(state, _)| state),
@@ -266,34 +274,73 @@ impl Agent {
             // target must have received past it.
             o.checkpoint_lsn = self.runner.checkpoint_lsn().await.ok().flatten();
         }
+        (o, control)
+    }
+
+    /// One turn of the loop.
+    pub async fn turn(&mut self) {
+        let (o, control) = self.observe().await;
         match (o.running, o.in_recovery) {
-            (false, _) | (true, Some(true)) => self.may_be_primary.set(false),
-            (true, Some(false)) => self.may_be_primary.set(true),
+            (false, _) | (true, Some(true)) => self.links.may_be_primary.set(false),
+            (true, Some(false)) => self.links.may_be_primary.set(true),
             (true, None) => {} // unknown: keep what was last known
         }
-        self.observation.send_replace(o.clone());
+        if o.accepting {
+            self.links.last_error.send_if_modified(|e| e.take().is_some());
+        }
+        self.links.observation.send_replace(o.clone());
         let state = self.handle.local_state().state;
-        let me = self.me();
-        let my_epoch = state.primary.as_ref().filter(|p| p.node == me).map(|p| p.epoch);
-        let now = Instant::now();
+        let my_epoch = self.my_epoch(&state);
         if let (Some(epoch), Some((released, reason))) = (my_epoch, self.released_epoch)
             && epoch == released
         {
             // Released, but the release is not applied here yet (or did not
             // commit): never start or promote for this epoch again; make
             // sure the release goes through.
-            let cmd = Command::ReleasePrimary { epoch, node: me, reason };
-            match tokio::time::timeout(Duration::from_secs(2), self.handle.propose(cmd)).await {
-                Ok(Ok(p)) => tracing::debug!(outcome = ?p.outcome, "release retried"),
-                Ok(Err(e)) => tracing::warn!("failed to release the primary role: {e}"),
-                Err(_) => tracing::warn!("releasing the primary role timed out"),
-            }
+            self.retry_release(epoch, reason).await;
             self.report_state(member_state(&o));
             return;
         }
+        let now = Instant::now();
+        self.update_facts(&state, my_epoch, &o, now);
+        let demote_margin = Duration::from_millis(state.config.demote_margin_ms);
+        let lease_ok = my_epoch
+            .is_some_and(|e| self.links.lease.borrow().is_some_and(|l| l.allows_writes(e, now, demote_margin)));
+        let actions = plan(&PlanInput {
+            me: self.me(),
+            state: &state,
+            lease_ok,
+            observed: &o,
+            control,
+            facts: &self.facts,
+            now_ms: now_ms(),
+        });
+        for action in actions {
+            if let Err(e) = self.execute(&state, &action).await {
+                tracing::error!(action = ?action, "failed to {e}");
+                self.links.last_error.send_replace(Some(format!("{action:?}: {e}")));
+                if my_epoch.is_some() && matches!(action, PgAction::StartPrimary | PgAction::StartStandby { .. }) {
+                    self.crashes += 1;
+                }
+                break;
+            }
+        }
+        self.report_state(member_state(&o));
+    }
 
-        // Crash accounting for a primary: PostgreSQL vanished without the
-        // agent stopping it.
+    async fn retry_release(&self, epoch: u64, reason: ReleaseReason) {
+        let cmd = Command::ReleasePrimary { epoch, node: self.me(), reason };
+        match tokio::time::timeout(Duration::from_secs(2), self.handle.propose(cmd)).await {
+            Ok(Ok(p)) => tracing::debug!(outcome = ?p.outcome, "release retried"),
+            Ok(Err(e)) => tracing::warn!("failed to release the primary role: {e}"),
+            Err(_) => tracing::warn!("releasing the primary role timed out"),
+        }
+    }
+
+    /// Keeps the facts `plan` reads about this node's recent past: crashes
+    /// of a primary (PostgreSQL vanished without the agent stopping it) and
+    /// how long a replica has not streamed.
+    fn update_facts(&mut self, state: &ClusterState, my_epoch: Option<u64>, o: &Observation, now: Instant) {
         match (my_epoch, o.is_primary(), self.primary_running_since) {
             (Some(_), true, None) => self.primary_running_since = Some(now),
             (Some(_), true, Some(since)) if now.duration_since(since) >= STABLE_AFTER && self.crashes > 0 => {
@@ -308,37 +355,12 @@ impl Agent {
             _ => {}
         }
         self.facts.restarts_exhausted = my_epoch.is_some() && self.crashes > state.config.postgres_restart_attempts;
-
         if o.is_replica() && !o.streaming {
             self.not_streaming_since.get_or_insert(now);
         } else {
             self.not_streaming_since = None;
         }
         self.facts.not_streaming_for = self.not_streaming_since.map(|s| now.duration_since(s)).unwrap_or_default();
-
-        let demote_margin = Duration::from_millis(state.config.demote_margin_ms);
-        let lease_ok =
-            my_epoch.is_some_and(|e| self.lease.borrow().is_some_and(|l| l.allows_writes(e, now, demote_margin)));
-        let actions = plan(&PlanInput {
-            me,
-            state: &state,
-            lease_ok,
-            observed: &o,
-            control,
-            facts: &self.facts,
-            now_ms: now_ms(),
-        });
-        for action in actions {
-            if let Err(e) = self.execute(&state, &action).await {
-                tracing::error!(action = ?action, "failed to {e}");
-                if my_epoch.is_some() && matches!(action, PgAction::StartPrimary | PgAction::StartStandby { .. }) {
-                    self.crashes += 1;
-                }
-                break;
-            }
-        }
-        let observed = member_state(&o);
-        self.report_state(observed);
     }
 
     /// Proposes `state` unless a report is in flight or it is already both
@@ -369,162 +391,188 @@ impl Agent {
         }
         if matches!(action, PgAction::Initdb | PgAction::StartPrimary | PgAction::Promote) {
             // From here on the fence guards the server as a primary.
-            self.may_be_primary.set(true);
+            self.links.may_be_primary.set(true);
         }
         match action {
-            PgAction::Initdb => {
-                self.report_state(MemberState::Starting);
-                self.runner.initdb(&self.config.replication_user).await?;
-                self.runner.start(&self.server_conf(state, ServerRole::Primary)).await?;
-                self.create_roles().await?;
-            }
-            PgAction::BaseBackup { host, port } => {
-                self.report_state(MemberState::CreatingReplica);
-                let c = &self.config;
-                self.runner.basebackup(host, *port, &c.replication_user, &c.replication_password).await?;
-                let conf = self.server_conf(state, ServerRole::Standby { upstream: Some((host.clone(), *port)) });
-                self.runner.start(&conf).await?;
-            }
-            PgAction::StartPrimary => {
-                self.runner.start(&self.server_conf(state, ServerRole::Primary)).await?;
-            }
-            PgAction::StartStandby { upstream } => {
-                if let Err(e) = self
-                    .runner
-                    .start(&self.server_conf(state, ServerRole::Standby { upstream: upstream.clone() }))
-                    .await
-                {
-                    self.standby_start_failures += 1;
-                    if self.standby_start_failures >= STANDBY_START_ATTEMPTS && upstream.is_some() {
-                        // It cannot follow this upstream from where it is:
-                        // rewind (or re-clone) instead of retrying forever.
-                        tracing::warn!(failures = self.standby_start_failures, "standby does not start; rewinding");
-                        self.facts.needs_rewind = true;
-                        self.facts.rewound = false;
-                        self.standby_start_failures = 0;
-                    }
-                    return Err(e);
-                }
-                self.standby_start_failures = 0;
+            PgAction::Initdb => self.initdb(state).await,
+            PgAction::BaseBackup { host, port } => self.base_backup(state, host, *port).await,
+            PgAction::StartPrimary => self.runner.start(&self.server_conf(state, ServerRole::Primary)).await,
+            PgAction::StartStandby { upstream } => self.start_standby(state, upstream).await,
+            PgAction::Promote => self.promote().await,
+            PgAction::Follow { host, port } => self.follow(state, host, *port).await,
+            PgAction::Stop(mode) => self.stop(state, *mode).await,
+            PgAction::Recover => self.recover().await,
+            PgAction::Rewind { host, port } => self.rewind(host, *port).await,
+            PgAction::Wipe => self.wipe(),
+            PgAction::EnsureSlots(ids) => self.ensure_slots(ids).await,
+            PgAction::Demote => self.demote(state).await,
+            PgAction::Release(reason) => self.release(state, *reason).await,
+        }
+    }
+
+    /// A new cluster: initdb, start as primary, create the replication role.
+    async fn initdb(&mut self, state: &ClusterState) -> Result<(), PgError> {
+        self.report_state(MemberState::Starting);
+        self.runner.initdb(&self.config.replication_user).await?;
+        self.runner.start(&self.server_conf(state, ServerRole::Primary)).await?;
+        self.create_roles().await
+    }
+
+    async fn base_backup(&mut self, state: &ClusterState, host: &str, port: u16) -> Result<(), PgError> {
+        self.report_state(MemberState::CreatingReplica);
+        let c = &self.config;
+        self.runner.basebackup(host, port, &c.replication_user, &c.replication_password).await?;
+        let conf = self.server_conf(state, ServerRole::Standby { upstream: Some((host.to_string(), port)) });
+        self.runner.start(&conf).await
+    }
+
+    async fn start_standby(&mut self, state: &ClusterState, upstream: &Option<(String, u16)>) -> Result<(), PgError> {
+        let conf = self.server_conf(state, ServerRole::Standby { upstream: upstream.clone() });
+        if let Err(e) = self.runner.start(&conf).await {
+            self.standby_start_failures += 1;
+            if self.standby_start_failures >= STANDBY_START_ATTEMPTS && upstream.is_some() {
+                // It cannot follow this upstream from where it is: rewind (or
+                // re-clone) instead of retrying forever.
+                tracing::warn!(failures = self.standby_start_failures, "standby does not start; rewinding");
+                self.facts.needs_rewind = true;
                 self.facts.rewound = false;
-                self.facts.clean_demote = None;
+                self.standby_start_failures = 0;
+            }
+            return Err(e);
+        }
+        self.standby_start_failures = 0;
+        self.facts.rewound = false;
+        self.facts.clean_demote = None;
+        self.facts.needs_rewind = false;
+        Ok(())
+    }
+
+    async fn promote(&mut self) -> Result<(), PgError> {
+        self.runner.promote().await?;
+        self.slots_ensured = None;
+        // pg_rewind reads the source's timeline from its control file;
+        // without a checkpoint after promotion, a former primary rewound
+        // from here gets the old timeline and cannot follow.
+        if let Err(e) = self.sql("CHECKPOINT").await {
+            tracing::warn!("failed to checkpoint after promotion: {e}");
+        }
+        Ok(())
+    }
+
+    /// Points a running standby at a new upstream (a no-op when it already
+    /// follows it).
+    async fn follow(&mut self, state: &ClusterState, host: &str, port: u16) -> Result<(), PgError> {
+        let conf = self.server_conf(state, ServerRole::Standby { upstream: Some((host.to_string(), port)) });
+        if self.runner.write_conf(&conf)? {
+            tracing::info!(upstream = %format!("{host}:{port}"), "following a new upstream");
+            self.sql("SELECT pg_reload_conf()").await?;
+        }
+        Ok(())
+    }
+
+    async fn stop(&mut self, state: &ClusterState, mode: StopMode) -> Result<(), PgError> {
+        self.primary_running_since = None;
+        self.observer.disconnect();
+        if mode == StopMode::Fast && state.primary_node() != Some(self.me()) {
+            // A replica stopped because it could not follow.
+            self.facts.needs_rewind = true;
+        }
+        self.runner.stop(mode).await
+    }
+
+    async fn recover(&mut self) -> Result<(), PgError> {
+        if let Err(e) = self.runner.single_user_recovery().await {
+            // Cannot be repaired in place: re-clone if allowed.
+            self.facts.rewind_failed = true;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn rewind(&mut self, host: &str, port: u16) -> Result<(), PgError> {
+        self.report_state(MemberState::Rewinding);
+        match self.runner.rewind(host, port).await {
+            Ok(()) => {
+                tracing::info!("pg_rewind done");
+                self.facts.rewound = true;
                 self.facts.needs_rewind = false;
+                Ok(())
             }
-            PgAction::Promote => {
-                self.runner.promote().await?;
-                self.slots_ensured = None;
-                // pg_rewind reads the source's timeline from its control
-                // file; without a checkpoint after promotion, a former
-                // primary rewound from here gets the old timeline and
-                // cannot follow.
-                if let Err(e) = self.sql("CHECKPOINT").await {
-                    tracing::warn!("failed to checkpoint after promotion: {e}");
-                }
+            // Not reaching the source is worth another try.
+            Err(e @ PgError::SourceUnreachable { .. }) => Err(e),
+            Err(e) => {
+                // Any other failure means the directory cannot be rewound.
+                self.facts.rewind_failed = true;
+                Err(e)
             }
-            PgAction::Follow { host, port } => {
-                let conf = self.server_conf(state, ServerRole::Standby { upstream: Some((host.clone(), *port)) });
-                if self.runner.write_conf(&conf)? {
-                    tracing::info!(upstream = %format!("{host}:{port}"), "following a new upstream");
-                    self.sql("SELECT pg_reload_conf()").await?;
-                }
+        }
+    }
+
+    fn wipe(&mut self) -> Result<(), PgError> {
+        tracing::warn!(dir = %self.runner.data_dir().display(), "removing the data directory to clone it again");
+        self.runner.wipe()?;
+        self.facts = LocalFacts::default();
+        Ok(())
+    }
+
+    /// Switchover: shut the primary down cleanly, then release the role so
+    /// the target is elected once it has received all WAL.
+    async fn demote(&mut self, state: &ClusterState) -> Result<(), PgError> {
+        self.report_state(MemberState::Demoting);
+        self.primary_running_since = None;
+        self.observer.disconnect();
+        let was_running = self.runner.postmaster_pid().is_some();
+        if was_running {
+            // A clean shutdown: the walsenders hand every WAL record, the
+            // shutdown checkpoint included, to the streaming replicas before
+            // the postmaster exits.
+            self.runner.stop(StopMode::Fast).await?;
+            if !self.runner.wait_stopped(Duration::from_secs(30)).await {
+                return Err(PgError::StillRunning("handing over"));
             }
-            PgAction::Stop(mode) => {
-                self.primary_running_since = None;
-                self.observer.disconnect();
-                if *mode == StopMode::Fast && state.primary_node() != Some(self.me()) {
-                    // A replica stopped because it could not follow.
-                    self.facts.needs_rewind = true;
+        }
+        self.links.may_be_primary.set(false);
+        if let Some(epoch) = self.my_epoch(state) {
+            self.facts.clean_demote = was_running.then_some(epoch);
+            self.released_epoch = Some((epoch, ReleaseReason::Switchover));
+            let cmd = Command::ReleasePrimary { epoch, node: self.me(), reason: ReleaseReason::Switchover };
+            let p = self
+                .handle
+                .propose(cmd)
+                .await
+                .map_err(|e| PgError::Propose { what: "release", message: e.to_string() })?;
+            tracing::info!(outcome = ?p.outcome, "demoted for a switchover");
+        }
+        Ok(())
+    }
+
+    /// Gives up the primary role, only once the server is down: the
+    /// controller fails over at once, without waiting for the lease.
+    async fn release(&mut self, state: &ClusterState, reason: ReleaseReason) -> Result<(), PgError> {
+        self.observer.disconnect();
+        self.runner.stop(StopMode::Immediate).await?;
+        if !self.runner.wait_stopped(Duration::from_secs(10)).await {
+            return Err(PgError::StillRunning("releasing the primary role"));
+        }
+        self.links.may_be_primary.set(false);
+        if let Some(epoch) = self.my_epoch(state) {
+            self.released_epoch = Some((epoch, reason));
+            let cmd = Command::ReleasePrimary { epoch, node: self.me(), reason };
+            match self.handle.propose(cmd).await {
+                Ok(p) => {
+                    tracing::warn!(outcome = ?p.outcome, "released the primary role");
+                    self.crashes = 0;
                 }
-                self.runner.stop(*mode).await?;
-            }
-            PgAction::Recover => {
-                if let Err(e) = self.runner.single_user_recovery().await {
-                    // Cannot be repaired in place: re-clone if allowed.
-                    self.facts.rewind_failed = true;
-                    return Err(e);
-                }
-            }
-            PgAction::Rewind { host, port } => {
-                self.report_state(MemberState::Rewinding);
-                match self.runner.rewind(host, *port).await {
-                    Ok(()) => {
-                        tracing::info!("pg_rewind done");
-                        self.facts.rewound = true;
-                        self.facts.needs_rewind = false;
-                    }
-                    Err(e) => {
-                        // Not reaching the source is worth another try; any
-                        // other failure means the directory cannot be
-                        // rewound.
-                        if !e.to_string().contains("could not connect") {
-                            self.facts.rewind_failed = true;
-                        }
-                        return Err(e);
-                    }
-                }
-            }
-            PgAction::Wipe => {
-                tracing::warn!(dir = %self.runner.data_dir().display(), "removing the data directory to clone it again");
-                self.runner.wipe()?;
-                self.facts = LocalFacts::default();
-            }
-            PgAction::EnsureSlots(ids) => {
-                if self.slots_ensured.as_ref() != Some(ids) {
-                    self.ensure_slots(ids).await?;
-                    self.slots_ensured = Some(ids.clone());
-                }
-            }
-            PgAction::Demote => {
-                self.report_state(MemberState::Demoting);
-                self.primary_running_since = None;
-                self.observer.disconnect();
-                let was_running = self.runner.postmaster_pid().is_some();
-                if was_running {
-                    // A clean shutdown: the walsenders hand every WAL record,
-                    // the shutdown checkpoint included, to the streaming
-                    // replicas before the postmaster exits.
-                    self.runner.stop(StopMode::Fast).await?;
-                    if !self.runner.wait_stopped(Duration::from_secs(30)).await {
-                        return Err(PgError::Setup("PostgreSQL still runs; not handing over".into()));
-                    }
-                }
-                self.may_be_primary.set(false);
-                if let Some(epoch) = state.primary.as_ref().filter(|p| p.node == self.me()).map(|p| p.epoch) {
-                    self.facts.clean_demote = was_running.then_some(epoch);
-                    self.released_epoch = Some((epoch, ReleaseReason::Switchover));
-                    let cmd = Command::ReleasePrimary { epoch, node: self.me(), reason: ReleaseReason::Switchover };
-                    let p = self.handle.propose(cmd).await.map_err(|e| PgError::Setup(format!("release: {e}")))?;
-                    tracing::info!(outcome = ?p.outcome, "demoted for a switchover");
-                }
-            }
-            PgAction::Release(reason) => {
-                // Release only a server that is down: the controller fails
-                // over at once, without waiting for the lease.
-                self.observer.disconnect();
-                self.runner.stop(StopMode::Immediate).await?;
-                if !self.runner.wait_stopped(Duration::from_secs(10)).await {
-                    return Err(PgError::Setup("PostgreSQL still runs; not releasing the primary role".into()));
-                }
-                self.may_be_primary.set(false);
-                if let Some(epoch) = state.primary.as_ref().filter(|p| p.node == self.me()).map(|p| p.epoch) {
-                    self.released_epoch = Some((epoch, *reason));
-                    let cmd = Command::ReleasePrimary { epoch, node: self.me(), reason: *reason };
-                    match self.handle.propose(cmd).await {
-                        Ok(p) => {
-                            tracing::warn!(outcome = ?p.outcome, "released the primary role");
-                            self.crashes = 0;
-                        }
-                        Err(e) => tracing::error!("failed to release the primary role: {e}"),
-                    }
-                }
+                Err(e) => tracing::error!("failed to release the primary role: {e}"),
             }
         }
         Ok(())
     }
 
     async fn sql(&mut self, query: &str) -> Result<(), PgError> {
-        let client = self.observer.client().await.map_err(|e| PgError::Setup(format!("connect: {e}")))?;
-        client.batch_execute(query).await.map_err(|e| PgError::Setup(format!("{query}: {e}")))
+        let sql_error = |source| PgError::Sql { query: query.to_string(), source };
+        let client = self.observer.client().await.map_err(sql_error)?;
+        client.batch_execute(query).await.map_err(sql_error)
     }
 
     async fn create_roles(&mut self) -> Result<(), PgError> {
@@ -541,7 +589,12 @@ impl Agent {
         self.sql(&query).await
     }
 
+    /// Makes sure every other member has a replication slot here and drops
+    /// the slots of former members; done again only when the set changes.
     async fn ensure_slots(&mut self, ids: &[NodeId]) -> Result<(), PgError> {
+        if self.slots_ensured.as_deref() == Some(ids) {
+            return Ok(());
+        }
         let mut query = String::new();
         for id in ids {
             let name = slot_name(*id);
@@ -556,6 +609,8 @@ impl Agent {
              WHERE slot_name LIKE 'raftgres\\_%' AND NOT active{};",
             if keep.is_empty() { String::new() } else { format!(" AND slot_name NOT IN ({})", keep.join(",")) }
         ));
-        self.sql(&query).await
+        self.sql(&query).await?;
+        self.slots_ensured = Some(ids.to_vec());
+        Ok(())
     }
 }

@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use raftgres_raft::network::security::{Tls, Token};
+use raftgres_api::HostPort;
 use raftgres_storage::member::validate_tags;
-use raftgres_storage::{DynamicConfig, Tags};
+use raftgres_storage::{ConfigViolation, DynamicConfig, SyncMode, Tags, validate_name};
 use serde::{Deserialize, Serialize};
 
 pub use template::DEFAULT_CONFIG;
@@ -214,12 +215,43 @@ pub struct Config {
     pub tags: Tags,
 }
 
-fn is_identifier(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 63 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+/// PostgreSQL role names: the naming rule without `-` and `.`, so they
+/// need no quoting in SQL.
+fn is_role_name(s: &str) -> bool {
+    validate_name(s).is_ok() && !s.contains(['-', '.'])
 }
 
-fn host_of(addr: &str) -> &str {
-    addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr)
+/// The host of a `host:port`.
+fn host_of(addr: &str) -> String {
+    addr.parse::<HostPort>().map(|hp| hp.host).unwrap_or_else(|_| addr.to_string())
+}
+
+/// What this version of the daemon cannot run yet, whatever the replicated
+/// state allows: synchronous replication (the agent does not manage
+/// `synchronous_standby_names` yet).
+pub fn check_supported(dynamic: &DynamicConfig) -> Result<(), ConfigViolation> {
+    if dynamic.synchronous_mode != SyncMode::Off {
+        return Err(ConfigViolation {
+            field: "synchronous_mode".into(),
+            message: "synchronous replication is not implemented yet; only \"off\" is accepted".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Collects every violation of a file.
+#[derive(Default)]
+struct Violations(Vec<FieldError>);
+
+impl Violations {
+    fn bad(&mut self, field: &str, message: impl Into<String>) {
+        self.0.push(FieldError { field: field.to_string(), message: message.into() });
+    }
+
+    /// Keeps `r`'s value, or records its error against `field`.
+    fn keep<T, E: fmt::Display>(&mut self, field: &str, r: Result<T, E>) -> Option<T> {
+        r.map_err(|e| self.bad(field, e.to_string())).ok()
+    }
 }
 
 impl FileConfig {
@@ -242,201 +274,208 @@ impl FileConfig {
         })
     }
 
-    pub fn to_toml(&self) -> String {
-        toml::to_string(self).expect("a FileConfig always serializes to TOML")
+    fn raft_advertise(&self) -> String {
+        self.raft.advertise.clone().unwrap_or_else(|| self.raft.listen.clone())
     }
 
-    /// Checks every field; returns the resolved configuration or every
-    /// violation.
-    pub fn validate(&self) -> Result<Config, ConfigError> {
-        let mut errs = Vec::new();
-        let mut bad = |field: &str, message: String| errs.push(FieldError { field: field.to_string(), message });
-
-        if !is_identifier(&self.cluster_id) {
-            bad("cluster_id", format!("{:?} must be 1-63 characters of [A-Za-z0-9_.-]", self.cluster_id));
+    fn check_identity(&self, v: &mut Violations) {
+        if let Err(e) = validate_name(&self.cluster_id) {
+            v.bad("cluster_id", e.to_string());
         }
         if self.node.id == 0 {
-            bad("node.id", "must be at least 1".into());
+            v.bad("node.id", "must be at least 1");
         }
-        if !is_identifier(&self.node.name) {
-            bad("node.name", format!("{:?} must be 1-63 characters of [A-Za-z0-9_.-]", self.node.name));
+        if let Err(e) = validate_name(&self.node.name) {
+            v.bad("node.name", e.to_string());
         }
         if !self.node.data_dir.is_absolute() {
-            bad("node.data_dir", format!("{} must be an absolute path", self.node.data_dir.display()));
+            v.bad("node.data_dir", format!("{} must be an absolute path", self.node.data_dir.display()));
         }
-        let raft_listen = self.raft.listen.parse::<SocketAddr>();
-        if let Err(e) = &raft_listen {
-            bad("raft.listen", format!("{:?} is not an address:port: {e}", self.raft.listen));
+    }
+
+    /// The `[raft]` section, and its timing against the lease; returns the
+    /// listen address when it parses.
+    fn check_raft(&self, v: &mut Violations) -> Option<SocketAddr> {
+        let r = &self.raft;
+        let listen = v.keep(
+            "raft.listen",
+            r.listen.parse::<SocketAddr>().map_err(|e| format!("{:?} is not an address:port: {e}", r.listen)),
+        );
+        let advertise = self.raft_advertise();
+        if let Some(a) = &r.advertise {
+            v.keep("raft.advertise", a.parse::<HostPort>());
         }
-        let raft_advertise = self.raft.advertise.clone().unwrap_or_else(|| self.raft.listen.clone());
-        if let Some(a) = &self.raft.advertise
-            && a.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none()
-        {
-            bad("raft.advertise", format!("{a:?} is not host:port"));
-        }
-        if self.raft.initial_members.is_empty() {
-            bad("raft.initial_members", "must list the members that form the cluster".into());
+        if r.initial_members.is_empty() {
+            v.bad("raft.initial_members", "must list the members that form the cluster");
         }
         let mut ids = BTreeSet::new();
         let mut names = BTreeSet::new();
-        for (i, m) in self.raft.initial_members.iter().enumerate() {
+        for (i, m) in r.initial_members.iter().enumerate() {
             let field = format!("raft.initial_members[{i}]");
             if m.id == 0 {
-                bad(&field, "id must be at least 1".into());
+                v.bad(&field, "id must be at least 1");
             }
             if !ids.insert(m.id) {
-                bad(&field, format!("id {} appears twice", m.id));
+                v.bad(&field, format!("id {} appears twice", m.id));
+            }
+            if let Err(e) = validate_name(&m.name) {
+                v.bad(&field, format!("name {e}"));
             }
             if !names.insert(m.name.clone()) {
-                bad(&field, format!("name {:?} appears twice", m.name));
+                v.bad(&field, format!("name {:?} appears twice", m.name));
             }
-            if m.raft_addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
-                bad(&field, format!("raft_addr {:?} is not host:port", m.raft_addr));
+            if let Err(e) = m.raft_addr.parse::<HostPort>() {
+                v.bad(&field, format!("raft_addr {e}"));
             }
-            if m.id == self.node.id && (m.name != self.node.name || m.raft_addr != raft_advertise) {
-                bad(
+            if m.id == self.node.id && (m.name != self.node.name || m.raft_addr != advertise) {
+                v.bad(
                     &field,
                     format!(
-                        "this node (id {}) is listed as {:?} at {}, but configured as {:?} at {raft_advertise}",
+                        "this node (id {}) is listed as {:?} at {}, but configured as {:?} at {advertise}",
                         m.id, m.name, m.raft_addr, self.node.name
                     ),
                 );
             }
         }
-        if self.raft.election_timeout_min_ms < 3 * self.raft.heartbeat_interval_ms
-            || self.raft.election_timeout_max_ms <= self.raft.election_timeout_min_ms
+        if r.election_timeout_min_ms < 3 * r.heartbeat_interval_ms
+            || r.election_timeout_max_ms <= r.election_timeout_min_ms
         {
-            bad(
+            v.bad(
                 "raft.election_timeout_min_ms",
                 format!(
                     "need heartbeat_interval_ms ({}) x 3 <= election_timeout_min_ms ({}) < election_timeout_max_ms ({})",
-                    self.raft.heartbeat_interval_ms,
-                    self.raft.election_timeout_min_ms,
-                    self.raft.election_timeout_max_ms
+                    r.heartbeat_interval_ms, r.election_timeout_min_ms, r.election_timeout_max_ms
                 ),
             );
         }
         // A Raft leader change must not cost a healthy primary its lease:
         // election plus one heartbeat must fit before the demote margin.
         let budget = self.dynamic.lease_ttl_ms.saturating_sub(self.dynamic.demote_margin_ms);
-        if self.raft.election_timeout_max_ms + self.dynamic.heartbeat_interval_ms >= budget {
-            bad(
+        if r.election_timeout_max_ms + self.dynamic.heartbeat_interval_ms >= budget {
+            v.bad(
                 "raft.election_timeout_max_ms",
                 format!(
                     "{} + dynamic.heartbeat_interval_ms ({}) must stay below dynamic.lease_ttl_ms - dynamic.demote_margin_ms ({budget}): \
                      a Raft leader change would otherwise demote a healthy primary",
-                    self.raft.election_timeout_max_ms, self.dynamic.heartbeat_interval_ms
+                    r.election_timeout_max_ms, self.dynamic.heartbeat_interval_ms
                 ),
             );
         }
-        let http_listen = self.http.listen.parse::<SocketAddr>();
-        if let Err(e) = &http_listen {
-            bad("http.listen", format!("{:?} is not an address:port: {e}", self.http.listen));
+        listen
+    }
+
+    fn check_postgres(&self, v: &mut Violations) {
+        let p = &self.postgres;
+        if p.port == 0 {
+            v.bad("postgres.port", "must not be 0");
         }
-        if self.postgres.port == 0 {
-            bad("postgres.port", "must not be 0".into());
-        }
-        if let Some(dir) = &self.postgres.bin_dir
+        if let Some(dir) = &p.bin_dir
             && !dir.join("postgres").exists()
         {
-            bad("postgres.bin_dir", format!("{} holds no postgres binary", dir.display()));
+            v.bad("postgres.bin_dir", format!("{} holds no postgres binary", dir.display()));
         }
-        if let Some(dir) = &self.postgres.data_dir
+        if let Some(dir) = &p.data_dir
             && !dir.is_absolute()
         {
-            bad("postgres.data_dir", format!("{} must be an absolute path", dir.display()));
+            v.bad("postgres.data_dir", format!("{} must be an absolute path", dir.display()));
         }
-        for (field, v) in [
-            ("postgres.superuser", &self.postgres.superuser),
-            ("postgres.replication_user", &self.postgres.replication_user),
-        ] {
-            if !is_identifier(v) || v.contains(['-', '.']) {
-                bad(field, format!("{v:?} must be 1-63 characters of [A-Za-z0-9_]"));
+        for (field, name) in [("postgres.superuser", &p.superuser), ("postgres.replication_user", &p.replication_user)] {
+            if !is_role_name(name) {
+                v.bad(field, format!("{name:?} must be 1-63 characters of [A-Za-z0-9_]"));
             }
         }
-        for (field, v) in [
-            ("postgres.superuser_password", &self.postgres.superuser_password),
-            ("postgres.replication_password", &self.postgres.replication_password),
+        for (field, pw) in [
+            ("postgres.superuser_password", &p.superuser_password),
+            ("postgres.replication_password", &p.replication_password),
         ] {
-            if v.is_empty() {
-                bad(field, "must not be empty".into());
-            } else if v.contains(['\'', '\\', '\n']) {
-                bad(field, "must not contain quotes, backslashes or line breaks".into());
+            if pw.is_empty() {
+                v.bad(field, "must not be empty");
+            } else if pw.contains(['\'', '\\', '\n']) {
+                v.bad(field, "must not contain quotes, backslashes or line breaks");
             }
         }
-        if self.dynamic.synchronous_mode != raftgres_storage::SyncMode::Off {
-            bad(
-                "dynamic.synchronous_mode",
-                "synchronous replication is not implemented yet; only \"off\" is accepted".into(),
-            );
+    }
+
+    fn check_dynamic(&self, v: &mut Violations) {
+        if let Err(e) = check_supported(&self.dynamic) {
+            v.bad(&format!("dynamic.{}", e.field), e.message);
         }
         if let Err(violations) = self.dynamic.validate() {
-            for v in violations {
-                bad(&format!("dynamic.{}", v.field), v.message);
+            for e in violations {
+                v.bad(&format!("dynamic.{}", e.field), e.message);
             }
         }
-        if let Err((key, value, reason)) = validate_tags(&self.tags) {
-            bad(&format!("tags.{key}"), format!("{value:?}: {reason}"));
-        }
-        let token = match (&self.security.token, &self.security.token_file) {
+    }
+
+    /// The cluster token, inline or from its file.
+    fn check_token(&self, v: &mut Violations) -> Option<Token> {
+        match (&self.security.token, &self.security.token_file) {
             (Some(_), Some(_)) => {
-                bad("security.token", "set either token or token_file, not both".into());
+                v.bad("security.token", "set either token or token_file, not both");
                 None
             }
             (None, None) => {
-                bad(
+                v.bad(
                     "security.token",
                     "a cluster token is required (token or token_file): it guards the admin API, \
-                     unsafe HTTP requests and Raft traffic"
-                        .into(),
+                     unsafe HTTP requests and Raft traffic",
                 );
                 None
             }
-            (Some(t), None) => match Token::new(t) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    bad("security.token", e);
-                    None
-                }
-            },
+            (Some(t), None) => v.keep("security.token", Token::new(t)),
             (None, Some(path)) => match std::fs::read_to_string(path) {
-                Ok(text) => match Token::new(&text) {
-                    Ok(t) => Some(t),
-                    Err(e) => {
-                        bad("security.token_file", format!("{}: {e}", path.display()));
-                        None
-                    }
-                },
+                Ok(text) => v.keep("security.token_file", Token::new(&text).map_err(|e| format!("{}: {e}", path.display()))),
                 Err(e) => {
-                    bad("security.token_file", format!("read {}: {e}", path.display()));
+                    v.bad("security.token_file", format!("read {}: {e}", path.display()));
                     None
                 }
             },
-        };
+        }
+    }
+
+    /// TLS of the Raft port: `Some(None)` when not configured, `None` when
+    /// the material is incomplete or unreadable.
+    fn check_tls(&self, v: &mut Violations) -> Option<Option<Tls>> {
         let s = &self.security;
-        let tls = match (&s.tls_ca_file, &s.tls_cert_file, &s.tls_key_file) {
-            (None, None, None) => None,
-            (Some(ca), Some(cert), Some(key)) => match Tls::load(ca, cert, key) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    bad("security.tls_ca_file", e);
-                    None
-                }
-            },
+        match (&s.tls_ca_file, &s.tls_cert_file, &s.tls_key_file) {
+            (None, None, None) => Some(None),
+            (Some(ca), Some(cert), Some(key)) => v.keep("security.tls_ca_file", Tls::load(ca, cert, key)).map(Some),
             _ => {
-                bad("security.tls_ca_file", "set tls_ca_file, tls_cert_file and tls_key_file together".into());
+                v.bad("security.tls_ca_file", "set tls_ca_file, tls_cert_file and tls_key_file together");
                 None
             }
-        };
-        if !errs.is_empty() {
-            return Err(ConfigError::Invalid(errs));
         }
+    }
 
-        let raft_listen = raft_listen.expect("checked above");
-        let http_listen = http_listen.expect("checked above");
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a FileConfig always serializes to TOML")
+    }
+
+    /// Checks every field; returns the resolved configuration or every
+    /// violation. One check per section, all of them run.
+    pub fn validate(&self) -> Result<Config, ConfigError> {
+        let mut v = Violations::default();
+        self.check_identity(&mut v);
+        let raft_listen = self.check_raft(&mut v);
+        let http_listen = v.keep("http.listen", self.http.listen.parse::<SocketAddr>().map_err(|e| {
+            format!("{:?} is not an address:port: {e}", self.http.listen)
+        }));
+        self.check_postgres(&mut v);
+        self.check_dynamic(&mut v);
+        if let Err((key, value, reason)) = validate_tags(&self.tags) {
+            v.bad(&format!("tags.{key}"), format!("{value:?}: {reason}"));
+        }
+        let token = self.check_token(&mut v);
+        let tls = self.check_tls(&mut v);
+        let (Some(raft_listen), Some(http_listen), Some(token), Some(tls), true) =
+            (raft_listen, http_listen, token, tls, v.0.is_empty())
+        else {
+            return Err(ConfigError::Invalid(v.0));
+        };
+        let raft_advertise = self.raft_advertise();
         let http_advertise = self.http.advertise.clone().unwrap_or_else(|| self.http.listen.clone());
         let pg_advertise_host =
-            self.postgres.advertise_host.clone().unwrap_or_else(|| host_of(&raft_advertise).to_string());
+            self.postgres.advertise_host.clone().unwrap_or_else(|| host_of(&raft_advertise));
         Ok(Config {
             cluster_id: self.cluster_id.clone(),
             node_id: self.node.id,
@@ -464,7 +503,7 @@ impl FileConfig {
             replication_password: self.postgres.replication_password.clone(),
             run_as: self.postgres.run_as.clone(),
             initial_dynamic: self.dynamic.clone(),
-            token: token.expect("checked above"),
+            token,
             tls,
             tags: self.tags.clone(),
         })

@@ -144,7 +144,7 @@ fn handover<'a>(
         .members
         .values()
         .filter(|m| m.id != sw.from && sw.to.is_none_or(|t| t == m.id))
-        .filter(|m| !m.nofailover() && m.failover_priority() > 0)
+        .filter(|m| m.may_be_promoted())
         .filter_map(|m| fresh(&m.id).map(|v| (m, v)))
         .filter(|(_, v)| v.report.is_replica())
         .filter_map(|(m, v)| v.report.lsn().filter(|l| *l > end).map(|l| (m.id, l, m.failover_priority())))
@@ -165,7 +165,7 @@ fn bootstrap<'a>(input: &Input<'a>, fresh: &dyn Fn(&NodeId) -> Option<&'a NodeVi
     let mut eligible: Vec<(NodeId, &NodeView)> = state
         .members
         .values()
-        .filter(|m| !m.nofailover() && m.failover_priority() > 0)
+        .filter(|m| m.may_be_promoted())
         .filter_map(|m| fresh(&m.id).map(|v| (m.id, v)))
         .collect();
     if eligible.is_empty() {
@@ -199,7 +199,7 @@ fn candidate<'a>(
             rejected.push(format!("{}: no recent heartbeat", m.name));
             continue;
         };
-        if m.nofailover() || m.failover_priority() == 0 {
+        if !m.may_be_promoted() {
             rejected.push(format!("{}: nofailover", m.name));
             continue;
         }

@@ -1,118 +1,148 @@
-//! The controller loop: each heartbeat interval, on the Raft leader only,
-//! decide and propose.
+//! The controller loop: each heartbeat interval (and whenever the state
+//! changes), on the Raft leader only, decide and propose.
 
 use std::time::{Duration, Instant};
 
-use raftgres_raft::RaftHandle;
-use raftgres_storage::DynamicConfig;
+use raftgres_raft::{RaftHandle, RaftStatus};
+use raftgres_storage::{ClusterState, DynamicConfig, now_ms};
 use tokio_util::sync::CancellationToken;
 
 use super::decide::{Decision, Input, decide};
-use crate::agent::plan::handover_active;
-use crate::lease::SharedViews;
-use crate::ops::now_ms;
+use crate::lease::{SharedViews, Views};
 
 /// How often the controller decides while a switchover is pending.
 const HANDOVER_INTERVAL: Duration = Duration::from_millis(50);
 
-pub async fn run(
+/// The controller of one daemon: feeds [`decide`] with the replicated
+/// state, the leader's views of the nodes and the clock, and proposes what
+/// it returns.
+pub struct Controller {
     handle: RaftHandle,
     views: SharedViews,
     cluster_id: String,
     initial_config: DynamicConfig,
-    cancel: CancellationToken,
-) {
-    let me = handle.id();
-    let mut last_wait = String::new();
-    let mut epoch_seen: Option<(u64, Instant)> = None;
-    let mut handover_since: Option<Instant> = None;
-    let mut state_rx = handle.subscribe();
-    loop {
-        let state = handle.local_state().state;
-        let mut interval = Duration::from_millis(state.config.heartbeat_interval_ms.max(50));
-        if handover_active(&state, now_ms()) {
-            // A handover waits on replicas' reports; look often.
-            interval = interval.min(HANDOVER_INTERVAL);
+    /// The last reason it waited, so a wait is logged once.
+    last_wait: String,
+    /// The epoch this leadership first saw, and when.
+    epoch_seen: Option<(u64, Instant)>,
+    /// Since when the primary has released the role to a switchover.
+    handover_since: Option<Instant>,
+}
+
+impl Controller {
+    pub fn new(handle: RaftHandle, views: SharedViews, cluster_id: String, initial_config: DynamicConfig) -> Self {
+        Self {
+            handle,
+            views,
+            cluster_id,
+            initial_config,
+            last_wait: String::new(),
+            epoch_seen: None,
+            handover_since: None,
         }
-        if state.primary.is_none() && state.switchover.is_some() {
-            handover_since.get_or_insert_with(Instant::now);
-        } else {
-            handover_since = None;
-        }
-        let status = handle.status();
-        let is_leader = status.leader == Some(me) && status.role == "leader";
-        let decision = {
-            let mut v = views.lock().expect("views lock poisoned");
-            if is_leader && v.leader_term != Some(status.term) {
-                // A new term: whatever was recorded belongs to an earlier
-                // leadership, possibly interrupted by another leader's.
-                v.leader_term = Some(status.term);
-                v.leader_since = None;
-                v.nodes.clear();
-                epoch_seen = None;
+    }
+
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let mut state_rx = self.handle.subscribe();
+        loop {
+            let state = self.handle.local_state().state;
+            let mut interval = Duration::from_millis(state.config.heartbeat_interval_ms.max(50));
+            if state.handover_active(now_ms()) {
+                // A handover waits on replicas' reports; look often.
+                interval = interval.min(HANDOVER_INTERVAL);
             }
-            if !is_leader {
-                v.leader_term = None;
-                if v.leader_since.take().is_some() {
-                    tracing::info!("controller: no longer the Raft leader");
-                }
-                v.nodes.clear();
-                epoch_seen = None;
-                None
+            if state.primary.is_none() && state.switchover.is_some() {
+                self.handover_since.get_or_insert_with(Instant::now);
             } else {
-                let leader_since = *v.leader_since.get_or_insert_with(|| {
-                    tracing::info!("controller: this node leads; waiting out a full lease before any failover");
-                    Instant::now()
-                });
-                let epoch_since = match epoch_seen {
-                    Some((e, at)) if e == state.epoch => at,
-                    _ => {
-                        let now = Instant::now();
-                        epoch_seen = Some((state.epoch, now));
-                        now
-                    }
-                };
-                Some(decide(&Input {
-                    state: &state,
-                    views: &v.nodes,
-                    leader_since,
-                    epoch_since,
-                    now: Instant::now(),
-                    cluster_id: &cluster_id,
-                    initial_config: &initial_config,
-                    handover_since,
-                }))
+                self.handover_since = None;
+            }
+            match self.decide(&state) {
+                Some(Decision::Propose(cmd)) => {
+                    self.last_wait.clear();
+                    self.propose(cmd).await;
+                }
+                Some(Decision::Wait(why)) if !why.is_empty() && why != self.last_wait => {
+                    tracing::info!("controller waits: {why}");
+                    self.last_wait = why;
+                }
+                _ => {}
+            }
+            state_rx.borrow_and_update();
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+                _ = state_rx.changed() => {}
+            }
+        }
+    }
+
+    /// What to do now; `None` on a node that does not lead Raft.
+    fn decide(&mut self, state: &ClusterState) -> Option<Decision> {
+        let status = self.handle.status();
+        let views = self.views.clone();
+        let mut v = views.lock().expect("views lock poisoned");
+        if !status.is_leader() {
+            self.follow(&mut v);
+            return None;
+        }
+        self.lead(&mut v, &status);
+        let leader_since = *v.leader_since.get_or_insert_with(|| {
+            tracing::info!("controller: this node leads; waiting out a full lease before any failover");
+            Instant::now()
+        });
+        let epoch_since = match self.epoch_seen {
+            Some((e, at)) if e == state.epoch => at,
+            _ => {
+                let now = Instant::now();
+                self.epoch_seen = Some((state.epoch, now));
+                now
             }
         };
-        match decision {
-            Some(Decision::Propose(cmd)) => {
-                last_wait.clear();
-                tracing::info!(command = %cmd, "controller proposes");
-                match handle.propose(cmd.clone()).await {
-                    Ok(p) => match p.outcome {
-                        Ok(events) => {
-                            for e in events {
-                                tracing::info!("controller: {e}");
-                            }
-                        }
-                        Err(r) => {
-                            tracing::warn!(command = %cmd, "controller proposal rejected: {r}")
-                        }
-                    },
-                    Err(e) => tracing::warn!(command = %cmd, "failed to propose: {e}"),
-                }
-            }
-            Some(Decision::Wait(why)) if !why.is_empty() && why != last_wait => {
-                tracing::info!("controller waits: {why}");
-                last_wait = why;
-            }
-            _ => {}
+        Some(decide(&Input {
+            state,
+            views: &v.nodes,
+            leader_since,
+            epoch_since,
+            now: Instant::now(),
+            cluster_id: &self.cluster_id,
+            initial_config: &self.initial_config,
+            handover_since: self.handover_since,
+        }))
+    }
+
+    /// A new term: whatever was recorded belongs to an earlier leadership,
+    /// possibly interrupted by another leader's.
+    fn lead(&mut self, v: &mut Views, status: &RaftStatus) {
+        if v.leader_term != Some(status.term) {
+            v.leader_term = Some(status.term);
+            v.leader_since = None;
+            v.nodes.clear();
+            self.epoch_seen = None;
         }
-        state_rx.borrow_and_update();
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-            _ = state_rx.changed() => {}
+    }
+
+    /// Not the leader: forget the views; a later leadership starts afresh.
+    fn follow(&mut self, v: &mut Views) {
+        v.leader_term = None;
+        if v.leader_since.take().is_some() {
+            tracing::info!("controller: no longer the Raft leader");
+        }
+        v.nodes.clear();
+        self.epoch_seen = None;
+    }
+
+    async fn propose(&self, cmd: raftgres_storage::Command) {
+        tracing::info!(command = %cmd, "controller proposes");
+        match self.handle.propose(cmd.clone()).await {
+            Ok(p) => match p.outcome {
+                Ok(events) => {
+                    for e in events {
+                        tracing::info!("controller: {e}");
+                    }
+                }
+                Err(r) => tracing::warn!(command = %cmd, "controller proposal rejected: {r}"),
+            },
+            Err(e) => tracing::warn!(command = %cmd, "failed to propose: {e}"),
         }
     }
 }

@@ -9,8 +9,11 @@ use axum::response::{IntoResponse, Json, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use raftgres_api::time::{format_ms, parse_rfc3339_ms};
+
 use super::Shared;
-use crate::ops::{ConfigChange, Done, OpError, event_kind};
+use crate::ops::handover::check_schedule;
+use crate::ops::{ConfigChange, Done, OpError};
 
 fn text(code: StatusCode, message: impl Into<String>) -> Response {
     let mut m = message.into();
@@ -22,6 +25,7 @@ fn error(e: OpError) -> Response {
     let code = match &e {
         OpError::Invalid(_) => StatusCode::BAD_REQUEST,
         OpError::NotFound(_) | OpError::Refused(_) => StatusCode::PRECONDITION_FAILED,
+        OpError::Conflict(_) => StatusCode::CONFLICT,
         OpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         OpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
@@ -44,10 +48,7 @@ pub async fn cluster(State(s): State<Shared>) -> Response {
         .members
         .iter()
         .map(|m| {
-            let role = match m.role.as_str() {
-                "primary" => "leader",
-                other => other,
-            };
+            let role = m.role.cluster_name();
             json!({
                 "name": m.name, "role": role, "state": m.state, "api_url": m.api_url, "host": m.host,
                 "port": m.port, "timeline": m.timeline, "tags": m.tags, "lag": m.lag_bytes, "lsn": m.lsn,
@@ -71,11 +72,6 @@ pub async fn cluster(State(s): State<Shared>) -> Response {
     .into_response()
 }
 
-/// RFC 3339 of Unix milliseconds.
-pub fn format_ms(ms: u64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms as i64).map(|t| t.to_rfc3339()).unwrap_or_else(|| ms.to_string())
-}
-
 #[derive(Deserialize)]
 pub struct HistoryQuery {
     #[serde(default)]
@@ -89,7 +85,7 @@ pub async fn history(State(s): State<Shared>, Query(q): Query<HistoryQuery>) -> 
                 .iter()
                 .map(|r| {
                     json!({
-                        "index": r.index, "at": format_ms(r.at_ms), "at_ms": r.at_ms, "kind": event_kind(r),
+                        "index": r.index, "at": format_ms(r.at_ms), "at_ms": r.at_ms, "kind": r.event.kind(),
                         "text": r.event.to_string(), "event": r.event,
                     })
                 })
@@ -133,8 +129,6 @@ async fn change_config(s: Shared, headers: HeaderMap, bytes: Bytes, merge: bool)
     let json = String::from_utf8_lossy(&bytes).into_owned();
     match s.ops.set_config(&ConfigChange { json, merge, if_version, dry_run: false }).await {
         Ok((version, config, _)) => ([(header::ETAG, etag(version))], Json(config)).into_response(),
-        // A version mismatch is Patroni's CAS conflict.
-        Err(OpError::Refused(m)) if m.contains("version") => text(StatusCode::CONFLICT, m),
         Err(e) => error(e),
     }
 }
@@ -166,17 +160,22 @@ pub async fn switchover(State(s): State<Shared>, bytes: Bytes) -> Response {
     let Some(leader) = b.leader.filter(|l| !l.is_empty()) else {
         return text(StatusCode::BAD_REQUEST, "Switchover could be performed only from a specific leader");
     };
-    let at = match b.scheduled_at.as_deref().map(chrono::DateTime::parse_from_rfc3339) {
+    let at = match b.scheduled_at.as_deref().map(parse_rfc3339_ms) {
         None => None,
-        Some(Ok(t)) => Some(t.timestamp_millis().max(0) as u64),
+        Some(Ok(ms)) => Some(ms),
         Some(Err(e)) => {
             return text(StatusCode::UNPROCESSABLE_ENTITY, format!("Unable to parse scheduled timestamp: {e}"));
         }
     };
+    // Patroni answers a time in the past with 422, like an unparsable one.
+    if let Some(at) = at
+        && let Err(e) = check_schedule(at, raftgres_storage::now_ms())
+    {
+        return text(StatusCode::UNPROCESSABLE_ENTITY, e.to_string());
+    }
     match s.ops.switchover(Some(&leader), b.candidate.as_deref(), at, at.is_none()).await {
         Ok(d) if at.is_some() => done(StatusCode::ACCEPTED, d),
         Ok(d) => done(StatusCode::OK, d),
-        Err(OpError::Invalid(m)) if m.contains("past") => text(StatusCode::UNPROCESSABLE_ENTITY, m),
         Err(e) => error(e),
     }
 }
@@ -184,9 +183,7 @@ pub async fn switchover(State(s): State<Shared>, bytes: Bytes) -> Response {
 pub async fn cancel_switchover(State(s): State<Shared>) -> Response {
     match s.ops.cancel_switchover().await {
         Ok(d) => done(StatusCode::OK, d),
-        Err(OpError::Refused(m)) if m.contains("no switchover") || m.contains("No switchover") => {
-            text(StatusCode::NOT_FOUND, m)
-        }
+        Err(OpError::NotFound(m)) => text(StatusCode::NOT_FOUND, m),
         Err(e) => error(e),
     }
 }

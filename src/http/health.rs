@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use raftgres_api::size::parse_size;
+
 /// The checks a path can name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Check {
@@ -70,33 +72,20 @@ pub struct Filters {
     pub tags: BTreeMap<String, String>,
 }
 
-/// Parses `16MB`, `64kB`, `1GB`, `1048576` (PostgreSQL's units, powers of
-/// 1024) into bytes.
-pub fn parse_size(v: &str) -> Option<u64> {
-    let v = v.trim();
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (num, unit) = v.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kb" | "k" => 1 << 10,
-        "mb" | "m" => 1 << 20,
-        "gb" | "g" => 1 << 30,
-        "tb" | "t" => 1 << 40,
-        _ => return None,
-    };
-    n.checked_mul(mult)
-}
+/// A health-check query that does not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("lag={0} is not a size (e.g. 1048576, 16MB)")]
+pub struct BadLag(pub String);
 
 /// Parses the query string; an unparsable `lag` is an error (Patroni
 /// ignores it; a typo in an HAProxy check should be seen, not ignored).
-pub fn parse_query(query: Option<&str>) -> Result<Filters, String> {
+pub fn parse_query(query: Option<&str>) -> Result<Filters, BadLag> {
     let mut f = Filters::default();
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let v = v.replace('+', " ").replace("%20", " ");
         if k == "lag" {
-            f.lag = Some(parse_size(&v).ok_or_else(|| format!("lag={v} is not a size (e.g. 1048576, 16MB)"))?);
+            f.lag = Some(parse_size(&v).ok_or_else(|| BadLag(v.clone()))?);
         } else if k == "replication_state" {
             f.replication_state = Some(v);
         } else if let Some(tag) = k.strip_prefix("tag_") {
@@ -209,12 +198,7 @@ mod tests {
     }
 
     #[test]
-    fn sizes_and_queries_parse() {
-        assert_eq!(parse_size("1048576"), Some(1 << 20));
-        assert_eq!(parse_size("16MB"), Some(16 << 20));
-        assert_eq!(parse_size("64kB"), Some(64 << 10));
-        assert_eq!(parse_size("1GB"), Some(1 << 30));
-        assert_eq!(parse_size("12 parsecs"), None);
+    fn queries_parse() {
         let f = parse_query(Some("lag=100MB&replication_state=streaming&tag_dc=eu1")).unwrap();
         assert_eq!(f.lag, Some(100 << 20));
         assert_eq!(f.replication_state.as_deref(), Some("streaming"));

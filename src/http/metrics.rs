@@ -73,7 +73,7 @@ pub fn render(s: &Shared) -> String {
         let r = root.sub_registry_with_prefix("raftgres");
         gauge(r, "raft_term", "Current Raft term", raft.term as i64);
         gauge(r, "raft_leader", "Node id of the Raft leader (0: none known)", raft.leader.unwrap_or(0) as i64);
-        gauge(r, "raft_is_leader", "1 if this node is the Raft leader", (raft.role == "leader") as i64);
+        gauge(r, "raft_is_leader", "1 if this node is the Raft leader", raft.is_leader() as i64);
         gauge(r, "raft_is_voter", "1 if this node is a Raft voter", raft.voters.contains(&raft.id) as i64);
         gauge(r, "raft_last_log_index", "Index of the last Raft log entry", raft.last_log_index.unwrap_or(0) as i64);
         gauge(

@@ -13,10 +13,11 @@ use axum::http::{Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{any, get, post};
-use raftgres_raft::RaftHandle;
+use raftgres_api::status::{PatroniInfo, PrimaryXlog, RaftInfo, RaftgresInfo, ReplicaXlog, Xlog};
+use raftgres_api::{NodeStatus, PgState, RaftRole, ReplicationState, Role};
+use raftgres_raft::{RaftHandle, ServerState};
 use raftgres_raft::network::security::Token;
 use raftgres_storage::SyncMode;
-use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +41,8 @@ pub struct ApiState {
     pub primary_lsn: watch::Receiver<Option<u64>>,
     /// When the lease heartbeat loop last ran.
     pub heartbeat_ran: watch::Receiver<Instant>,
+    /// The agent's last failed action, while it keeps failing.
+    pub last_error: watch::Receiver<Option<String>>,
     pub ops: Ops,
     pub token: Token,
     pub reloader: Arc<Reloader>,
@@ -136,7 +139,7 @@ async fn health_check(State(s): State<Shared>, method: Method, uri: Uri) -> Resp
 /// periods. PostgreSQL operations (a long base backup) never delay it.
 fn alive(s: &ApiState) -> bool {
     let ttl = Duration::from_millis(s.handle.local_state().state.config.lease_ttl_ms);
-    s.handle.status().role != "shutdown" && s.heartbeat_ran.borrow().elapsed() <= 2 * ttl
+    s.handle.status().role != ServerState::Shutdown && s.heartbeat_ran.borrow().elapsed() <= 2 * ttl
 }
 
 fn facts(s: &ApiState) -> NodeFacts {
@@ -157,7 +160,7 @@ fn facts(s: &ApiState) -> NodeFacts {
         tags: member.map(|m| m.tags.clone()).unwrap_or_default(),
         noloadbalance: member.is_some_and(|m| m.noloadbalance()),
         sync_standby: state.config.synchronous_mode != SyncMode::Off && state.sync_standbys.contains(&s.handle.id()),
-        alive: s.handle.status().role != "shutdown",
+        alive: s.handle.status().role != ServerState::Shutdown,
     }
 }
 
@@ -167,50 +170,70 @@ async fn status(State(s): State<Shared>) -> Response {
 
 /// The node-status document (Patroni's `/patroni` shape, plus raftgres's
 /// own fields).
-pub fn node_status(s: &ApiState) -> Value {
+pub fn node_status(s: &ApiState) -> NodeStatus {
     let o = s.observation.borrow().clone();
     let applied = s.handle.local_state();
     let state = &applied.state;
     let raft = s.handle.status();
-    let me = s.handle.id();
     let lease_ms = s.lease.borrow().map(|l| l.expires_at.saturating_duration_since(Instant::now()).as_millis() as u64);
     let role = if is_primary(s) {
-        "primary"
+        Role::Primary
     } else if o.is_replica() {
-        "replica"
+        Role::Replica
     } else {
-        "unknown"
+        Role::Unknown
     };
     let pg_state = if o.accepting {
-        "running"
+        PgState::Running
     } else if o.running {
-        "starting"
+        PgState::Starting
     } else {
-        "stopped"
+        PgState::Stopped
     };
     let xlog = if o.in_recovery == Some(false) {
-        json!({ "location": o.write_lsn })
+        Xlog::Primary(PrimaryXlog { location: o.write_lsn })
     } else {
-        json!({ "received_location": o.receive_lsn, "replayed_location": o.replay_lsn, "paused": false })
+        Xlog::Replica(ReplicaXlog { received_location: o.receive_lsn, replayed_location: o.replay_lsn, paused: false })
     };
-    json!({
-        "state": pg_state,
-        "role": role,
-        "server_version": o.server_version,
-        "timeline": o.timeline,
-        "xlog": xlog,
-        "replication_state": if o.streaming { Some("streaming") } else { None },
-        "database_system_identifier": o.system_id,
-        "cluster_unlocked": state.primary.is_none(),
-        "pause": state.maintenance,
-        "patroni": { "version": env!("CARGO_PKG_VERSION"), "scope": s.cluster_id, "name": s.node_name },
-        "raftgres": {
-            "node_id": me,
-            "epoch": state.epoch,
-            "primary": state.primary.as_ref().map(|p| p.node),
-            "lease_remaining_ms": lease_ms,
-            "raft": { "role": raft.role, "term": raft.term, "leader": raft.leader, "applied": raft.last_applied },
-            "lsn": o.lsn().map(lsn::format),
+    NodeStatus {
+        state: pg_state,
+        role,
+        server_version: o.server_version.clone(),
+        timeline: o.timeline,
+        xlog,
+        replication_state: o.streaming.then_some(ReplicationState::Streaming),
+        database_system_identifier: o.system_id.clone(),
+        cluster_unlocked: state.primary.is_none(),
+        pause: state.maintenance,
+        patroni: PatroniInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            scope: s.cluster_id.clone(),
+            name: s.node_name.clone(),
         },
-    })
+        raftgres: RaftgresInfo {
+            node_id: s.handle.id(),
+            epoch: state.epoch,
+            primary: state.primary_node(),
+            lease_remaining_ms: lease_ms,
+            raft: RaftInfo {
+                role: raft_role(raft.role),
+                term: raft.term,
+                leader: raft.leader,
+                applied: raft.last_applied,
+            },
+            lsn: o.lsn().map(lsn::format),
+            last_error: s.last_error.borrow().clone(),
+        },
+    }
+}
+
+/// openraft's server state in the API's spelling.
+pub fn raft_role(state: ServerState) -> RaftRole {
+    match state {
+        ServerState::Leader => RaftRole::Leader,
+        ServerState::Follower => RaftRole::Follower,
+        ServerState::Candidate => RaftRole::Candidate,
+        ServerState::Learner => RaftRole::Learner,
+        ServerState::Shutdown => RaftRole::Shutdown,
+    }
 }

@@ -2,6 +2,18 @@
 
 use std::path::{Path, PathBuf};
 
+/// Why no usable PostgreSQL server binaries were found.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BinariesError {
+    #[error(
+        "no PostgreSQL server binaries found: set postgres.bin_dir, put pg_config on PATH, or install them \
+         (scripts/install-deps.sh)"
+    )]
+    NotFound,
+    #[error("{dir} has no {tool}")]
+    Incomplete { dir: PathBuf, tool: &'static str },
+}
+
 /// Where `initdb`, `pg_ctl`, `postgres`, `pg_basebackup`, `pg_rewind` and
 /// `pg_controldata` live.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -12,7 +24,7 @@ pub struct Binaries {
 impl Binaries {
     /// The configured directory, else `pg_config --bindir` from PATH, else
     /// the newest `/usr/lib/postgresql/<version>/bin` (Debian's layout).
-    pub fn find(configured: Option<&Path>) -> Result<Binaries, String> {
+    pub fn find(configured: Option<&Path>) -> Result<Binaries, BinariesError> {
         if let Some(dir) = configured {
             return Self::check(dir.to_path_buf());
         }
@@ -38,16 +50,14 @@ impl Binaries {
         versions.sort();
         match versions.pop() {
             Some((_, dir)) => Self::check(dir),
-            None => Err("no PostgreSQL server binaries found: set postgres.bin_dir, put pg_config on PATH, \
-                         or install them (scripts/install-deps.sh)"
-                .into()),
+            None => Err(BinariesError::NotFound),
         }
     }
 
-    fn check(dir: PathBuf) -> Result<Binaries, String> {
+    fn check(dir: PathBuf) -> Result<Binaries, BinariesError> {
         for tool in ["postgres", "initdb", "pg_ctl", "pg_basebackup", "pg_rewind", "pg_controldata"] {
             if !dir.join(tool).exists() {
-                return Err(format!("{} has no {tool}", dir.display()));
+                return Err(BinariesError::Incomplete { dir, tool });
             }
         }
         Ok(Binaries { dir })

@@ -18,8 +18,21 @@ use super::control::ClusterControlState;
 pub enum PgError {
     #[error("{tool} {status}: {output}")]
     Tool { tool: String, status: String, output: String },
+    /// pg_rewind could not connect to its source server: worth another
+    /// try, unlike any other pg_rewind failure.
+    #[error("pg_rewind cannot reach its source: {output}")]
+    SourceUnreachable { output: String },
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
+    /// A statement on the local server failed (or the connection did).
+    #[error("{query}: {source}")]
+    Sql { query: String, source: tokio_postgres::Error },
+    /// PostgreSQL still runs where it must be down.
+    #[error("PostgreSQL still runs; not {0}")]
+    StillRunning(&'static str),
+    /// The replicated state did not take a proposal.
+    #[error("{what}: {message}")]
+    Propose { what: &'static str, message: String },
     #[error("{0}")]
     Setup(String),
 }
@@ -239,7 +252,14 @@ impl Runner {
     pub async fn rewind(&self, host: &str, port: u16) -> Result<(), PgError> {
         let source = format!("host={host} port={port} user={} dbname=postgres connect_timeout=5", self.superuser);
         let pw = self.superuser_password.clone();
-        self.run("pg_rewind", &["-D", self.data_str(), "--source-server", &source], Some(&pw)).await.map(|_| ())
+        match self.run("pg_rewind", &["-D", self.data_str(), "--source-server", &source], Some(&pw)).await {
+            Ok(_) => Ok(()),
+            // pg_rewind says so only in its output (libpq's message).
+            Err(PgError::Tool { output, .. }) if output.contains("could not connect") => {
+                Err(PgError::SourceUnreachable { output })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Completes crash recovery of a stopped data directory in single-user

@@ -64,7 +64,7 @@ pub struct Connection {
     factory: NetworkFactory,
     target: NodeId,
     addr: String,
-    client: Result<RaftTransportClient<Channel>, String>,
+    client: Result<RaftTransportClient<Channel>, super::security::SecurityError>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -109,7 +109,7 @@ impl Connection {
         let client = match &self.client {
             Ok(c) => c.clone(),
             Err(e) => {
-                return Err(RPCError::Unreachable(Unreachable::new(&TransportError(e.clone()))));
+                return Err(RPCError::Unreachable(Unreachable::new(&TransportError(format!("Raft peer: {e}")))));
             }
         };
         let message = convert::request(&self.factory.cluster_id, self.factory.self_id, self.target, rpc.name(), req)

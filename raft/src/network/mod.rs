@@ -12,17 +12,16 @@ use std::time::Duration;
 use raftgres_proto::raft::raft_transport_client::RaftTransportClient;
 use tonic::transport::Channel;
 
-use self::security::Transport;
+use self::security::{SecurityError, Transport};
 
 /// Opens a lazily connecting channel to `addr` (`host:port`).
 pub fn connect_lazy(
     addr: &str,
     connect_timeout: Duration,
     transport: &Transport,
-) -> Result<RaftTransportClient<Channel>, String> {
+) -> Result<RaftTransportClient<Channel>, SecurityError> {
     let endpoint = transport
-        .endpoint(addr)
-        .map_err(|e| format!("Raft peer: {e}"))?
+        .endpoint(addr)?
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))

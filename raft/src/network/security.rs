@@ -14,6 +14,19 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
 use tonic::{Request, Status};
 
+/// Why a token, TLS material or a peer address cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SecurityError {
+    #[error("{0}")]
+    InvalidToken(String),
+    #[error("{what} {path}: {reason}")]
+    Pem { what: &'static str, path: String, reason: String },
+    #[error("invalid address {addr:?}: {reason}")]
+    InvalidAddress { addr: String, reason: String },
+    #[error("TLS for {addr}: {reason}")]
+    Tls { addr: String, reason: String },
+}
+
 /// The shared secret of a cluster. Its `Debug` output never shows it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Token(Arc<str>);
@@ -21,13 +34,18 @@ pub struct Token(Arc<str>);
 impl Token {
     /// A token: at least 16 characters, printable ASCII without spaces (it
     /// travels in an HTTP header).
-    pub fn new(secret: &str) -> Result<Token, String> {
+    pub fn new(secret: &str) -> Result<Token, SecurityError> {
         let secret = secret.trim();
         if secret.len() < 16 {
-            return Err(format!("a token needs at least 16 characters, this one has {}", secret.len()));
+            return Err(SecurityError::InvalidToken(format!(
+                "a token needs at least 16 characters, this one has {}",
+                secret.len()
+            )));
         }
         if !secret.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err("a token may hold only printable ASCII characters without spaces".into());
+            return Err(SecurityError::InvalidToken(
+                "a token may hold only printable ASCII characters without spaces".into(),
+            ));
         }
         Ok(Token(secret.into()))
     }
@@ -69,17 +87,18 @@ impl fmt::Debug for Tls {
     }
 }
 
-fn read_pem(what: &str, path: &Path, marker: &str) -> Result<Vec<u8>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("read {what} {}: {e}", path.display()))?;
+fn read_pem(what: &'static str, path: &Path, marker: &str) -> Result<Vec<u8>, SecurityError> {
+    let pem_error = |reason: String| SecurityError::Pem { what, path: path.display().to_string(), reason };
+    let bytes = std::fs::read(path).map_err(|e| pem_error(format!("cannot be read: {e}")))?;
     if !String::from_utf8_lossy(&bytes).contains(marker) {
-        return Err(format!("{what} {} holds no PEM {marker:?} block", path.display()));
+        return Err(pem_error(format!("holds no PEM {marker:?} block")));
     }
     Ok(bytes)
 }
 
 impl Tls {
     /// Reads and checks the three PEM files.
-    pub fn load(ca: &Path, cert: &Path, key: &Path) -> Result<Tls, String> {
+    pub fn load(ca: &Path, cert: &Path, key: &Path) -> Result<Tls, SecurityError> {
         Ok(Tls {
             ca: Arc::new(read_pem("CA certificate", ca, "BEGIN CERTIFICATE")?),
             cert: Arc::new(read_pem("certificate", cert, "BEGIN CERTIFICATE")?),
@@ -119,13 +138,15 @@ pub struct Transport {
 
 impl Transport {
     /// An endpoint for a peer's `host:port`, with TLS when configured.
-    pub fn endpoint(&self, addr: &str) -> Result<Endpoint, String> {
+    pub fn endpoint(&self, addr: &str) -> Result<Endpoint, SecurityError> {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
-            .map_err(|e| format!("invalid address {addr:?}: {e}"))?
+            .map_err(|e| SecurityError::InvalidAddress { addr: addr.to_string(), reason: e.to_string() })?
             .local_address(self.local_ip);
         if let Some(tls) = &self.tls {
-            endpoint = endpoint.tls_config(tls.client_config()).map_err(|e| format!("TLS for {addr}: {e}"))?;
+            endpoint = endpoint
+                .tls_config(tls.client_config())
+                .map_err(|e| SecurityError::Tls { addr: addr.to_string(), reason: e.to_string() })?;
         }
         Ok(endpoint)
     }

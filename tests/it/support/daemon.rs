@@ -119,7 +119,7 @@ impl DaemonCluster {
     }
 
     pub async fn health(&self, id: u64) -> Result<NodeHealth, String> {
-        node_health(&self.api(id)).await
+        node_health(&self.api(id)).await.map_err(|e| e.to_string())
     }
 
     /// Waits until exactly one of `among` is primary and the others stream.

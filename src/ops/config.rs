@@ -1,0 +1,100 @@
+//! The dynamic configuration (read, change as a whole or by JSON merge
+//! patch, compare-and-set, dry run) and the event history.
+
+use raftgres_storage::{Command, DynamicConfig, EventRecord};
+use serde_json::Value;
+
+use super::{OpError, Ops};
+
+/// A configuration change request.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigChange {
+    pub json: String,
+    /// JSON merge patch (RFC 7396) instead of a whole document.
+    pub merge: bool,
+    pub if_version: Option<u64>,
+    pub dry_run: bool,
+}
+
+/// Applies a JSON merge patch (RFC 7396) to `target`.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = Value::Object(Default::default());
+            }
+            let t = target.as_object_mut().expect("made an object above");
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+impl Ops {
+    /// The dynamic configuration, read linearizably, with its version.
+    pub async fn get_config(&self) -> Result<(u64, DynamicConfig), OpError> {
+        Ok(self.handle.read(|s| (s.config_version, s.config.clone())).await?)
+    }
+
+    /// Validates and applies a configuration change. Returns the version,
+    /// the resulting configuration and whether it changed.
+    pub async fn set_config(&self, change: &ConfigChange) -> Result<(u64, DynamicConfig, bool), OpError> {
+        let (version, current) = self.get_config().await?;
+        if let Some(v) = change.if_version
+            && v != version
+        {
+            return Err(OpError::Conflict(format!(
+                "the configuration is at version {version}, not {v}; read it again and retry"
+            )));
+        }
+        let input: Value =
+            serde_json::from_str(&change.json).map_err(|e| OpError::Invalid(format!("not valid JSON: {e}")))?;
+        let doc = if change.merge {
+            let mut doc = serde_json::to_value(&current).map_err(|e| OpError::Internal(e.to_string()))?;
+            merge_patch(&mut doc, &input);
+            doc
+        } else {
+            input
+        };
+        let next: DynamicConfig =
+            serde_json::from_value(doc).map_err(|e| OpError::Invalid(format!("invalid configuration: {e}")))?;
+        crate::config::check_supported(&next).map_err(|v| OpError::Invalid(format!("invalid configuration: {v}")))?;
+        // The replicated state's own rules (valid, and allowed to replace
+        // the current configuration at run time), checked here too so that
+        // a dry run answers as the real change would.
+        let cmd = Command::ChangeConfig { if_version: Some(version), config: next.clone() };
+        self.handle.local_state().state.decide(&cmd).map_err(OpError::from)?;
+        if change.dry_run || next == current {
+            return Ok((version, if change.dry_run { next } else { current }, false));
+        }
+        self.propose(cmd).await?;
+        Ok((version + 1, next, true))
+    }
+
+    /// The newest `limit` events (all kept when 0), oldest first.
+    pub async fn history(&self, limit: usize) -> Result<Vec<EventRecord>, OpError> {
+        let history = self.handle.read(|s| s.history.clone()).await?;
+        let skip = if limit == 0 { 0 } else { history.len().saturating_sub(limit) };
+        Ok(history.into_iter().skip(skip).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut doc = json!({"a": 1, "b": {"c": 2, "d": 3}, "e": [1]});
+        merge_patch(&mut doc, &json!({"a": null, "b": {"c": 5, "d": null}, "e": {"x": 1}, "f": "new"}));
+        assert_eq!(doc, json!({"b": {"c": 5}, "e": {"x": 1}, "f": "new"}));
+    }
+}

@@ -1,0 +1,205 @@
+//! Moving the primary role: switchover (planned, no acknowledged write
+//! lost), failover to a chosen member, and maintenance mode.
+
+use std::time::Duration;
+
+use raftgres_storage::{ClusterState, Command, ElectionReason, MemberState, NodeId, now_ms};
+
+use super::{Done, OpError, Ops};
+
+/// How long `wait` on a switchover or failover waits for the new primary.
+pub const HANDOVER_WAIT: Duration = Duration::from_secs(60);
+
+/// A scheduled switchover must lie in the future.
+pub fn check_schedule(at_ms: u64, now_ms: u64) -> Result<(), OpError> {
+    if at_ms <= now_ms {
+        return Err(OpError::Invalid("the scheduled time is in the past".into()));
+    }
+    Ok(())
+}
+
+impl Ops {
+    /// Checks that `id` can take over now: a registered, streaming replica
+    /// that may be promoted.
+    fn check_target(&self, state: &ClusterState, id: NodeId) -> Result<(), OpError> {
+        let m = state.member(id).ok_or_else(|| OpError::NotFound(format!("node {id} is not a registered member")))?;
+        if !m.may_be_promoted() {
+            return Err(OpError::Refused(format!("{} is tagged nofailover", m.name)));
+        }
+        if m.state != MemberState::Streaming {
+            return Err(OpError::Refused(format!("{} is not a streaming replica (it is {})", m.name, m.state)));
+        }
+        Ok(())
+    }
+
+    /// Plans a switchover away from the primary, to `to` or the best
+    /// replica, now or at `at_ms`. With `wait` (and no `at_ms`), returns once
+    /// the new primary is elected.
+    pub async fn switchover(
+        &self,
+        from: Option<&str>,
+        to: Option<&str>,
+        at_ms: Option<u64>,
+        wait: bool,
+    ) -> Result<Done, OpError> {
+        let state = self.state();
+        let Some(primary) = state.primary.clone() else {
+            return Err(OpError::Refused("no member holds the primary role; use failover".into()));
+        };
+        if let Some(f) = from.filter(|f| !f.is_empty()) {
+            let fid = self.resolve(f)?;
+            if fid != primary.node {
+                return Err(OpError::Refused(format!(
+                    "{f} is not the primary; {} is",
+                    self.name_of(&state, primary.node)
+                )));
+            }
+        }
+        let to = match to.filter(|t| !t.is_empty()) {
+            Some(t) => {
+                let id = self.resolve(t)?;
+                if id == primary.node {
+                    return Err(OpError::Refused(format!("{t} is already the primary")));
+                }
+                if at_ms.is_none() {
+                    self.check_target(&state, id)?;
+                }
+                Some(id)
+            }
+            None => {
+                let any =
+                    state.members.values().any(|m| m.id != primary.node && self.check_target(&state, m.id).is_ok());
+                if !any && at_ms.is_none() {
+                    return Err(OpError::Refused("no streaming replica can take over".into()));
+                }
+                None
+            }
+        };
+        if let Some(at) = at_ms {
+            check_schedule(at, now_ms())?;
+        }
+        let index = self.propose(Command::ScheduleSwitchover { from: primary.node, to, at_ms }).await?;
+        let target = to.map(|t| self.name_of(&state, t)).unwrap_or_else(|| "the best replica".into());
+        if at_ms.is_some() {
+            return Ok(Done::new(format!("switchover to {target} scheduled"), index));
+        }
+        if !wait {
+            return Ok(Done::new(format!("switchover to {target} started"), index));
+        }
+        self.wait_handover(primary.epoch, to, index).await
+    }
+
+    /// Waits until a primary of a later epoch runs, or the switchover is
+    /// dropped.
+    async fn wait_handover(&self, epoch: u64, to: Option<NodeId>, scheduled: u64) -> Result<Done, OpError> {
+        let mut rx = self.handle.subscribe();
+        let deadline = tokio::time::Instant::now() + HANDOVER_WAIT;
+        loop {
+            let applied = rx.borrow_and_update().clone();
+            let s = &applied.state;
+            // This node may apply the schedule after the leader answered.
+            let seen = applied.last_applied.is_some_and(|l| l.index >= scheduled);
+            if seen
+                && s.epoch > epoch
+                && let Some(p) = &s.primary
+            {
+                let name = self.name_of(s, p.node);
+                if to.is_some_and(|t| t != p.node) {
+                    return Err(OpError::Refused(format!("{name} became primary instead of the requested member")));
+                }
+                let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
+                return Ok(Done::new(format!("{name} is the new primary (epoch {})", p.epoch), index));
+            }
+            if seen
+                && s.switchover.is_none()
+                && s.epoch == epoch
+                && s.primary.as_ref().is_some_and(|p| p.epoch == epoch)
+            {
+                return Err(OpError::Refused("the switchover was cancelled; the primary is unchanged".into()));
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(OpError::Unavailable("the node is shutting down".into())),
+                Err(_) => {
+                    return Err(OpError::Unavailable(format!(
+                        "no new primary within {HANDOVER_WAIT:?}; see raftctl list and history"
+                    )));
+                }
+            }
+        }
+    }
+
+    pub async fn cancel_switchover(&self) -> Result<Done, OpError> {
+        let index = self.propose(Command::CancelSwitchover).await?;
+        Ok(Done::new("scheduled switchover cancelled", index))
+    }
+
+    /// Makes `to` primary: through a switchover while a primary holds the
+    /// role (no acknowledged write is lost), or by electing it when none
+    /// does.
+    pub async fn failover(&self, to: &str, wait: bool) -> Result<Done, OpError> {
+        let id = self.resolve(to)?;
+        let state = self.state();
+        if state.primary.is_none() && state.switchover.is_some() {
+            return Err(OpError::Refused(
+                "a switchover is handing over; wait for it, or cancel it (switchover --cancel) first".into(),
+            ));
+        }
+        if state.primary.is_some() {
+            self.check_target(&state, id)?;
+        } else {
+            // No primary: replicas run but stream from nobody. Like
+            // Patroni's failover in a leaderless cluster, the operator's
+            // choice skips the lag check.
+            let m = state.member(id).ok_or_else(|| OpError::NotFound(format!("{to} is not a registered member")))?;
+            if !m.may_be_promoted() {
+                return Err(OpError::Refused(format!("{to} is tagged nofailover")));
+            }
+            if !matches!(m.state, MemberState::Running | MemberState::Streaming) {
+                return Err(OpError::Refused(format!("{to} is not running (it is {})", m.state)));
+            }
+        }
+        match &state.primary {
+            Some(p) if p.node == id => Err(OpError::Refused(format!("{to} is already the primary"))),
+            Some(p) => {
+                let (epoch, from) = (p.epoch, p.node);
+                let index = self.propose(Command::ScheduleSwitchover { from, to: Some(id), at_ms: None }).await?;
+                if !wait {
+                    return Ok(Done::new(format!("failover to {to} started"), index));
+                }
+                self.wait_handover(epoch, Some(id), index).await
+            }
+            None => {
+                let epoch = state.epoch;
+                let index = self
+                    .propose(Command::ElectPrimary { if_epoch: epoch, node: id, reason: ElectionReason::Manual })
+                    .await?;
+                if !wait {
+                    return Ok(Done::new(format!("{to} elected primary in epoch {}", epoch + 1), index));
+                }
+                self.wait_running(id, Duration::from_secs(60)).await?;
+                Ok(Done::new(format!("{to} is the new primary (epoch {})", epoch + 1), index))
+            }
+        }
+    }
+
+    async fn wait_running(&self, id: NodeId, timeout: Duration) -> Result<(), OpError> {
+        let mut rx = self.handle.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if rx.borrow_and_update().state.member(id).is_some_and(|m| m.state == MemberState::Running) {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return Err(OpError::Unavailable(format!("node {id} did not report running within {timeout:?}"))),
+            }
+        }
+    }
+
+    /// Maintenance mode on (pause) or off (resume).
+    pub async fn set_maintenance(&self, on: bool) -> Result<Done, OpError> {
+        let index = self.propose(Command::SetMaintenance { on }).await?;
+        Ok(Done::new(if on { "maintenance mode on: automatic failover paused" } else { "maintenance mode off" }, index))
+    }
+}
