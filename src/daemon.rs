@@ -174,7 +174,8 @@ impl Daemon {
 
         let ops_cell = Arc::new(OnceLock::new());
         let admin = Routes::new(AdminService::server(ops_cell.clone()));
-        let node = RaftNode::start_with(Self::node_config(&config), raft_listener, admin).await.context("start Raft")?;
+        let node =
+            RaftNode::start_with(Self::node_config(&config), raft_listener, admin).await.context("start Raft")?;
         let handle = node.handle().clone();
         let (agent_tx, agent_rx) = mpsc::channel(4);
         let ops = Ops::new(handle.clone(), agent_tx);
@@ -215,12 +216,25 @@ impl Daemon {
         let (error_tx, error_rx) = watch::channel(None);
         let may_be_primary = PrimaryFlag::default();
 
-        let controller = Controller::new(handle.clone(), views, config.cluster_id.clone(), config.initial_dynamic.clone());
+        let controller =
+            Controller::new(handle.clone(), views, config.cluster_id.clone(), config.initial_dynamic.clone());
         let cancel = daemon.tasks_cancel.clone();
-        daemon.tasks.spawn(Task::Controller, async move { Ok(controller.run(cancel).await) });
-        let heartbeat =
-            lease::heartbeat_task(handle.clone(), obs_rx.clone(), lease_tx, primary_lsn_tx, ran_tx, daemon.tasks_cancel.clone());
-        daemon.tasks.spawn(Task::Heartbeat, async move { Ok(heartbeat.await) });
+        daemon.tasks.spawn(Task::Controller, async move {
+            controller.run(cancel).await;
+            Ok(())
+        });
+        let heartbeat = lease::heartbeat_task(
+            handle.clone(),
+            obs_rx.clone(),
+            lease_tx,
+            primary_lsn_tx,
+            ran_tx,
+            daemon.tasks_cancel.clone(),
+        );
+        daemon.tasks.spawn(Task::Heartbeat, async move {
+            heartbeat.await;
+            Ok(())
+        });
         let exe = std::env::current_exe().context("find the raftgres executable")?;
         let watchdog = Watchdog::spawn(&exe, &config.pg_data_dir).context("start the watchdog process")?;
         let fence = fence::run(
@@ -231,7 +245,10 @@ impl Daemon {
             watchdog,
             daemon.tasks_cancel.clone(),
         );
-        daemon.tasks.spawn(Task::Fence, async move { Ok(fence.await) });
+        daemon.tasks.spawn(Task::Fence, async move {
+            fence.await;
+            Ok(())
+        });
         let links = AgentLinks {
             lease: lease_rx.clone(),
             observation: obs_tx,
@@ -241,7 +258,10 @@ impl Daemon {
         };
         let agent = Agent::new(handle.clone(), runner, config.clone(), links);
         let cancel = daemon.agent_cancel.clone();
-        daemon.tasks.spawn(Task::Agent, async move { Ok(agent.run(cancel).await) });
+        daemon.tasks.spawn(Task::Agent, async move {
+            agent.run(cancel).await;
+            Ok(())
+        });
         let api = http::ApiState {
             handle,
             node_name: config.node_name.clone(),
@@ -370,7 +390,9 @@ impl Daemon {
             return;
         };
         if self.runner.postmaster_pid().is_some() {
-            tracing::error!("PostgreSQL is still running; not releasing the primary role (failover waits for the lease)");
+            tracing::error!(
+                "PostgreSQL is still running; not releasing the primary role (failover waits for the lease)"
+            );
             return;
         }
         let cmd = Command::ReleasePrimary { epoch: p.epoch, node: me, reason: ReleaseReason::Shutdown };

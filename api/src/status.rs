@@ -282,7 +282,8 @@ mod tests {
         assert_eq!(v["xlog"], json!({"received_location": 200, "replayed_location": 150, "paused": false}));
         assert_eq!(v["raftgres"]["raft"]["role"], "follower");
         assert_eq!(v["raftgres"]["raft"]["term"], 3);
-        let primary = NodeStatus { role: Role::Primary, xlog: Xlog::Primary(PrimaryXlog { location: None }), ..replica() };
+        let primary =
+            NodeStatus { role: Role::Primary, xlog: Xlog::Primary(PrimaryXlog { location: None }), ..replica() };
         let v = serde_json::to_value(primary).expect("serializes");
         assert_eq!(v["xlog"], json!({"location": null}));
         assert_eq!(v["role"], "primary");

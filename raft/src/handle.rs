@@ -33,6 +33,7 @@ use crate::convert::{
 };
 use crate::error::HandleError;
 use crate::network::filter::NetworkFilter;
+use crate::node::NodeConfig;
 
 /// Serves application messages that followers send to the Raft leader
 /// over the Raft transport (`RaftHandle::call_leader`). Runs on the leader
@@ -91,26 +92,17 @@ struct Inner {
 }
 
 impl RaftHandle {
-    pub(crate) fn new(
-        id: NodeId,
-        cluster_id: &str,
-        raft: Raft<TypeConfig>,
-        sm: StateMachine,
-        filter: NetworkFilter,
-        request_timeout: Duration,
-        connect_timeout: Duration,
-        transport: Transport,
-    ) -> Self {
+    pub(crate) fn new(config: &NodeConfig, raft: Raft<TypeConfig>, sm: StateMachine, filter: NetworkFilter) -> Self {
         Self {
             inner: Arc::new(Inner {
-                id,
-                cluster_id: cluster_id.to_string(),
+                id: config.node_id,
+                cluster_id: config.cluster_id.clone(),
                 raft,
                 sm,
                 filter,
-                request_timeout,
-                connect_timeout,
-                transport,
+                request_timeout: config.request_timeout,
+                connect_timeout: config.connect_timeout,
+                transport: config.transport.clone(),
                 peers: Mutex::new(HashMap::new()),
                 app: Mutex::new(None),
             }),

@@ -133,16 +133,7 @@ impl RaftNode {
         let raft = Raft::new(config.node_id, raft_config, network, log, sm.clone())
             .await
             .map_err(|e| NodeError::Fatal(e.to_string()))?;
-        let handle = RaftHandle::new(
-            config.node_id,
-            &config.cluster_id,
-            raft,
-            sm,
-            filter,
-            config.request_timeout,
-            config.connect_timeout,
-            config.transport.clone(),
-        );
+        let handle = RaftHandle::new(&config, raft, sm, filter);
         let service = RaftTransportServer::new(RaftServer::new(handle.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use raftgres_storage::{ClusterState, ElectionReason, MemberState, NodeId, ReleaseReason};
+use raftgres_storage::{ClusterState, DynamicConfig, ElectionReason, MemberState, NodeId, ReleaseReason};
 
 use crate::postgres::Observation;
 use crate::postgres::control::ClusterControlState;
@@ -110,18 +110,9 @@ pub fn plan(input: &PlanInput) -> Vec<PgAction> {
             let Some(up) = state.member(p.node) else {
                 return vec![];
             };
-            let upstream = (up.pg_host.clone(), up.pg_port);
-            let upstream_ready = up.state == MemberState::Running;
-            plan_replica(
-                o,
-                *control,
-                facts,
-                clean_follow,
-                upstream,
-                upstream_ready,
-                state.config.use_pg_rewind,
-                state.config.reclone_on_rewind_failure,
-            )
+            let upstream =
+                Upstream { host: up.pg_host.clone(), port: up.pg_port, ready: up.state == MemberState::Running };
+            plan_replica(o, *control, facts, clean_follow, upstream, &state.config)
         }
         None => {
             let _ = lease_ok;
@@ -182,13 +173,19 @@ pub fn switchover_due(state: &ClusterState, me: NodeId, now_ms: u64) -> bool {
     if sw.from != me || sw.at_ms.is_some_and(|at| at > now_ms) {
         return false;
     }
-    let ready = |m: &&raftgres_storage::Member| {
-        m.id != me && m.state == MemberState::Streaming && m.may_be_promoted()
-    };
+    let ready = |m: &&raftgres_storage::Member| m.id != me && m.state == MemberState::Streaming && m.may_be_promoted();
     match sw.to {
         Some(t) => state.member(t).filter(ready).is_some(),
         None => state.members.values().any(|m| ready(&m)),
     }
+}
+
+/// The primary a replica follows.
+struct Upstream {
+    host: String,
+    port: u16,
+    /// Its PostgreSQL runs: it can be cloned, rewound from and followed.
+    ready: bool,
 }
 
 fn plan_replica(
@@ -196,11 +193,11 @@ fn plan_replica(
     control: Option<ClusterControlState>,
     facts: &LocalFacts,
     clean_follow: bool,
-    (host, port): (String, u16),
-    upstream_ready: bool,
-    use_rewind: bool,
-    reclone: bool,
+    upstream: Upstream,
+    config: &DynamicConfig,
 ) -> Vec<PgAction> {
+    let Upstream { host, port, ready: upstream_ready } = upstream;
+    let (use_rewind, reclone) = (config.use_pg_rewind, config.reclone_on_rewind_failure);
     if !o.data_present {
         return if upstream_ready { vec![PgAction::BaseBackup { host, port }] } else { vec![] };
     }

@@ -304,8 +304,8 @@ impl Agent {
         let now = Instant::now();
         self.update_facts(&state, my_epoch, &o, now);
         let demote_margin = Duration::from_millis(state.config.demote_margin_ms);
-        let lease_ok = my_epoch
-            .is_some_and(|e| self.links.lease.borrow().is_some_and(|l| l.allows_writes(e, now, demote_margin)));
+        let lease_ok =
+            my_epoch.is_some_and(|e| self.links.lease.borrow().is_some_and(|l| l.allows_writes(e, now, demote_margin)));
         let actions = plan(&PlanInput {
             me: self.me(),
             state: &state,

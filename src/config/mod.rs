@@ -13,8 +13,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use raftgres_raft::network::security::{Tls, Token};
 use raftgres_api::HostPort;
+use raftgres_raft::network::security::{Tls, Token};
 use raftgres_storage::member::validate_tags;
 use raftgres_storage::{ConfigViolation, DynamicConfig, SyncMode, Tags, validate_name};
 use serde::{Deserialize, Serialize};
@@ -379,7 +379,8 @@ impl FileConfig {
         {
             v.bad("postgres.data_dir", format!("{} must be an absolute path", dir.display()));
         }
-        for (field, name) in [("postgres.superuser", &p.superuser), ("postgres.replication_user", &p.replication_user)] {
+        for (field, name) in [("postgres.superuser", &p.superuser), ("postgres.replication_user", &p.replication_user)]
+        {
             if !is_role_name(name) {
                 v.bad(field, format!("{name:?} must be 1-63 characters of [A-Za-z0-9_]"));
             }
@@ -424,7 +425,9 @@ impl FileConfig {
             }
             (Some(t), None) => v.keep("security.token", Token::new(t)),
             (None, Some(path)) => match std::fs::read_to_string(path) {
-                Ok(text) => v.keep("security.token_file", Token::new(&text).map_err(|e| format!("{}: {e}", path.display()))),
+                Ok(text) => {
+                    v.keep("security.token_file", Token::new(&text).map_err(|e| format!("{}: {e}", path.display())))
+                }
                 Err(e) => {
                     v.bad("security.token_file", format!("read {}: {e}", path.display()));
                     None
@@ -457,9 +460,13 @@ impl FileConfig {
         let mut v = Violations::default();
         self.check_identity(&mut v);
         let raft_listen = self.check_raft(&mut v);
-        let http_listen = v.keep("http.listen", self.http.listen.parse::<SocketAddr>().map_err(|e| {
-            format!("{:?} is not an address:port: {e}", self.http.listen)
-        }));
+        let http_listen = v.keep(
+            "http.listen",
+            self.http
+                .listen
+                .parse::<SocketAddr>()
+                .map_err(|e| format!("{:?} is not an address:port: {e}", self.http.listen)),
+        );
         self.check_postgres(&mut v);
         self.check_dynamic(&mut v);
         if let Err((key, value, reason)) = validate_tags(&self.tags) {
@@ -474,8 +481,7 @@ impl FileConfig {
         };
         let raft_advertise = self.raft_advertise();
         let http_advertise = self.http.advertise.clone().unwrap_or_else(|| self.http.listen.clone());
-        let pg_advertise_host =
-            self.postgres.advertise_host.clone().unwrap_or_else(|| host_of(&raft_advertise));
+        let pg_advertise_host = self.postgres.advertise_host.clone().unwrap_or_else(|| host_of(&raft_advertise));
         Ok(Config {
             cluster_id: self.cluster_id.clone(),
             node_id: self.node.id,

@@ -50,9 +50,11 @@ pub async fn request(
         builder = builder.header("content-type", "application/json");
     }
     let (m, u) = (method.to_string(), url.to_string());
-    let req = builder
-        .body(Full::new(Bytes::from(body.unwrap_or_default())))
-        .map_err(|e| ClientError::Request { method: m.clone(), url: u.clone(), reason: e.to_string() })?;
+    let req = builder.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(|e| ClientError::Request {
+        method: m.clone(),
+        url: u.clone(),
+        reason: e.to_string(),
+    })?;
     let resp = tokio::time::timeout(timeout, client.request(req))
         .await
         .map_err(|_| ClientError::Timeout { method: m.clone(), url: u.clone(), timeout })?

@@ -36,10 +36,19 @@ fn done(code: StatusCode, d: Done) -> Response {
     text(code, d.message)
 }
 
+/// A request that does not parse: 400 with the reason.
+struct BadRequest(String);
+
+impl IntoResponse for BadRequest {
+    fn into_response(self) -> Response {
+        text(StatusCode::BAD_REQUEST, self.0)
+    }
+}
+
 /// Parses a JSON body (an empty body is `{}`).
-fn body<T: for<'de> Deserialize<'de>>(bytes: &Bytes) -> Result<T, Response> {
+fn body<T: for<'de> Deserialize<'de>>(bytes: &Bytes) -> Result<T, BadRequest> {
     let raw = if bytes.iter().all(u8::is_ascii_whitespace) { &b"{}"[..] } else { &bytes[..] };
-    serde_json::from_slice(raw).map_err(|e| text(StatusCode::BAD_REQUEST, format!("invalid request body: {e}")))
+    serde_json::from_slice(raw).map_err(|e| BadRequest(format!("invalid request body: {e}")))
 }
 
 pub async fn cluster(State(s): State<Shared>) -> Response {
@@ -108,7 +117,7 @@ pub async fn get_config(State(s): State<Shared>) -> Response {
 }
 
 /// `If-Match: "<version>"` makes the change a compare-and-set.
-fn if_match(headers: &HeaderMap) -> Result<Option<u64>, Response> {
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, BadRequest> {
     match headers.get(header::IF_MATCH).map(|v| v.to_str().unwrap_or("")) {
         None => Ok(None),
         Some(v) => v
@@ -117,14 +126,14 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, Response> {
             .trim_matches('"')
             .parse::<u64>()
             .map(Some)
-            .map_err(|_| text(StatusCode::BAD_REQUEST, format!("If-Match {v:?} is not a configuration version"))),
+            .map_err(|_| BadRequest(format!("If-Match {v:?} is not a configuration version"))),
     }
 }
 
 async fn change_config(s: Shared, headers: HeaderMap, bytes: Bytes, merge: bool) -> Response {
     let if_version = match if_match(&headers) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let json = String::from_utf8_lossy(&bytes).into_owned();
     match s.ops.set_config(&ConfigChange { json, merge, if_version, dry_run: false }).await {
@@ -155,7 +164,7 @@ struct SwitchoverBody {
 pub async fn switchover(State(s): State<Shared>, bytes: Bytes) -> Response {
     let b: SwitchoverBody = match body(&bytes) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let Some(leader) = b.leader.filter(|l| !l.is_empty()) else {
         return text(StatusCode::BAD_REQUEST, "Switchover could be performed only from a specific leader");
@@ -200,7 +209,7 @@ struct FailoverBody {
 pub async fn failover(State(s): State<Shared>, bytes: Bytes) -> Response {
     let b: FailoverBody = match body(&bytes) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let Some(candidate) = b.candidate.filter(|c| !c.is_empty()) else {
         return text(StatusCode::BAD_REQUEST, "Failover could be performed only to a specific candidate");

@@ -63,7 +63,10 @@ impl Ops {
     async fn probe(&self, id: NodeId, raft_addr: &str) -> Result<(), OpError> {
         use raftgres_proto::admin::admin_client::AdminClient;
         let transport = self.handle.transport();
-        let endpoint = transport.endpoint(raft_addr).map_err(|e| OpError::Invalid(e.to_string()))?.connect_timeout(Duration::from_secs(2));
+        let endpoint = transport
+            .endpoint(raft_addr)
+            .map_err(|e| OpError::Invalid(e.to_string()))?
+            .connect_timeout(Duration::from_secs(2));
         let channel = endpoint
             .connect()
             .await

@@ -224,7 +224,9 @@ async fn member(ctl: &mut Ctl, p: &dyn Printer, out: &mut dyn Write, cmd: Member
         MemberCmd::Promote { member } => {
             ctl.client.promote_member(ctl.req(pb::MemberRequest { member })).await?.into_inner()
         }
-        MemberCmd::Remove { member } => ctl.client.remove_member(ctl.req(pb::MemberRequest { member })).await?.into_inner(),
+        MemberCmd::Remove { member } => {
+            ctl.client.remove_member(ctl.req(pb::MemberRequest { member })).await?.into_inner()
+        }
     };
     Ok(p.done(out, &reply)?)
 }
@@ -254,7 +256,10 @@ async fn config(ctl: &mut Ctl, p: &dyn Printer, out: &mut dyn Write, cmd: Config
             };
             let r = pb::SetConfigRequest { json: edited, merge: false, if_version: c.version, dry_run: false };
             let c = ctl.client.set_config(ctl.req(r)).await?.into_inner();
-            p.config_result(out, &ConfigResult { version: c.version, json: &c.json, changed: c.changed, dry_run: false })?;
+            p.config_result(
+                out,
+                &ConfigResult { version: c.version, json: &c.json, changed: c.changed, dry_run: false },
+            )?;
         }
     }
     Ok(())
@@ -340,8 +345,7 @@ mod tests {
             "postgresql_parameters.work_mem=8MB".into(),
             "maximum_lag_on_failover=null".into(),
         ])
-        .ok()
-        .expect("valid pairs");
+        .unwrap_or_else(|f| panic!("valid pairs: {}", f.message));
         assert_eq!(
             p,
             json!({"lease_ttl_ms": 3000, "use_pg_rewind": false, "synchronous_mode": "off",

@@ -267,7 +267,13 @@ mod tests {
 
     #[test]
     fn events_stream_one_json_object_per_line() {
-        let e = pb::Event { index: 7, at_ms: 0, kind: "maintenance_changed".into(), text: "maintenance on".into(), json: "{}".into() };
+        let e = pb::Event {
+            index: 7,
+            at_ms: 0,
+            kind: "maintenance_changed".into(),
+            text: "maintenance on".into(),
+            json: "{}".into(),
+        };
         let text = render(|o| JsonPrinter.event(o, &e));
         assert_eq!(text.lines().count(), 1);
         let v: Value = serde_json::from_str(&text).expect("JSON");

@@ -114,7 +114,8 @@ impl TestCluster {
                     (*id, s.leader, s.role)
                 })
                 .collect();
-            let leaders: Vec<NodeId> = views.iter().filter(|(_, _, r)| *r == ServerState::Leader).map(|(id, _, _)| *id).collect();
+            let leaders: Vec<NodeId> =
+                views.iter().filter(|(_, _, r)| *r == ServerState::Leader).map(|(id, _, _)| *id).collect();
             match leaders.as_slice() {
                 [l] if views.iter().all(|(_, seen, _)| *seen == Some(*l)) => Ok(*l),
                 _ => Err(views),
