@@ -94,11 +94,29 @@ pub struct LeaseGrantor {
     pub views: SharedViews,
 }
 
+/// Why the leader did not answer a heartbeat.
+#[derive(Debug, thiserror::Error)]
+pub enum HeartbeatError {
+    #[error(transparent)]
+    Decode(#[from] raftgres_storage::encoding::DecodeError),
+    #[error(transparent)]
+    Encode(#[from] raftgres_storage::encoding::EncodeError),
+    #[error("heartbeat for node {claimed} sent by node {from}")]
+    WrongSender { claimed: NodeId, from: NodeId },
+    #[error("confirm leadership: {0}")]
+    NotLeader(String),
+}
+
 impl LeaseGrantor {
-    async fn serve(handle: RaftHandle, views: SharedViews, from: NodeId, payload: Vec<u8>) -> Result<Vec<u8>, String> {
-        let hb: Heartbeat = encoding::decode("heartbeat", &payload).map_err(|e| e.to_string())?;
+    async fn serve(
+        handle: RaftHandle,
+        views: SharedViews,
+        from: NodeId,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, HeartbeatError> {
+        let hb: Heartbeat = encoding::decode("heartbeat", &payload)?;
         if hb.node != from {
-            return Err(format!("heartbeat for node {} sent by node {from}", hb.node));
+            return Err(HeartbeatError::WrongSender { claimed: hb.node, from });
         }
         {
             let mut v = views.lock().expect("views lock poisoned");
@@ -111,7 +129,7 @@ impl LeaseGrantor {
                 // Leadership confirmed by a quorum *here* (never forwarded:
                 // a grant must come from the leader that will count the
                 // silence), then the state applied up to the read index.
-                handle.raft().ensure_linearizable().await.map_err(|e| format!("confirm leadership: {e}"))?;
+                handle.raft().ensure_linearizable().await.map_err(|e| HeartbeatError::NotLeader(e.to_string()))?;
                 let state = handle.local_state().state;
                 match state.primary.as_ref() {
                     Some(p) if p.node == from && p.epoch == epoch => {
@@ -130,13 +148,15 @@ impl LeaseGrantor {
             let v = views.lock().expect("views lock poisoned");
             state.primary_node().and_then(|p| v.nodes.get(&p)).and_then(|n| n.report.lsn())
         };
-        encoding::encode("heartbeat reply", &HeartbeatReply { granted, primary_lsn }).map_err(|e| e.to_string())
+        Ok(encoding::encode("heartbeat reply", &HeartbeatReply { granted, primary_lsn })?)
     }
 }
 
 impl AppHandler for LeaseGrantor {
     fn call(&self, from: NodeId, payload: Vec<u8>) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>> {
-        Box::pin(Self::serve(self.handle.clone(), self.views.clone(), from, payload))
+        // The error crosses the wire as text, to the node that sent it.
+        let (handle, views) = (self.handle.clone(), self.views.clone());
+        Box::pin(async move { Self::serve(handle, views, from, payload).await.map_err(|e| e.to_string()) })
     }
 }
 

@@ -167,13 +167,22 @@ impl fmt::Display for FieldError {
     }
 }
 
+/// A file that is not valid TOML for [`FileConfig`]: where and what. It
+/// never quotes the file, which may hold the token.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}{message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
+pub struct ParseError {
+    pub line: Option<usize>,
+    pub message: String,
+}
+
 /// Why a configuration file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("parse {path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    #[error("parse {path}: {error}")]
+    Parse { path: PathBuf, error: ParseError },
     #[error("{} invalid field(s):\n{}", .0.len(), .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<FieldError>),
 }
@@ -259,18 +268,15 @@ impl FileConfig {
     pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        Self::parse(&text).map_err(|message| ConfigError::Parse { path: path.to_path_buf(), message })
+        Self::parse(&text).map_err(|error| ConfigError::Parse { path: path.to_path_buf(), error })
     }
 
     /// Parses TOML. The error never quotes the file (it may hold the
     /// token): it names the line and what is wrong.
-    pub fn parse(text: &str) -> Result<FileConfig, String> {
-        toml::from_str(text).map_err(|e| {
-            let what = e.message().to_string();
-            match e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1)) {
-                Some(line) => format!("line {line}: {what}"),
-                None => what,
-            }
+    pub fn parse(text: &str) -> Result<FileConfig, ParseError> {
+        toml::from_str(text).map_err(|e| ParseError {
+            line: e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1)),
+            message: e.message().to_string(),
         })
     }
 
@@ -572,14 +578,14 @@ mod tests {
     #[test]
     fn unknown_keys_and_wrong_types_are_parse_errors() {
         let text = DEFAULT_CONFIG.replace("[postgres]", "[postgres]\nbogus = 1");
-        let e = FileConfig::parse(&text).expect_err("unknown key");
+        let e = FileConfig::parse(&text).expect_err("unknown key").to_string();
         assert!(e.contains("bogus"), "{e}");
         let text = DEFAULT_CONFIG.replace("port = 5432", "port = \"five\"");
         assert!(FileConfig::parse(&text).is_err());
         // A broken line is named, never quoted: it may hold the token.
         let text =
             DEFAULT_CONFIG.replace("token = \"change-me-to-a-long-random-secret\"", "token = \"s3cret-s3cret-s3cret");
-        let e = FileConfig::parse(&text).expect_err("unterminated string");
+        let e = FileConfig::parse(&text).expect_err("unterminated string").to_string();
         assert!(!e.contains("s3cret") && e.starts_with("line "), "{e}");
     }
 }

@@ -157,7 +157,7 @@ impl Store {
     pub(crate) fn read_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError> {
         let path = self.inner.dir.join(SNAPSHOT_FILE);
         let bytes = read_control_file(&path, SNAPSHOT_MAGIC)
-            .map_err(|reason| StorageError::Corrupted { path: self.inner.dir.clone(), reason })?;
+            .map_err(|e| StorageError::Corrupted { path: self.inner.dir.clone(), reason: e.to_string() })?;
         match bytes {
             None => Ok(None),
             Some(bytes) => {

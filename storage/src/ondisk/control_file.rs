@@ -32,28 +32,44 @@ pub fn write_control_file(path: &Path, magic: &[u8; 8], payload: &[u8]) -> io::R
     fsync_dir(parent)
 }
 
+/// Why a control file is not intact.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ControlFileError {
+    #[error("read {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("{path} is truncated ({len} bytes)")]
+    Short { path: String, len: usize },
+    #[error("{path} has the wrong magic")]
+    Magic { path: String },
+    #[error("{path} is truncated: header says {declared} payload bytes")]
+    Truncated { path: String, declared: u64 },
+    #[error("{path} fails its checksum")]
+    Checksum { path: String },
+}
+
 /// Reads a control file: `Ok(None)` if it does not exist, `Err` with the
 /// reason if it is not intact.
-pub fn read_control_file(path: &Path, magic: &[u8; 8]) -> Result<Option<Vec<u8>>, String> {
+pub fn read_control_file(path: &Path, magic: &[u8; 8]) -> Result<Option<Vec<u8>>, ControlFileError> {
+    let p = || path.display().to_string();
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("read {}: {e}", path.display())),
+        Err(e) => return Err(ControlFileError::Read { path: p(), reason: e.to_string() }),
     };
     if bytes.len() < 8 + 8 + 4 {
-        return Err(format!("{} is truncated ({} bytes)", path.display(), bytes.len()));
+        return Err(ControlFileError::Short { path: p(), len: bytes.len() });
     }
     if &bytes[..8] != magic {
-        return Err(format!("{} has the wrong magic", path.display()));
+        return Err(ControlFileError::Magic { path: p() });
     }
-    let len = u64::from_be_bytes(bytes[8..16].try_into().expect("length checked above"));
-    if len != (bytes.len() - 20) as u64 {
-        return Err(format!("{} is truncated: header says {len} payload bytes", path.display()));
+    let declared = u64::from_be_bytes(bytes[8..16].try_into().expect("length checked above"));
+    if declared != (bytes.len() - 20) as u64 {
+        return Err(ControlFileError::Truncated { path: p(), declared });
     }
     let (framed, crc) = bytes.split_at(bytes.len() - 4);
     let stored = u32::from_be_bytes(crc.try_into().expect("split_at leaves 4 bytes"));
     if crc32fast::hash(framed) != stored {
-        return Err(format!("{} fails its checksum", path.display()));
+        return Err(ControlFileError::Checksum { path: p() });
     }
     Ok(Some(framed[16..].to_vec()))
 }
