@@ -40,6 +40,9 @@ const AGENT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long shutdown waits for the other tasks once cancelled.
 const TASK_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long an aborted task gets to unwind.
+const ABORT_GRACE: Duration = Duration::from_secs(1);
+
 /// How long shutdown tries to release the primary role.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -98,9 +101,10 @@ impl Tasks {
     }
 
     /// Waits until every task of `wanted` has ended, aborting those still
-    /// running after `timeout`; logs how each ended.
+    /// running after `timeout` (and then waiting a moment for the abort);
+    /// logs how each ended.
     async fn join(&mut self, wanted: &[Task], timeout: Duration) {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let mut deadline = tokio::time::Instant::now() + timeout;
         let mut aborted = false;
         while wanted.iter().any(|t| self.aborts.contains_key(t)) {
             match tokio::time::timeout_at(deadline, self.next()).await {
@@ -108,11 +112,12 @@ impl Tasks {
                 Ok(Some((task, Ok(())))) => tracing::debug!("the {task} task stopped"),
                 Ok(Some((task, Err(e)))) => tracing::warn!("the {task} task failed: {e:#}"),
                 Err(_) if !aborted => {
-                    for t in wanted.iter().filter_map(|t| self.aborts.get(t).map(|a| (t, a))) {
-                        tracing::warn!("the {} task did not stop within {timeout:?}; aborting it", t.0);
-                        t.1.abort();
+                    for (task, abort) in wanted.iter().filter_map(|t| self.aborts.get(t).map(|a| (t, a))) {
+                        tracing::warn!("the {task} task did not stop within {timeout:?}; aborting it");
+                        abort.abort();
                     }
                     aborted = true;
+                    deadline = tokio::time::Instant::now() + ABORT_GRACE;
                 }
                 Err(_) => return,
             }
