@@ -17,18 +17,18 @@ pub enum Role {
     Primary,
     /// PostgreSQL runs in recovery.
     Replica,
-    #[default]
-    Unknown,
     /// In a cluster listing only: the member's API did not answer.
     Unreachable,
+    /// Also what a name this version does not know reads as.
+    #[default]
+    #[serde(other)]
+    Unknown,
 }
 
 /// PostgreSQL's state, with Patroni's names.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PgState {
-    #[default]
-    Unknown,
     Starting,
     Running,
     /// A replica whose WAL receiver streams.
@@ -39,6 +39,10 @@ pub enum PgState {
     CreatingReplica,
     Rewinding,
     Demoting,
+    /// Also what a name this version does not know reads as.
+    #[default]
+    #[serde(other)]
+    Unknown,
 }
 
 /// Patroni's `replication_state` of a replica.
@@ -59,8 +63,10 @@ pub enum RaftRole {
     Candidate,
     Learner,
     Shutdown,
-    /// Not in the Raft membership.
+    /// Not in the Raft membership; also what a name this version does not
+    /// know reads as.
     #[default]
+    #[serde(other)]
     None,
 }
 
@@ -213,7 +219,8 @@ pub struct RaftgresInfo {
     pub raft: RaftInfo,
     /// The furthest WAL position this server has, `X/Y`.
     pub lsn: Option<String>,
-    /// The last PostgreSQL action that failed here, while it keeps failing.
+    /// The last PostgreSQL action that failed here, until PostgreSQL
+    /// accepts connections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }
@@ -298,7 +305,10 @@ mod tests {
         let doc: NodeStatus =
             serde_json::from_str(r#"{"state": "creating replica", "role": "replica"}"#).expect("sparse parses");
         assert_eq!(doc.state, PgState::CreatingReplica);
-        assert!(serde_json::from_str::<NodeStatus>(r#"{"role": "overlord"}"#).is_err());
+        // A newer daemon's names read as unknown rather than failing the
+        // whole document.
+        let doc: NodeStatus = serde_json::from_str(r#"{"role": "overlord", "state": "dreaming"}"#).expect("parses");
+        assert_eq!((doc.role, doc.state), (Role::Unknown, PgState::Unknown));
     }
 
     #[test]

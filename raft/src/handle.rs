@@ -184,11 +184,6 @@ impl RaftHandle {
         }
     }
 
-    /// This node leads Raft now.
-    pub fn is_leader(&self) -> bool {
-        self.status().is_leader()
-    }
-
     /// The leader this node knows of, with its address.
     pub fn leader(&self) -> Option<(NodeId, NodeInfo)> {
         let m = self.inner.raft.metrics();

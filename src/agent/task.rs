@@ -42,7 +42,8 @@ pub struct AgentLinks {
     pub lease: watch::Receiver<Option<Lease>>,
     /// What the agent last observed, for the heartbeat and the API.
     pub observation: watch::Sender<Observation>,
-    /// The last PostgreSQL action that failed, until PostgreSQL is up.
+    /// The last PostgreSQL action that failed, until PostgreSQL accepts
+    /// connections.
     pub last_error: watch::Sender<Option<String>>,
     /// Shared with the fence.
     pub may_be_primary: PrimaryFlag,
@@ -453,7 +454,7 @@ impl Agent {
         // pg_rewind reads the source's timeline from its control file;
         // without a checkpoint after promotion, a former primary rewound
         // from here gets the old timeline and cannot follow.
-        if let Err(e) = self.sql("CHECKPOINT").await {
+        if let Err(e) = self.sql("checkpoint", "CHECKPOINT").await {
             tracing::warn!("failed to checkpoint after promotion: {e}");
         }
         Ok(())
@@ -465,7 +466,7 @@ impl Agent {
         let conf = self.server_conf(state, ServerRole::Standby { upstream: Some((host.to_string(), port)) });
         if self.runner.write_conf(&conf)? {
             tracing::info!(upstream = %format!("{host}:{port}"), "following a new upstream");
-            self.sql("SELECT pg_reload_conf()").await?;
+            self.sql("reload the configuration", "SELECT pg_reload_conf()").await?;
         }
         Ok(())
     }
@@ -569,8 +570,10 @@ impl Agent {
         Ok(())
     }
 
-    async fn sql(&mut self, query: &str) -> Result<(), PgError> {
-        let sql_error = |source| PgError::Sql { query: query.to_string(), source };
+    /// Runs `query` on the local server; an error names `what`, never the
+    /// query.
+    async fn sql(&mut self, what: &'static str, query: &str) -> Result<(), PgError> {
+        let sql_error = |source| PgError::Sql { what, source };
         let client = self.observer.client().await.map_err(sql_error)?;
         client.batch_execute(query).await.map_err(sql_error)
     }
@@ -586,7 +589,7 @@ impl Agent {
             user = c.replication_user,
             pw = c.replication_password
         );
-        self.sql(&query).await
+        self.sql("create the replication role", &query).await
     }
 
     /// Makes sure every other member has a replication slot here and drops
@@ -609,7 +612,7 @@ impl Agent {
              WHERE slot_name LIKE 'raftgres\\_%' AND NOT active{};",
             if keep.is_empty() { String::new() } else { format!(" AND slot_name NOT IN ({})", keep.join(",")) }
         ));
-        self.sql(&query).await?;
+        self.sql("ensure replication slots", &query).await?;
         self.slots_ensured = Some(ids.to_vec());
         Ok(())
     }

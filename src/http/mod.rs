@@ -41,7 +41,8 @@ pub struct ApiState {
     pub primary_lsn: watch::Receiver<Option<u64>>,
     /// When the lease heartbeat loop last ran.
     pub heartbeat_ran: watch::Receiver<Instant>,
-    /// The agent's last failed action, while it keeps failing.
+    /// The agent's last failed action, until PostgreSQL accepts
+    /// connections.
     pub last_error: watch::Receiver<Option<String>>,
     pub ops: Ops,
     pub token: Token,

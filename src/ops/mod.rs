@@ -76,6 +76,9 @@ impl From<Reject> for OpError {
 }
 
 impl From<AgentError> for OpError {
+    /// Either way the member is not in the state asked for; the message
+    /// says whether anything was done. Both answer like Patroni's
+    /// `/restart` failure (503 over HTTP, exit 1 from raftctl).
     fn from(e: AgentError) -> Self {
         match e {
             AgentError::Refused(m) => OpError::Refused(m),

@@ -25,8 +25,10 @@ pub enum PgError {
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
     /// A statement on the local server failed (or the connection did).
-    #[error("{query}: {source}")]
-    Sql { query: String, source: tokio_postgres::Error },
+    /// Names what was being done, never the statement: it may hold a
+    /// password, and the error reaches `/patroni`.
+    #[error("{what}: {source}")]
+    Sql { what: &'static str, source: tokio_postgres::Error },
     /// PostgreSQL still runs where it must be down.
     #[error("PostgreSQL still runs; not {0}")]
     StillRunning(&'static str),

@@ -146,6 +146,10 @@ mod tests {
             violations: DynamicConfig { lease_ttl_ms: 1, ..DynamicConfig::default() }.validate().unwrap_err(),
         }));
         round_trip(Response::Rejected(Reject::NotPrimary { node: 1, epoch: 2, primary: None, current: 3 }));
+        round_trip(Response::Rejected(Reject::InvalidName(crate::member::InvalidName { name: "a b".into() })));
+        round_trip(Response::Rejected(Reject::ConfigChangeRefused {
+            violations: vec![crate::ConfigViolation { field: "lease_ttl_ms".into(), message: "only grows".into() }],
+        }));
     }
 
     #[test]

@@ -25,9 +25,10 @@ pub struct InvalidName {
     pub name: String,
 }
 
-/// The one naming rule of raftgres, for member names and cluster ids: 1-63
-/// characters of `[A-Za-z0-9_.-]`, so a name is safe in a file name, a URL,
-/// an HAProxy `server` line and a PostgreSQL `application_name`.
+/// The one naming rule of raftgres: 1-63 characters of `[A-Za-z0-9_.-]`, so
+/// a name is safe in a file name, a URL, an HAProxy `server` line and a
+/// PostgreSQL `application_name`. `apply` enforces it on member names; the
+/// configuration file applies it to the cluster id and the node name.
 pub fn validate_name(name: &str) -> Result<(), InvalidName> {
     let ok = !name.is_empty()
         && name.len() <= 63

@@ -251,7 +251,7 @@ async fn config(ctl: &mut Ctl, p: &dyn Printer, out: &mut dyn Write, cmd: Config
         ConfigCmd::Edit => {
             let c = ctl.client.get_config(ctl.req(pb::GetConfigRequest {})).await?.into_inner();
             let Some(edited) = edit(&c.json)? else {
-                eprintln!("no changes");
+                writeln!(out, "no changes")?;
                 return Ok(());
             };
             let r = pb::SetConfigRequest { json: edited, merge: false, if_version: c.version, dry_run: false };

@@ -171,7 +171,8 @@ fn pretty(out: &mut dyn Write, v: &impl serde::Serialize) -> io::Result<()> {
 
 impl Printer for JsonPrinter {
     fn status(&self, out: &mut dyn Write, s: &ClusterStatus) -> io::Result<()> {
-        pretty(out, s)
+        // Through a `Value`: keys sorted, as every other JSON answer.
+        pretty(out, &serde_json::to_value(s)?)
     }
 
     fn config(&self, out: &mut dyn Write, version: u64, json: &str) -> io::Result<()> {
