@@ -2,24 +2,125 @@
 //! directories, configuration files) shared with the integration tests,
 //! and the `raftgres playground` command.
 
-use std::collections::BTreeMap;
-use std::net::TcpListener;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, ToSocketAddrs};
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use raftgres_api::{NodeStatus, ReplicationState};
 
-use crate::http::client::ClientError;
 use crate::config::{
     FileConfig, HttpSection, InitialMember, NodeSection, PostgresSection, RaftSection, SecuritySection,
 };
+use crate::http::client::ClientError;
 
-/// A port the kernel just handed out on loopback. Another process could
-/// take it before it is used; the window is small and a clash fails loudly.
+/// A free TCP port on 127.0.0.1, outside the kernel's ephemeral range: see
+/// [`free_port_on`].
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    free_port_on("127.0.0.1")
+}
+
+/// A TCP port free on 127.0.0.1 and on `host`, for a listener to bind later.
+///
+/// The port comes from outside the ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`). The kernel picks the local
+/// port of every outgoing connection, and of a bind to port 0, from that
+/// range: a port found there can be taken by a daemon's own connection
+/// before its listener binds it ("Address already in use"). Candidates are
+/// tried from a random start, each is bound once to check it is free, and
+/// none is handed out twice by this process. Another process could still
+/// take a port before it is used; the window is small and a clash fails
+/// loudly.
+pub fn free_port_on(host: &str) -> std::io::Result<u16> {
+    use std::io::{Error, ErrorKind};
+    let ip = (host, 0)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| Error::new(ErrorKind::AddrNotAvailable, format!("{host}: no address")))?
+        .ip();
+    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let ephemeral = ephemeral_ports();
+    let range = candidate_ports(ephemeral).ok_or_else(|| {
+        Error::new(ErrorKind::AddrNotAvailable, format!("no ports outside the ephemeral range {ephemeral:?}"))
+    })?;
+    let len = u32::from(*range.end() - *range.start()) + 1;
+    let mut given = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let start = *given.next.get_or_insert_with(|| random_u32() % len);
+    for i in 0..len {
+        let offset = (start + i) % len;
+        let port = *range.start() + offset as u16;
+        if given.ports.contains(&port) {
+            continue;
+        }
+        // Bound and dropped at once: the check that nothing listens there.
+        let free = |ip: IpAddr| match TcpListener::bind(SocketAddr::new(ip, port)) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::AddrInUse => Ok(false),
+            Err(e) => Err(e),
+        };
+        if free(loopback)? && (ip == loopback || free(ip)?) {
+            given.ports.insert(port);
+            given.next = Some((offset + 1) % len);
+            return Ok(port);
+        }
+    }
+    Err(Error::new(ErrorKind::AddrInUse, format!("no free port in {range:?} on {host}")))
+}
+
+/// Ports this process handed out, and where the next search starts (an
+/// offset into the candidate range, random at first).
+struct HandedOut {
+    ports: BTreeSet<u16>,
+    next: Option<u32>,
+}
+
+static HANDED_OUT: Mutex<HandedOut> = Mutex::new(HandedOut { ports: BTreeSet::new(), next: None });
+
+/// The kernel's ephemeral port range, or Linux's default when it cannot be
+/// read.
+fn ephemeral_ports() -> (u16, u16) {
+    let read = || {
+        let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+        let mut ports = text.split_whitespace().map(|p| p.parse::<u16>().ok());
+        let (low, high) = (ports.next()??, ports.next()??);
+        (low <= high).then_some((low, high))
+    };
+    read().unwrap_or((32768, 60999))
+}
+
+/// Where [`free_port_on`] looks, given the ephemeral range: from 10000 up
+/// to it, or above it when that leaves more room (an ephemeral range that
+/// starts low); `None` when neither side has a port.
+fn candidate_ports((low, high): (u16, u16)) -> Option<RangeInclusive<u16>> {
+    const FIRST: u16 = 10000;
+    const ENOUGH: u16 = 1000;
+    let below = low.saturating_sub(FIRST);
+    let above = u16::MAX - high;
+    if below > 0 && (below >= ENOUGH || below >= above) {
+        Some(FIRST..=low - 1)
+    } else if above > 0 {
+        Some(high + 1..=u16::MAX)
+    } else {
+        None
+    }
+}
+
+/// Random bits from the kernel, or from the pid and the clock.
+fn random_u32() -> u32 {
+    use std::io::Read;
+    let mut bytes = [0u8; 4];
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)) {
+        Ok(()) => u32::from_le_bytes(bytes),
+        Err(_) => {
+            let nanos =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+            std::process::id().wrapping_mul(2_654_435_761) ^ nanos
+        }
+    }
 }
 
 /// One node of a local cluster.
@@ -114,7 +215,19 @@ pub fn random_token() -> std::io::Result<String> {
 impl LocalCluster {
     /// Allocates ports and creates one directory per node under `dir`
     /// (made traversable, since PostgreSQL runs as its own user under root).
+    /// Every node is on 127.0.0.1.
     pub fn layout(dir: &Path, n: usize, cluster_id: &str) -> std::io::Result<LocalCluster> {
+        Self::layout_on(dir, n, cluster_id, |_| "127.0.0.1".into())
+    }
+
+    /// Like [`LocalCluster::layout`], node `id` on the loopback address
+    /// `host(id)`; its ports are free there.
+    pub fn layout_on(
+        dir: &Path,
+        n: usize,
+        cluster_id: &str,
+        host: impl Fn(u64) -> String,
+    ) -> std::io::Result<LocalCluster> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(dir)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
@@ -123,14 +236,15 @@ impl LocalCluster {
             let node_dir = dir.join(format!("pg{i}"));
             std::fs::create_dir_all(&node_dir)?;
             std::fs::set_permissions(&node_dir, std::fs::Permissions::from_mode(0o755))?;
+            let host = host(i);
             nodes.push(LocalNode {
                 id: i,
                 name: format!("pg{i}"),
-                raft_port: free_port()?,
-                http_port: free_port()?,
-                pg_port: free_port()?,
+                raft_port: free_port_on(&host)?,
+                http_port: free_port_on(&host)?,
+                pg_port: free_port_on(&host)?,
                 dir: node_dir,
-                host: "127.0.0.1".into(),
+                host,
                 joining: false,
             });
         }
@@ -156,9 +270,9 @@ impl LocalCluster {
         self.nodes.push(LocalNode {
             id,
             name: format!("pg{id}"),
-            raft_port: free_port()?,
-            http_port: free_port()?,
-            pg_port: free_port()?,
+            raft_port: free_port_on(&host)?,
+            http_port: free_port_on(&host)?,
+            pg_port: free_port_on(&host)?,
             dir: node_dir,
             host,
             joining: true,
@@ -316,16 +430,13 @@ pub async fn run_playground(opts: PlaygroundOptions) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
         _ = sigterm.recv() => Err(anyhow::anyhow!("terminated")),
     };
-    match result {
-        Ok(()) => {
-            print_summary(&cluster).await;
-            println!("\nPress Ctrl-C to stop the cluster.");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = sigterm.recv() => {}
-            }
+    if result.is_ok() {
+        print_summary(&cluster).await;
+        println!("\nPress Ctrl-C to stop the cluster.");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = sigterm.recv() => {}
         }
-        Err(e) => eprintln!("playground: {e:#}"),
     }
     println!("stopping...");
     for (id, child) in children.iter_mut() {
@@ -343,31 +454,45 @@ pub async fn run_playground(opts: PlaygroundOptions) -> anyhow::Result<()> {
     if opts.keep || opts.dir.is_some() {
         println!("kept {}", dir.display());
     }
-    Ok(())
+    // A cluster that never became healthy is a failure: the caller prints
+    // why and exits non-zero, after everything was stopped.
+    result
 }
 
+/// How long the cluster may take to become healthy.
+const HEALTHY_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a node may keep reporting a failed PostgreSQL action without
+/// becoming healthy before the playground gives up on it.
+const FAILING_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a running daemon's API may stay silent before the playground
+/// gives up on it.
+const SILENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits for one primary and streaming replicas, printing each node's
+/// progress and the PostgreSQL errors it reports. Gives up, with the
+/// reason, when a daemon exits, its API stays silent, or its PostgreSQL
+/// keeps failing.
 async fn wait_healthy(
     cluster: &LocalCluster,
     children: &mut BTreeMap<u64, tokio::process::Child>,
 ) -> anyhow::Result<()> {
     let start = Instant::now();
     let mut last: BTreeMap<u64, String> = BTreeMap::new();
+    let mut last_error: BTreeMap<u64, String> = BTreeMap::new();
+    let mut failing_since: BTreeMap<u64, Instant> = BTreeMap::new();
+    let mut answered_at: BTreeMap<u64, Instant> = BTreeMap::new();
     println!("waiting for a primary and streaming replicas...");
     loop {
         for (id, child) in children.iter_mut() {
             if let Some(status) = child.try_wait()? {
-                let log = std::fs::read_to_string(cluster.node(*id).log_path()).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(15).collect();
-                bail!(
-                    "pg{id} exited ({status}); last log lines:\n{}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
+                bail!("pg{id} exited ({status}); last log lines:\n{}", log_tail(&cluster.node(*id).log_path(), 15));
             }
         }
         let mut primaries = 0;
         let mut streaming = 0;
         for n in &cluster.nodes {
-            let now = match node_health(&n.api_url()).await {
+            let health = node_health(&n.api_url()).await;
+            let now = match &health {
                 Ok(h) if h.primary => {
                     primaries += 1;
                     "primary".to_string()
@@ -380,20 +505,75 @@ async fn wait_healthy(
                 Ok(_) => "starting".to_string(),
                 Err(_) => "not answering yet".to_string(),
             };
+            let elapsed = start.elapsed().as_secs_f64();
             if last.get(&n.id) != Some(&now) {
-                println!("  [{:>5.1}s] {}: {now}", start.elapsed().as_secs_f64(), n.name);
+                println!("  [{elapsed:>5.1}s] {}: {now}", n.name);
                 last.insert(n.id, now);
+            }
+            match health {
+                Ok(h) => {
+                    answered_at.insert(n.id, Instant::now());
+                    let healthy = h.primary || (h.replica && h.streaming);
+                    match h.last_error {
+                        Some(error) => {
+                            if last_error.get(&n.id) != Some(&error) {
+                                println!("  [{elapsed:>5.1}s] {}: PostgreSQL failed: {error}", n.name);
+                                last_error.insert(n.id, error.clone());
+                            }
+                            if healthy {
+                                failing_since.remove(&n.id);
+                            } else {
+                                let since = *failing_since.entry(n.id).or_insert_with(Instant::now);
+                                if since.elapsed() > FAILING_TIMEOUT {
+                                    bail!(
+                                        "{}'s PostgreSQL has kept failing for {}s: {error}; see its log {}",
+                                        n.name,
+                                        since.elapsed().as_secs(),
+                                        n.log_path().display()
+                                    );
+                                }
+                            }
+                        }
+                        None => {
+                            last_error.remove(&n.id);
+                            failing_since.remove(&n.id);
+                        }
+                    }
+                }
+                Err(e) => {
+                    let silent = answered_at.get(&n.id).unwrap_or(&start).elapsed();
+                    if silent > SILENT_TIMEOUT {
+                        bail!(
+                            "{}'s API at {} has not answered for {}s ({e}); last log lines:\n{}",
+                            n.name,
+                            n.api_url(),
+                            silent.as_secs(),
+                            log_tail(&n.log_path(), 15)
+                        );
+                    }
+                }
             }
         }
         if primaries == 1 && streaming == cluster.nodes.len() - 1 {
             println!("healthy after {:.1}s", start.elapsed().as_secs_f64());
             return Ok(());
         }
-        if start.elapsed() > Duration::from_secs(300) {
-            bail!("the cluster did not become healthy within 300s; see the logs in {}", cluster.dir.display());
+        if start.elapsed() > HEALTHY_TIMEOUT {
+            bail!(
+                "the cluster did not become healthy within {}s; see the logs in {}",
+                HEALTHY_TIMEOUT.as_secs(),
+                cluster.dir.display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// The last `n` lines of a log file.
+fn log_tail(path: &Path, n: usize) -> String {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 async fn print_summary(cluster: &LocalCluster) {
@@ -418,4 +598,31 @@ async fn print_summary(cluster: &LocalCluster) {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "raftctl".into());
     println!("  {raftctl} list");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_come_from_outside_the_ephemeral_range_and_are_never_handed_out_twice() {
+        let (low, high) = ephemeral_ports();
+        let mut seen = BTreeSet::new();
+        for _ in 0..200 {
+            let port = free_port().expect("a free port");
+            assert!(!(low..=high).contains(&port), "{port} is in the ephemeral range {low}-{high}");
+            assert!(seen.insert(port), "{port} handed out twice");
+        }
+        let port = free_port_on("127.0.0.2").expect("a free port on 127.0.0.2");
+        assert!(!(low..=high).contains(&port) && seen.insert(port), "{port}");
+    }
+
+    #[test]
+    fn candidates_lie_below_the_ephemeral_range_or_above_it_when_it_starts_low() {
+        assert_eq!(candidate_ports((32768, 60999)), Some(10000..=32767));
+        assert_eq!(candidate_ports((10500, 60999)), Some(61000..=65535));
+        assert_eq!(candidate_ports((1024, 60999)), Some(61000..=65535));
+        assert_eq!(candidate_ports((10500, 65535)), Some(10000..=10499));
+        assert_eq!(candidate_ports((1024, 65535)), None);
+    }
 }

@@ -9,16 +9,14 @@ use tracing::info;
 use raftgres::playground::http_get;
 
 use crate::support::daemon::DaemonCluster;
+use crate::support::deadline::{DAEMON_START, FAILOVER, FAILOVER_SLACK, REJOIN, REPLICATED, SETTLED, WRITE};
 use crate::support::wait_for;
-
-/// How long, beyond the lease, a failover may take in these tests.
-const FAILOVER_SLACK: Duration = Duration::from_secs(8);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bootstrap_replicate_fail_over_on_node_death_and_rejoin() {
     let mut c = DaemonCluster::start(3, |_| {}).await;
     let lease = Duration::from_millis(c.layout.file_config(1).dynamic.lease_ttl_ms);
-    let primary = c.must_healthy(&[1, 2, 3], Duration::from_secs(10)).await;
+    let primary = c.must_healthy(&[1, 2, 3], SETTLED).await;
     let replicas: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != primary).collect();
     info!("--- primary {primary}, replicas {replicas:?}");
     assert_eq!(c.health(primary).await.expect("health").timeline, Some(1));
@@ -58,7 +56,7 @@ async fn bootstrap_replicate_fail_over_on_node_death_and_rejoin() {
         client.execute("INSERT INTO t VALUES ($1)", &[&v]).await.expect("insert");
     }
     for r in &replicas {
-        c.must_rows(*r, 100, Duration::from_secs(20)).await;
+        c.must_rows(*r, 100, REPLICATED).await;
     }
     let replica_client = c.must_pg(replicas[0]).await;
     let e = replica_client.execute("INSERT INTO t VALUES (-1)", &[]).await.expect_err("a replica is read-only");
@@ -76,15 +74,15 @@ async fn bootstrap_replicate_fail_over_on_node_death_and_rejoin() {
     assert_eq!(n, 100, "every row the replicas had replayed survived the failover");
     assert_eq!(c.must_timeline(new).await, 2, "promotion starts timeline 2");
     let other = replicas.iter().copied().find(|id| *id != new).expect("the other replica");
-    c.must_rows(other, 101, Duration::from_secs(30)).await;
+    c.must_rows(other, 101, REPLICATED).await;
 
     info!("--- the killed node restarts and rejoins as a replica of {new} on timeline 2");
     c.start_node(primary);
-    c.must_healthy(&[1, 2, 3], Duration::from_secs(90)).await;
+    c.must_healthy(&[1, 2, 3], REJOIN).await;
     let h = c.health(primary).await.expect("health");
     assert!(h.replica && h.streaming && !h.primary, "{h:?}");
     assert_eq!(h.timeline, Some(2));
-    c.must_rows(primary, 101, Duration::from_secs(30)).await;
+    c.must_rows(primary, 101, REPLICATED).await;
     assert!(c.log(primary).contains("pg_rewind done"), "the old primary was rewound");
 
     info!("--- kill only the new primary's postmaster: it is restarted in place");
@@ -92,7 +90,7 @@ async fn bootstrap_replicate_fail_over_on_node_death_and_rejoin() {
     c.must_accept_write(new, 1001, lease + FAILOVER_SLACK).await;
     let restarted = c.postmaster_pid(new).expect("a postmaster runs again");
     assert_ne!(restarted, pm, "PostgreSQL was restarted");
-    let back = c.must_healthy(&[1, 2, 3], Duration::from_secs(60)).await;
+    let back = c.must_healthy(&[1, 2, 3], REJOIN).await;
     assert_eq!(back, new, "with postgres_restart_attempts = 1 the primary restarts PostgreSQL itself");
     assert_eq!(c.must_timeline(new).await, 2, "a restart keeps the timeline");
 }
@@ -106,7 +104,7 @@ async fn crashes_and_clean_shutdowns_fail_over_without_waiting_for_the_lease() {
     })
     .await;
     let lease = Duration::from_millis(8000);
-    let first = c.must_healthy(&[1, 2, 3], Duration::from_secs(10)).await;
+    let first = c.must_healthy(&[1, 2, 3], SETTLED).await;
     c.must_pg(first).await.batch_execute("CREATE TABLE t (v bigint)").await.expect("create table");
 
     info!("--- kill the primary's postmaster; restart attempts are 0, so it releases");
@@ -117,8 +115,8 @@ async fn crashes_and_clean_shutdowns_fail_over_without_waiting_for_the_lease() {
     let took = t.elapsed();
     info!("--- postmaster crash failover to {second} in {took:?}");
     assert!(took < lease, "failover after a PostgreSQL crash waited {took:?}, as long as the lease");
-    c.must_accept_write(second, 1, Duration::from_secs(10)).await;
-    c.must_healthy(&[1, 2, 3], Duration::from_secs(90)).await;
+    c.must_accept_write(second, 1, WRITE).await;
+    c.must_healthy(&[1, 2, 3], REJOIN).await;
 
     info!("--- SIGTERM the primary's daemon: it stops PostgreSQL and releases");
     let t = Instant::now();
@@ -129,13 +127,13 @@ async fn crashes_and_clean_shutdowns_fail_over_without_waiting_for_the_lease() {
     let took = t.elapsed();
     info!("--- clean-shutdown failover to {third} in {took:?}");
     assert!(took < lease, "clean-shutdown failover waited {took:?}, as long as the lease");
-    c.must_accept_write(third, 2, Duration::from_secs(10)).await;
+    c.must_accept_write(third, 2, WRITE).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_daemon_configured_for_another_cluster_cannot_join() {
     let mut c = DaemonCluster::start(3, |_| {}).await;
-    let primary = c.must_healthy(&[1, 2, 3], Duration::from_secs(10)).await;
+    let primary = c.must_healthy(&[1, 2, 3], SETTLED).await;
     let victim = if primary == 3 { 2 } else { 3 };
 
     info!("--- restart node {victim} with a configuration naming another cluster");
@@ -145,7 +143,7 @@ async fn a_daemon_configured_for_another_cluster_cannot_join() {
     foreign.cluster_id = "someone-else".into();
     std::fs::write(node.config_path(), foreign.to_toml()).expect("write config");
     c.start_node(victim);
-    wait_for("the foreign daemon to refuse its data directory", Duration::from_secs(30), async || {
+    wait_for("the foreign daemon to refuse its data directory", DAEMON_START, async || {
         let log = c.log(victim);
         if log.contains("belongs to cluster") { Ok(()) } else { Err(log.lines().last().map(str::to_string)) }
     })
@@ -157,7 +155,7 @@ async fn a_daemon_configured_for_another_cluster_cannot_join() {
     foreign.node.data_dir = fresh;
     std::fs::write(node.config_path(), foreign.to_toml()).expect("write config");
     c.start_node(victim);
-    wait_for("peers to refuse the foreign node", Duration::from_secs(30), async || {
+    wait_for("peers to refuse the foreign node", DAEMON_START, async || {
         let log = c.log(victim);
         if log.contains("cluster id mismatch") { Ok(()) } else { Err(()) }
     })
@@ -165,14 +163,14 @@ async fn a_daemon_configured_for_another_cluster_cannot_join() {
     let h = c.health(victim).await;
     assert!(h.as_ref().is_ok_and(|h| !h.primary && !h.replica), "{h:?}");
     info!("--- the cluster is unaffected");
-    let still = c.must_primary(&[1, 2, 3], Duration::from_secs(5)).await;
+    let still = c.must_primary(&[1, 2, 3], SETTLED).await;
     assert_eq!(still, primary);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_paused_daemon_cannot_leave_a_second_primary() {
     let c = DaemonCluster::start(3, |_| {}).await;
-    let old = c.must_healthy(&[1, 2, 3], Duration::from_secs(10)).await;
+    let old = c.must_healthy(&[1, 2, 3], SETTLED).await;
     c.must_pg(old).await.batch_execute("CREATE TABLE t (v bigint)").await.expect("create table");
     let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != old).collect();
     let pm = c.postmaster_pid(old).expect("primary's postmaster");
@@ -183,7 +181,7 @@ async fn a_paused_daemon_cannot_leave_a_second_primary() {
     let mut fenced_at = None;
     let mut promoted_at = None;
     let mut value = 0;
-    while promoted_at.is_none() && paused.elapsed() < Duration::from_secs(30) {
+    while promoted_at.is_none() && paused.elapsed() < FAILOVER {
         if fenced_at.is_none() && c.postmaster_pid(old) != Some(pm) {
             fenced_at = Some(paused.elapsed());
         }
@@ -203,6 +201,6 @@ async fn a_paused_daemon_cannot_leave_a_second_primary() {
 
     info!("--- SIGCONT: the old node rejoins as a replica");
     c.signal_daemon(old, nix::sys::signal::Signal::SIGCONT);
-    let primary = c.must_healthy(&[1, 2, 3], Duration::from_secs(90)).await;
+    let primary = c.must_healthy(&[1, 2, 3], REJOIN).await;
     assert_ne!(primary, old);
 }

@@ -1,5 +1,6 @@
 //! A cluster of real `raftgres` daemon processes with real PostgreSQL on
-//! loopback. Ports come from the kernel; every wait polls a condition.
+//! loopback. Ports come from `free_port_on`, outside the kernel's ephemeral
+//! range; every wait polls a condition.
 
 use std::collections::BTreeMap;
 use std::process::Child;
@@ -14,6 +15,7 @@ use tempfile::TempDir;
 use tokio_postgres::{Client, NoTls};
 use tracing::info;
 
+use super::deadline::{CLUSTER_UP, DAEMON_EXIT};
 use super::wait_for;
 
 /// Daemon clusters are heavy (3 PostgreSQL servers each); on a 2-core
@@ -40,16 +42,13 @@ impl DaemonCluster {
         super::init_tracing();
         let serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::Builder::new().prefix("raftgres-it-").tempdir().expect("temporary directory");
-        let mut layout = LocalCluster::layout(dir.path(), n, "it-daemons").expect("lay out the cluster");
-        for node in &mut layout.nodes {
-            node.host = host(node.id);
-        }
+        let layout = LocalCluster::layout_on(dir.path(), n, "it-daemons", host).expect("lay out the cluster");
         layout.write_configs(tune).expect("write configurations");
         let mut c = DaemonCluster { layout, children: BTreeMap::new(), _dir: dir, _serial: serial };
         for id in 1..=n as u64 {
             c.start_node(id);
         }
-        c.must_healthy(&(1..=n as u64).collect::<Vec<_>>(), Duration::from_secs(120)).await;
+        c.must_healthy(&(1..=n as u64).collect::<Vec<_>>(), CLUSTER_UP).await;
         c
     }
 
@@ -107,7 +106,7 @@ impl DaemonCluster {
     pub async fn stop_node(&mut self, id: u64) -> Option<i32> {
         let mut child = self.children.remove(&id).unwrap_or_else(|| panic!("node {id} is not running"));
         kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).expect("signal daemon");
-        wait_for(&format!("daemon {id} to exit"), Duration::from_secs(60), async || match child.try_wait() {
+        wait_for(&format!("daemon {id} to exit"), DAEMON_EXIT, async || match child.try_wait() {
             Ok(Some(status)) => Ok(status.code()),
             other => Err(format!("{other:?}")),
         })

@@ -4,8 +4,11 @@ pub mod cluster;
 pub mod daemon;
 
 use std::fmt::Debug;
+use std::panic::AssertUnwindSafe;
 use std::sync::Once;
 use std::time::{Duration, Instant};
+
+use futures::FutureExt;
 
 /// Logs to the test writer once per process; `RUST_LOG` overrides the
 /// default filter.
@@ -41,4 +44,80 @@ pub async fn wait_for<T, O: Debug>(what: &str, deadline: Duration, mut probe: im
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Runs one named phase of a long test: logs `--- phase: {name}` and, if
+/// the phase panics, panics again with a message that names it.
+pub async fn phase<T>(name: &str, body: impl Future<Output = T>) -> T {
+    tracing::info!("--- phase: {name}");
+    match AssertUnwindSafe(body).catch_unwind().await {
+        Ok(v) => v,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("(a panic without a message)");
+            panic!("phase {name}: {message}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_panic_inside_a_phase_names_the_phase() {
+    let panic =
+        AssertUnwindSafe(phase("demo", async { panic!("boom {}", 1) })).catch_unwind().await.expect_err("panics");
+    assert_eq!(panic.downcast_ref::<String>().map(String::as_str), Some("phase demo: boom 1"));
+}
+
+/// Deadlines of the daemon tests, named by what they wait for. They are
+/// generous: a 2-core machine runs three PostgreSQL servers per test, and
+/// a deadline only bounds how long a failing test takes.
+pub mod deadline {
+    use std::time::Duration;
+
+    /// Fresh daemons bootstrap: one primary, the others cloned and
+    /// streaming.
+    pub const CLUSTER_UP: Duration = Duration::from_secs(120);
+    /// A state the test has just seen (the cluster healthy after start, a
+    /// primary HAProxy already reaches) is read again.
+    pub const SETTLED: Duration = Duration::from_secs(10);
+    /// Rows written on the primary are on a replica.
+    pub const REPLICATED: Duration = Duration::from_secs(30);
+    /// A node that was killed, restarted, partitioned or added is a
+    /// streaming replica again (pg_rewind or a clone included).
+    pub const REJOIN: Duration = Duration::from_secs(90);
+    /// After a switchover or a removal, the replicas stream from the
+    /// primary again.
+    pub const REPLICAS_FOLLOW: Duration = Duration::from_secs(30);
+    /// Beyond the lease, how long a failover may take.
+    pub const FAILOVER_SLACK: Duration = Duration::from_secs(8);
+    /// A new primary after the old one stopped (paused or cut off) with
+    /// the default lease: lease expiry, election, promotion.
+    pub const FAILOVER: Duration = Duration::from_secs(30);
+    /// A cut-off primary's lease runs out and its `/primary` check fails.
+    pub const LEASE_LOST: Duration = Duration::from_secs(10);
+    /// `raftctl switchover|failover --to` is accepted: the target's
+    /// streaming state has reached the replicated state.
+    pub const HANDOVER_ACCEPTED: Duration = Duration::from_secs(30);
+    /// The target of an accepted switchover or failover answers as primary.
+    pub const SWITCHOVER: Duration = Duration::from_secs(20);
+    /// A primary (already answering `/primary`) takes a write or answers
+    /// a query.
+    pub const WRITE: Duration = Duration::from_secs(10);
+    /// A background writer lands more rows.
+    pub const WRITER_PROGRESS: Duration = Duration::from_secs(20);
+    /// A daemon just started answers its admin service, or logs why it
+    /// refuses to.
+    pub const DAEMON_START: Duration = Duration::from_secs(30);
+    /// A daemon exits after SIGTERM.
+    pub const DAEMON_EXIT: Duration = Duration::from_secs(60);
+    /// `raftctl events --follow` connects and prints an event.
+    pub const EVENTS: Duration = Duration::from_secs(10);
+    /// HAProxy's checks settle on the right backends.
+    pub const HAPROXY: Duration = Duration::from_secs(20);
+    /// An HTTP request that changes something (it may restart PostgreSQL).
+    pub const CONTROL_REQUEST: Duration = Duration::from_secs(90);
+    /// An HTTP request that only reads or writes the dynamic configuration.
+    pub const CONFIG_REQUEST: Duration = Duration::from_secs(10);
 }
