@@ -654,7 +654,7 @@ async fn phase_haproxy_runs_the_generated_configuration(c: &DaemonCluster, prima
         &sp.to_string(),
         "--check-interval-ms",
         "500",
-        "-o",
+        "--file",
         cfg_path.to_str().expect("utf-8 path"),
     ]);
     let cfg = std::fs::read_to_string(&cfg_path).expect("config written");
