@@ -423,18 +423,22 @@ pub async fn run_playground(opts: PlaygroundOptions) -> anyhow::Result<()> {
         children.insert(n.id, child);
     }
 
+    // Streams, not `ctrl_c()` futures: a signal that arrives between two
+    // waits (while the summary prints) is kept for the next one, not lost.
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("install a SIGTERM handler")?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("install a SIGINT handler")?;
     let result = tokio::select! {
         r = wait_healthy(&cluster, &mut children) => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        _ = sigint.recv() => Err(anyhow::anyhow!("interrupted")),
         _ = sigterm.recv() => Err(anyhow::anyhow!("terminated")),
     };
     if result.is_ok() {
         print_summary(&cluster).await;
         println!("\nPress Ctrl-C to stop the cluster.");
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = sigint.recv() => {}
             _ = sigterm.recv() => {}
         }
     }
