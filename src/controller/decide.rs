@@ -120,8 +120,10 @@ fn released_for_switchover(state: &ClusterState) -> bool {
 /// has received everything the old primary wrote (past its shutdown
 /// checkpoint), so no acknowledged write is lost. A target that does not get
 /// there in time gives the role back to the old primary, which holds every
-/// write; without a report from either, nothing is elected (an operator
-/// decides).
+/// write. An old primary that never reports where its WAL ends (its stop
+/// was not clean, or it died after releasing) cannot hold the handover up
+/// for longer than the same timeout: an ordinary, lag-checked failover
+/// follows.
 fn handover<'a>(
     input: &Input<'a>,
     sw: &raftgres_storage::Switchover,
@@ -131,7 +133,20 @@ fn handover<'a>(
     let waited = input.handover_since.map(|s| input.now.saturating_duration_since(s)).unwrap_or_default();
     let old = fresh(&sw.from).map(|v| &v.report).filter(|r| !r.running);
     let Some(end) = old.and_then(|r| r.checkpoint_lsn) else {
-        return Decision::Wait("switchover: waiting for the old primary's final WAL position".into());
+        if waited <= HANDOVER_TIMEOUT {
+            return Decision::Wait("switchover: waiting for the old primary's final WAL position".into());
+        }
+        return match candidate(input, Some(sw.from), fresh) {
+            Ok(node) => Decision::Propose(Command::ElectPrimary {
+                if_epoch: state.epoch,
+                node,
+                reason: ElectionReason::Failover,
+            }),
+            Err(why) => Decision::Wait(format!(
+                "switchover: no final WAL position from the old primary after {HANDOVER_TIMEOUT:?}, and no \
+                 failover candidate: {why}"
+            )),
+        };
     };
     if waited > HANDOVER_TIMEOUT {
         return Decision::Propose(Command::ElectPrimary {
@@ -407,6 +422,27 @@ mod tests {
         assert_eq!(f.decide_at(0, 20_000), elect(1, 1, ElectionReason::Failover));
         // Without a fresh report from the old primary, nobody is elected.
         assert!(matches!(f.decide_at(0, 30_000), Decision::Wait(_)));
+    }
+
+    #[test]
+    fn a_switchover_whose_old_primary_never_reports_its_end_fails_over_after_the_timeout() {
+        let mut f = Fixture::new(3);
+        f.apply(Command::ElectPrimary { if_epoch: 0, node: 1, reason: ElectionReason::Bootstrap });
+        f.apply(Command::ScheduleSwitchover { from: 1, to: Some(3), at_ms: None });
+        f.apply(Command::ReleasePrimary { epoch: 1, node: 1, reason: ReleaseReason::Switchover });
+        f.handover_since = Some(0);
+        // The old primary stopped, but not cleanly: no shutdown checkpoint.
+        f.report(1, 9_000, Observation { data_present: true, timeline: Some(1), ..Observation::default() });
+        f.report(2, 9_000, replica(0x500, 1));
+        f.report(3, 9_000, replica(0x100, 1));
+        assert!(matches!(f.decide_at(0, 9_000), Decision::Wait(w) if w.contains("final WAL")), "within the timeout");
+        f.report(1, 10_500, Observation { data_present: true, timeline: Some(1), ..Observation::default() });
+        f.report(2, 10_500, replica(0x500 + (2 << 20), 1));
+        f.report(3, 10_500, replica(0x100, 1));
+        // After it: an ordinary failover, lag-checked: the planned target is
+        // 2 MiB behind, so the furthest replica is elected, not a wait for
+        // an operator.
+        assert_eq!(f.decide_at(0, 10_500), elect(2, 1, ElectionReason::Failover));
     }
 
     #[test]
