@@ -65,6 +65,68 @@ pub struct HeartbeatReply {
     pub primary_lsn: Option<u64>,
 }
 
+/// Heartbeats and replies start with this tag and a version byte, so that a
+/// later release can change them and still answer this one during a rolling
+/// upgrade. Without the tag a message is version 0, the untagged format of
+/// the first development builds, still understood.
+const WIRE_TAG: &[u8; 4] = b"RGHB";
+
+/// The heartbeat version this release sends. A change to [`Heartbeat`],
+/// [`HeartbeatReply`] or [`Observation`] (bincode reads fields by position)
+/// needs a new version here, and decoding of the old one kept.
+pub const HEARTBEAT_VERSION: u8 = 1;
+
+/// Encodes `body` in `version` of the heartbeat wire format.
+fn encode_versioned<T: Serialize>(what: &'static str, version: u8, body: &T) -> Result<Vec<u8>, HeartbeatError> {
+    let bytes = encoding::encode(what, body)?;
+    if version == 0 {
+        return Ok(bytes);
+    }
+    let mut out = Vec::with_capacity(WIRE_TAG.len() + 1 + bytes.len());
+    out.extend_from_slice(WIRE_TAG);
+    out.push(version);
+    out.extend_from_slice(&bytes);
+    Ok(out)
+}
+
+/// Decodes a heartbeat message of any version this release understands;
+/// returns the version it came in.
+fn decode_versioned<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<(u8, T), HeartbeatError> {
+    // An untagged (version 0) heartbeat starts with its node id and an
+    // option tag (0 or 1), and a reply with an option tag: neither can start
+    // with the tag, whose second byte is neither.
+    let Some(rest) = bytes.strip_prefix(WIRE_TAG) else {
+        return Ok((0, encoding::decode(what, bytes)?));
+    };
+    match rest.split_first() {
+        Some((&1, body)) => Ok((1, encoding::decode(what, body)?)),
+        Some((&v, _)) => Err(HeartbeatError::UnsupportedVersion { version: v, newest: HEARTBEAT_VERSION }),
+        None => Err(HeartbeatError::UnsupportedVersion { version: 0, newest: HEARTBEAT_VERSION }),
+    }
+}
+
+/// A heartbeat as this release sends it.
+pub fn encode_heartbeat(hb: &Heartbeat) -> Result<Vec<u8>, HeartbeatError> {
+    encode_versioned("heartbeat", HEARTBEAT_VERSION, hb)
+}
+
+/// A heartbeat of any version this release understands, and its version.
+pub fn decode_heartbeat(bytes: &[u8]) -> Result<(u8, Heartbeat), HeartbeatError> {
+    decode_versioned("heartbeat", bytes)
+}
+
+/// A reply in the version the heartbeat came in, so the sender reads it.
+pub fn encode_reply(version: u8, reply: &HeartbeatReply) -> Result<Vec<u8>, HeartbeatError> {
+    encode_versioned("heartbeat reply", version, reply)
+}
+
+pub fn decode_reply(bytes: &[u8]) -> Result<HeartbeatReply, HeartbeatError> {
+    decode_versioned("heartbeat reply", bytes).map(|(_, r)| r)
+}
+
 /// The latest heartbeat of one node, as the leader saw it.
 #[derive(Clone, Debug)]
 pub struct NodeView {
@@ -105,6 +167,8 @@ pub enum HeartbeatError {
     WrongSender { claimed: NodeId, from: NodeId },
     #[error("confirm leadership: {0}")]
     NotLeader(String),
+    #[error("heartbeat version {version} is not understood here (this node speaks up to {newest})")]
+    UnsupportedVersion { version: u8, newest: u8 },
 }
 
 impl LeaseGrantor {
@@ -114,7 +178,7 @@ impl LeaseGrantor {
         from: NodeId,
         payload: Vec<u8>,
     ) -> Result<Vec<u8>, HeartbeatError> {
-        let hb: Heartbeat = encoding::decode("heartbeat", &payload)?;
+        let (version, hb) = decode_heartbeat(&payload)?;
         if hb.node != from {
             return Err(HeartbeatError::WrongSender { claimed: hb.node, from });
         }
@@ -148,7 +212,7 @@ impl LeaseGrantor {
             let v = views.lock().expect("views lock poisoned");
             state.primary_node().and_then(|p| v.nodes.get(&p)).and_then(|n| n.report.lsn())
         };
-        Ok(encoding::encode("heartbeat reply", &HeartbeatReply { granted, primary_lsn })?)
+        encode_reply(version, &HeartbeatReply { granted, primary_lsn })
     }
 }
 
@@ -186,7 +250,7 @@ pub async fn heartbeat_task(
         let hb = Heartbeat { node: me, epoch, report: observation.borrow().clone() };
         let sent = Instant::now();
         let next = tokio::time::Instant::from_std(sent + interval);
-        match encoding::encode("heartbeat", &hb) {
+        match encode_heartbeat(&hb) {
             Err(e) => tracing::error!("failed to encode a heartbeat: {e}"),
             Ok(payload) => {
                 let call = handle.call_leader(payload, ttl);
@@ -194,9 +258,8 @@ pub async fn heartbeat_task(
                     _ = cancel.cancelled() => return,
                     r = call => r,
                 };
-                let reply = reply.map_err(|e| e.to_string()).and_then(|bytes| {
-                    encoding::decode::<HeartbeatReply>("heartbeat reply", &bytes).map_err(|e| e.to_string())
-                });
+                let reply =
+                    reply.map_err(|e| e.to_string()).and_then(|bytes| decode_reply(&bytes).map_err(|e| e.to_string()));
                 if let Ok(r) = &reply {
                     primary_lsn.send_replace(r.primary_lsn);
                 }
@@ -240,6 +303,29 @@ mod tests {
         assert!(!lease.allows_writes(4, now, margin), "another epoch");
         assert!(lease.allows_writes(3, now + Duration::from_millis(699), margin));
         assert!(!lease.allows_writes(3, now + Duration::from_millis(700), margin));
+    }
+
+    #[test]
+    fn heartbeats_carry_a_version_and_the_untagged_format_is_still_understood() {
+        let hb = Heartbeat { node: 82, epoch: Some(5), report: Observation { running: true, ..Default::default() } };
+        let bytes = encode_heartbeat(&hb).unwrap();
+        assert!(bytes.starts_with(b"RGHB\x01"), "{bytes:?}");
+        assert_eq!(decode_heartbeat(&bytes).unwrap(), (1, hb.clone()));
+        // The untagged format of earlier builds (node 82 starts with the
+        // tag's first byte, 'R') still decodes, and its reply is untagged
+        // so that sender can read it.
+        let old = encoding::encode("hb", &hb).unwrap();
+        assert_eq!(decode_heartbeat(&old).unwrap(), (0, hb.clone()));
+        let reply = HeartbeatReply { granted: Some(5), primary_lsn: Some(7) };
+        let old_reply = encode_reply(0, &reply).unwrap();
+        assert_eq!(encoding::decode::<HeartbeatReply>("r", &old_reply).unwrap(), reply);
+        assert_eq!(decode_reply(&encode_reply(1, &reply).unwrap()).unwrap(), reply);
+        assert_eq!(decode_reply(&old_reply).unwrap(), reply);
+        // A version from the future is refused by name, not misread.
+        let mut future = b"RGHB\x09".to_vec();
+        future.extend_from_slice(&encoding::encode("hb", &hb).unwrap());
+        let e = decode_heartbeat(&future).unwrap_err();
+        assert!(matches!(e, HeartbeatError::UnsupportedVersion { version: 9, newest: 1 }), "{e}");
     }
 
     #[test]

@@ -159,15 +159,16 @@ impl DynamicConfig {
     ///
     /// `lease_ttl_ms` may only grow: a primary holding a lease granted under
     /// the longer TTL would outlive what a leader under the shorter one
-    /// waits for. Lowering it needs every daemon restarted.
+    /// waits for. (The file's `[dynamic]` section only seeds a new cluster,
+    /// so a restart does not lower it either.)
     pub fn check_change(&self, next: &DynamicConfig) -> Result<(), Vec<ConfigViolation>> {
         let mut v = Vec::new();
         if next.lease_ttl_ms < self.lease_ttl_ms {
             v.push(ConfigViolation::new(
                 "lease_ttl_ms",
                 format!(
-                    "can only grow at runtime ({} -> {}): a lease granted under the old value would outlive the \
-                     new wait; restart every daemon with the lower value in [dynamic] instead",
+                    "can only grow at run time ({} -> {}): a lease granted under the old value would outlive \
+                     what a leader waits for under the new one",
                     self.lease_ttl_ms, next.lease_ttl_ms
                 ),
             ));
