@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use raftgres_raft::{AppHandler, RaftHandle};
-use raftgres_storage::NodeId;
 use raftgres_storage::encoding;
+use raftgres_storage::{ClusterState, NodeId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -146,6 +146,47 @@ pub struct Views {
     /// The Raft term `leader_since` belongs to.
     pub leader_term: Option<u64>,
     pub nodes: BTreeMap<NodeId, NodeView>,
+    /// The epoch whose end this leader has decided (a failover is being
+    /// proposed): no lease is granted for it any more, so a heartbeat
+    /// confirmed just before the election applies cannot extend the old
+    /// primary's lease past the controller's decision.
+    pub deposing: Option<u64>,
+}
+
+impl Views {
+    /// Grants `from` a lease for `epoch` if the state names it primary in
+    /// that epoch and the epoch is not being deposed; records the grant.
+    /// Called under the same lock the controller decides under.
+    pub fn grant(&mut self, state: &ClusterState, from: NodeId, epoch: u64, now: Instant) -> Option<u64> {
+        let primary = state.primary.as_ref().filter(|p| p.node == from && p.epoch == epoch)?;
+        if self.deposing.is_some_and(|d| d >= primary.epoch) {
+            return None;
+        }
+        if let Some(n) = self.nodes.get_mut(&from) {
+            n.last_grant = Some((epoch, now));
+        }
+        Some(epoch)
+    }
+
+    /// Stops granting leases for `epoch` (and earlier ones).
+    pub fn depose(&mut self, epoch: u64) {
+        self.deposing = Some(self.deposing.map_or(epoch, |d| d.max(epoch)));
+    }
+
+    /// Withdraws a decision to depose `epoch` that did not take effect (the
+    /// election was rejected), so a primary that returns can lead again.
+    pub fn undepose(&mut self, epoch: u64) {
+        if self.deposing == Some(epoch) {
+            self.deposing = None;
+        }
+    }
+
+    /// Forgets everything: a new leadership starts from nothing.
+    pub fn reset(&mut self) {
+        self.leader_since = None;
+        self.nodes.clear();
+        self.deposing = None;
+    }
 }
 
 pub type SharedViews = Arc<Mutex<Views>>;
@@ -195,16 +236,7 @@ impl LeaseGrantor {
                 // silence), then the state applied up to the read index.
                 handle.raft().ensure_linearizable().await.map_err(|e| HeartbeatError::NotLeader(e.to_string()))?;
                 let state = handle.local_state().state;
-                match state.primary.as_ref() {
-                    Some(p) if p.node == from && p.epoch == epoch => {
-                        let mut v = views.lock().expect("views lock poisoned");
-                        if let Some(n) = v.nodes.get_mut(&from) {
-                            n.last_grant = Some((epoch, Instant::now()));
-                        }
-                        Some(epoch)
-                    }
-                    _ => None,
-                }
+                views.lock().expect("views lock poisoned").grant(&state, from, epoch, Instant::now())
             }
         };
         let primary_lsn = {
@@ -326,6 +358,39 @@ mod tests {
         future.extend_from_slice(&encoding::encode("hb", &hb).unwrap());
         let e = decode_heartbeat(&future).unwrap_err();
         assert!(matches!(e, HeartbeatError::UnsupportedVersion { version: 9, newest: 1 }), "{e}");
+    }
+
+    #[test]
+    fn no_lease_for_an_epoch_being_deposed() {
+        use raftgres_storage::{ApplyContext, Command, DynamicConfig, ElectionReason, Member};
+        let mut state = ClusterState::default();
+        let cmds = [
+            Command::InitializeCluster { cluster_id: "c".into(), config: DynamicConfig::default() },
+            Command::AddMember { member: Member::new(1, "pg1") },
+            Command::ElectPrimary { if_epoch: 0, node: 1, reason: ElectionReason::Bootstrap },
+        ];
+        for (i, c) in cmds.iter().enumerate() {
+            state.apply(c, ApplyContext { index: i as u64 + 1, time_ms: 0 }).expect("applies");
+        }
+        let t0 = Instant::now();
+        let mut v = Views::default();
+        v.nodes.insert(1, NodeView { last_contact: t0, report: Observation::default(), last_grant: None });
+        assert_eq!(v.grant(&state, 1, 1, t0), Some(1));
+        assert_eq!(v.grant(&state, 2, 1, t0), None, "not the primary");
+        assert_eq!(v.grant(&state, 1, 2, t0), None, "another epoch");
+        // The controller decided to fail over: a heartbeat confirmed now
+        // gets no lease, and the recorded grant does not move.
+        v.depose(1);
+        let later = t0 + Duration::from_millis(100);
+        assert_eq!(v.grant(&state, 1, 1, later), None);
+        assert_eq!(v.nodes[&1].last_grant, Some((1, t0)));
+        // A rejected election gives the epoch back; a new leadership
+        // forgets the mark.
+        v.undepose(1);
+        assert_eq!(v.grant(&state, 1, 1, later), Some(1));
+        v.depose(1);
+        v.reset();
+        assert_eq!(v.deposing, None);
     }
 
     #[test]

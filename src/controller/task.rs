@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use raftgres_raft::{RaftHandle, RaftStatus};
-use raftgres_storage::{ClusterState, DynamicConfig, now_ms};
+use raftgres_storage::{ClusterState, Command, DynamicConfig, now_ms};
 use tokio_util::sync::CancellationToken;
 
 use super::decide::{Decision, Input, decide};
@@ -59,7 +59,11 @@ impl Controller {
             match self.decide(&state) {
                 Some(Decision::Propose(cmd)) => {
                     self.last_wait.clear();
-                    self.propose(cmd).await;
+                    let applied = self.propose(cmd.clone()).await;
+                    if let (Some(false), Command::ElectPrimary { if_epoch, .. }) = (applied, &cmd) {
+                        // Rejected: the epoch was not ended after all.
+                        self.views.lock().expect("views lock poisoned").undepose(*if_epoch);
+                    }
                 }
                 Some(Decision::Wait(why)) if !why.is_empty() && why != self.last_wait => {
                     tracing::info!("controller waits: {why}");
@@ -98,7 +102,7 @@ impl Controller {
                 now
             }
         };
-        Some(decide(&Input {
+        let decision = decide(&Input {
             state,
             views: &v.nodes,
             leader_since,
@@ -107,7 +111,15 @@ impl Controller {
             cluster_id: &self.cluster_id,
             initial_config: &self.initial_config,
             handover_since: self.handover_since,
-        }))
+        });
+        if let Decision::Propose(Command::ElectPrimary { if_epoch, .. }) = &decision
+            && state.primary.as_ref().is_some_and(|p| p.epoch == *if_epoch)
+        {
+            // Deposing a primary that still holds the epoch: from this
+            // moment, under the lock the grantor takes, no lease for it.
+            v.depose(*if_epoch);
+        }
+        Some(decision)
     }
 
     /// A new term: whatever was recorded belongs to an earlier leadership,
@@ -115,8 +127,7 @@ impl Controller {
     fn lead(&mut self, v: &mut Views, status: &RaftStatus) {
         if v.leader_term != Some(status.term) {
             v.leader_term = Some(status.term);
-            v.leader_since = None;
-            v.nodes.clear();
+            v.reset();
             self.epoch_seen = None;
         }
     }
@@ -124,14 +135,16 @@ impl Controller {
     /// Not the leader: forget the views; a later leadership starts afresh.
     fn follow(&mut self, v: &mut Views) {
         v.leader_term = None;
-        if v.leader_since.take().is_some() {
+        if v.leader_since.is_some() {
             tracing::info!("controller: no longer the Raft leader");
         }
-        v.nodes.clear();
+        v.reset();
         self.epoch_seen = None;
     }
 
-    async fn propose(&self, cmd: raftgres_storage::Command) {
+    /// Proposes `cmd`: `Some(true)` applied, `Some(false)` rejected, `None`
+    /// outcome unknown.
+    async fn propose(&self, cmd: Command) -> Option<bool> {
         tracing::info!(command = %cmd, "controller proposes");
         match self.handle.propose(cmd.clone()).await {
             Ok(p) => match p.outcome {
@@ -139,10 +152,17 @@ impl Controller {
                     for e in events {
                         tracing::info!("controller: {e}");
                     }
+                    Some(true)
                 }
-                Err(r) => tracing::warn!(command = %cmd, "controller proposal rejected: {r}"),
+                Err(r) => {
+                    tracing::warn!(command = %cmd, "controller proposal rejected: {r}");
+                    Some(false)
+                }
             },
-            Err(e) => tracing::warn!(command = %cmd, "failed to propose: {e}"),
+            Err(e) => {
+                tracing::warn!(command = %cmd, "failed to propose: {e}");
+                None
+            }
         }
     }
 }
