@@ -315,6 +315,7 @@ impl LocalCluster {
                 replication_user: "replicator".into(),
                 replication_password: self.replication_password.clone(),
                 run_as: "postgres".into(),
+                hang_timeout_ms: 10_000,
             },
             security: SecuritySection { token: Some(self.token.clone()), ..SecuritySection::default() },
             tags: Default::default(),

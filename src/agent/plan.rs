@@ -27,6 +27,9 @@ pub struct LocalFacts {
     pub not_streaming_for: Duration,
     /// PostgreSQL died under this primary more often than allowed.
     pub restarts_exhausted: bool,
+    /// The postmaster runs and says it serves, but has not answered for
+    /// longer than `postgres.hang_timeout_ms`.
+    pub hung: bool,
     /// This node shut its primary of this epoch down cleanly for a
     /// switchover: its WAL ends at the shutdown checkpoint the target
     /// received, so it can follow the switchover's new primary (epoch + 1)
@@ -130,7 +133,9 @@ pub fn plan(input: &PlanInput) -> Vec<PgAction> {
 
 fn plan_primary(input: &PlanInput, reason: ElectionReason) -> Vec<PgAction> {
     let PlanInput { me, state, lease_ok, observed: o, control, facts, now_ms } = input;
-    if facts.restarts_exhausted {
+    if facts.restarts_exhausted || facts.hung {
+        // A hung primary accepts nothing, and the lease would keep it
+        // primary forever: give the role up so another node takes over.
         return vec![PgAction::Release(ReleaseReason::PostgresFailed)];
     }
     if switchover_due(state, *me, *now_ms) {
@@ -432,6 +437,18 @@ mod tests {
                     &obs(false, None),
                     Some(ClusterControlState::InProduction),
                     &LocalFacts { restarts_exhausted: true, ..f.clone() },
+                ),
+                vec![PgAction::Release(ReleaseReason::PostgresFailed)],
+            ),
+            (
+                "hung primary releases, with its lease still valid",
+                run(
+                    2,
+                    &failed_over,
+                    true,
+                    &Observation { accepting: false, in_recovery: None, ..obs(true, Some(false)) },
+                    None,
+                    &LocalFacts { hung: true, ..f.clone() },
                 ),
                 vec![PgAction::Release(ReleaseReason::PostgresFailed)],
             ),

@@ -59,6 +59,8 @@ pub struct Agent {
     links: AgentLinks,
     facts: LocalFacts,
     not_streaming_since: Option<Instant>,
+    /// Since when a postmaster that says it serves has not answered.
+    unanswered_since: Option<Instant>,
     /// Set while PostgreSQL runs as the primary this node is; cleared when
     /// the agent stops it on purpose.
     primary_running_since: Option<Instant>,
@@ -85,6 +87,7 @@ impl Agent {
             links,
             facts: LocalFacts::default(),
             not_streaming_since: None,
+            unanswered_since: None,
             primary_running_since: None,
             crashes: 0,
             standby_start_failures: 0,
@@ -362,6 +365,16 @@ impl Agent {
             self.not_streaming_since = None;
         }
         self.facts.not_streaming_for = self.not_streaming_since.map(|s| now.duration_since(s)).unwrap_or_default();
+        // Hung: no answer at all, while the postmaster says it serves (not
+        // starting up, not in crash recovery, not stopping).
+        let serving = self.runner.pm_status().is_some_and(|s| s.serving());
+        if o.running && !o.accepting && self.observer.unanswered() && serving {
+            let since = *self.unanswered_since.get_or_insert(now);
+            self.facts.hung = self.config.pg_hang_timeout.is_some_and(|bound| now.duration_since(since) >= bound);
+        } else {
+            self.unanswered_since = None;
+            self.facts.hung = false;
+        }
     }
 
     /// Proposes `state` unless a report is in flight or it is already both
@@ -548,10 +561,18 @@ impl Agent {
     }
 
     /// Gives up the primary role, only once the server is down: the
-    /// controller fails over at once, without waiting for the lease.
+    /// controller fails over at once, without waiting for the lease. A hung
+    /// server is killed: a shutdown request would wait on it forever.
     async fn release(&mut self, state: &ClusterState, reason: ReleaseReason) -> Result<(), PgError> {
         self.observer.disconnect();
-        self.runner.stop(StopMode::Immediate).await?;
+        if self.facts.hung {
+            let n = self.runner.kill_now();
+            tracing::error!(processes = n, "PostgreSQL does not answer; killed it to give up the primary role");
+            self.facts.hung = false;
+            self.unanswered_since = None;
+        } else {
+            self.runner.stop(StopMode::Immediate).await?;
+        }
         if !self.runner.wait_stopped(Duration::from_secs(10)).await {
             return Err(PgError::StillRunning("releasing the primary role"));
         }

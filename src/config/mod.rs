@@ -136,6 +136,10 @@ pub struct PostgresSection {
     pub replication_password: String,
     #[serde(default = "default_run_as")]
     pub run_as: String,
+    /// How long a primary PostgreSQL that runs and says it is ready may go
+    /// without answering before it is killed and the role released; 0 off.
+    #[serde(default = "default_hang_timeout_ms")]
+    pub hang_timeout_ms: u64,
 }
 
 fn default_listen_addresses() -> String {
@@ -152,6 +156,9 @@ fn default_replication_user() -> String {
 }
 fn default_run_as() -> String {
     "postgres".into()
+}
+fn default_hang_timeout_ms() -> u64 {
+    10_000
 }
 
 /// One invalid field and what is wrong with it.
@@ -215,6 +222,8 @@ pub struct Config {
     pub replication_password: String,
     /// OS user PostgreSQL runs as when the daemon runs as root.
     pub run_as: String,
+    /// A hung primary is killed and released after this long; `None` off.
+    pub pg_hang_timeout: Option<Duration>,
     /// The dynamic configuration a new cluster starts with.
     pub initial_dynamic: DynamicConfig,
     /// Required on every admin call, unsafe HTTP request and Raft message.
@@ -375,6 +384,16 @@ impl FileConfig {
         if p.port == 0 {
             v.bad("postgres.port", "must not be 0");
         }
+        let min_hang = 2 * self.dynamic.heartbeat_interval_ms.max(1000);
+        if p.hang_timeout_ms != 0 && p.hang_timeout_ms < min_hang {
+            v.bad(
+                "postgres.hang_timeout_ms",
+                format!(
+                    "{} is below {min_hang}: one slow answer must not cost a failover (0 turns the check off)",
+                    p.hang_timeout_ms
+                ),
+            );
+        }
         if let Some(dir) = &p.bin_dir
             && !dir.join("postgres").exists()
         {
@@ -514,6 +533,8 @@ impl FileConfig {
             replication_user: self.postgres.replication_user.clone(),
             replication_password: self.postgres.replication_password.clone(),
             run_as: self.postgres.run_as.clone(),
+            pg_hang_timeout: (self.postgres.hang_timeout_ms > 0)
+                .then(|| Duration::from_millis(self.postgres.hang_timeout_ms)),
             initial_dynamic: self.dynamic.clone(),
             token,
             tls,

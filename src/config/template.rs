@@ -74,6 +74,10 @@ replication_user = "replicator"
 replication_password = "change-me-too"
 # OS user PostgreSQL runs as when the daemon runs as root.
 run_as = "postgres"
+# A primary whose postmaster runs and says it is ready, but has not answered
+# the daemon for this long (stopped processes, a stalled disk), is killed and
+# gives up its role so another node takes over. 0 turns this off.
+hang_timeout_ms = 10000
 
 [security]
 # The cluster token, the same on every node: at least 16 printable ASCII

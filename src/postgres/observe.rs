@@ -72,6 +72,9 @@ pub struct Observer {
     config: tokio_postgres::Config,
     client: Option<Client>,
     data_dir: PathBuf,
+    /// The last observation got no answer at all within its deadline (as
+    /// opposed to an error answer): the server may be hung.
+    unanswered: bool,
 }
 
 impl Observer {
@@ -84,8 +87,10 @@ impl Observer {
             .dbname("postgres")
             .application_name("raftgres")
             .options("-c statement_timeout=10s")
-            .connect_timeout(Duration::from_secs(2));
-        Self { config, client: None, data_dir }
+            // Longer than the deadline of one observation, so a server that
+            // does not answer shows as a timed-out observation.
+            .connect_timeout(Duration::from_secs(5));
+        Self { config, client: None, data_dir, unanswered: false }
     }
 
     /// A connected client, reconnecting if the last one broke.
@@ -114,6 +119,11 @@ impl Observer {
             .max()
     }
 
+    /// The last observation of a running server got no answer in time.
+    pub fn unanswered(&self) -> bool {
+        self.unanswered
+    }
+
     /// Drops the connection (before a stop or restart).
     pub fn disconnect(&mut self) {
         self.client = None;
@@ -123,6 +133,7 @@ impl Observer {
     /// caller, which checked the process and directory.
     pub async fn observe(&mut self, data_present: bool, running: bool) -> Observation {
         let mut o = Observation { data_present, running, ..Default::default() };
+        self.unanswered = false;
         if !running {
             self.disconnect();
             return o;
@@ -142,6 +153,7 @@ impl Observer {
             Err(_) => {
                 tracing::debug!("observe local PostgreSQL: timed out");
                 self.disconnect();
+                self.unanswered = true;
                 return o;
             }
         };

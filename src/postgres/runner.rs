@@ -178,6 +178,28 @@ impl Runner {
         signal::kill(Pid::from_raw(pid), None).ok().map(|()| pid)
     }
 
+    /// What the postmaster last wrote as its status in `postmaster.pid`
+    /// (`starting`, `stopping`, `ready`, `standby`), while it runs.
+    pub fn pm_status(&self) -> Option<PmStatus> {
+        self.postmaster_pid()?;
+        let text = std::fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
+        PmStatus::parse(&text)
+    }
+
+    /// SIGKILLs the postmaster and its children: the one stop that works on
+    /// a server that does not run (stopped processes, a stalled disk), where
+    /// a shutdown request would wait forever. Children go too, so a stopped
+    /// backend does not keep the shared memory a restart needs. Returns the
+    /// number of processes signalled.
+    pub fn kill_now(&self) -> usize {
+        let Some(pm) = self.postmaster_pid() else {
+            return 0;
+        };
+        let mut pids = children_of(pm);
+        pids.push(pm);
+        pids.iter().filter(|pid| signal::kill(Pid::from_raw(**pid), Signal::SIGKILL).is_ok()).count()
+    }
+
     /// `pg_controldata`'s cluster state and checkpoint timeline.
     pub async fn control_state(&self) -> Result<Option<(ClusterControlState, u32)>, PgError> {
         if !self.data_present() {
@@ -349,8 +371,80 @@ impl Runner {
     }
 }
 
+/// The postmaster's status line in `postmaster.pid` (its eighth line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PmStatus {
+    /// Starting up or in crash recovery: not answering is expected.
+    Starting,
+    Stopping,
+    /// Accepting connections as a primary.
+    Ready,
+    /// Accepting read-only connections as a standby.
+    Standby,
+}
+
+impl PmStatus {
+    pub fn parse(pid_file: &str) -> Option<PmStatus> {
+        match pid_file.lines().nth(7)?.trim() {
+            "starting" => Some(PmStatus::Starting),
+            "stopping" => Some(PmStatus::Stopping),
+            "ready" => Some(PmStatus::Ready),
+            "standby" => Some(PmStatus::Standby),
+            _ => None,
+        }
+    }
+
+    /// The postmaster says it serves connections.
+    pub fn serving(self) -> bool {
+        matches!(self, PmStatus::Ready | PmStatus::Standby)
+    }
+}
+
+/// The processes whose parent is `parent`, from `/proc`.
+fn children_of(parent: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            // `pid (comm) state ppid ...`; comm may hold spaces, so read
+            // after its closing parenthesis.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.to_string()))
+                .and_then(|rest| rest.split_whitespace().nth(1).and_then(|p| p.parse::<i32>().ok()))
+                == Some(parent)
+        })
+        .collect()
+}
+
 fn set_mode(path: &Path, mode: u32) -> Result<(), PgError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(io(format!("chmod {}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postmaster_status_line() {
+        let file = "4242\n/var/lib/pg\n1700000000\n5432\n/run\n127.0.0.1\n  1234  5678\nready   \n";
+        assert_eq!(PmStatus::parse(file), Some(PmStatus::Ready));
+        assert_eq!(PmStatus::parse(&file.replace("ready   ", "starting")), Some(PmStatus::Starting));
+        assert_eq!(PmStatus::parse(&file.replace("ready   ", "standby ")), Some(PmStatus::Standby));
+        assert_eq!(PmStatus::parse("4242\n/var/lib/pg\n"), None, "a file still being written");
+        assert!(PmStatus::Standby.serving() && !PmStatus::Starting.serving());
+    }
+
+    #[test]
+    fn children_are_found_in_proc() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().expect("spawn sleep");
+        let me = std::process::id() as i32;
+        let found = children_of(me);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(found.contains(&(child.id() as i32)), "{found:?}");
+    }
 }

@@ -204,3 +204,49 @@ async fn a_paused_daemon_cannot_leave_a_second_primary() {
     let primary = c.must_healthy(&[1, 2, 3], REJOIN).await;
     assert_ne!(primary, old);
 }
+
+/// The postmaster's children, from `/proc`.
+fn children_of(parent: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|stat| {
+                stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok())
+            }) == Some(parent)
+        })
+        .collect()
+}
+
+/// A primary whose PostgreSQL hangs (every process stopped: it neither
+/// answers nor dies, and its daemon keeps the lease) gives the role up
+/// after `postgres.hang_timeout_ms`, so the cluster does not go without a
+/// writable primary for as long as the hang lasts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hung_primary_postgres_gives_up_the_role() {
+    let hang = Duration::from_millis(3000);
+    let c = DaemonCluster::start(3, |f| f.postgres.hang_timeout_ms = hang.as_millis() as u64).await;
+    let old = c.must_healthy(&[1, 2, 3], SETTLED).await;
+    c.must_pg(old).await.batch_execute("CREATE TABLE t (v bigint)").await.expect("create table");
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != old).collect();
+    let pm = c.postmaster_pid(old).expect("primary's postmaster");
+    let mut stopped = children_of(pm);
+    stopped.push(pm);
+
+    info!("--- SIGSTOP the primary's postmaster and its {} children", stopped.len() - 1);
+    let hung_at = Instant::now();
+    for pid in &stopped {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGSTOP);
+    }
+    let new = c.must_primary(&others, hang + FAILOVER_SLACK + FAILOVER_SLACK).await;
+    c.must_accept_write(new, 1, WRITE).await;
+    info!("--- {new} accepts writes {:?} after the hang began", hung_at.elapsed());
+    assert!(c.postmaster_pid(old).is_none(), "the hung postmaster was killed");
+    for pid in &stopped {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGCONT);
+    }
+    info!("--- the old node rejoins as a replica");
+    let primary = c.must_healthy(&[1, 2, 3], REJOIN).await;
+    assert_eq!(primary, new);
+}
