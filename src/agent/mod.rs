@@ -2,6 +2,7 @@
 //! replicated state. [`plan`] is pure (desired state and observations in,
 //! actions out); [`task`] observes, plans, acts and reports.
 
+pub mod marker;
 pub mod plan;
 pub mod request;
 pub mod task;

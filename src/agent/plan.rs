@@ -14,6 +14,10 @@ use crate::postgres::runner::StopMode;
 /// has probably diverged; it is stopped and rewound.
 pub const STUCK_REPLICA: Duration = Duration::from_secs(15);
 
+/// A replica stopped this many times in a row because it could not
+/// follow is re-cloned: rewinding it did not help.
+pub const STUCK_CYCLES_BEFORE_RECLONE: u32 = 2;
+
 /// Facts the task keeps about this daemon's recent past.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LocalFacts {
@@ -30,6 +34,12 @@ pub struct LocalFacts {
     /// The postmaster runs and says it serves, but has not answered for
     /// longer than `postgres.hang_timeout_ms`.
     pub hung: bool,
+    /// How often in a row this replica was stopped because it could not
+    /// follow (reset once it streams).
+    pub stuck_cycles: u32,
+    /// The local marker says this node ran as primary and has not been
+    /// rewound or cloned since: it may hold writes nobody else has.
+    pub was_primary: bool,
     /// This node shut its primary of this epoch down cleanly for a
     /// switchover: its WAL ends at the shutdown checkpoint the target
     /// received, so it can follow the switchover's new primary (epoch + 1)
@@ -122,7 +132,12 @@ pub fn plan(input: &PlanInput) -> Vec<PgAction> {
             if o.is_primary() {
                 return vec![PgAction::Stop(StopMode::Immediate)];
             }
-            if o.data_present && !o.running && control.is_some_and(|c| !c.was_primary()) && !facts.needs_rewind {
+            if o.data_present
+                && !o.running
+                && control.is_some_and(|c| !c.was_primary())
+                && !facts.needs_rewind
+                && !facts.was_primary
+            {
                 // Keep replicas readable while no primary is named.
                 return vec![PgAction::StartStandby { upstream: None }];
             }
@@ -222,12 +237,14 @@ fn plan_replica(
     if facts.rewound || clean_follow {
         return vec![PgAction::StartStandby { upstream: Some((host, port)) }];
     }
-    let diverged = facts.needs_rewind || control.is_some_and(|c| c.was_primary());
+    let diverged = facts.needs_rewind || facts.was_primary || control.is_some_and(|c| c.was_primary());
     if !diverged {
         return vec![PgAction::StartStandby { upstream: Some((host, port)) }];
     }
-    if facts.rewind_failed {
-        // Repair in place failed; only a fresh copy is left.
+    if facts.rewind_failed || facts.stuck_cycles >= STUCK_CYCLES_BEFORE_RECLONE {
+        // Repair in place failed, or rewinding did not let it follow (a
+        // history that forked on the same timeline): only a fresh copy is
+        // left.
         return if reclone { vec![PgAction::Wipe] } else { vec![] };
     }
     if control == Some(ClusterControlState::InProduction) || control == Some(ClusterControlState::InArchiveRecovery) {
@@ -439,6 +456,42 @@ mod tests {
                     &LocalFacts { restarts_exhausted: true, ..f.clone() },
                 ),
                 vec![PgAction::Release(ReleaseReason::PostgresFailed)],
+            ),
+            (
+                "a former primary whose control file looks like a standby's is rewound, not started",
+                run(
+                    1,
+                    &failed_over,
+                    false,
+                    &obs(false, None),
+                    Some(ClusterControlState::InArchiveRecovery),
+                    &LocalFacts { was_primary: true, ..f.clone() },
+                ),
+                vec![PgAction::Recover],
+            ),
+            (
+                "a former primary is not started as a standby while no primary is named",
+                run(
+                    1,
+                    &none,
+                    false,
+                    &obs(false, None),
+                    Some(ClusterControlState::ShutDownInRecovery),
+                    &LocalFacts { was_primary: true, ..f.clone() },
+                ),
+                vec![],
+            ),
+            (
+                "a replica that stays stuck after rewinds is re-cloned",
+                run(
+                    1,
+                    &failed_over,
+                    false,
+                    &obs(false, None),
+                    Some(ClusterControlState::ShutDownInRecovery),
+                    &LocalFacts { needs_rewind: true, stuck_cycles: STUCK_CYCLES_BEFORE_RECLONE, ..f.clone() },
+                ),
+                vec![PgAction::Wipe],
             ),
             (
                 "hung primary releases, with its lease still valid",

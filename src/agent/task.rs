@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::marker::PrimaryMarker;
 use super::plan::{LocalFacts, PgAction, PlanInput, member_state, plan};
 use super::request::{AgentError, AgentRequest};
 use crate::config::Config;
@@ -18,7 +19,7 @@ use crate::fence::PrimaryFlag;
 use crate::lease::Lease;
 use crate::postgres::conf::{ServerConf, ServerRole, slot_name};
 use crate::postgres::control::ClusterControlState;
-use crate::postgres::runner::StopMode;
+use crate::postgres::runner::{Rewind, StopMode};
 use crate::postgres::{Observation, Observer, PgError, Runner};
 
 /// A standby that fails to start this many times in a row is rewound.
@@ -57,6 +58,8 @@ pub struct Agent {
     observer: Observer,
     config: Arc<Config>,
     links: AgentLinks,
+    /// "This node ran as primary": see [`PrimaryMarker`].
+    marker: PrimaryMarker,
     facts: LocalFacts,
     not_streaming_since: Option<Instant>,
     /// Since when a postmaster that says it serves has not answered.
@@ -79,13 +82,16 @@ impl Agent {
     pub fn new(handle: RaftHandle, runner: Arc<Runner>, config: Arc<Config>, links: AgentLinks) -> Self {
         let observer =
             Observer::new(config.pg_socket_dir.clone(), config.pg_port, &config.superuser, config.pg_data_dir.clone());
+        let marker = PrimaryMarker::new(&config.data_dir);
+        let facts = LocalFacts { was_primary: marker.epoch().is_some(), ..LocalFacts::default() };
         Self {
             handle,
             runner,
             observer,
             config,
             links,
-            facts: LocalFacts::default(),
+            marker,
+            facts,
             not_streaming_since: None,
             unanswered_since: None,
             primary_running_since: None,
@@ -232,7 +238,7 @@ impl Agent {
                 .map_err(|e| AgentError::Failed(format!("stop PostgreSQL: {e}")))?;
         }
         self.runner.wipe().map_err(|e| AgentError::Failed(format!("remove the data directory: {e}")))?;
-        self.facts = LocalFacts::default();
+        self.facts = LocalFacts { was_primary: self.marker.epoch().is_some(), ..LocalFacts::default() };
         let name = &self.config.node_name.clone();
         if self.turns_until_up(cancel, REINIT_TIMEOUT).await {
             Ok(format!("reinitialized {name} from the primary"))
@@ -364,6 +370,9 @@ impl Agent {
         } else {
             self.not_streaming_since = None;
         }
+        if o.streaming {
+            self.facts.stuck_cycles = 0;
+        }
         self.facts.not_streaming_for = self.not_streaming_since.map(|s| now.duration_since(s)).unwrap_or_default();
         // Hung: no answer at all, while the postmaster says it serves (not
         // starting up, not in crash recovery, not stopping).
@@ -404,8 +413,14 @@ impl Agent {
             _ => tracing::info!(action = ?action, "agent"),
         }
         if matches!(action, PgAction::Initdb | PgAction::StartPrimary | PgAction::Promote) {
-            // From here on the fence guards the server as a primary.
+            // From here on the fence guards the server as a primary, and the
+            // marker says this data may hold writes nobody else has.
             self.links.may_be_primary.set(true);
+            let epoch = self.my_epoch(state).unwrap_or(0);
+            self.marker
+                .record(epoch)
+                .map_err(|source| PgError::Io { what: "record the was-primary marker".into(), source })?;
+            self.facts.was_primary = true;
         }
         match action {
             PgAction::Initdb => self.initdb(state).await,
@@ -436,6 +451,7 @@ impl Agent {
         self.report_state(MemberState::CreatingReplica);
         let c = &self.config;
         self.runner.basebackup(host, port, &c.replication_user, &c.replication_password).await?;
+        self.clear_marker()?;
         let conf = self.server_conf(state, ServerRole::Standby { upstream: Some((host.to_string(), port)) });
         self.runner.start(&conf).await
     }
@@ -455,9 +471,22 @@ impl Agent {
             return Err(e);
         }
         self.standby_start_failures = 0;
+        if self.facts.clean_demote.is_some() && upstream.is_some() {
+            // A clean switchover: this WAL ends at the shutdown checkpoint
+            // the new primary received, so its history is a prefix of the
+            // new primary's.
+            self.clear_marker()?;
+        }
         self.facts.rewound = false;
         self.facts.clean_demote = None;
         self.facts.needs_rewind = false;
+        Ok(())
+    }
+
+    /// This node's data is a copy of another primary's now.
+    fn clear_marker(&mut self) -> Result<(), PgError> {
+        self.marker.clear().map_err(|source| PgError::Io { what: "remove the was-primary marker".into(), source })?;
+        self.facts.was_primary = false;
         Ok(())
     }
 
@@ -490,6 +519,7 @@ impl Agent {
         if mode == StopMode::Fast && state.primary_node() != Some(self.me()) {
             // A replica stopped because it could not follow.
             self.facts.needs_rewind = true;
+            self.facts.stuck_cycles += 1;
         }
         self.runner.stop(mode).await
     }
@@ -506,8 +536,15 @@ impl Agent {
     async fn rewind(&mut self, host: &str, port: u16) -> Result<(), PgError> {
         self.report_state(MemberState::Rewinding);
         match self.runner.rewind(host, port).await {
-            Ok(()) => {
-                tracing::info!("pg_rewind done");
+            Ok(outcome) => {
+                match outcome {
+                    Rewind::Rewound => tracing::info!("pg_rewind done"),
+                    Rewind::NotNeeded => tracing::warn!(
+                        stuck_cycles = self.facts.stuck_cycles,
+                        "pg_rewind: no rewind required; a replica that still cannot follow is re-cloned"
+                    ),
+                }
+                self.clear_marker()?;
                 self.facts.rewound = true;
                 self.facts.needs_rewind = false;
                 Ok(())
@@ -525,7 +562,7 @@ impl Agent {
     fn wipe(&mut self) -> Result<(), PgError> {
         tracing::warn!(dir = %self.runner.data_dir().display(), "removing the data directory to clone it again");
         self.runner.wipe()?;
-        self.facts = LocalFacts::default();
+        self.facts = LocalFacts { was_primary: self.marker.epoch().is_some(), ..LocalFacts::default() };
         Ok(())
     }
 
@@ -623,7 +660,7 @@ impl Agent {
         for id in ids {
             let name = slot_name(*id);
             query.push_str(&format!(
-                "SELECT pg_create_physical_replication_slot('{name}') \
+                "SELECT pg_create_physical_replication_slot('{name}', true) \
                  WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{name}');"
             ));
         }

@@ -138,6 +138,16 @@ impl Runner {
     }
 
     async fn run(&self, tool: &str, args: &[&str], password: Option<&str>) -> Result<String, PgError> {
+        self.run_capture(tool, args, password).await.map(|(stdout, _)| stdout)
+    }
+
+    /// Runs a tool; its standard output and standard error.
+    async fn run_capture(
+        &self,
+        tool: &str,
+        args: &[&str],
+        password: Option<&str>,
+    ) -> Result<(String, String), PgError> {
         let mut cmd = Command::new(self.bins.path(tool));
         cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).current_dir("/");
         cmd.env("LC_ALL", "C");
@@ -150,8 +160,8 @@ impl Runner {
         tracing::debug!(tool, ?args, "running");
         let out = cmd.output().await.map_err(io(format!("run {tool}")))?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
             let tail: Vec<&str> = stderr.lines().chain(stdout.lines()).rev().take(6).collect();
             return Err(PgError::Tool {
                 tool: tool.to_string(),
@@ -159,7 +169,7 @@ impl Runner {
                 output: tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
             });
         }
-        Ok(stdout)
+        Ok((stdout, stderr))
     }
 
     fn data_str(&self) -> &str {
@@ -273,11 +283,16 @@ impl Runner {
 
     /// Rewinds this (stopped, cleanly shut down) former primary to follow
     /// the primary at `host:port`.
-    pub async fn rewind(&self, host: &str, port: u16) -> Result<(), PgError> {
+    pub async fn rewind(&self, host: &str, port: u16) -> Result<Rewind, PgError> {
         let source = format!("host={host} port={port} user={} dbname=postgres connect_timeout=5", self.superuser);
         let pw = self.superuser_password.clone();
-        match self.run("pg_rewind", &["-D", self.data_str(), "--source-server", &source], Some(&pw)).await {
-            Ok(_) => Ok(()),
+        match self.run_capture("pg_rewind", &["-D", self.data_str(), "--source-server", &source], Some(&pw)).await {
+            // pg_rewind's own words (on standard error) when the histories
+            // have not forked.
+            Ok((out, err)) if out.contains("no rewind required") || err.contains("no rewind required") => {
+                Ok(Rewind::NotNeeded)
+            }
+            Ok(_) => Ok(Rewind::Rewound),
             // pg_rewind says so only in its output (libpq's message).
             Err(PgError::Tool { output, .. }) if output.contains("could not connect") => {
                 Err(PgError::SourceUnreachable { output })
@@ -369,6 +384,15 @@ impl Runner {
         }
         true
     }
+}
+
+/// What `pg_rewind` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rewind {
+    /// It copied what changed since the fork.
+    Rewound,
+    /// The histories had not forked ("no rewind required").
+    NotNeeded,
 }
 
 /// The postmaster's status line in `postmaster.pid` (its eighth line).
