@@ -173,9 +173,7 @@ impl LocalNode {
 
     /// The pid of this node's live postmaster.
     pub fn postmaster_pid(&self) -> Option<i32> {
-        let text = std::fs::read_to_string(self.dir.join("pgdata/postmaster.pid")).ok()?;
-        let pid: i32 = text.lines().next()?.trim().parse().ok()?;
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).ok().map(|()| pid)
+        crate::postgres::pidfile::live_postmaster(&self.dir.join("pgdata"))
     }
 }
 

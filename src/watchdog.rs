@@ -66,9 +66,7 @@ impl Feed {
 }
 
 fn postmaster_pid(pgdata: &Path) -> Option<i32> {
-    let text = std::fs::read_to_string(pgdata.join("postmaster.pid")).ok()?;
-    let pid: i32 = text.lines().next()?.trim().parse().ok()?;
-    signal::kill(Pid::from_raw(pid), None).ok().map(|()| pid)
+    crate::postgres::pidfile::live_postmaster(pgdata)
 }
 
 /// The watchdog process's main loop (`raftgres watchdog --pgdata DIR`).

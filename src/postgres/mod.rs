@@ -10,6 +10,7 @@ pub mod conf;
 pub mod control;
 pub mod lsn;
 pub mod observe;
+pub mod pidfile;
 pub mod runner;
 
 pub use binaries::Binaries;

@@ -181,11 +181,21 @@ impl Runner {
         self.data_dir.join("PG_VERSION").exists()
     }
 
+    /// Removes a `postmaster.pid` that names no live postmaster of this
+    /// directory (left by a crash or a reboot, its pid maybe reused):
+    /// PostgreSQL refuses to start while the pid it names is alive.
+    fn remove_stale_pid_file(&self) -> Result<(), PgError> {
+        let path = self.data_dir.join("postmaster.pid");
+        if path.exists() && self.postmaster_pid().is_none() {
+            tracing::warn!("removing a stale postmaster.pid");
+            std::fs::remove_file(&path).map_err(io("remove a stale postmaster.pid"))?;
+        }
+        Ok(())
+    }
+
     /// The pid of a live postmaster, from `postmaster.pid`.
     pub fn postmaster_pid(&self) -> Option<i32> {
-        let text = std::fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
-        let pid: i32 = text.lines().next()?.trim().parse().ok()?;
-        signal::kill(Pid::from_raw(pid), None).ok().map(|()| pid)
+        super::pidfile::live_postmaster(&self.data_dir)
     }
 
     /// What the postmaster last wrote as its status in `postmaster.pid`
@@ -304,6 +314,7 @@ impl Runner {
     /// Completes crash recovery of a stopped data directory in single-user
     /// mode, so it is cleanly shut down (pg_rewind requires that).
     pub async fn single_user_recovery(&self) -> Result<(), PgError> {
+        self.remove_stale_pid_file()?;
         let signal = self.data_dir.join("standby.signal");
         if signal.exists() {
             std::fs::remove_file(&signal).map_err(io("remove standby.signal"))?;
@@ -332,6 +343,7 @@ impl Runner {
     /// Starts the server with `conf` and waits until it accepts connections.
     pub async fn start(&self, conf: &ServerConf) -> Result<(), PgError> {
         self.write_conf(conf)?;
+        self.remove_stale_pid_file()?;
         let log = self.log_file.to_str().unwrap_or_default().to_string();
         self.run("pg_ctl", &["start", "-D", self.data_str(), "-l", &log, "-w", "-t", "300", "-s"], None).await?;
         Ok(())

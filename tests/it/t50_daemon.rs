@@ -250,3 +250,38 @@ async fn a_hung_primary_postgres_gives_up_the_role() {
     let primary = c.must_healthy(&[1, 2, 3], REJOIN).await;
     assert_eq!(primary, new);
 }
+
+/// A `postmaster.pid` left by a crash or a reboot whose pid now belongs to
+/// another live process (here one of the PostgreSQL user's, which
+/// PostgreSQL's own check also takes for a running postmaster) does not
+/// stall the node: the daemon sees that process is not this data
+/// directory's postmaster, removes the stale file and starts PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stale_pid_file_with_a_reused_pid_does_not_stall_the_node() {
+    use std::os::unix::process::CommandExt;
+    let mut c = DaemonCluster::start(3, |_| {}).await;
+    let primary = c.must_healthy(&[1, 2, 3], SETTLED).await;
+    let replica = [1, 2, 3].into_iter().find(|id| *id != primary).expect("a replica");
+    c.stop_node(replica).await;
+    assert!(c.postmaster_pid(replica).is_none(), "its PostgreSQL stopped with it");
+
+    info!("--- a live process of the PostgreSQL user takes the place of the pid in postmaster.pid");
+    let mut impostor = std::process::Command::new("sleep");
+    impostor.arg("300").current_dir("/");
+    if nix::unistd::Uid::effective().is_root()
+        && let Ok(Some(pg)) = nix::unistd::User::from_name("postgres")
+    {
+        impostor.uid(pg.uid.as_raw()).gid(pg.gid.as_raw());
+    }
+    let mut impostor = impostor.spawn().expect("start a stand-in process");
+    let pgdata = c.layout.node(replica).dir.join("pgdata");
+    std::fs::write(pgdata.join("postmaster.pid"), format!("{}\n{}\n", impostor.id(), pgdata.display()))
+        .expect("write a stale postmaster.pid");
+
+    c.start_node(replica);
+    let healthy = c.must_healthy(&[1, 2, 3], REJOIN).await;
+    let _ = impostor.kill();
+    let _ = impostor.wait();
+    assert_eq!(healthy, primary);
+    assert!(c.postmaster_pid(replica).is_some_and(|pid| pid != impostor.id() as i32));
+}
