@@ -14,10 +14,6 @@ use crate::postgres::runner::StopMode;
 /// has probably diverged; it is stopped and rewound.
 pub const STUCK_REPLICA: Duration = Duration::from_secs(15);
 
-/// A replica stopped this many times in a row because it could not
-/// follow is re-cloned: rewinding it did not help.
-pub const STUCK_CYCLES_BEFORE_RECLONE: u32 = 2;
-
 /// Facts the task keeps about this daemon's recent past.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LocalFacts {
@@ -34,9 +30,6 @@ pub struct LocalFacts {
     /// The postmaster runs and says it serves, but has not answered for
     /// longer than `postgres.hang_timeout_ms`.
     pub hung: bool,
-    /// How often in a row this replica was stopped because it could not
-    /// follow (reset once it streams).
-    pub stuck_cycles: u32,
     /// The local marker says this node ran as primary and has not been
     /// rewound or cloned since: it may hold writes nobody else has.
     pub was_primary: bool,
@@ -148,9 +141,14 @@ pub fn plan(input: &PlanInput) -> Vec<PgAction> {
 
 fn plan_primary(input: &PlanInput, reason: ElectionReason) -> Vec<PgAction> {
     let PlanInput { me, state, lease_ok, observed: o, control, facts, now_ms } = input;
-    if facts.restarts_exhausted || facts.hung {
+    if facts.restarts_exhausted {
+        return vec![PgAction::Release(ReleaseReason::PostgresFailed)];
+    }
+    if facts.hung && someone_can_take_over(state, *me) {
         // A hung primary accepts nothing, and the lease would keep it
-        // primary forever: give the role up so another node takes over.
+        // primary for as long as the hang lasts: give the role up so a
+        // streaming replica takes over. With no such replica, waiting for
+        // the hang to end is the shorter outage.
         return vec![PgAction::Release(ReleaseReason::PostgresFailed)];
     }
     if switchover_due(state, *me, *now_ms) {
@@ -182,6 +180,11 @@ fn plan_primary(input: &PlanInput, reason: ElectionReason) -> Vec<PgAction> {
     }
     let others: Vec<NodeId> = state.members.keys().copied().filter(|id| id != me).collect();
     vec![PgAction::EnsureSlots(others)]
+}
+
+/// Another member is a streaming replica that may be promoted.
+fn someone_can_take_over(state: &ClusterState, me: NodeId) -> bool {
+    state.members.values().any(|m| m.id != me && m.state == MemberState::Streaming && m.may_be_promoted())
 }
 
 /// A switchover away from `me` is due and its target (or, without one, some
@@ -241,10 +244,8 @@ fn plan_replica(
     if !diverged {
         return vec![PgAction::StartStandby { upstream: Some((host, port)) }];
     }
-    if facts.rewind_failed || facts.stuck_cycles >= STUCK_CYCLES_BEFORE_RECLONE {
-        // Repair in place failed, or rewinding did not let it follow (a
-        // history that forked on the same timeline): only a fresh copy is
-        // left.
+    if facts.rewind_failed {
+        // Repair in place failed; only a fresh copy is left.
         return if reclone { vec![PgAction::Wipe] } else { vec![] };
     }
     if control == Some(ClusterControlState::InProduction) || control == Some(ClusterControlState::InArchiveRecovery) {
@@ -321,6 +322,13 @@ mod tests {
         let boot = state(Some((1, ElectionReason::Bootstrap)));
         let failed_over = state(Some((2, ElectionReason::Failover)));
         let none = state(None);
+        let mut with_streaming_replica = state(Some((2, ElectionReason::Failover)));
+        with_streaming_replica
+            .apply(
+                &Command::SetMemberState { node: 1, state: MemberState::Streaming },
+                ApplyContext { index: 99, time_ms: 0 },
+            )
+            .expect("applies");
         let f = LocalFacts::default();
         let empty = Observation::default();
         let up2 = ("10.0.0.2".to_string(), 5432);
@@ -482,22 +490,22 @@ mod tests {
                 vec![],
             ),
             (
-                "a replica that stays stuck after rewinds is re-cloned",
+                "hung primary with nobody to take over waits for the hang to end",
                 run(
-                    1,
-                    &failed_over,
-                    false,
-                    &obs(false, None),
-                    Some(ClusterControlState::ShutDownInRecovery),
-                    &LocalFacts { needs_rewind: true, stuck_cycles: STUCK_CYCLES_BEFORE_RECLONE, ..f.clone() },
+                    2,
+                    &state(Some((2, ElectionReason::Failover))),
+                    true,
+                    &Observation { accepting: false, in_recovery: None, ..obs(true, Some(false)) },
+                    None,
+                    &LocalFacts { hung: true, ..f.clone() },
                 ),
-                vec![PgAction::Wipe],
+                vec![],
             ),
             (
                 "hung primary releases, with its lease still valid",
                 run(
                     2,
-                    &failed_over,
+                    &with_streaming_replica,
                     true,
                     &Observation { accepting: false, in_recovery: None, ..obs(true, Some(false)) },
                     None,

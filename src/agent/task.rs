@@ -329,7 +329,9 @@ impl Agent {
             if let Err(e) = self.execute(&state, &action).await {
                 tracing::error!(action = ?action, "failed to {e}");
                 self.links.last_error.send_replace(Some(format!("{action:?}: {e}")));
-                if my_epoch.is_some() && matches!(action, PgAction::StartPrimary | PgAction::StartStandby { .. }) {
+                if my_epoch.is_some()
+                    && matches!(action, PgAction::StartPrimary | PgAction::StartStandby { .. } | PgAction::Promote)
+                {
                     self.crashes += 1;
                 }
                 break;
@@ -369,9 +371,6 @@ impl Agent {
             self.not_streaming_since.get_or_insert(now);
         } else {
             self.not_streaming_since = None;
-        }
-        if o.streaming {
-            self.facts.stuck_cycles = 0;
         }
         self.facts.not_streaming_for = self.not_streaming_since.map(|s| now.duration_since(s)).unwrap_or_default();
         // Hung: no answer at all, while the postmaster says it serves (not
@@ -519,7 +518,6 @@ impl Agent {
         if mode == StopMode::Fast && state.primary_node() != Some(self.me()) {
             // A replica stopped because it could not follow.
             self.facts.needs_rewind = true;
-            self.facts.stuck_cycles += 1;
         }
         self.runner.stop(mode).await
     }
@@ -539,10 +537,7 @@ impl Agent {
             Ok(outcome) => {
                 match outcome {
                     Rewind::Rewound => tracing::info!("pg_rewind done"),
-                    Rewind::NotNeeded => tracing::warn!(
-                        stuck_cycles = self.facts.stuck_cycles,
-                        "pg_rewind: no rewind required; a replica that still cannot follow is re-cloned"
-                    ),
+                    Rewind::NotNeeded => tracing::info!("pg_rewind: no rewind required"),
                 }
                 self.clear_marker()?;
                 self.facts.rewound = true;
@@ -603,8 +598,14 @@ impl Agent {
     async fn release(&mut self, state: &ClusterState, reason: ReleaseReason) -> Result<(), PgError> {
         self.observer.disconnect();
         if self.facts.hung {
-            let n = self.runner.kill_now();
-            tracing::error!(processes = n, "PostgreSQL does not answer; killed it to give up the primary role");
+            let killed = self.runner.kill_now();
+            tracing::error!(
+                processes = killed.len(),
+                "PostgreSQL does not answer; killed it to give up the primary role"
+            );
+            if !self.runner.wait_gone(&killed, Duration::from_secs(10)).await {
+                return Err(PgError::StillRunning("releasing the primary role"));
+            }
             self.facts.hung = false;
             self.unanswered_since = None;
         } else {
@@ -660,7 +661,7 @@ impl Agent {
         for id in ids {
             let name = slot_name(*id);
             query.push_str(&format!(
-                "SELECT pg_create_physical_replication_slot('{name}', true) \
+                "SELECT pg_create_physical_replication_slot('{name}') \
                  WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{name}');"
             ));
         }

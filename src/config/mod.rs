@@ -157,6 +157,9 @@ fn default_replication_user() -> String {
 fn default_run_as() -> String {
     "postgres".into()
 }
+/// The shortest `postgres.hang_timeout_ms` allowed.
+const MIN_HANG_TIMEOUT_MS: u64 = 5_000;
+
 fn default_hang_timeout_ms() -> u64 {
     10_000
 }
@@ -384,7 +387,9 @@ impl FileConfig {
         if p.port == 0 {
             v.bad("postgres.port", "must not be 0");
         }
-        let min_hang = 2 * self.dynamic.heartbeat_interval_ms.max(1000);
+        // Well above one observation's 2 s deadline: slow answers (a long
+        // fsync of the control file) must not add up to a hang.
+        let min_hang = MIN_HANG_TIMEOUT_MS.max(4 * self.dynamic.heartbeat_interval_ms);
         if p.hang_timeout_ms != 0 && p.hang_timeout_ms < min_hang {
             v.bad(
                 "postgres.hang_timeout_ms",

@@ -120,10 +120,11 @@ fn released_for_switchover(state: &ClusterState) -> bool {
 /// has received everything the old primary wrote (past its shutdown
 /// checkpoint), so no acknowledged write is lost. A target that does not get
 /// there in time gives the role back to the old primary, which holds every
-/// write. An old primary that never reports where its WAL ends (its stop
-/// was not clean, or it died after releasing) cannot hold the handover up
-/// for longer than the same timeout: an ordinary, lag-checked failover
-/// follows.
+/// write, or, when the old primary no longer reports, goes to any replica
+/// past that point. An old primary that never reported where its WAL ends
+/// (its stop was not clean, or it died after releasing) cannot hold the
+/// handover up for longer than the same timeout: an ordinary, lag-checked
+/// failover follows, unless in maintenance mode.
 fn handover<'a>(
     input: &Input<'a>,
     sw: &raftgres_storage::Switchover,
@@ -132,9 +133,21 @@ fn handover<'a>(
     let state = input.state;
     let waited = input.handover_since.map(|s| input.now.saturating_duration_since(s)).unwrap_or_default();
     let old = fresh(&sw.from).map(|v| &v.report).filter(|r| !r.running);
-    let Some(end) = old.and_then(|r| r.checkpoint_lsn) else {
+    // Where the old primary's WAL ends, also from a report that is no
+    // longer fresh: a primary that released the role does not write again.
+    let end = old
+        .and_then(|r| r.checkpoint_lsn)
+        .or_else(|| input.views.get(&sw.from).map(|v| &v.report).filter(|r| !r.running).and_then(|r| r.checkpoint_lsn));
+    let Some(end) = end else {
         if waited <= HANDOVER_TIMEOUT {
             return Decision::Wait("switchover: waiting for the old primary's final WAL position".into());
+        }
+        if state.maintenance {
+            return Decision::Wait(
+                "switchover: the old primary never reported its final WAL position; maintenance mode: an \
+                 operator decides"
+                    .into(),
+            );
         }
         return match candidate(input, Some(sw.from), fresh) {
             Ok(node) => Decision::Propose(Command::ElectPrimary {
@@ -148,29 +161,29 @@ fn handover<'a>(
             )),
         };
     };
-    if waited > HANDOVER_TIMEOUT {
+    let timed_out = waited > HANDOVER_TIMEOUT;
+    if timed_out && old.is_some() {
         return Decision::Propose(Command::ElectPrimary {
             if_epoch: state.epoch,
             node: sw.from,
             reason: ElectionReason::Failover,
         });
     }
+    // Before the timeout, the target; after it (the old primary gone),
+    // any replica that has everything the old primary wrote.
     let mut pool: Vec<(NodeId, u64, u32)> = state
         .members
         .values()
-        .filter(|m| m.id != sw.from && sw.to.is_none_or(|t| t == m.id))
+        .filter(|m| m.id != sw.from && (timed_out || sw.to.is_none_or(|t| t == m.id)))
         .filter(|m| m.may_be_promoted())
         .filter_map(|m| fresh(&m.id).map(|v| (m, v)))
         .filter(|(_, v)| v.report.is_replica())
         .filter_map(|(m, v)| v.report.lsn().filter(|l| *l > end).map(|l| (m.id, l, m.failover_priority())))
         .collect();
     pool.sort_by_key(|(id, lsn, prio)| (std::cmp::Reverse(*lsn), std::cmp::Reverse(*prio), *id));
+    let reason = if timed_out { ElectionReason::Failover } else { ElectionReason::Switchover };
     match pool.first() {
-        Some((node, _, _)) => Decision::Propose(Command::ElectPrimary {
-            if_epoch: state.epoch,
-            node: *node,
-            reason: ElectionReason::Switchover,
-        }),
+        Some((node, _, _)) => Decision::Propose(Command::ElectPrimary { if_epoch: state.epoch, node: *node, reason }),
         None => Decision::Wait(format!("switchover: waiting for a target to receive WAL past {end:#x}")),
     }
 }
@@ -443,6 +456,29 @@ mod tests {
         // 2 MiB behind, so the furthest replica is elected, not a wait for
         // an operator.
         assert_eq!(f.decide_at(0, 10_500), elect(2, 1, ElectionReason::Failover));
+        // Not in maintenance mode.
+        f.apply(Command::SetMaintenance { on: true });
+        assert!(matches!(f.decide_at(0, 10_500), Decision::Wait(w) if w.contains("maintenance")));
+    }
+
+    #[test]
+    fn a_switchover_whose_old_primary_dies_after_its_clean_stop_never_elects_a_replica_behind_it() {
+        let mut f = Fixture::new(3);
+        f.apply(Command::ElectPrimary { if_epoch: 0, node: 1, reason: ElectionReason::Bootstrap });
+        f.apply(Command::ScheduleSwitchover { from: 1, to: Some(3), at_ms: None });
+        f.apply(Command::ReleasePrimary { epoch: 1, node: 1, reason: ReleaseReason::Switchover });
+        f.handover_since = Some(0);
+        // A clean stop with its WAL ending at 0x200 (2 MiB), then the node
+        // dies: its report goes stale.
+        f.report(1, 100, Observation { checkpoint_lsn: Some(2 << 20), ..Observation::default() });
+        f.report(2, 10_500, replica(1 << 20, 1));
+        f.report(3, 10_500, replica(1 << 20, 1));
+        // Past the timeout, both replicas are behind the old primary's last
+        // write, within the lag limit of each other: nobody is elected.
+        assert!(matches!(f.decide_at(0, 10_500), Decision::Wait(w) if w.contains("past")), "no write lost");
+        // A replica that has everything is elected, target or not.
+        f.report(2, 10_600, replica((2 << 20) + 0x100, 1));
+        assert_eq!(f.decide_at(0, 10_600), elect(2, 1, ElectionReason::Failover));
     }
 
     #[test]

@@ -64,6 +64,10 @@ impl Controller {
                         // Rejected: the epoch was not ended after all.
                         self.views.lock().expect("views lock poisoned").undepose(*if_epoch);
                     }
+                    // An unknown outcome keeps the mark: the election is in
+                    // this leader's log and commits as soon as a quorum
+                    // answers (the same quorum a grant would need), or the
+                    // term changes and a new leadership starts without it.
                 }
                 Some(Decision::Wait(why)) if !why.is_empty() && why != self.last_wait => {
                     tracing::info!("controller waits: {why}");

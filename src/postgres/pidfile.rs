@@ -4,8 +4,12 @@
 //!
 //! A pid alone is not proof: after a crash or a reboot the file stays
 //! behind, and its pid may belong to any process by now. A postmaster works
-//! in its data directory (it changes into it at start), so the process must
-//! have this directory as its working directory.
+//! in its data directory (it changes into it at start), so a process whose
+//! working directory can be read and is another directory is not it. The
+//! check fails closed: a process that cannot be inspected (no permission,
+//! a hardened `/proc`) counts as the postmaster, since calling a live
+//! postmaster dead would let the fence, the watchdog and a release pass it
+//! by.
 
 use std::path::Path;
 
@@ -15,24 +19,24 @@ use nix::unistd::Pid;
 /// The pid of `pgdata`'s live postmaster.
 pub fn live_postmaster(pgdata: &Path) -> Option<i32> {
     let text = std::fs::read_to_string(pgdata.join("postmaster.pid")).ok()?;
-    let pid: i32 = text.lines().next()?.trim().parse().ok()?;
-    if pid <= 0 {
+    // A standalone backend (`postgres --single`) writes its pid negated.
+    let pid: i32 = text.lines().next()?.trim().parse::<i32>().ok()?.checked_abs()?;
+    if pid == 0 {
         return None;
     }
-    signal::kill(Pid::from_raw(pid), None).ok()?;
-    works_in(pid, pgdata).then_some(pid)
+    // Any other answer (EPERM: another user's) means it is alive.
+    if signal::kill(Pid::from_raw(pid), None) == Err(nix::errno::Errno::ESRCH) {
+        return None;
+    }
+    (works_in(pid, pgdata) != Some(false)).then_some(pid)
 }
 
-/// `pid`'s working directory is `dir` (a process that cannot be inspected
-/// is not ours).
-fn works_in(pid: i32, dir: &Path) -> bool {
-    let Ok(cwd) = std::fs::read_link(format!("/proc/{pid}/cwd")) else {
-        return false;
-    };
-    match std::fs::canonicalize(dir) {
-        Ok(dir) => cwd == dir,
-        Err(_) => false,
-    }
+/// Whether `pid`'s working directory is `dir`; `None` when it cannot be
+/// told.
+fn works_in(pid: i32, dir: &Path) -> Option<bool> {
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
+    let dir = std::fs::canonicalize(dir).ok()?;
+    Some(cwd == dir)
 }
 
 #[cfg(test)]
@@ -59,5 +63,13 @@ mod tests {
         let _ = child.wait();
         assert_eq!(found, Some(child.id() as i32));
         assert_eq!(live_postmaster(dir.path()), None, "gone");
+        // A single-user backend's negated pid names a live process too.
+        let mut child =
+            std::process::Command::new("sleep").arg("30").current_dir(dir.path()).spawn().expect("spawn sleep");
+        std::fs::write(dir.path().join("postmaster.pid"), format!("-{}\n", child.id())).expect("write");
+        let found = live_postmaster(dir.path());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(found, Some(child.id() as i32));
     }
 }

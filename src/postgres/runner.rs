@@ -208,16 +208,41 @@ impl Runner {
 
     /// SIGKILLs the postmaster and its children: the one stop that works on
     /// a server that does not run (stopped processes, a stalled disk), where
-    /// a shutdown request would wait forever. Children go too, so a stopped
-    /// backend does not keep the shared memory a restart needs. Returns the
-    /// number of processes signalled.
-    pub fn kill_now(&self) -> usize {
+    /// a shutdown request would wait forever. The postmaster is stopped
+    /// first, so it forks nothing while its children are listed; children
+    /// go too, so a stopped backend does not keep the shared memory a
+    /// restart needs. Returns the processes signalled.
+    pub fn kill_now(&self) -> Vec<i32> {
         let Some(pm) = self.postmaster_pid() else {
-            return 0;
+            return Vec::new();
         };
+        let _ = signal::kill(Pid::from_raw(pm), Signal::SIGSTOP);
         let mut pids = children_of(pm);
         pids.push(pm);
-        pids.iter().filter(|pid| signal::kill(Pid::from_raw(**pid), Signal::SIGKILL).is_ok()).count()
+        pids.retain(|pid| signal::kill(Pid::from_raw(*pid), Signal::SIGKILL).is_ok());
+        pids
+    }
+
+    /// Waits until none of `pids` runs, up to `timeout`.
+    pub async fn wait_gone(&self, pids: &[i32], timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let alive = pids.iter().any(|pid| {
+                // A killed child stays a zombie until its parent (the dead
+                // postmaster's reaper, init) collects it: count it gone.
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+                    .is_some_and(|zombie| !zombie)
+            });
+            if !alive {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// `pg_controldata`'s cluster state and checkpoint timeline.

@@ -225,7 +225,7 @@ fn children_of(parent: i32) -> Vec<i32> {
 /// writable primary for as long as the hang lasts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hung_primary_postgres_gives_up_the_role() {
-    let hang = Duration::from_millis(3000);
+    let hang = Duration::from_millis(5000);
     let c = DaemonCluster::start(3, |f| f.postgres.hang_timeout_ms = hang.as_millis() as u64).await;
     let old = c.must_healthy(&[1, 2, 3], SETTLED).await;
     c.must_pg(old).await.batch_execute("CREATE TABLE t (v bigint)").await.expect("create table");
