@@ -233,6 +233,23 @@ async fn a_hung_primary_postgres_gives_up_the_role() {
     let pm = c.postmaster_pid(old).expect("primary's postmaster");
     let mut stopped = children_of(pm);
     stopped.push(pm);
+    // Whatever happens below, no process this test stopped outlives it
+    // (only those still stopped: a pid may be reused meanwhile).
+    struct KillOnDrop(Vec<i32>);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            for pid in &self.0 {
+                let still_stopped = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('T')))
+                    .unwrap_or(false);
+                if still_stopped {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
+                }
+            }
+        }
+    }
+    let _cleanup = KillOnDrop(stopped.clone());
 
     info!("--- SIGSTOP the primary's postmaster and its {} children", stopped.len() - 1);
     let hung_at = Instant::now();
