@@ -339,11 +339,11 @@ impl Daemon {
                 _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); return Ok(None); }
                 _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); return Ok(None); }
                 ended = self.tasks.next() => {
-                    return Ok(Some(match ended {
-                        Some((task, Ok(()))) => (task, "ended".to_string()),
-                        Some((task, Err(e))) => (task, format!("{e:#}")),
-                        None => (Task::Agent, "no task runs".to_string()),
-                    }));
+                    return match ended {
+                        Some((task, Ok(()))) => Ok(Some((task, "ended".to_string()))),
+                        Some((task, Err(e))) => Ok(Some((task, format!("{e:#}")))),
+                        None => Err(anyhow!("no task runs")),
+                    };
                 }
             }
         }

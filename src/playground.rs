@@ -111,10 +111,8 @@ fn candidate_ports((low, high): (u16, u16)) -> Option<RangeInclusive<u16>> {
 
 /// Random bits from the kernel, or from the pid and the clock.
 fn random_u32() -> u32 {
-    use std::io::Read;
-    let mut bytes = [0u8; 4];
-    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)) {
-        Ok(()) => u32::from_le_bytes(bytes),
+    match random_bytes::<4>() {
+        Ok(bytes) => u32::from_le_bytes(bytes),
         Err(_) => {
             let nanos =
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
@@ -204,10 +202,15 @@ pub fn endpoints(cluster: &LocalCluster) -> String {
 
 /// A random token: 32 hex characters from the kernel's generator.
 pub fn random_token() -> std::io::Result<String> {
+    Ok(random_bytes::<16>()?.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// `N` bytes from the kernel's generator.
+fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
     use std::io::Read;
-    let mut bytes = [0u8; 16];
+    let mut bytes = [0u8; N];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(bytes)
 }
 
 impl LocalCluster {
@@ -313,7 +316,7 @@ impl LocalCluster {
                 replication_user: "replicator".into(),
                 replication_password: self.replication_password.clone(),
                 run_as: "postgres".into(),
-                hang_timeout_ms: 10_000,
+                hang_timeout_ms: crate::config::DEFAULT_HANG_TIMEOUT_MS,
             },
             security: SecuritySection { token: Some(self.token.clone()), ..SecuritySection::default() },
             tags: Default::default(),

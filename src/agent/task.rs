@@ -208,7 +208,7 @@ impl Agent {
         if self.runner.postmaster_pid().is_some() {
             self.runner.stop(StopMode::Fast).await.map_err(|e| AgentError::Failed(format!("stop PostgreSQL: {e}")))?;
         }
-        let name = &self.config.node_name.clone();
+        let name = self.config.node_name.clone();
         if self.turns_until_up(cancel, RESTART_TIMEOUT).await {
             Ok(format!("restarted PostgreSQL on {name}"))
         } else {
@@ -239,7 +239,7 @@ impl Agent {
         }
         self.runner.wipe().map_err(|e| AgentError::Failed(format!("remove the data directory: {e}")))?;
         self.facts = LocalFacts { was_primary: self.marker.epoch().is_some(), ..LocalFacts::default() };
-        let name = &self.config.node_name.clone();
+        let name = self.config.node_name.clone();
         if self.turns_until_up(cancel, REINIT_TIMEOUT).await {
             Ok(format!("reinitialized {name} from the primary"))
         } else {
@@ -375,8 +375,13 @@ impl Agent {
         self.facts.not_streaming_for = self.not_streaming_since.map(|s| now.duration_since(s)).unwrap_or_default();
         // Hung: no answer at all, while the postmaster says it serves (not
         // starting up, not in crash recovery, not stopping).
-        let serving = self.runner.pm_status().is_some_and(|s| s.serving());
-        if o.running && !o.accepting && self.observer.unanswered() && serving {
+        // (`postmaster.pid` is read only when the observation went
+        // unanswered, not every turn.)
+        if o.running
+            && !o.accepting
+            && self.observer.unanswered()
+            && self.runner.pm_status().is_some_and(|s| s.serving())
+        {
             let since = *self.unanswered_since.get_or_insert(now);
             self.facts.hung = self.config.pg_hang_timeout.is_some_and(|bound| now.duration_since(since) >= bound);
         } else {

@@ -160,8 +160,11 @@ fn default_run_as() -> String {
 /// The shortest `postgres.hang_timeout_ms` allowed.
 const MIN_HANG_TIMEOUT_MS: u64 = 5_000;
 
+/// `postgres.hang_timeout_ms` when the file does not set it.
+pub const DEFAULT_HANG_TIMEOUT_MS: u64 = 10_000;
+
 fn default_hang_timeout_ms() -> u64 {
-    10_000
+    DEFAULT_HANG_TIMEOUT_MS
 }
 
 /// One invalid field and what is wrong with it.

@@ -1,6 +1,7 @@
 //! `postmaster.pid`: which process, if any, is this data directory's live
 //! postmaster. The one reading of it for the daemon, the watchdog process
-//! and the playground.
+//! and the playground; and what `/proc` says of a process (its parent and
+//! run state), for the postmaster's children.
 //!
 //! A pid alone is not proof: after a crash or a reboot the file stays
 //! behind, and its pid may belong to any process by now. A postmaster works
@@ -39,9 +40,52 @@ fn works_in(pid: i32, dir: &Path) -> Option<bool> {
     Some(cwd == dir)
 }
 
+/// A process as `/proc/<pid>/stat` describes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcStat {
+    pub ppid: i32,
+    /// `R`, `S`, `T` (stopped), `Z` (zombie), ...
+    pub state: char,
+}
+
+/// `/proc/<pid>/stat` of a process that still exists.
+pub fn proc_stat(pid: i32) -> Option<ProcStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid ...`; comm may hold spaces and parentheses, so
+    // read after the last closing parenthesis.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some(ProcStat { ppid, state })
+}
+
+/// The processes whose parent is `parent`.
+pub fn children_of(parent: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| proc_stat(*pid).is_some_and(|s| s.ppid == parent))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn children_and_their_state_are_read_from_proc() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().expect("spawn sleep");
+        let pid = child.id() as i32;
+        let found = children_of(std::process::id() as i32);
+        let stat = proc_stat(pid);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(found.contains(&pid), "{found:?}");
+        assert_eq!(stat.map(|s| s.ppid), Some(std::process::id() as i32));
+        assert_eq!(proc_stat(pid), None, "reaped");
+    }
 
     fn pid_file(dir: &Path, pid: u32) {
         std::fs::write(dir.join("postmaster.pid"), format!("{pid}\n{}\n", dir.display())).expect("write");

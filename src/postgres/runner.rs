@@ -12,6 +12,7 @@ use tokio::process::Command;
 use super::binaries::Binaries;
 use super::conf::{self, ServerConf};
 use super::control::ClusterControlState;
+use super::pidfile::{children_of, proc_stat};
 
 /// A PostgreSQL tool or file operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -227,14 +228,8 @@ impl Runner {
     pub async fn wait_gone(&self, pids: &[i32], timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let alive = pids.iter().any(|pid| {
-                // A killed child stays a zombie until its parent (the dead
-                // postmaster's reaper, init) collects it: count it gone.
-                std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .ok()
-                    .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
-                    .is_some_and(|zombie| !zombie)
-            });
+            // A killed child stays a zombie until init reaps it: gone.
+            let alive = pids.iter().any(|pid| proc_stat(*pid).is_some_and(|s| s.state != 'Z'));
             if !alive {
                 return true;
             }
@@ -461,24 +456,6 @@ impl PmStatus {
     }
 }
 
-/// The processes whose parent is `parent`, from `/proc`.
-fn children_of(parent: i32) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            // `pid (comm) state ppid ...`; comm may hold spaces, so read
-            // after its closing parenthesis.
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.to_string()))
-                .and_then(|rest| rest.split_whitespace().nth(1).and_then(|p| p.parse::<i32>().ok()))
-                == Some(parent)
-        })
-        .collect()
-}
-
 fn set_mode(path: &Path, mode: u32) -> Result<(), PgError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
@@ -497,15 +474,5 @@ mod tests {
         assert_eq!(PmStatus::parse(&file.replace("ready   ", "standby ")), Some(PmStatus::Standby));
         assert_eq!(PmStatus::parse("4242\n/var/lib/pg\n"), None, "a file still being written");
         assert!(PmStatus::Standby.serving() && !PmStatus::Starting.serving());
-    }
-
-    #[test]
-    fn children_are_found_in_proc() {
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().expect("spawn sleep");
-        let me = std::process::id() as i32;
-        let found = children_of(me);
-        let _ = child.kill();
-        let _ = child.wait();
-        assert!(found.contains(&(child.id() as i32)), "{found:?}");
     }
 }

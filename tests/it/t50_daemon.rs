@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tracing::info;
 
 use raftgres::playground::http_get;
+use raftgres::postgres::pidfile::{children_of, proc_stat};
 
 use crate::support::daemon::DaemonCluster;
 use crate::support::deadline::{DAEMON_START, FAILOVER, FAILOVER_SLACK, REJOIN, REPLICATED, SETTLED, WRITE};
@@ -205,20 +206,6 @@ async fn a_paused_daemon_cannot_leave_a_second_primary() {
     assert_ne!(primary, old);
 }
 
-/// The postmaster's children, from `/proc`.
-fn children_of(parent: i32) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|stat| {
-                stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok())
-            }) == Some(parent)
-        })
-        .collect()
-}
-
 /// A primary whose PostgreSQL hangs (every process stopped: it neither
 /// answers nor dies, and its daemon keeps the lease) gives the role up
 /// after `postgres.hang_timeout_ms`, so the cluster does not go without a
@@ -239,11 +226,7 @@ async fn a_hung_primary_postgres_gives_up_the_role() {
     impl Drop for KillOnDrop {
         fn drop(&mut self) {
             for pid in &self.0 {
-                let still_stopped = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .ok()
-                    .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('T')))
-                    .unwrap_or(false);
-                if still_stopped {
+                if proc_stat(*pid).is_some_and(|s| s.state == 'T') {
                     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
                 }
             }
