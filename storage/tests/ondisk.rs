@@ -57,9 +57,18 @@ async fn vote_log_and_snapshot_survive_reopen() {
 }
 
 fn expect_err(dir: &Path, cluster: &str, node: u64) -> StorageError {
-    match Store::open(dir, cluster, node) {
-        Ok(_) => panic!("opening {} as {cluster}/{node} should have failed", dir.display()),
-        Err(e) => e,
+    // A sled handle dropped just before lets go of its file lock only when
+    // its background thread ends: while the directory reads as locked, ask
+    // again (with a deadline) for the error the test is about.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open(dir, cluster, node) {
+            Ok(_) => panic!("opening {} as {cluster}/{node} should have failed", dir.display()),
+            Err(StorageError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return e,
+        }
     }
 }
 
@@ -133,7 +142,7 @@ fn a_directory_without_header_but_with_data_is_refused() {
 fn a_directory_in_use_is_refused_as_locked() {
     let dir = tempfile::tempdir().unwrap();
     let open_store = open(dir.path());
-    let e = expect_err(dir.path(), "c1", 1);
+    let Err(e) = Store::open(dir.path(), "c1", 1) else { panic!("a second open should have failed") };
     assert!(matches!(e, StorageError::Locked { .. }), "{e}");
     drop(open_store);
     drop(open(dir.path()));
