@@ -12,7 +12,7 @@ pub fn parse(text: &str) -> Option<u64> {
 }
 
 pub fn format(lsn: u64) -> String {
-    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
+    raftgres_storage::timeline::Lsn(lsn).to_string()
 }
 
 /// The timeline encoded in a WAL file name (first 8 hex digits).

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dynamic_config::DynamicConfig;
 use crate::member::{Member, MemberState, Tags};
+use crate::timeline::Lsn;
 use crate::typ::NodeId;
 
 /// Why a primary was elected.
@@ -106,6 +107,19 @@ pub enum Command {
     CancelSwitchover,
     /// Record a member's PostgreSQL state; records an event only on change.
     SetMemberState { node: NodeId, state: MemberState },
+    /// The primary `node` of `epoch` runs on `timeline`, which began at
+    /// `switchpoint`. Precondition: it is the current primary, and the
+    /// timeline is not older than the one recorded.
+    RecordPromotion { epoch: u64, node: NodeId, timeline: u32, switchpoint: u64 },
+    /// The primary `node` of `epoch` has written WAL up to `lsn`; records an
+    /// event only when the position advanced. Precondition: it is the
+    /// current primary.
+    RecordPosition { epoch: u64, node: NodeId, timeline: u32, lsn: u64 },
+    /// An operator accepts losing the writes only the lost primary of
+    /// `epoch` had, to fail over to `to` when the lag or timeline rules
+    /// leave no candidate. Precondition: `epoch` is current and `to` may be
+    /// promoted.
+    ForceFailover { epoch: u64, to: NodeId },
 }
 
 impl fmt::Display for Command {
@@ -138,6 +152,15 @@ impl fmt::Display for Command {
             }
             Command::CancelSwitchover => write!(f, "cancel switchover"),
             Command::SetMemberState { node, state } => write!(f, "member {node} is {state}"),
+            Command::RecordPromotion { epoch, node, timeline, switchpoint } => {
+                write!(f, "node {node} promoted onto timeline {timeline} at {} in epoch {epoch}", Lsn(*switchpoint))
+            }
+            Command::RecordPosition { epoch, node, lsn, .. } => {
+                write!(f, "primary {node} of epoch {epoch} at {}", Lsn(*lsn))
+            }
+            Command::ForceFailover { epoch, to } => {
+                write!(f, "fail over from epoch {epoch} to {to}, accepting the loss of writes only the old primary had")
+            }
         }
     }
 }

@@ -110,6 +110,9 @@ mod tests {
             Command::ScheduleSwitchover { from: 1, to: None, at_ms: Some(99) },
             Command::CancelSwitchover,
             Command::SetMemberState { node: 1, state: MemberState::CreatingReplica },
+            Command::RecordPromotion { epoch: 2, node: 1, timeline: 3, switchpoint: 0x300_0060 },
+            Command::RecordPosition { epoch: 2, node: 1, timeline: 3, lsn: 0x300_0100 },
+            Command::ForceFailover { epoch: 2, to: 3 },
         ]
     }
 
@@ -135,6 +138,9 @@ mod tests {
             Event::SwitchoverScheduled { from: 1, to: Some(2), at_ms: None },
             Event::SwitchoverCancelled { from: 1, to: None },
             Event::MemberStateChanged { node: 2, from: MemberState::Running, to: MemberState::Crashed },
+            Event::PromotionRecorded { epoch: 3, node: 1, timeline: 2, switchpoint: 0x300_0060 },
+            Event::PositionRecorded { epoch: 3, node: 1, timeline: 2, lsn: 0x300_0100 },
+            Event::FailoverForced { epoch: 3, to: 2 },
         ];
         for e in &events {
             round_trip(EventRecord { index: 9, at_ms: 10, event: e.clone() });
@@ -150,6 +156,7 @@ mod tests {
         round_trip(Response::Rejected(Reject::ConfigChangeRefused {
             violations: vec![crate::ConfigViolation { field: "lease_ttl_ms".into(), message: "only grows".into() }],
         }));
+        round_trip(Response::Rejected(Reject::TimelineRegressed { timeline: 2, recorded: 3 }));
     }
 
     #[test]
@@ -158,6 +165,9 @@ mod tests {
         for (i, c) in every_command().iter().enumerate() {
             let _ = s.apply(c, ApplyContext { index: i as u64, time_ms: 5 });
         }
+        s.timeline = Some(crate::TimelineRecord { epoch: 2, node: 1, timeline: 3, switchpoint: 0x300_0060 });
+        s.position = Some(crate::WalPosition { epoch: 2, node: 1, timeline: 3, lsn: 0x300_0100, at_ms: 7 });
+        s.forced_failover = Some(crate::ForcedFailover { epoch: 2, to: 3 });
         round_trip(s);
     }
 

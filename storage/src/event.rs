@@ -9,23 +9,78 @@ use serde::{Deserialize, Serialize};
 use crate::command::{ElectionReason, ReleaseReason};
 use crate::dynamic_config::DynamicConfig;
 use crate::member::{Member, MemberState, Tags};
+use crate::timeline::Lsn;
 use crate::typ::NodeId;
 
 /// One fact about the cluster's life.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
-    ClusterInitialized { cluster_id: String, config: DynamicConfig },
-    MemberAdded { member: Member },
-    MemberRemoved { node: NodeId },
-    MemberTagsChanged { node: NodeId, tags: Tags },
-    PrimaryElected { epoch: u64, node: NodeId, reason: ElectionReason },
-    PrimaryReleased { epoch: u64, node: NodeId, reason: ReleaseReason },
-    SyncStandbysChanged { epoch: u64, standbys: BTreeSet<NodeId> },
-    ConfigChanged { version: u64, config: DynamicConfig },
-    MaintenanceChanged { on: bool },
-    SwitchoverScheduled { from: NodeId, to: Option<NodeId>, at_ms: Option<u64> },
-    SwitchoverCancelled { from: NodeId, to: Option<NodeId> },
-    MemberStateChanged { node: NodeId, from: MemberState, to: MemberState },
+    ClusterInitialized {
+        cluster_id: String,
+        config: DynamicConfig,
+    },
+    MemberAdded {
+        member: Member,
+    },
+    MemberRemoved {
+        node: NodeId,
+    },
+    MemberTagsChanged {
+        node: NodeId,
+        tags: Tags,
+    },
+    PrimaryElected {
+        epoch: u64,
+        node: NodeId,
+        reason: ElectionReason,
+    },
+    PrimaryReleased {
+        epoch: u64,
+        node: NodeId,
+        reason: ReleaseReason,
+    },
+    SyncStandbysChanged {
+        epoch: u64,
+        standbys: BTreeSet<NodeId>,
+    },
+    ConfigChanged {
+        version: u64,
+        config: DynamicConfig,
+    },
+    MaintenanceChanged {
+        on: bool,
+    },
+    SwitchoverScheduled {
+        from: NodeId,
+        to: Option<NodeId>,
+        at_ms: Option<u64>,
+    },
+    SwitchoverCancelled {
+        from: NodeId,
+        to: Option<NodeId>,
+    },
+    MemberStateChanged {
+        node: NodeId,
+        from: MemberState,
+        to: MemberState,
+    },
+    PromotionRecorded {
+        epoch: u64,
+        node: NodeId,
+        timeline: u32,
+        switchpoint: u64,
+    },
+    /// Recorded about once a second; kept in the state, not in the history.
+    PositionRecorded {
+        epoch: u64,
+        node: NodeId,
+        timeline: u32,
+        lsn: u64,
+    },
+    FailoverForced {
+        epoch: u64,
+        to: NodeId,
+    },
 }
 
 impl Event {
@@ -45,6 +100,9 @@ impl Event {
             Event::SwitchoverScheduled { .. } => "switchover_scheduled",
             Event::SwitchoverCancelled { .. } => "switchover_cancelled",
             Event::MemberStateChanged { .. } => "member_state_changed",
+            Event::PromotionRecorded { .. } => "promotion_recorded",
+            Event::PositionRecorded { .. } => "position_recorded",
+            Event::FailoverForced { .. } => "failover_forced",
         }
     }
 }
@@ -82,6 +140,17 @@ impl fmt::Display for Event {
             Event::MemberStateChanged { node, from, to } => {
                 write!(f, "member {node}: {from} -> {to}")
             }
+            Event::PromotionRecorded { epoch, node, timeline, switchpoint } => {
+                write!(f, "node {node} runs epoch {epoch} on timeline {timeline} from {}", Lsn(*switchpoint))
+            }
+            Event::PositionRecorded { epoch, node, lsn, .. } => {
+                write!(f, "primary {node} of epoch {epoch} at {}", Lsn(*lsn))
+            }
+            Event::FailoverForced { epoch, to } => write!(
+                f,
+                "operator forced a failover from epoch {epoch} to node {to}, accepting the loss of writes only the \
+                 old primary had"
+            ),
         }
     }
 }
@@ -123,6 +192,9 @@ mod tests {
             Event::SwitchoverScheduled { from: 1, to: None, at_ms: None },
             Event::SwitchoverCancelled { from: 1, to: None },
             Event::MemberStateChanged { node: 1, from: MemberState::Unknown, to: MemberState::Running },
+            Event::PromotionRecorded { epoch: 2, node: 1, timeline: 2, switchpoint: 0x300_0060 },
+            Event::PositionRecorded { epoch: 2, node: 1, timeline: 2, lsn: 0x300_0100 },
+            Event::FailoverForced { epoch: 2, to: 3 },
         ];
         for e in events {
             let v = serde_json::to_value(&e).expect("events serialize");

@@ -28,6 +28,7 @@ pub mod snapshot;
 pub mod state;
 pub mod state_machine;
 pub mod store;
+pub mod timeline;
 pub mod typ;
 
 pub use clock::now_ms;
@@ -41,4 +42,5 @@ pub use reject::Reject;
 pub use state::{ApplyContext, ClusterState, Primary, Switchover};
 pub use state_machine::{AppliedState, StateMachine};
 pub use store::Store;
+pub use timeline::{ForcedFailover, Lsn, TimelineRecord, WalPosition};
 pub use typ::{NodeId, NodeInfo, Request, Response, TypeConfig};

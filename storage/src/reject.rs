@@ -64,6 +64,12 @@ pub enum Reject {
     /// time (see [`crate::DynamicConfig::check_change`]).
     #[error("{}", display_violations(violations))]
     ConfigChangeRefused { violations: Vec<ConfigViolation> },
+    /// A promotion record older than the one the state holds.
+    #[error(
+        "timeline {timeline} is older than the recorded timeline {recorded}: this node's history is not the \
+         cluster's"
+    )]
+    TimelineRegressed { timeline: u32, recorded: u32 },
 }
 
 fn display_violations(v: &[ConfigViolation]) -> String {

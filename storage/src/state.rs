@@ -15,6 +15,7 @@ use crate::dynamic_config::{DynamicConfig, SyncMode};
 use crate::event::{Event, EventRecord};
 use crate::member::{Member, MemberState, validate_name, validate_tags};
 use crate::reject::Reject;
+use crate::timeline::{ForcedFailover, TimelineRecord, WalPosition};
 use crate::typ::NodeId;
 
 /// How many events the state keeps for `history`; older ones are dropped.
@@ -68,6 +69,15 @@ pub struct ClusterState {
     pub switchovers: u64,
     /// The latest events, oldest first, at most [`HISTORY_LIMIT`].
     pub history: VecDeque<EventRecord>,
+    /// The timeline of the newest completed promotion: only nodes on it
+    /// are failover candidates.
+    pub timeline: Option<TimelineRecord>,
+    /// The primary's latest recorded WAL position: the lag reference when
+    /// its own report is gone.
+    pub position: Option<WalPosition>,
+    /// An operator's failover accepting the loss of the lost primary's
+    /// unreplicated writes; cleared by the next election.
+    pub forced_failover: Option<ForcedFailover>,
 }
 
 impl ClusterState {
@@ -234,6 +244,50 @@ impl ClusterState {
                 }
                 Ok(vec![Event::MemberStateChanged { node: *node, from: member.state, to: *state }])
             }
+            Command::RecordPromotion { epoch, node, timeline, switchpoint } => {
+                self.must_current_primary(*epoch)?;
+                self.must_primary(*node, *epoch)?;
+                let record =
+                    TimelineRecord { epoch: *epoch, node: *node, timeline: *timeline, switchpoint: *switchpoint };
+                if let Some(recorded) = &self.timeline {
+                    if *recorded == record {
+                        return Ok(Vec::new());
+                    }
+                    if *timeline < recorded.timeline {
+                        return Err(Reject::TimelineRegressed { timeline: *timeline, recorded: recorded.timeline });
+                    }
+                }
+                Ok(vec![Event::PromotionRecorded {
+                    epoch: *epoch,
+                    node: *node,
+                    timeline: *timeline,
+                    switchpoint: *switchpoint,
+                }])
+            }
+            Command::RecordPosition { epoch, node, timeline, lsn } => {
+                self.must_current_primary(*epoch)?;
+                self.must_primary(*node, *epoch)?;
+                if self.position.is_some_and(|p| p.epoch == *epoch && p.lsn >= *lsn) {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![Event::PositionRecorded { epoch: *epoch, node: *node, timeline: *timeline, lsn: *lsn }])
+            }
+            Command::ForceFailover { epoch, to } => {
+                if *epoch != self.epoch {
+                    return Err(Reject::StaleEpoch { expected: *epoch, current: self.epoch });
+                }
+                if let Some(p) = &self.primary
+                    && p.node == *to
+                {
+                    return Err(Reject::AlreadyPrimary { node: *to, epoch: p.epoch });
+                }
+                self.check_candidate(*to, ElectionReason::Manual)?;
+                let forced = ForcedFailover { epoch: *epoch, to: *to };
+                if self.forced_failover == Some(forced) {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![Event::FailoverForced { epoch: *epoch, to: *to }])
+            }
         }
     }
 
@@ -337,6 +391,7 @@ impl ClusterState {
                 // primary widens its own set through Raft.
                 self.sync_standbys.clear();
                 self.switchover = None;
+                self.forced_failover = None;
                 match reason {
                     ElectionReason::Failover | ElectionReason::Manual => self.failovers += 1,
                     ElectionReason::Switchover => self.switchovers += 1,
@@ -364,6 +419,34 @@ impl ClusterState {
                 if let Some(m) = self.members.get_mut(node) {
                     m.state = *to;
                 }
+            }
+            Event::PromotionRecorded { epoch, node, timeline, switchpoint } => {
+                self.timeline =
+                    Some(TimelineRecord { epoch: *epoch, node: *node, timeline: *timeline, switchpoint: *switchpoint });
+                // The timeline's start is where its primary's WAL stood.
+                if self.position.is_none_or(|p| p.epoch != *epoch || p.lsn < *switchpoint) {
+                    self.position = Some(WalPosition {
+                        epoch: *epoch,
+                        node: *node,
+                        timeline: *timeline,
+                        lsn: *switchpoint,
+                        at_ms: record.at_ms,
+                    });
+                }
+            }
+            Event::PositionRecorded { epoch, node, timeline, lsn } => {
+                self.position = Some(WalPosition {
+                    epoch: *epoch,
+                    node: *node,
+                    timeline: *timeline,
+                    lsn: *lsn,
+                    at_ms: record.at_ms,
+                });
+                // A register, updated every second: not history.
+                return;
+            }
+            Event::FailoverForced { epoch, to } => {
+                self.forced_failover = Some(ForcedFailover { epoch: *epoch, to: *to });
             }
         }
         self.history.push_back(record.clone());
@@ -468,6 +551,73 @@ mod tests {
         assert_eq!(stale, Err(Reject::StaleEpoch { expected: 1, current: 2 }));
         assert_eq!(s.primary_node(), Some(2));
         assert_eq!(s.failovers, 1);
+    }
+
+    #[test]
+    fn only_the_current_primary_records_its_timeline_and_timelines_never_go_back() {
+        let mut s = cluster(3);
+        let rec = |epoch, node, timeline, switchpoint| Command::RecordPromotion { epoch, node, timeline, switchpoint };
+        assert_eq!(
+            s.apply(&rec(1, 2, 1, 0), ctx(10)),
+            Err(Reject::NotPrimary { node: 2, epoch: 1, primary: Some(1), current: 1 })
+        );
+        s.apply(&rec(1, 1, 1, 0), ctx(11)).unwrap();
+        assert_eq!(s.timeline, Some(TimelineRecord { epoch: 1, node: 1, timeline: 1, switchpoint: 0 }));
+        assert_eq!(s.apply(&rec(1, 1, 1, 0), ctx(12)), Ok(vec![]), "recording it again changes nothing");
+        s.apply(&Command::ElectPrimary { if_epoch: 1, node: 2, reason: ElectionReason::Failover }, ctx(13)).unwrap();
+        assert_eq!(s.apply(&rec(1, 1, 1, 0), ctx(14)), Err(Reject::StaleEpoch { expected: 1, current: 2 }));
+        s.apply(&Command::RecordPosition { epoch: 2, node: 2, timeline: 2, lsn: 0x500 }, ctx(15)).unwrap();
+        let before = s.clone();
+        assert_eq!(s.apply(&rec(2, 2, 0, 0x400), ctx(16)), Err(Reject::TimelineRegressed { timeline: 0, recorded: 1 }));
+        assert_eq!(s, before);
+        s.apply(&rec(2, 2, 2, 0x400), ctx(17)).unwrap();
+        assert_eq!(s.timeline.map(|t| (t.timeline, t.switchpoint)), Some((2, 0x400)));
+        assert_eq!(s.position.map(|p| p.lsn), Some(0x500), "the switch point does not move the position back");
+    }
+
+    #[test]
+    fn positions_only_advance_within_an_epoch_and_stay_out_of_history() {
+        let mut s = cluster(3);
+        let pos = |epoch, node, lsn| Command::RecordPosition { epoch, node, timeline: 1, lsn };
+        s.apply(&pos(1, 1, 0x100), ctx(10)).unwrap();
+        let events = s.history.len();
+        assert_eq!(s.apply(&pos(1, 1, 0x80), ctx(11)), Ok(vec![]), "an older position is ignored");
+        s.apply(&pos(1, 1, 0x200), ctx(12)).unwrap();
+        assert_eq!(
+            s.position,
+            Some(WalPosition { epoch: 1, node: 1, timeline: 1, lsn: 0x200, at_ms: ctx(12).time_ms })
+        );
+        assert_eq!(s.history.len(), events, "positions are a register, not history");
+        assert!(matches!(s.apply(&pos(1, 2, 0x300), ctx(13)), Err(Reject::NotPrimary { .. })));
+        // A new primary's promotion resets the reference to its own line.
+        s.apply(&Command::ElectPrimary { if_epoch: 1, node: 2, reason: ElectionReason::Failover }, ctx(14)).unwrap();
+        s.apply(&Command::RecordPromotion { epoch: 2, node: 2, timeline: 2, switchpoint: 0x180 }, ctx(15)).unwrap();
+        assert_eq!(s.position.map(|p| (p.epoch, p.node, p.lsn)), Some((2, 2, 0x180)));
+    }
+
+    #[test]
+    fn a_forced_failover_names_a_promotable_member_of_the_current_epoch_until_the_next_election() {
+        let mut s = cluster(3);
+        let mut tags = crate::member::Tags::new();
+        tags.insert("nofailover".into(), "true".into());
+        s.apply(&Command::SetMemberTags { node: 3, tags }, ctx(10)).unwrap();
+        assert_eq!(s.apply(&Command::ForceFailover { epoch: 1, to: 3 }, ctx(11)), Err(Reject::NoFailover { node: 3 }));
+        assert_eq!(
+            s.apply(&Command::ForceFailover { epoch: 1, to: 1 }, ctx(12)),
+            Err(Reject::AlreadyPrimary { node: 1, epoch: 1 })
+        );
+        assert_eq!(
+            s.apply(&Command::ForceFailover { epoch: 0, to: 2 }, ctx(13)),
+            Err(Reject::StaleEpoch { expected: 0, current: 1 })
+        );
+        assert_eq!(
+            s.apply(&Command::ForceFailover { epoch: 1, to: 9 }, ctx(14)),
+            Err(Reject::UnknownMember { node: 9 })
+        );
+        s.apply(&Command::ForceFailover { epoch: 1, to: 2 }, ctx(15)).unwrap();
+        assert_eq!(s.forced_failover, Some(ForcedFailover { epoch: 1, to: 2 }));
+        s.apply(&Command::ElectPrimary { if_epoch: 1, node: 2, reason: ElectionReason::Manual }, ctx(16)).unwrap();
+        assert_eq!(s.forced_failover, None);
     }
 
     #[test]
