@@ -139,7 +139,7 @@ impl Admin for AdminService {
 
     async fn failover(&self, req: Request<pb::FailoverRequest>) -> Result<Response<pb::OperationReply>, Status> {
         let r = req.into_inner();
-        Ok(reply(self.ops()?.failover(&r.to, r.wait).await?))
+        Ok(reply(self.ops()?.failover(&r.to, r.wait, r.accept_data_loss).await?))
     }
 
     async fn set_maintenance(

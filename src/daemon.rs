@@ -221,8 +221,14 @@ impl Daemon {
         let (error_tx, error_rx) = watch::channel(None);
         let may_be_primary = PrimaryFlag::default();
 
-        let controller =
-            Controller::new(handle.clone(), views, config.cluster_id.clone(), config.initial_dynamic.clone());
+        let (blocked_tx, blocked_rx) = watch::channel(None);
+        let controller = Controller::new(
+            handle.clone(),
+            views,
+            config.cluster_id.clone(),
+            config.initial_dynamic.clone(),
+            blocked_tx,
+        );
         let cancel = daemon.tasks_cancel.clone();
         daemon.tasks.spawn(Task::Controller, async move {
             controller.run(cancel).await;
@@ -276,6 +282,7 @@ impl Daemon {
             primary_lsn: primary_lsn_rx,
             heartbeat_ran: ran_rx,
             last_error: error_rx,
+            failover_blocked: blocked_rx,
             ops,
             token: config.token.clone(),
             reloader,

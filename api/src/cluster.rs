@@ -62,4 +62,8 @@ pub struct ClusterStatus {
     /// The view could not be confirmed with the Raft leader (no quorum, or
     /// the node is no longer a member): it may be out of date.
     pub stale: bool,
+    /// Why the lost primary cannot be replaced automatically, as the Raft
+    /// leader's controller last concluded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover_blocked: Option<String>,
 }

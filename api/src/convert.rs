@@ -78,6 +78,7 @@ impl From<ClusterStatus> for pb::ClusterStatus {
             members: s.members.into_iter().map(Into::into).collect(),
             served_by: s.served_by,
             stale: s.stale,
+            failover_blocked: s.failover_blocked.unwrap_or_default(),
         }
     }
 }
@@ -102,6 +103,7 @@ impl From<pb::ClusterStatus> for ClusterStatus {
             members: s.members.into_iter().map(Into::into).collect(),
             served_by: s.served_by,
             stale: s.stale,
+            failover_blocked: some_str(s.failover_blocked),
         }
     }
 }
@@ -131,6 +133,7 @@ mod tests {
                 ..MemberStatus::default()
             }],
             served_by: 2,
+            failover_blocked: Some("no candidate".into()),
             ..ClusterStatus::default()
         };
         let wire: pb::ClusterStatus = s.clone().into();

@@ -178,6 +178,14 @@ impl Xlog {
         }
     }
 
+    /// A replica's receive position.
+    pub fn received_location(&self) -> Option<u64> {
+        match self {
+            Xlog::Replica(r) => r.received_location,
+            Xlog::Primary(_) => None,
+        }
+    }
+
     /// A replica's replay position.
     pub fn replayed_location(&self) -> Option<u64> {
         match self {
@@ -223,6 +231,10 @@ pub struct RaftgresInfo {
     /// accepts connections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// On the Raft leader: why the lost primary cannot be replaced
+    /// automatically, while that holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover_blocked: Option<String>,
 }
 
 /// The node-status document.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use raftgres_storage::{ClusterState, DynamicConfig, ElectionReason, MemberState, NodeId, ReleaseReason};
+use raftgres_storage::{ClusterState, DynamicConfig, ElectionReason, Lsn, MemberState, NodeId, ReleaseReason};
 
 use crate::postgres::Observation;
 use crate::postgres::control::ClusterControlState;
@@ -88,6 +88,58 @@ pub enum PgAction {
     /// Switchover: shut the primary down cleanly, then release the role so
     /// the target is elected once it has received all WAL.
     Demote,
+}
+
+/// A replica that could not stream, and that pg_rewind found nothing to
+/// rewind in this many times in a row, has diverged on the same timeline.
+pub const NOOP_REWINDS: u32 = 2;
+
+/// Whether a stopped data directory that pg_rewind found nothing to rewind
+/// in has forked from the primary's history anyway. pg_rewind compares
+/// timeline numbers, and two nodes promoted from the same timeline get the
+/// same number. `local` is the directory's newest timeline and where it
+/// began; `marker` the epoch of the was-primary marker. Proof of a fork:
+/// - the recorded timeline (another node's promotion) has this number but
+///   began elsewhere here;
+/// - this node ran as primary in an earlier epoch than the recorded
+///   promotion, and is on its timeline number without having been rewound
+///   or cloned since: it promoted onto that number itself;
+/// - it could not stream, and pg_rewind found nothing, `NOOP_REWINDS` times.
+pub fn diverged(
+    state: &ClusterState,
+    me: NodeId,
+    local: Option<(u32, Option<u64>)>,
+    marker: Option<u64>,
+    noop_rewinds: u32,
+) -> Option<String> {
+    if noop_rewinds >= NOOP_REWINDS {
+        return Some(format!(
+            "it could not stream from the primary, and pg_rewind found nothing to rewind {noop_rewinds} times: its WAL \
+             forked on the same timeline"
+        ));
+    }
+    let recorded = state.timeline.filter(|t| t.node != me)?;
+    let (timeline, start) = local?;
+    if timeline != recorded.timeline {
+        return None;
+    }
+    if let Some(start) = start
+        && start != recorded.switchpoint
+    {
+        return Some(format!(
+            "timeline {timeline} began at {} here but at {} on the primary: two promotions took the same number",
+            Lsn(start),
+            Lsn(recorded.switchpoint)
+        ));
+    }
+    if let Some(epoch) = marker.filter(|e| *e < recorded.epoch) {
+        return Some(format!(
+            "this node was promoted onto timeline {timeline} as primary of epoch {epoch}, and the primary of epoch {} \
+             was promoted onto the same number without following it",
+            recorded.epoch
+        ));
+    }
+    None
 }
 
 /// The member state to report for what was observed.
@@ -569,5 +621,36 @@ mod tests {
         assert_eq!(member_state(&obs(true, Some(false))), MemberState::Running);
         assert_eq!(member_state(&Observation { streaming: true, ..obs(true, Some(true)) }), MemberState::Streaming);
         assert_eq!(member_state(&Observation { accepting: false, ..obs(true, None) }), MemberState::Starting);
+    }
+
+    #[test]
+    fn a_same_numbered_timeline_that_began_elsewhere_or_that_this_node_promoted_onto_is_a_fork() {
+        // Node 1 (this node) was primary of epoch 1 and promoted onto
+        // timeline 2 at 0x300; node 2, elected in epoch 2 without following
+        // it, was promoted onto timeline 2 too and recorded it.
+        let mut s = state(Some((1, ElectionReason::Failover)));
+        let epoch = s.epoch;
+        s.apply(
+            &Command::ElectPrimary { if_epoch: epoch, node: 2, reason: ElectionReason::Failover },
+            Default::default(),
+        )
+        .unwrap();
+        let rec = Command::RecordPromotion { epoch: epoch + 1, node: 2, timeline: 2, switchpoint: 0x280 };
+        s.apply(&rec, Default::default()).unwrap();
+        let why = diverged(&s, 1, Some((2, Some(0x300))), None, 0).expect("different switch points");
+        assert!(why.contains("began at 0/300 here but at 0/280"), "{why}");
+        // Same switch point (both had all of timeline 1), but this node ran
+        // as primary of an earlier epoch and was never rewound since.
+        let why = diverged(&s, 1, Some((2, Some(0x280))), Some(epoch), 0).expect("the marker");
+        assert!(why.contains("promoted onto timeline 2 as primary of epoch"), "{why}");
+        // A replica that followed the recorded promotion has not forked.
+        assert_eq!(diverged(&s, 1, Some((2, Some(0x280))), None, 0), None);
+        // An older timeline is pg_rewind's to judge.
+        assert_eq!(diverged(&s, 1, Some((1, Some(0))), Some(epoch), 0), None);
+        // The recorded primary itself is not judged against its own record.
+        assert_eq!(diverged(&s, 2, Some((2, Some(0x300))), None, 0), None);
+        // Repeated no-op rewinds of a replica that cannot stream.
+        assert!(diverged(&s, 3, Some((2, Some(0x280))), None, NOOP_REWINDS).is_some());
+        assert_eq!(diverged(&s, 3, Some((2, Some(0x280))), None, NOOP_REWINDS - 1), None);
     }
 }

@@ -6,19 +6,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use raftgres_raft::RaftHandle;
-use raftgres_storage::{ClusterState, Command, Member, MemberState, NodeId, Reject, ReleaseReason, now_ms};
+use raftgres_storage::{ClusterState, Command, Lsn, Member, MemberState, NodeId, Reject, ReleaseReason, now_ms};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::marker::PrimaryMarker;
-use super::plan::{LocalFacts, PgAction, PlanInput, member_state, plan};
+use super::plan::{LocalFacts, PgAction, PlanInput, diverged, member_state, plan};
 use super::request::{AgentError, AgentRequest};
 use crate::config::Config;
 use crate::fence::PrimaryFlag;
 use crate::lease::Lease;
 use crate::postgres::conf::{ServerConf, ServerRole, slot_name};
 use crate::postgres::control::ClusterControlState;
+use crate::postgres::history::{newest_timeline, timeline_start};
 use crate::postgres::runner::{Rewind, StopMode};
 use crate::postgres::{Observation, Observer, PgError, Runner};
 
@@ -33,6 +34,9 @@ const RESTART_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How long a re-clone may take before the request is answered anyway.
 const REINIT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How often a primary records its WAL position in the replicated state.
+const POSITION_INTERVAL: Duration = Duration::from_secs(1);
 
 /// PostgreSQL that ran this long as primary has its crash count reset.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
@@ -76,6 +80,13 @@ pub struct Agent {
     /// crashes). Until the local state shows the release, a lagging view
     /// must not restart or promote PostgreSQL as that epoch's primary.
     released_epoch: Option<(u64, ReleaseReason)>,
+    /// The last proposal of this primary's WAL position, and when.
+    position: Option<(JoinHandle<()>, Instant)>,
+    /// The epoch whose promotion record was refused (logged once).
+    promotion_refused: Option<u64>,
+    /// pg_rewind said "no rewind required" to a replica stopped because it
+    /// could not stream, this many times in a row.
+    noop_rewinds: u32,
 }
 
 impl Agent {
@@ -101,6 +112,9 @@ impl Agent {
             reported: None,
             report: None,
             released_epoch: None,
+            position: None,
+            promotion_refused: None,
+            noop_rewinds: 0,
         }
     }
 
@@ -325,6 +339,14 @@ impl Agent {
             facts: &self.facts,
             now_ms: now_ms(),
         });
+        if let Some(epoch) = my_epoch
+            && o.is_primary()
+            && lease_ok
+        {
+            self.record_promotion(&state, epoch, &o).await;
+            self.record_position(&state, epoch, &o);
+        }
+        let mut promoted = false;
         for action in actions {
             if let Err(e) = self.execute(&state, &action).await {
                 tracing::error!(action = ?action, "failed to {e}");
@@ -336,8 +358,71 @@ impl Agent {
                 }
                 break;
             }
+            promoted |= matches!(action, PgAction::Initdb | PgAction::StartPrimary | PgAction::Promote);
+        }
+        if promoted && let Some(epoch) = my_epoch {
+            // Record the new timeline now, not a turn later: `/primary`
+            // waits for it.
+            let (o, _) = self.observe().await;
+            if o.is_primary() {
+                self.record_promotion(&state, epoch, &o).await;
+            }
         }
         self.report_state(member_state(&o));
+    }
+
+    /// Records, once per epoch, the timeline this primary runs on and where
+    /// it began; `/primary` answers only once it is recorded, so no routed
+    /// write lands on a timeline the cluster does not know of.
+    async fn record_promotion(&mut self, state: &ClusterState, epoch: u64, o: &Observation) {
+        let Some(timeline) = o.timeline else {
+            return;
+        };
+        let me = self.me();
+        if state.timeline.is_some_and(|t| t.epoch == epoch && t.node == me && t.timeline == timeline) {
+            return;
+        }
+        let Some(switchpoint) = timeline_start(self.runner.data_dir(), timeline) else {
+            tracing::warn!(timeline, "no history file for this primary's timeline yet");
+            return;
+        };
+        let cmd = Command::RecordPromotion { epoch, node: me, timeline, switchpoint };
+        match tokio::time::timeout(Duration::from_secs(2), self.handle.propose(cmd)).await {
+            Ok(Ok(p)) => match p.outcome {
+                Ok(_) => tracing::info!(timeline, switchpoint = %Lsn(switchpoint), "promotion recorded"),
+                Err(r) if self.promotion_refused != Some(epoch) => {
+                    self.promotion_refused = Some(epoch);
+                    tracing::error!("recording this primary's timeline was refused: {r}");
+                    self.links.last_error.send_replace(Some(format!("record the promotion: {r}")));
+                }
+                Err(_) => {}
+            },
+            Ok(Err(e)) => tracing::warn!("failed to record the promotion: {e}"),
+            Err(_) => tracing::warn!("recording the promotion timed out"),
+        }
+    }
+
+    /// Records where this primary's WAL stands, at most once a
+    /// [`POSITION_INTERVAL`] and only when it moved: the lag reference for
+    /// a failover that no longer has this node's report.
+    fn record_position(&mut self, state: &ClusterState, epoch: u64, o: &Observation) {
+        let (Some(lsn), Some(timeline)) = (o.write_lsn, o.timeline) else {
+            return;
+        };
+        if state.position.is_some_and(|p| p.epoch == epoch && p.lsn >= lsn) {
+            return;
+        }
+        if self.position.as_ref().is_some_and(|(h, at)| !h.is_finished() || at.elapsed() < POSITION_INTERVAL) {
+            return;
+        }
+        let handle = self.handle.clone();
+        let cmd = Command::RecordPosition { epoch, node: self.me(), timeline, lsn };
+        let task = tokio::spawn(async move {
+            if let Err(e) = handle.propose(cmd).await {
+                tracing::debug!("record the primary's position: {e}");
+            }
+        });
+        self.position = Some((task, Instant::now()));
     }
 
     async fn retry_release(&self, epoch: u64, reason: ReleaseReason) {
@@ -371,6 +456,9 @@ impl Agent {
             self.not_streaming_since.get_or_insert(now);
         } else {
             self.not_streaming_since = None;
+        }
+        if o.streaming {
+            self.noop_rewinds = 0;
         }
         self.facts.not_streaming_for = self.not_streaming_since.map(|s| now.duration_since(s)).unwrap_or_default();
         // Hung: no answer at all, while the postmaster says it serves (not
@@ -435,7 +523,7 @@ impl Agent {
             PgAction::Follow { host, port } => self.follow(state, host, *port).await,
             PgAction::Stop(mode) => self.stop(state, *mode).await,
             PgAction::Recover => self.recover().await,
-            PgAction::Rewind { host, port } => self.rewind(host, *port).await,
+            PgAction::Rewind { host, port } => self.rewind(state, host, *port).await,
             PgAction::Wipe => self.wipe(),
             PgAction::EnsureSlots(ids) => self.ensure_slots(ids).await,
             PgAction::Demote => self.demote(state).await,
@@ -536,13 +624,29 @@ impl Agent {
         Ok(())
     }
 
-    async fn rewind(&mut self, host: &str, port: u16) -> Result<(), PgError> {
+    async fn rewind(&mut self, state: &ClusterState, host: &str, port: u16) -> Result<(), PgError> {
         self.report_state(MemberState::Rewinding);
         match self.runner.rewind(host, port).await {
             Ok(outcome) => {
                 match outcome {
                     Rewind::Rewound => tracing::info!("pg_rewind done"),
                     Rewind::NotNeeded => tracing::info!("pg_rewind: no rewind required"),
+                }
+                if outcome == Rewind::NotNeeded {
+                    if self.facts.needs_rewind && !self.facts.was_primary {
+                        self.noop_rewinds += 1;
+                    }
+                    let local = self.local_timeline().await;
+                    let marker = self.marker.epoch();
+                    let verdict = diverged(state, self.me(), local, marker, self.noop_rewinds);
+                    if let Some(why) = verdict {
+                        // pg_rewind compares timeline numbers; this history
+                        // forked anyway. Only a fresh copy is left.
+                        tracing::error!("this data directory forked from the primary's history: {why}");
+                        self.facts.rewind_failed = true;
+                        self.noop_rewinds = 0;
+                        return Err(PgError::Forked(why));
+                    }
                 }
                 self.clear_marker()?;
                 self.facts.rewound = true;
@@ -557,6 +661,15 @@ impl Agent {
                 Err(e)
             }
         }
+    }
+
+    /// The newest timeline of the stopped data directory and where it
+    /// began, from `pg_controldata` and the history files in `pg_wal`.
+    async fn local_timeline(&self) -> Option<(u32, Option<u64>)> {
+        let control = self.runner.control_state().await.ok().flatten()?.1;
+        let dir = self.runner.data_dir();
+        let timeline = newest_timeline(dir, control);
+        Some((timeline, timeline_start(dir, timeline)))
     }
 
     fn wipe(&mut self) -> Result<(), PgError> {

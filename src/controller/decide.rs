@@ -35,6 +35,9 @@ pub enum Decision {
     Propose(Command),
     /// Nothing to do, with the reason when it is worth logging.
     Wait(String),
+    /// The primary is lost and no node may take over automatically: the
+    /// reason is shown to operators (`raftctl list`, metrics).
+    Blocked(String),
 }
 
 /// Decides one turn.
@@ -84,26 +87,26 @@ pub fn decide(input: &Input) -> Decision {
                 return Decision::Wait(String::new());
             }
             match candidate(input, Some(p.node), &fresh) {
-                Ok(node) => Decision::Propose(Command::ElectPrimary {
-                    if_epoch: state.epoch,
-                    node,
-                    reason: ElectionReason::Failover,
-                }),
-                Err(why) => Decision::Wait(format!(
+                Ok(node) => failover_to(state, node),
+                Err(why) => Decision::Blocked(format!(
                     "primary {} silent for {silence:?} but no failover candidate: {why}",
                     p.node
                 )),
             }
         }
         None => match candidate(input, None, &fresh) {
-            Ok(node) => Decision::Propose(Command::ElectPrimary {
-                if_epoch: state.epoch,
-                node,
-                reason: ElectionReason::Failover,
-            }),
-            Err(why) => Decision::Wait(format!("no primary and no failover candidate: {why}")),
+            Ok(node) => failover_to(state, node),
+            Err(why) => Decision::Blocked(format!("no primary and no failover candidate: {why}")),
         },
     }
+}
+
+/// Elects `node` after the primary was lost: an operator's forced failover
+/// is recorded as manual.
+fn failover_to(state: &ClusterState, node: NodeId) -> Decision {
+    let forced = state.forced_failover.is_some_and(|f| f.epoch == state.epoch && f.to == node);
+    let reason = if forced { ElectionReason::Manual } else { ElectionReason::Failover };
+    Decision::Propose(Command::ElectPrimary { if_epoch: state.epoch, node, reason })
 }
 
 /// The primary of the current epoch released the role for a switchover.
@@ -150,12 +153,8 @@ fn handover<'a>(
             );
         }
         return match candidate(input, Some(sw.from), fresh) {
-            Ok(node) => Decision::Propose(Command::ElectPrimary {
-                if_epoch: state.epoch,
-                node,
-                reason: ElectionReason::Failover,
-            }),
-            Err(why) => Decision::Wait(format!(
+            Ok(node) => failover_to(state, node),
+            Err(why) => Decision::Blocked(format!(
                 "switchover: no final WAL position from the old primary after {HANDOVER_TIMEOUT:?}, and no \
                  failover candidate: {why}"
             )),
@@ -210,6 +209,14 @@ fn bootstrap<'a>(input: &Input<'a>, fresh: &dyn Fn(&NodeId) -> Option<&'a NodeVi
 /// promoted, on the newest timeline, within the lag limit, in the
 /// synchronous set when synchronous mode is on; highest LSN first, then
 /// failover priority, then the lowest id.
+///
+/// The timeline is the newest of the recorded one (a completed promotion),
+/// the old primary's last report and the candidates' own: a node on an
+/// older timeline would, once promoted, take a number the newer history
+/// already uses. The lag is measured against the primary's position: its
+/// last report if this leader saw one, else the position recorded in the
+/// replicated state; without either, no candidate is elected. An
+/// operator's forced failover skips both checks: it accepted the loss.
 fn candidate<'a>(
     input: &Input<'a>,
     old: Option<NodeId>,
@@ -217,6 +224,14 @@ fn candidate<'a>(
 ) -> Result<NodeId, String> {
     let state = input.state;
     let config = &state.config;
+    if let Some(forced) = state.forced_failover.filter(|f| f.epoch == state.epoch) {
+        let name = state.member(forced.to).map(|m| m.name.as_str()).unwrap_or("?");
+        return match fresh(&forced.to) {
+            Some(v) if v.report.is_replica() => Ok(forced.to),
+            Some(_) => Err(format!("forced failover to {name}: it is not a running replica")),
+            None => Err(format!("forced failover to {name}: no recent heartbeat")),
+        };
+    }
     let mut rejected = Vec::new();
     let mut pool: Vec<(NodeId, &NodeView, u32)> = Vec::new();
     for m in state.members.values() {
@@ -244,17 +259,37 @@ fn candidate<'a>(
         }
         pool.push((m.id, v, m.failover_priority()));
     }
-    // The old primary's last report, if this leader saw one, sets the
-    // timeline and the position candidates are measured against.
     let old_report = old.and_then(|o| input.views.get(&o)).map(|v| &v.report);
-    let timeline =
-        old_report.and_then(|r| r.timeline).or_else(|| pool.iter().filter_map(|(_, v, _)| v.report.timeline).max());
+    let recorded = state.timeline.map(|t| t.timeline);
+    let timeline = [recorded, old_report.and_then(|r| r.timeline)]
+        .into_iter()
+        .chain(pool.iter().map(|(_, v, _)| v.report.timeline))
+        .flatten()
+        .max();
+    // The best candidate's position is a lower bound too, but never the
+    // only one: it says nothing of what the primary wrote past it.
     let best_lsn = pool.iter().filter_map(|(_, v, _)| v.report.lsn()).max();
-    let reference = old_report.and_then(|r| r.lsn()).max(best_lsn).unwrap_or(0);
+    let reference =
+        old_report.and_then(|r| r.lsn()).max(state.position.map(|p| p.lsn)).map(|r| r.max(best_lsn.unwrap_or(0)));
+    let Some(reference) = reference else {
+        return Err(format!(
+            "no record of the primary's WAL position to measure the lag against (maximum_lag_on_failover): \
+             promoting a replica could lose any number of acknowledged writes; {}",
+            FORCE_HINT
+        ));
+    };
     pool.retain(|(id, v, _)| {
         let name = &state.members[id].name;
-        if timeline.is_some() && v.report.timeline != timeline {
-            rejected.push(format!("{name}: timeline {:?}, primary's is {timeline:?}", v.report.timeline));
+        if timeline.is_some() && v.report.timeline < timeline {
+            let whose = match state.timeline.filter(|t| Some(t.timeline) == timeline) {
+                Some(t) => format!("recorded for {} in epoch {}", name_of(state, t.node), t.epoch),
+                None => "the newest reported".into(),
+            };
+            rejected.push(format!(
+                "{name}: timeline {}, the primary's is {} ({whose})",
+                v.report.timeline.unwrap_or(0),
+                timeline.unwrap_or(0)
+            ));
             return false;
         }
         let lag = reference.saturating_sub(v.report.lsn().unwrap_or(0));
@@ -274,8 +309,17 @@ fn candidate<'a>(
     }
     match pool.first() {
         Some((id, _, _)) => Ok(*id),
-        None => Err(if rejected.is_empty() { "no other members".into() } else { rejected.join("; ") }),
+        None if rejected.is_empty() => Err("no other members".into()),
+        None => Err(format!("{}; {FORCE_HINT}", rejected.join("; "))),
     }
+}
+
+/// How an operator overrides a refusal that protects writes only the lost
+/// primary had.
+const FORCE_HINT: &str = "an operator can accept that loss with `raftctl failover --to <member> --accept-data-loss`";
+
+fn name_of(state: &ClusterState, id: NodeId) -> String {
+    state.member(id).map(|m| m.name.clone()).unwrap_or_else(|| id.to_string())
 }
 
 #[cfg(test)]
@@ -312,6 +356,12 @@ mod tests {
         fn apply(&mut self, c: Command) {
             self.index += 1;
             self.state.apply(&c, ApplyContext { index: self.index, time_ms: 0 }).expect("command applies");
+        }
+
+        /// Node 1 bootstrapped on timeline 1, its promotion recorded.
+        fn bootstrap(&mut self) {
+            self.apply(Command::ElectPrimary { if_epoch: 0, node: 1, reason: ElectionReason::Bootstrap });
+            self.apply(Command::RecordPromotion { epoch: 1, node: 1, timeline: 1, switchpoint: 0 });
         }
 
         fn report(&mut self, id: NodeId, at_ms: u64, report: Observation) {
@@ -386,7 +436,7 @@ mod tests {
     #[test]
     fn no_failover_while_the_lease_may_still_be_held() {
         let mut f = Fixture::new(3);
-        f.apply(Command::ElectPrimary { if_epoch: 0, node: 1, reason: ElectionReason::Bootstrap });
+        f.bootstrap();
         f.report(1, 1000, primary(500, 1));
         f.grant(1, 1, 1000);
         f.report(2, 3000, replica(500, 1));
@@ -405,7 +455,7 @@ mod tests {
     #[test]
     fn a_new_leader_waits_a_full_lease_from_its_election() {
         let mut f = Fixture::new(3);
-        f.apply(Command::ElectPrimary { if_epoch: 0, node: 1, reason: ElectionReason::Bootstrap });
+        f.bootstrap();
         f.report(2, 5000, replica(500, 1));
         f.report(3, 5000, replica(500, 1));
         // This leader never heard from node 1; it was elected at 4000.
@@ -416,7 +466,7 @@ mod tests {
     #[test]
     fn a_switchover_elects_the_target_only_past_the_old_primarys_last_wal() {
         let mut f = Fixture::new(3);
-        f.apply(Command::ElectPrimary { if_epoch: 0, node: 1, reason: ElectionReason::Bootstrap });
+        f.bootstrap();
         f.apply(Command::ScheduleSwitchover { from: 1, to: Some(3), at_ms: None });
         f.apply(Command::ReleasePrimary { epoch: 1, node: 1, reason: ReleaseReason::Switchover });
         f.handover_since = Some(0);
@@ -440,7 +490,7 @@ mod tests {
     #[test]
     fn a_switchover_whose_old_primary_never_reports_its_end_fails_over_after_the_timeout() {
         let mut f = Fixture::new(3);
-        f.apply(Command::ElectPrimary { if_epoch: 0, node: 1, reason: ElectionReason::Bootstrap });
+        f.bootstrap();
         f.apply(Command::ScheduleSwitchover { from: 1, to: Some(3), at_ms: None });
         f.apply(Command::ReleasePrimary { epoch: 1, node: 1, reason: ReleaseReason::Switchover });
         f.handover_since = Some(0);
@@ -464,7 +514,7 @@ mod tests {
     #[test]
     fn a_switchover_whose_old_primary_dies_after_its_clean_stop_never_elects_a_replica_behind_it() {
         let mut f = Fixture::new(3);
-        f.apply(Command::ElectPrimary { if_epoch: 0, node: 1, reason: ElectionReason::Bootstrap });
+        f.bootstrap();
         f.apply(Command::ScheduleSwitchover { from: 1, to: Some(3), at_ms: None });
         f.apply(Command::ReleasePrimary { epoch: 1, node: 1, reason: ReleaseReason::Switchover });
         f.handover_since = Some(0);
@@ -484,7 +534,7 @@ mod tests {
     #[test]
     fn a_crash_release_with_a_later_switchover_pending_fails_over_at_once() {
         let mut f = Fixture::new(3);
-        f.apply(Command::ElectPrimary { if_epoch: 0, node: 1, reason: ElectionReason::Bootstrap });
+        f.bootstrap();
         f.apply(Command::ScheduleSwitchover { from: 1, to: Some(3), at_ms: Some(u64::MAX) });
         f.apply(Command::ReleasePrimary { epoch: 1, node: 1, reason: ReleaseReason::PostgresFailed });
         f.report(2, 100, replica(0x500, 1));
@@ -495,7 +545,7 @@ mod tests {
     #[test]
     fn a_released_primary_fails_over_at_once() {
         let mut f = Fixture::new(3);
-        f.apply(Command::ElectPrimary { if_epoch: 0, node: 1, reason: ElectionReason::Bootstrap });
+        f.bootstrap();
         f.apply(Command::ReleasePrimary { epoch: 1, node: 1, reason: raftgres_storage::ReleaseReason::Shutdown });
         f.report(2, 100, replica(500, 1));
         f.report(3, 100, replica(600, 1));
@@ -505,7 +555,7 @@ mod tests {
     #[test]
     fn candidates_are_filtered_by_health_tags_timeline_and_lag() {
         let mut f = Fixture::new(5);
-        f.apply(Command::ElectPrimary { if_epoch: 0, node: 1, reason: ElectionReason::Bootstrap });
+        f.bootstrap();
         f.apply(Command::SetMemberTags { node: 2, tags: [("nofailover".to_string(), "true".to_string())].into() });
         f.report(1, 0, primary(10_000_000, 2));
         f.report(2, 9000, replica(10_000_000, 2)); // nofailover
@@ -513,7 +563,7 @@ mod tests {
         f.report(4, 9000, replica(5_000_000, 2)); // too far behind
         f.report(5, 1000, replica(10_000_000, 2)); // silent
         match f.decide_at(0, 9000) {
-            Decision::Wait(why) => {
+            Decision::Blocked(why) => {
                 for needle in ["nofailover", "timeline", "behind", "no recent heartbeat"] {
                     assert!(why.contains(needle), "{needle} missing from {why}");
                 }
@@ -527,12 +577,78 @@ mod tests {
     #[test]
     fn priority_breaks_lsn_ties_and_maintenance_blocks() {
         let mut f = Fixture::new(3);
-        f.apply(Command::ElectPrimary { if_epoch: 0, node: 1, reason: ElectionReason::Bootstrap });
+        f.bootstrap();
         f.apply(Command::SetMemberTags { node: 3, tags: [("failover_priority".to_string(), "5".to_string())].into() });
         f.report(2, 9000, replica(700, 1));
         f.report(3, 9000, replica(700, 1));
         assert_eq!(f.decide_at(0, 9000), elect(3, 1, ElectionReason::Failover));
         f.apply(Command::SetMaintenance { on: true });
         assert!(matches!(f.decide_at(0, 9000), Decision::Wait(_)));
+    }
+
+    #[test]
+    fn without_the_old_primarys_report_the_recorded_position_is_the_lag_reference() {
+        let mut f = Fixture::new(3);
+        f.bootstrap();
+        // The primary wrote 45 MB that no replica received, and died with
+        // the Raft leader: this leader never saw its report.
+        f.report(2, 5000, replica(0x100, 1));
+        f.report(3, 5000, replica(0x80, 1));
+        // Within the limit of the recorded position, the furthest replica.
+        f.apply(Command::RecordPosition { epoch: 1, node: 1, timeline: 1, lsn: 0x100 + 1000 });
+        assert_eq!(f.decide_at(2000, 5000), elect(2, 1, ElectionReason::Failover));
+        f.apply(Command::RecordPosition { epoch: 1, node: 1, timeline: 1, lsn: 45 << 20 });
+        match f.decide_at(2000, 5000) {
+            Decision::Blocked(why) => {
+                assert!(why.contains("bytes behind") && why.contains("accept-data-loss"), "{why}")
+            }
+            d => panic!("a replica 45 MB behind was elected: {d:?}"),
+        }
+    }
+
+    #[test]
+    fn no_recorded_position_and_no_report_means_no_automatic_failover() {
+        let mut f = Fixture::new(3);
+        f.apply(Command::ElectPrimary { if_epoch: 0, node: 1, reason: ElectionReason::Bootstrap });
+        f.report(2, 5000, replica(0x100, 1));
+        f.report(3, 5000, replica(0x100, 1));
+        match f.decide_at(2000, 5000) {
+            Decision::Blocked(why) => assert!(why.contains("no record of the primary's WAL position"), "{why}"),
+            d => panic!("{d:?}"),
+        }
+        // With the old primary's own report, its position is known.
+        f.report(1, 0, primary(0x100, 1));
+        assert_eq!(f.decide_at(2000, 5000), elect(2, 1, ElectionReason::Failover));
+    }
+
+    #[test]
+    fn a_replica_behind_the_recorded_timeline_is_not_promoted_unless_an_operator_accepts_the_loss() {
+        let mut f = Fixture::new(3);
+        f.bootstrap();
+        // Node 2 was promoted onto timeline 2 and recorded it, then died
+        // before either other node followed it; this leader never saw it.
+        f.apply(Command::ElectPrimary { if_epoch: 1, node: 2, reason: ElectionReason::Failover });
+        f.apply(Command::RecordPromotion { epoch: 2, node: 2, timeline: 2, switchpoint: 0x300 });
+        f.report(1, 5000, replica(0x300, 1));
+        f.report(3, 5000, replica(0x300, 1));
+        match f.decide_at(2000, 5000) {
+            Decision::Blocked(why) => {
+                assert!(why.contains("timeline 1, the primary's is 2 (recorded for pg2 in epoch 2)"), "{why}");
+                assert!(why.contains("--accept-data-loss"), "{why}");
+            }
+            d => panic!("promoting onto timeline 1 would fork timeline 2: {d:?}"),
+        }
+        // A node that followed it is elected.
+        f.report(1, 5000, replica(0x400, 2));
+        assert_eq!(f.decide_at(2000, 5000), elect(1, 2, ElectionReason::Failover));
+        // With nobody on it, an operator's forced failover goes through,
+        // lag and timeline notwithstanding, once the lease has run out.
+        f.report(1, 5000, replica(0x100, 1));
+        f.apply(Command::ForceFailover { epoch: 2, to: 3 });
+        assert!(matches!(f.decide_at(4000, 5000), Decision::Wait(_)), "the old lease may still be held");
+        assert_eq!(f.decide_at(2000, 5000), elect(3, 2, ElectionReason::Manual));
+        // A forced target that does not report is not elected blindly.
+        f.report(3, 1000, replica(0x300, 1));
+        assert!(matches!(f.decide_at(2000, 5000), Decision::Blocked(w) if w.contains("no recent heartbeat")));
     }
 }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use raftgres_raft::{RaftHandle, RaftStatus};
 use raftgres_storage::{ClusterState, Command, DynamicConfig, now_ms};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::decide::{Decision, Input, decide};
@@ -27,11 +28,21 @@ pub struct Controller {
     epoch_seen: Option<(u64, Instant)>,
     /// Since when the primary has released the role to a switchover.
     handover_since: Option<Instant>,
+    /// Why the lost primary cannot be replaced automatically, while that
+    /// holds; shown by the node's status and metrics.
+    blocked: watch::Sender<Option<String>>,
 }
 
 impl Controller {
-    pub fn new(handle: RaftHandle, views: SharedViews, cluster_id: String, initial_config: DynamicConfig) -> Self {
+    pub fn new(
+        handle: RaftHandle,
+        views: SharedViews,
+        cluster_id: String,
+        initial_config: DynamicConfig,
+        blocked: watch::Sender<Option<String>>,
+    ) -> Self {
         Self {
+            blocked,
             handle,
             views,
             cluster_id,
@@ -56,6 +67,7 @@ impl Controller {
             } else {
                 self.handover_since = None;
             }
+            let mut blocked_now = false;
             match self.decide(&state) {
                 Some(Decision::Propose(cmd)) => {
                     self.last_wait.clear();
@@ -73,7 +85,18 @@ impl Controller {
                     tracing::info!("controller waits: {why}");
                     self.last_wait = why;
                 }
+                Some(Decision::Blocked(why)) => {
+                    if why != self.last_wait {
+                        tracing::warn!("automatic failover blocked: {why}");
+                        self.last_wait = why.clone();
+                    }
+                    self.blocked.send_if_modified(|b| (b.as_ref() != Some(&why)).then(|| *b = Some(why)).is_some());
+                    blocked_now = true;
+                }
                 _ => {}
+            }
+            if !blocked_now {
+                self.blocked.send_if_modified(|b| b.take().is_some());
             }
             state_rx.borrow_and_update();
             tokio::select! {

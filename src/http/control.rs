@@ -222,7 +222,7 @@ pub async fn failover(State(s): State<Shared>, bytes: Bytes) -> Response {
             Err(e) => return error(e),
         }
     }
-    match s.ops.failover(&candidate, true).await {
+    match s.ops.failover(&candidate, true, false).await {
         Ok(d) => done(StatusCode::OK, d),
         Err(e) => error(e),
     }

@@ -100,6 +100,23 @@ pub fn render(s: &Shared) -> String {
         }
         gauge_f(r, "lease_remaining_seconds", "Time left on this node's primary lease", lease_s);
         gauge(r, "maintenance", "1 while automatic failover is paused", state.maintenance as i64);
+        gauge(
+            r,
+            "failover_blocked",
+            "1 on the Raft leader while the lost primary cannot be replaced automatically (reason: raftctl list)",
+            s.failover_blocked.borrow().is_some() as i64,
+        );
+        if let Some(p) = state.position {
+            gauge(
+                r,
+                "primary_recorded_lsn",
+                "The primary's WAL position as last recorded in the cluster state",
+                p.lsn as i64,
+            );
+        }
+        if let Some(t) = state.timeline {
+            gauge(r, "recorded_timeline", "The timeline of the last completed promotion", t.timeline as i64);
+        }
         gauge(r, "members", "Registered members", state.members.len() as i64);
         counter(r, "failovers", "Failovers (automatic and manual) since the cluster was created", state.failovers);
         counter(r, "switchovers", "Switchovers since the cluster was created", state.switchovers);

@@ -44,6 +44,9 @@ pub struct ApiState {
     /// The agent's last failed action, until PostgreSQL accepts
     /// connections.
     pub last_error: watch::Receiver<Option<String>>,
+    /// The controller's reason the lost primary cannot be replaced, on the
+    /// Raft leader while that holds.
+    pub failover_blocked: watch::Receiver<Option<String>>,
     pub ops: Ops,
     pub token: Token,
     pub reloader: Arc<Reloader>,
@@ -98,9 +101,13 @@ async fn require_token(State(s): State<Shared>, req: Request, next: Next) -> Res
 }
 
 /// This node is primary: named by the replicated state, holding a lease
-/// that allows writes, and its PostgreSQL is out of recovery.
+/// that allows writes, its PostgreSQL out of recovery, and its promotion
+/// recorded (no routed write lands on a timeline the cluster does not know
+/// of).
 fn is_primary(s: &ApiState) -> bool {
-    writes_allowed(&s.handle, &s.lease.borrow(), Instant::now()) && s.observation.borrow().is_primary()
+    let state = s.handle.local_state().state;
+    let recorded = state.timeline.is_some_and(|t| t.epoch == state.epoch && t.node == s.handle.id());
+    recorded && writes_allowed(&s.handle, &s.lease.borrow(), Instant::now()) && s.observation.borrow().is_primary()
 }
 
 /// `GET` answers with the node-status JSON; `HEAD` and `OPTIONS` (HAProxy's
@@ -224,6 +231,7 @@ pub fn node_status(s: &ApiState) -> NodeStatus {
             },
             lsn: o.lsn().map(lsn::format),
             last_error: s.last_error.borrow().clone(),
+            failover_blocked: s.failover_blocked.borrow().clone(),
         },
     }
 }

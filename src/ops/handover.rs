@@ -3,12 +3,44 @@
 
 use std::time::Duration;
 
-use raftgres_storage::{ClusterState, Command, ElectionReason, MemberState, NodeId, now_ms};
+use raftgres_api::Role;
+use raftgres_storage::{ClusterState, Command, ElectionReason, Lsn, MemberState, NodeId, now_ms};
 
+use super::status::fetch;
 use super::{Done, OpError, Ops};
 
 /// How long `wait` on a switchover or failover waits for the new primary.
 pub const HANDOVER_WAIT: Duration = Duration::from_secs(60);
+
+/// Refuses a manual failover to `name` (on `timeline`, at `lsn`) that would
+/// lose writes the state recorded: a node behind the recorded timeline, or
+/// further behind the recorded position than `maximum_lag_on_failover`.
+pub fn check_loss(state: &ClusterState, name: &str, timeline: Option<u32>, lsn: Option<u64>) -> Result<(), OpError> {
+    let hint = "to accept that loss, repeat with --accept-data-loss";
+    if let Some(t) = state.timeline
+        && timeline.is_none_or(|tl| tl < t.timeline)
+    {
+        let owner = state.member(t.node).map(|m| m.name.clone()).unwrap_or_else(|| t.node.to_string());
+        return Err(OpError::Refused(format!(
+            "{name} is on timeline {}, behind timeline {} that {owner} was promoted onto in epoch {}: failing over to \
+             it loses the writes only {owner} had; {hint}",
+            timeline.unwrap_or(0),
+            t.timeline,
+            t.epoch
+        )));
+    }
+    if let Some(p) = state.position {
+        let lag = p.lsn.saturating_sub(lsn.unwrap_or(0));
+        if lag > state.config.maximum_lag_on_failover {
+            return Err(OpError::Refused(format!(
+                "{name} is {lag} bytes behind the last recorded primary position {} (maximum_lag_on_failover {}); {hint}",
+                Lsn(p.lsn),
+                state.config.maximum_lag_on_failover
+            )));
+        }
+    }
+    Ok(())
+}
 
 /// A scheduled switchover must lie in the future.
 pub fn check_schedule(at_ms: u64, now_ms: u64) -> Result<(), OpError> {
@@ -136,8 +168,12 @@ impl Ops {
 
     /// Makes `to` primary: through a switchover while a primary holds the
     /// role (no acknowledged write is lost), or by electing it when none
-    /// does.
-    pub async fn failover(&self, to: &str, wait: bool) -> Result<Done, OpError> {
+    /// does, if it is on the recorded timeline and within the lag limit of
+    /// the recorded position. With `accept_data_loss`, the operator accepts
+    /// losing the writes only the lost primary had: the controller elects
+    /// `to` once the old primary's lease has run out, whatever its timeline
+    /// and lag.
+    pub async fn failover(&self, to: &str, wait: bool, accept_data_loss: bool) -> Result<Done, OpError> {
         let id = self.resolve(to)?;
         let state = self.state();
         if state.primary.is_none() && state.switchover.is_some() {
@@ -145,12 +181,15 @@ impl Ops {
                 "a switchover is handing over; wait for it, or cancel it (switchover --cancel) first".into(),
             ));
         }
+        if state.primary.as_ref().is_some_and(|p| p.node == id) {
+            return Err(OpError::Refused(format!("{to} is already the primary")));
+        }
+        if accept_data_loss {
+            return self.forced_failover(&state, id, to, wait).await;
+        }
         if state.primary.is_some() {
             self.check_target(&state, id)?;
         } else {
-            // No primary: replicas run but stream from nobody. Like
-            // Patroni's failover in a leaderless cluster, the operator's
-            // choice skips the lag check.
             let m = state.member(id).ok_or_else(|| OpError::NotFound(format!("{to} is not a registered member")))?;
             if !m.may_be_promoted() {
                 return Err(OpError::Refused(format!("{to} is tagged nofailover")));
@@ -158,9 +197,16 @@ impl Ops {
             if !matches!(m.state, MemberState::Running | MemberState::Streaming) {
                 return Err(OpError::Refused(format!("{to} is not running (it is {})", m.state)));
             }
+            // No primary: replicas run but stream from nobody. The operator
+            // picks the node; the rules that keep writes are still checked
+            // against what the state recorded of the last primary.
+            let doc = fetch(Some(m.api_url.clone()))
+                .await
+                .ok_or_else(|| OpError::Unavailable(format!("{to} does not answer on its API ({})", m.api_url)))?;
+            let lsn = doc.xlog.received_location().max(doc.xlog.replayed_location());
+            check_loss(&state, to, doc.timeline, lsn)?;
         }
         match &state.primary {
-            Some(p) if p.node == id => Err(OpError::Refused(format!("{to} is already the primary"))),
             Some(p) => {
                 let (epoch, from) = (p.epoch, p.node);
                 let index = self.propose(Command::ScheduleSwitchover { from, to: Some(id), at_ms: None }).await?;
@@ -181,6 +227,37 @@ impl Ops {
                 Ok(Done::new(format!("{to} is the new primary (epoch {})", epoch + 1), index))
             }
         }
+    }
+
+    /// Records the operator's acceptance of the loss; the controller elects
+    /// `id` once no lease can be held by the old primary. A primary that
+    /// still answers as one is not failed over this way: a switchover
+    /// loses nothing.
+    async fn forced_failover(&self, state: &ClusterState, id: NodeId, to: &str, wait: bool) -> Result<Done, OpError> {
+        if let Some(p) = &state.primary
+            && let Some(m) = state.member(p.node)
+            && fetch(Some(m.api_url.clone())).await.is_some_and(|d| d.role == Role::Primary)
+        {
+            return Err(OpError::Refused(format!(
+                "{} still runs as the primary; use switchover, which loses nothing",
+                m.name
+            )));
+        }
+        let epoch = state.epoch;
+        let lost = match &state.primary {
+            Some(p) => self.name_of(state, p.node),
+            None => "the last primary".into(),
+        };
+        let index = self.propose(Command::ForceFailover { epoch, to: id }).await?;
+        let what = format!(
+            "failover to {to} forced: writes that only {lost} had (after {}) are lost",
+            state.position.map(|p| Lsn(p.lsn).to_string()).unwrap_or_else(|| "its last recorded position".into())
+        );
+        if !wait {
+            return Ok(Done::new(what, index));
+        }
+        let done = self.wait_handover(epoch, Some(id), index).await?;
+        Ok(Done::new(format!("{what}; {}", done.message), done.index))
     }
 
     async fn wait_running(&self, id: NodeId, timeout: Duration) -> Result<(), OpError> {

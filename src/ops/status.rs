@@ -17,7 +17,7 @@ const MEMBER_FETCH_TIMEOUT: Duration = Duration::from_millis(1500);
 const STATUS_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `GET <api>/patroni`, parsed; `None` when the member does not answer.
-async fn fetch(api_url: Option<String>) -> Option<NodeStatus> {
+pub(super) async fn fetch(api_url: Option<String>) -> Option<NodeStatus> {
     let url = format!("{}/patroni", api_url?);
     let reply = client::request("GET", &url, None, &[], None, MEMBER_FETCH_TIMEOUT).await.ok()?;
     if reply.status != 200 {
@@ -54,6 +54,12 @@ impl Ops {
             })
         });
         let live: Vec<Option<NodeStatus>> = join_all(urls.map(fetch)).await;
+        let failover_blocked = ids
+            .iter()
+            .zip(&live)
+            .find(|(id, _)| raft.leader == Some(**id))
+            .and_then(|(_, doc)| doc.as_ref())
+            .and_then(|d| d.raftgres.failover_blocked.clone());
         let primary_lsn = live.iter().flatten().find(|d| d.role == Role::Primary).and_then(|d| d.xlog.location());
         let mut members = Vec::new();
         for (id, doc) in ids.iter().zip(live) {
@@ -115,6 +121,7 @@ impl Ops {
             members,
             served_by: self.handle.id(),
             stale,
+            failover_blocked,
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod binaries;
 pub mod conf;
 pub mod control;
+pub mod history;
 pub mod lsn;
 pub mod observe;
 pub mod pidfile;

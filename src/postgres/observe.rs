@@ -107,18 +107,6 @@ impl Observer {
         Ok(self.client.as_ref().expect("set above"))
     }
 
-    /// The highest timeline with a history file in `pg_wal`.
-    fn newest_history_timeline(&self) -> Option<u32> {
-        std::fs::read_dir(self.data_dir.join("pg_wal"))
-            .ok()?
-            .filter_map(|e| {
-                let name = e.ok()?.file_name().into_string().ok()?;
-                let id = name.strip_suffix(".history")?;
-                u32::from_str_radix(id, 16).ok()
-            })
-            .max()
-    }
-
     /// The last observation of a running server got no answer in time.
     pub fn unanswered(&self) -> bool {
         self.unanswered
@@ -170,7 +158,9 @@ impl Observer {
         // A standby without a WAL receiver has no current timeline in SQL;
         // the checkpoint's lags until the next restartpoint. The newest
         // timeline history file it has fetched is exact.
-        o.timeline = walfile_tl.or(received_tl).or(checkpoint_tl.max(self.newest_history_timeline()));
+        o.timeline = walfile_tl
+            .or(received_tl)
+            .or_else(|| checkpoint_tl.map(|tl| super::history::newest_timeline(&self.data_dir, tl)));
         let sender_host = text(8);
         let sender_port = row.try_get::<_, Option<i32>>(9).ok().flatten();
         o.upstream = sender_host.zip(sender_port.map(|p| p as u16));

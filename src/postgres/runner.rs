@@ -38,6 +38,10 @@ pub enum PgError {
     Propose { what: &'static str, message: String },
     #[error("{0}")]
     Setup(String),
+    /// The data directory's history forked from the primary's although
+    /// pg_rewind found nothing to rewind.
+    #[error("diverged from the primary: {0}")]
+    Forked(String),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PgError {

@@ -435,6 +435,11 @@ impl ClusterState {
                 }
             }
             Event::PositionRecorded { epoch, node, timeline, lsn } => {
+                // The primary of the epoch still writes: an operator's
+                // forced failover away from it no longer applies.
+                if self.forced_failover.is_some_and(|f| f.epoch == *epoch) {
+                    self.forced_failover = None;
+                }
                 self.position = Some(WalPosition {
                     epoch: *epoch,
                     node: *node,

@@ -89,6 +89,10 @@ pub enum Cmd {
         to: String,
         #[arg(long)]
         no_wait: bool,
+        /// Fail over even though the target is behind the lost primary's
+        /// timeline or lag limit, losing the writes only that primary had.
+        #[arg(long)]
+        accept_data_loss: bool,
     },
     /// Maintenance mode: pause automatic failover.
     Pause,

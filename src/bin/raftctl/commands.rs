@@ -162,12 +162,15 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             let reply = ctl.client.switchover(ctl.req_for(r, long)).await?.into_inner();
             p.done(out, &reply)?;
         }
-        Cmd::Failover { to, no_wait } => {
+        Cmd::Failover { to, no_wait, accept_data_loss } => {
+            if accept_data_loss {
+                eprintln!("accepting the loss of writes only the lost primary had");
+            }
             if !no_wait {
                 eprintln!("failing over to {to}; waiting for it to run as primary...");
             }
-            let reply =
-                ctl.client.failover(ctl.req_for(pb::FailoverRequest { to, wait: !no_wait }, long)).await?.into_inner();
+            let r = pb::FailoverRequest { to, wait: !no_wait, accept_data_loss };
+            let reply = ctl.client.failover(ctl.req_for(r, long)).await?.into_inner();
             p.done(out, &reply)?;
         }
         Cmd::Pause | Cmd::Resume => {

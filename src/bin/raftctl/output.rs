@@ -120,6 +120,9 @@ impl Printer for TablePrinter {
             let at = sw.at_ms.map(format_ms).unwrap_or_else(|| "now".into());
             writeln!(out, "Switchover scheduled: {} -> {to} at {at}", sw.from)?;
         }
+        if let Some(why) = &s.failover_blocked {
+            writeln!(out, "Automatic failover blocked: {why}")?;
+        }
         Ok(())
     }
 
