@@ -7,7 +7,7 @@
 
 /// Raft transport between daemons (`proto/raft.proto`).
 pub mod raft {
-    tonic::include_proto!("raftgres.raft.v1");
+    tonic::include_proto!("raftgres.raft.v2");
 }
 
 /// The admin service `raftctl` speaks (`proto/admin.proto`).

@@ -32,8 +32,11 @@ pub enum StorageError {
     #[error("data directory {path} belongs to node {found}, not node {expected}")]
     NodeMismatch { path: PathBuf, found: u64, expected: u64 },
 
-    #[error("data directory {path} was left in the middle of an upgrade to v{version}; finish or undo it first")]
-    UpgradeInProgress { path: PathBuf, version: u32 },
+    #[error(
+        "data directory {path} was left in the middle of an upgrade to v{version}; remove {path} to retry the \
+         upgrade from {from}, which the upgrade leaves untouched"
+    )]
+    UpgradeInProgress { path: PathBuf, version: u32, from: PathBuf },
 
     #[error("sled database {path}: {error}")]
     Sled { path: PathBuf, error: sled::Error },

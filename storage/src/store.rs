@@ -1,6 +1,6 @@
-//! Opening a node's data directory: version check, header check, integrity
-//! scan, and the durability primitive shared by the log store and the state
-//! machine.
+//! Opening a node's data directory: version check (and the upgrade of an
+//! older version), header check, integrity scan, and the durability
+//! primitive shared by the log store and the state machine.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -14,8 +14,8 @@ use crate::ondisk::{self, DataVersion, Header, read_control_file, write_control_
 use crate::snapshot::StoredSnapshot;
 use crate::state_machine::StateMachine;
 
-const SNAPSHOT_FILE: &str = "snapshot";
-const SNAPSHOT_MAGIC: &[u8; 8] = b"RGSNAP01";
+pub(crate) const SNAPSHOT_FILE: &str = "snapshot";
+pub(crate) const SNAPSHOT_MAGIC: &[u8; 8] = b"RGSNAP01";
 
 /// A node's open data directory. Cheap to clone; the log store and the
 /// state machine each hold one.
@@ -49,31 +49,34 @@ impl Store {
             move |error| StorageError::Io { path, error }
         };
         fs::create_dir_all(data_dir).map_err(io(data_dir))?;
-        check_versions(data_dir)?;
-
         let dir = data_dir.join(DataVersion::CURRENT.dir_name());
-        let fresh = !dir.exists();
-        let db = sled::Config::new().path(&dir).open().map_err(|e| match e {
-            // sled wraps the failed flock in a message of its own.
-            sled::Error::Io(io)
-                if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock") =>
-            {
-                StorageError::Locked { path: dir.clone() }
+        let (db, fresh) = match check_versions(data_dir)? {
+            Some(older) => (ondisk::upgrade::upgrade(data_dir, &older, &dir, cluster_id, node_id)?, false),
+            None => {
+                let fresh = !dir.exists();
+                (open_sled(&dir)?, fresh)
             }
-            e => StorageError::Corrupted { path: dir.clone(), reason: format!("sled cannot open it: {e}") },
-        })?;
+        };
         let tables = Tables::new((*db).clone(), &dir);
         let db_file = File::open(dir.join("db")).map_err(io(&dir))?;
 
         let header = match tables.get::<HeaderSpace>(&()).map_err(|e| corrupted(&dir, e))? {
             None if !fresh || !tables.is_empty() => {
                 // A directory that existed before this open always has a
-                // header: sled lost it, or this is not a raftgres directory.
-                return Err(StorageError::Corrupted {
-                    path: dir,
-                    reason: "it has no format header (sled could not recover it, or it was not written by raftgres)"
-                        .into(),
-                });
+                // header: sled lost it, this is not a raftgres directory, or
+                // an upgrade stopped before it wrote one.
+                let mut reason =
+                    "it has no format header (sled could not recover it, or it was not written by raftgres)"
+                        .to_string();
+                let older = data_dir.join(DataVersion::UPGRADES_FROM.dir_name());
+                if older.exists() {
+                    reason += &format!(
+                        "; if an upgrade from {} stopped before writing it, remove {} to retry the upgrade",
+                        older.display(),
+                        dir.display()
+                    );
+                }
+                return Err(StorageError::Corrupted { path: dir, reason });
             }
             None => {
                 let header = Header::new(cluster_id, node_id);
@@ -94,8 +97,22 @@ impl Store {
                 }
             },
         };
+        if header.version != DataVersion::CURRENT.number() {
+            return Err(StorageError::Corrupted {
+                reason: format!(
+                    "its format header says v{}, but the directory is named for v{}",
+                    header.version,
+                    DataVersion::CURRENT.number()
+                ),
+                path: dir,
+            });
+        }
         if header.upgrading {
-            return Err(StorageError::UpgradeInProgress { path: dir, version: header.version });
+            return Err(StorageError::UpgradeInProgress {
+                path: dir,
+                version: header.version,
+                from: data_dir.join(DataVersion::UPGRADES_FROM.dir_name()),
+            });
         }
         if header.cluster_id != cluster_id {
             return Err(StorageError::ClusterMismatch {
@@ -140,8 +157,7 @@ impl Store {
     /// Makes every write so far durable: sled flush, then fdatasync of its
     /// data file. Blocking.
     pub(crate) fn sync_blocking(&self) -> Result<(), StorageError> {
-        self.inner.db.flush().map_err(|error| StorageError::Sled { path: self.inner.dir.clone(), error })?;
-        self.inner.db_file.sync_data().map_err(|error| StorageError::Io { path: self.inner.dir.join("db"), error })
+        sync_db(&self.inner.db, &self.inner.db_file, &self.inner.dir)
     }
 
     /// [`Store::sync_blocking`] off the async executor.
@@ -176,33 +192,60 @@ impl Store {
     /// Refuses a directory whose vote, log or snapshot does not decode, or
     /// whose log has holes.
     fn check_integrity(&self) -> Result<(), StorageError> {
-        let dir = &self.inner.dir;
-        let t = self.tables();
-        t.get::<VoteSpace>(&()).map_err(|e| corrupted(dir, e))?;
-        let purged = t.get::<LogMetaSpace>(&LogMetaKey::LastPurged).map_err(|e| corrupted(dir, e))?;
-        t.get::<LogMetaSpace>(&LogMetaKey::Committed).map_err(|e| corrupted(dir, e))?;
-        let mut expected = purged.map(|p| p.index + 1);
-        for item in t.range::<LogSpace>(..) {
-            let (index, entry) = item.map_err(|e| corrupted(dir, e))?;
-            if let Some(want) = expected
-                && index != want
-            {
-                return Err(StorageError::Corrupted {
-                    path: dir.clone(),
-                    reason: format!("the Raft log has a hole: expected entry {want}, found {index}"),
-                });
-            }
-            if entry.log_id.index != index {
-                return Err(StorageError::Corrupted {
-                    path: dir.clone(),
-                    reason: format!("log entry stored at {index} claims index {}", entry.log_id.index),
-                });
-            }
-            expected = Some(index + 1);
-        }
+        check_tables(self.tables(), &self.inner.dir)?;
         self.read_snapshot()?;
         Ok(())
     }
+}
+
+/// Opens the sled database in `dir`, creating it if needed.
+pub(crate) fn open_sled(dir: &Path) -> Result<sled::Db, StorageError> {
+    sled::Config::new().path(dir).open().map_err(|e| match e {
+        // sled wraps the failed flock in a message of its own.
+        sled::Error::Io(io)
+            if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock") =>
+        {
+            StorageError::Locked { path: dir.to_path_buf() }
+        }
+        e => StorageError::Corrupted { path: dir.to_path_buf(), reason: format!("sled cannot open it: {e}") },
+    })
+}
+
+/// The durability primitive: sled flush, then fdatasync of sled's data
+/// file `db_file` (sled's own flush uses `sync_file_range`, which does not
+/// survive a power loss). Blocking.
+pub(crate) fn sync_db(db: &sled::Db, db_file: &File, dir: &Path) -> Result<(), StorageError> {
+    db.flush().map_err(|error| StorageError::Sled { path: dir.to_path_buf(), error })?;
+    db_file.sync_data().map_err(|error| StorageError::Io { path: dir.join("db"), error })
+}
+
+/// Refuses tables whose vote or log bookkeeping does not decode, whose log
+/// has holes, or whose entries do not decode or sit at the wrong index.
+/// `dir` names the directory in the errors.
+pub(crate) fn check_tables(t: &Tables, dir: &Path) -> Result<(), StorageError> {
+    t.get::<VoteSpace>(&()).map_err(|e| corrupted(dir, e))?;
+    let purged = t.get::<LogMetaSpace>(&LogMetaKey::LastPurged).map_err(|e| corrupted(dir, e))?;
+    t.get::<LogMetaSpace>(&LogMetaKey::Committed).map_err(|e| corrupted(dir, e))?;
+    let mut expected = purged.map(|p| p.index + 1);
+    for item in t.range::<LogSpace>(..) {
+        let (index, entry) = item.map_err(|e| corrupted(dir, e))?;
+        if let Some(want) = expected
+            && index != want
+        {
+            return Err(StorageError::Corrupted {
+                path: dir.to_path_buf(),
+                reason: format!("the Raft log has a hole: expected entry {want}, found {index}"),
+            });
+        }
+        if entry.log_id.index != index {
+            return Err(StorageError::Corrupted {
+                path: dir.to_path_buf(),
+                reason: format!("log entry stored at {index} claims index {}", entry.log_id.index),
+            });
+        }
+        expected = Some(index + 1);
+    }
+    Ok(())
 }
 
 /// See [`Store::release_probe`].
@@ -216,28 +259,36 @@ impl ReleaseProbe {
     }
 }
 
-fn corrupted(path: &Path, e: StorageError) -> StorageError {
+pub(crate) fn corrupted(path: &Path, e: StorageError) -> StorageError {
     match e {
         StorageError::Corrupted { .. } => e,
         other => StorageError::Corrupted { path: path.to_path_buf(), reason: other.to_string() },
     }
 }
 
-/// Refuses a data directory that holds another format version.
-fn check_versions(data_dir: &Path) -> Result<(), StorageError> {
+/// Refuses a data directory that holds a format version this build neither
+/// reads nor upgrades. Returns the directory to upgrade when the data
+/// directory holds [`DataVersion::UPGRADES_FROM`] and not the current
+/// version.
+fn check_versions(data_dir: &Path) -> Result<Option<PathBuf>, StorageError> {
     let entries = fs::read_dir(data_dir).map_err(|error| StorageError::Io { path: data_dir.to_path_buf(), error })?;
+    let mut current = false;
+    let mut older = None;
     for entry in entries {
         let entry = entry.map_err(|error| StorageError::Io { path: data_dir.to_path_buf(), error })?;
         let name = entry.file_name();
-        if let Some(found) = name.to_str().and_then(DataVersion::parse_dir_name)
-            && found != DataVersion::CURRENT.number()
-        {
-            return Err(StorageError::UnsupportedVersion {
-                path: entry.path(),
-                found,
-                supported: DataVersion::CURRENT.number(),
-            });
+        match name.to_str().and_then(DataVersion::parse_dir_name) {
+            None => {}
+            Some(found) if found == DataVersion::CURRENT.number() => current = true,
+            Some(found) if found == DataVersion::UPGRADES_FROM.number() => older = Some(entry.path()),
+            Some(found) => {
+                return Err(StorageError::UnsupportedVersion {
+                    path: entry.path(),
+                    found,
+                    supported: DataVersion::CURRENT.number(),
+                });
+            }
         }
     }
-    Ok(())
+    Ok(if current { None } else { older })
 }

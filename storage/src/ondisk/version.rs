@@ -5,21 +5,28 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum DataVersion {
     V1,
+    V2,
 }
 
 impl DataVersion {
     /// The version this build writes.
-    pub const CURRENT: DataVersion = DataVersion::V1;
+    pub const CURRENT: DataVersion = DataVersion::V2;
+
+    /// The version this build converts to [`DataVersion::CURRENT`] when it
+    /// opens a data directory that holds only that version.
+    pub const UPGRADES_FROM: DataVersion = DataVersion::V1;
 
     pub fn number(self) -> u32 {
         match self {
             DataVersion::V1 => 1,
+            DataVersion::V2 => 2,
         }
     }
 
     pub fn from_number(n: u32) -> Option<Self> {
         match n {
             1 => Some(DataVersion::V1),
+            2 => Some(DataVersion::V2),
             _ => None,
         }
     }
@@ -30,6 +37,10 @@ impl DataVersion {
             DataVersion::V1 => {
                 "2026-11-23: one sled tree with typed key spaces (header, vote, log, log_meta), \
                  bincode 2 values; snapshot in a checksummed control file"
+            }
+            DataVersion::V2 => {
+                "2026-11-30: v1 plus the primary's recorded timeline, WAL position and forced failover in the \
+                 cluster state (snapshot payload v2); new commands and events appended"
             }
         }
     }
@@ -57,5 +68,17 @@ mod tests {
         assert_eq!(DataVersion::parse_dir_name("raft-vx"), None);
         assert_eq!(DataVersion::from_number(99), None);
         assert!(v.description().starts_with("20"));
+    }
+
+    #[test]
+    fn versions_are_numbered_in_order() {
+        let all = [DataVersion::V1, DataVersion::V2];
+        assert_eq!(all.last(), Some(&DataVersion::CURRENT));
+        for (i, v) in all.iter().enumerate() {
+            assert_eq!(v.number(), i as u32 + 1);
+            assert_eq!(DataVersion::from_number(v.number()), Some(*v));
+            assert_eq!(v.dir_name(), format!("raft-v{}", i + 1));
+        }
+        assert!(all.windows(2).all(|w| w[0] < w[1] && w[0].description() < w[1].description()));
     }
 }
