@@ -16,7 +16,7 @@ use raftgres_storage::ondisk::{fsync_dir, read_control_file, write_control_file}
 const MAGIC: &[u8; 8] = b"RGWASPRI";
 const FILE: &str = "was-primary";
 
-/// The marker of one node, in its state directory (beside `raft-v1/`,
+/// The marker of one node, in its state directory (beside `raft-v2/`,
 /// outside the PostgreSQL data directory, so a re-clone does not remove it
 /// by accident).
 #[derive(Clone, Debug)]

@@ -13,7 +13,7 @@ cluster_id = "pg-main"
 id = 1
 # Member name (like Patroni's `name`): unique, shown by raftctl and the API.
 name = "pg1"
-# Absolute directory for this node's state: raft-v1/ (the Raft log),
+# Absolute directory for this node's state: raft-v2/ (the Raft log),
 # pgdata/ (PostgreSQL, unless postgres.data_dir says otherwise) and run/
 # (PostgreSQL's Unix socket). Its parents must be traversable by
 # postgres.run_as when the daemon runs as root.
