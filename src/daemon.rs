@@ -26,13 +26,14 @@ use crate::agent::task::{Agent, AgentLinks};
 use crate::config::{Config, FileConfig};
 use crate::controller::task::Controller;
 use crate::fence::PrimaryFlag;
+use crate::lease::Lease;
 use crate::lease::{self, LeaseGrantor, Views};
 use crate::ops::Ops;
 use crate::postgres::runner::StopMode;
 use crate::postgres::{Binaries, Observation, Runner};
 use crate::reload::Reloader;
 use crate::watchdog::Watchdog;
-use crate::{fence, http};
+use crate::{fence, handoff, http};
 
 /// How long shutdown waits for the agent to finish its current step.
 const AGENT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -142,6 +143,12 @@ pub struct Daemon {
     tasks_cancel: CancellationToken,
     /// Stops the HTTP API, last.
     http_cancel: CancellationToken,
+    /// This node's lease, as the heartbeat keeps it.
+    lease: watch::Receiver<Option<Lease>>,
+    /// The watchdog process this daemon feeds.
+    watchdog_pid: i32,
+    /// SIGUSR2 asked for a hand-off: exit leaving PostgreSQL running.
+    handoff: bool,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT; an error means a component
@@ -154,7 +161,11 @@ pub async fn run(config: Config, file: Option<(PathBuf, FileConfig)>) -> anyhow:
     if let Some((task, why)) = &failure {
         tracing::error!("a critical task stopped: {task}: {why}");
     }
-    daemon.shutdown().await;
+    if daemon.handoff && failure.is_none() {
+        daemon.hand_off().await;
+    } else {
+        daemon.shutdown().await;
+    }
     match failure {
         Some((task, why)) => Err(anyhow!("{task} task stopped: {why}")),
         None => Ok(()),
@@ -202,7 +213,24 @@ impl Daemon {
         let views = Arc::new(Mutex::new(Views::default()));
         handle.set_app_handler(Arc::new(LeaseGrantor { handle: handle.clone(), views: views.clone() }));
 
+        let (lease_tx, lease_rx) = watch::channel(None);
+        let exe = std::env::current_exe().context("find the raftgres executable")?;
+        let watchdog = Watchdog::spawn(&exe, &config.pg_data_dir).context("start the watchdog process")?;
+        let predecessor = handoff::take(&config.data_dir).and_then(|h| {
+            let lease = h.lease()?;
+            tracing::info!(
+                epoch = h.epoch,
+                left = ?lease.expires_at.saturating_duration_since(Instant::now()),
+                watchdog = h.watchdog_pid,
+                "adopting the lease and the PostgreSQL of the daemon that handed off"
+            );
+            lease_tx.send_replace(Some(lease));
+            Some(h.watchdog_pid)
+        });
         let mut daemon = Daemon {
+            lease: lease_rx.clone(),
+            watchdog_pid: watchdog.pid(),
+            handoff: false,
             config: config.clone(),
             node,
             handle: handle.clone(),
@@ -214,7 +242,6 @@ impl Daemon {
             tasks_cancel: CancellationToken::new(),
             http_cancel: CancellationToken::new(),
         };
-        let (lease_tx, lease_rx) = watch::channel(None);
         let (primary_lsn_tx, primary_lsn_rx) = watch::channel(None);
         let (obs_tx, obs_rx) = watch::channel(Observation::default());
         let (ran_tx, ran_rx) = watch::channel(Instant::now());
@@ -246,14 +273,13 @@ impl Daemon {
             heartbeat.await;
             Ok(())
         });
-        let exe = std::env::current_exe().context("find the raftgres executable")?;
-        let watchdog = Watchdog::spawn(&exe, &config.pg_data_dir).context("start the watchdog process")?;
         let fence = fence::run(
             handle.clone(),
             runner.clone(),
             lease_rx.clone(),
             may_be_primary.clone(),
             watchdog,
+            predecessor,
             daemon.tasks_cancel.clone(),
         );
         daemon.tasks.spawn(Task::Fence, async move {
@@ -332,6 +358,7 @@ impl Daemon {
         let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
         let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
         let mut sighup = signal(SignalKind::hangup()).context("install SIGHUP handler")?;
+        let mut sigusr2 = signal(SignalKind::user_defined2()).context("install SIGUSR2 handler")?;
         loop {
             tokio::select! {
                 _ = sighup.recv() => {
@@ -344,6 +371,11 @@ impl Daemon {
                     });
                 }
                 _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); return Ok(None); }
+                _ = sigusr2.recv() => {
+                    tracing::info!("SIGUSR2: handing off; PostgreSQL keeps running");
+                    self.handoff = true;
+                    return Ok(None);
+                }
                 _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); return Ok(None); }
                 ended = self.tasks.next() => {
                     return match ended {
@@ -364,8 +396,10 @@ impl Daemon {
     pub async fn shutdown(mut self) {
         self.agent_cancel.cancel();
         self.tasks.join(&[Task::Agent], AGENT_STOP_TIMEOUT).await;
-        self.stop_postgres().await;
-        self.release_if_primary().await;
+        if !self.handoff {
+            self.stop_postgres().await;
+            self.release_if_primary().await;
+        }
         self.tasks_cancel.cancel();
         self.tasks.join(&[Task::Controller, Task::Heartbeat, Task::Fence], TASK_STOP_TIMEOUT).await;
         self.http_cancel.cancel();
@@ -381,6 +415,43 @@ impl Daemon {
         drop(handle);
         node.shutdown().await;
         tracing::info!("stopped");
+    }
+
+    /// Exits leaving PostgreSQL running and the role held, for a
+    /// successor daemon of this node (see [`handoff`]): the agent stops
+    /// first, then the loops; the lease as it stands then, with the
+    /// watchdog left enforcing its end, is written for the successor.
+    pub async fn hand_off(mut self) {
+        self.agent_cancel.cancel();
+        self.tasks.join(&[Task::Agent], AGENT_STOP_TIMEOUT).await;
+        self.tasks_cancel.cancel();
+        self.tasks.join(&[Task::Controller, Task::Heartbeat, Task::Fence], TASK_STOP_TIMEOUT).await;
+        let state = self.handle.local_state().state;
+        let lease = *self.lease.borrow();
+        let held =
+            state.primary.as_ref().filter(|p| p.node == self.config.node_id).and(lease).filter(|l| {
+                state.primary.as_ref().is_some_and(|p| p.epoch == l.epoch) && l.expires_at > Instant::now()
+            });
+        match (held, handoff::boot_id()) {
+            (Some(l), Some(boot_id)) if self.runner.postmaster_pid().is_some() => {
+                let h = handoff::Handoff {
+                    boot_id,
+                    epoch: l.epoch,
+                    expires_ns: crate::watchdog::to_monotonic_ns(l.expires_at),
+                    watchdog_pid: self.watchdog_pid,
+                };
+                match handoff::write(&self.config.data_dir, &h) {
+                    Ok(()) => tracing::info!(
+                        epoch = l.epoch,
+                        left = ?l.expires_at.saturating_duration_since(Instant::now()),
+                        "handed off the primary's lease; the watchdog enforces it until a successor renews it"
+                    ),
+                    Err(e) => tracing::error!("failed to write the hand-off ({e}); the lease runs out unrenewed"),
+                }
+            }
+            _ => tracing::info!("handed off; this node holds no lease"),
+        }
+        self.shutdown().await;
     }
 
     async fn stop_postgres(&self) {

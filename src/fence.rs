@@ -56,6 +56,7 @@ pub async fn run(
     lease: watch::Receiver<Option<Lease>>,
     may_be_primary: PrimaryFlag,
     mut watchdog: Watchdog,
+    mut predecessor: Option<i32>,
     cancel: CancellationToken,
 ) {
     let mut fenced = false;
@@ -78,6 +79,11 @@ pub async fn run(
         } else if allowed && let Some(l) = *lease.borrow() {
             let margin = Duration::from_millis(handle.local_state().state.config.demote_margin_ms);
             watchdog.arm(l.expires_at - margin);
+            // A handed-off daemon's watchdog guarded PostgreSQL until now.
+            if let Some(pid) = predecessor.take() {
+                let told = crate::watchdog::stand_down(pid, runner.data_dir());
+                tracing::info!(pid, told, "this daemon's watchdog is armed; the predecessor's stands down");
+            }
         }
         if allowed || !may_be_primary.get() {
             fenced = false;

@@ -13,6 +13,7 @@ pub mod config;
 pub mod controller;
 pub mod daemon;
 pub mod fence;
+pub mod handoff;
 pub mod http;
 pub mod lease;
 pub mod logging;

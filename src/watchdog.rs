@@ -18,6 +18,7 @@
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -28,13 +29,13 @@ use nix::unistd::Pid;
 const POLL: Duration = Duration::from_millis(20);
 
 /// Nanoseconds on CLOCK_MONOTONIC.
-fn monotonic_ns() -> u64 {
+pub fn monotonic_ns() -> u64 {
     let t = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC is always available");
     t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
 }
 
 /// `deadline` (a std `Instant`) on CLOCK_MONOTONIC.
-fn to_monotonic_ns(deadline: Instant) -> u64 {
+pub fn to_monotonic_ns(deadline: Instant) -> u64 {
     let now = monotonic_ns();
     let ahead = deadline.saturating_duration_since(Instant::now());
     now + ahead.as_nanos() as u64
@@ -65,6 +66,27 @@ impl Feed {
     }
 }
 
+/// Set by SIGUSR1: a successor daemon's watchdog guards the postmaster.
+static STAND_DOWN: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stand_down(_: nix::libc::c_int) {
+    STAND_DOWN.store(true, Ordering::SeqCst);
+}
+
+/// Tells the watchdog `pid`, left by a daemon that handed off, that this
+/// daemon's watchdog now guards `pgdata`'s postmaster; only a raftgres
+/// watchdog for that directory is signalled.
+pub fn stand_down(pid: i32, pgdata: &Path) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let ours = args.contains(&b"watchdog".as_slice())
+        && args.contains(&pgdata.as_os_str().as_encoded_bytes())
+        && pid != std::process::id() as i32;
+    ours && signal::kill(Pid::from_raw(pid), Signal::SIGUSR1).is_ok()
+}
+
 fn postmaster_pid(pgdata: &Path) -> Option<i32> {
     crate::postgres::pidfile::live_postmaster(pgdata)
 }
@@ -77,6 +99,7 @@ pub fn run(pgdata: PathBuf) {
     unsafe {
         let _ = signal::signal(Signal::SIGINT, SigHandler::SigIgn);
         let _ = signal::signal(Signal::SIGTERM, SigHandler::SigIgn);
+        let _ = signal::signal(Signal::SIGUSR1, SigHandler::Handler(on_stand_down));
     }
     let (tx, rx) = mpsc::channel::<Option<Feed>>();
     std::thread::spawn(move || {
@@ -114,6 +137,10 @@ pub fn run(pgdata: PathBuf) {
         if daemon_gone && armed.is_none() {
             return;
         }
+        if STAND_DOWN.load(Ordering::SeqCst) {
+            eprintln!("raftgres watchdog: a successor guards the postmaster; exiting");
+            return;
+        }
     }
 }
 
@@ -147,6 +174,10 @@ impl Watchdog {
             Ok(()) => self.last = Some(feed),
             Err(e) => tracing::error!("failed to feed the watchdog: {e}"),
         }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
     }
 
     /// PostgreSQL may run as primary until `deadline`.

@@ -285,3 +285,49 @@ async fn a_stale_pid_file_with_a_reused_pid_does_not_stall_the_node() {
     assert_eq!(healthy, primary);
     assert!(c.postmaster_pid(replica).is_some_and(|pid| pid != impostor.id() as i32));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_daemon_that_hands_off_restarts_without_restarting_postgres_or_failing_over() {
+    let mut c = DaemonCluster::start(3, |_| {}).await;
+    let primary = c.must_healthy(&[1, 2, 3], SETTLED).await;
+    c.must_pg(primary).await.batch_execute("CREATE TABLE t (v bigint)").await.expect("create table");
+    let postmaster = c.postmaster_pid(primary).expect("the primary's postmaster runs");
+    let epoch = c.raftctl_json(&["list"])["epoch"].as_u64().expect("epoch");
+
+    info!("--- SIGUSR2 the primary's daemon: it exits, PostgreSQL keeps running");
+    let code = c.hand_off_node(primary).await;
+    assert_eq!(code, Some(0), "a hand-off exits 0");
+    assert_eq!(c.postmaster_pid(primary), Some(postmaster), "PostgreSQL outlives the daemon that handed off");
+
+    info!("--- a new daemon adopts it");
+    c.start_node(primary);
+    let back = c.must_primary(&[primary], DAEMON_START).await;
+    assert_eq!(back, primary);
+    c.must_accept_write(primary, 1, WRITE).await;
+    let log = c.log(primary);
+    assert!(log.contains("adopting the lease"), "the new daemon took the lease over:\n{log}");
+    // The predecessor's watchdog, which would stop PostgreSQL when the
+    // handed-off lease ends, stands down once the new one is armed.
+    let pgdata = c.layout.node(primary).dir.join("pgdata");
+    let watchdogs = || {
+        std::fs::read_dir("/proc")
+            .expect("read /proc")
+            .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+            .filter(|cmd| {
+                let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+                args.contains(&b"watchdog".as_slice()) && args.contains(&pgdata.as_os_str().as_encoded_bytes())
+            })
+            .count()
+    };
+    wait_for("one watchdog to guard the postmaster", DAEMON_START, async || match watchdogs() {
+        1 => Ok(()),
+        n => Err(n),
+    })
+    .await;
+    c.must_accept_write(primary, 2, WRITE).await;
+    assert_eq!(c.postmaster_pid(primary), Some(postmaster), "PostgreSQL was never restarted");
+    let status = c.raftctl_json(&["list"]);
+    assert_eq!(status["epoch"].as_u64(), Some(epoch), "no failover: {status}");
+    let history = c.must_raftctl(&["history"]);
+    assert_eq!(history.matches("primary_elected").count(), 1, "only the bootstrap election:\n{history}");
+}

@@ -113,6 +113,18 @@ impl DaemonCluster {
         .await
     }
 
+    /// SIGUSR2s node `id`'s daemon (hand off: exit leaving PostgreSQL
+    /// running) and waits for it to exit; returns its exit code.
+    pub async fn hand_off_node(&mut self, id: u64) -> Option<i32> {
+        let mut child = self.children.remove(&id).unwrap_or_else(|| panic!("node {id} is not running"));
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGUSR2).expect("signal daemon");
+        wait_for(&format!("daemon {id} to hand off"), DAEMON_EXIT, async || match child.try_wait() {
+            Ok(Some(status)) => Ok(status.code()),
+            other => Err(format!("{other:?}")),
+        })
+        .await
+    }
+
     pub fn api(&self, id: u64) -> String {
         self.layout.node(id).api_url()
     }
