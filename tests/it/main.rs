@@ -1,8 +1,9 @@
 //! Integration tests of raftgres: real nodes talking real gRPC on loopback.
-//! One binary; modules are named `t10_…` (Raft core), `t50_…` (daemon) and
-//! `t90_issue_N_…` (regressions).
+//! One binary; modules are named `t10_…` (Raft core), `t50_…` (daemon), `t55_…`
+//! (failure modes) and `t90_issue_N_…` (regressions).
 
 mod support;
 mod t10_raft_cluster;
 mod t50_daemon;
+mod t55_failure_modes;
 mod t60_operator;
