@@ -86,9 +86,10 @@ impl Controller {
                     self.last_wait = why;
                 }
                 Some(Decision::Blocked(why)) => {
-                    if why != self.last_wait {
+                    let key = without_silence(&why);
+                    if key != self.last_wait {
                         tracing::warn!("automatic failover blocked: {why}");
-                        self.last_wait = why.clone();
+                        self.last_wait = key;
                     }
                     self.blocked.send_if_modified(|b| (b.as_ref() != Some(&why)).then(|| *b = Some(why)).is_some());
                     blocked_now = true;
@@ -191,5 +192,28 @@ impl Controller {
                 None
             }
         }
+    }
+}
+
+/// A blocked reason without the growing "silent for <duration>", so the
+/// same refusal is logged once.
+fn without_silence(why: &str) -> String {
+    match why.split_once("silent for ") {
+        Some((head, tail)) => format!("{head}{}", tail.split_once(' ').map(|(_, rest)| rest).unwrap_or("")),
+        None => why.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_is_the_same_however_long_the_silence() {
+        let a = without_silence("primary 1 silent for 2.26s but no failover candidate: pg2: 5 bytes behind");
+        let b = without_silence("primary 1 silent for 9.1s but no failover candidate: pg2: 5 bytes behind");
+        assert_eq!(a, b);
+        assert_eq!(a, "primary 1 but no failover candidate: pg2: 5 bytes behind");
+        assert_eq!(without_silence("no primary and no failover candidate"), "no primary and no failover candidate");
     }
 }
