@@ -118,12 +118,18 @@ impl Ops {
         if !wait {
             return Ok(Done::new(format!("switchover to {target} started"), index));
         }
-        self.wait_handover(primary.epoch, to, index).await
+        self.wait_handover(primary.epoch, to, index, true).await
     }
 
-    /// Waits until a primary of a later epoch runs, or the switchover is
-    /// dropped.
-    async fn wait_handover(&self, epoch: u64, to: Option<NodeId>, scheduled: u64) -> Result<Done, OpError> {
+    /// Waits until a primary of a later epoch runs, or (for a scheduled
+    /// switchover, not a forced failover) the switchover is dropped.
+    async fn wait_handover(
+        &self,
+        epoch: u64,
+        to: Option<NodeId>,
+        scheduled: u64,
+        switchover: bool,
+    ) -> Result<Done, OpError> {
         let mut rx = self.handle.subscribe();
         let deadline = tokio::time::Instant::now() + HANDOVER_WAIT;
         loop {
@@ -142,7 +148,8 @@ impl Ops {
                 let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
                 return Ok(Done::new(format!("{name} is the new primary (epoch {})", p.epoch), index));
             }
-            if seen
+            if switchover
+                && seen
                 && s.switchover.is_none()
                 && s.epoch == epoch
                 && s.primary.as_ref().is_some_and(|p| p.epoch == epoch)
@@ -213,7 +220,7 @@ impl Ops {
                 if !wait {
                     return Ok(Done::new(format!("failover to {to} started"), index));
                 }
-                self.wait_handover(epoch, Some(id), index).await
+                self.wait_handover(epoch, Some(id), index, true).await
             }
             None => {
                 let epoch = state.epoch;
@@ -256,38 +263,8 @@ impl Ops {
         if !wait {
             return Ok(Done::new(what, index));
         }
-        let done = self.wait_elected(epoch, id).await?;
+        let done = self.wait_handover(epoch, Some(id), index, false).await?;
         Ok(Done::new(format!("{what}; {}", done.message), done.index))
-    }
-
-    /// Waits until a primary of an epoch after `epoch` is named: `id`, or
-    /// an error naming the node elected instead.
-    async fn wait_elected(&self, epoch: u64, id: NodeId) -> Result<Done, OpError> {
-        let mut rx = self.handle.subscribe();
-        let deadline = tokio::time::Instant::now() + HANDOVER_WAIT;
-        loop {
-            let applied = rx.borrow_and_update().clone();
-            let s = &applied.state;
-            if s.epoch > epoch
-                && let Some(p) = &s.primary
-            {
-                let name = self.name_of(s, p.node);
-                if p.node != id {
-                    return Err(OpError::Refused(format!("{name} became primary instead of the requested member")));
-                }
-                let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
-                return Ok(Done::new(format!("{name} is the new primary (epoch {})", p.epoch), index));
-            }
-            match tokio::time::timeout_at(deadline, rx.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(OpError::Unavailable("the node is shutting down".into())),
-                Err(_) => {
-                    return Err(OpError::Unavailable(format!(
-                        "no new primary within {HANDOVER_WAIT:?}; see raftctl list and history"
-                    )));
-                }
-            }
-        }
     }
 
     async fn wait_running(&self, id: NodeId, timeout: Duration) -> Result<(), OpError> {
