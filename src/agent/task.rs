@@ -38,6 +38,10 @@ const REINIT_TIMEOUT: Duration = Duration::from_secs(600);
 /// How often a primary records its WAL position in the replicated state.
 const POSITION_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How often a primary checks its members' slots again when the member set
+/// has not changed (a slot may have lost its WAL, or been dropped by hand).
+const SLOTS_RECHECK: Duration = Duration::from_secs(30);
+
 /// PostgreSQL that ran this long as primary has its crash count reset.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
 
@@ -73,7 +77,8 @@ pub struct Agent {
     primary_running_since: Option<Instant>,
     crashes: u32,
     standby_start_failures: u32,
-    slots_ensured: Option<Vec<NodeId>>,
+    /// The members whose slots were last made sure of, and when.
+    slots_ensured: Option<(Vec<NodeId>, Instant)>,
     reported: Option<MemberState>,
     report: Option<JoinHandle<()>>,
     /// The primary epoch this node released (for a switchover or after
@@ -771,15 +776,28 @@ impl Agent {
 
     /// Makes sure every other member has a replication slot here and drops
     /// the slots of former members; done again only when the set changes.
+    /// A slot reserves WAL from the moment it is created
+    /// (`immediately_reserve`), so a member that is down while this node
+    /// becomes primary finds the WAL it needs when it returns;
+    /// `max_slot_wal_keep_size` bounds what a member that never returns can
+    /// hold back.
     async fn ensure_slots(&mut self, ids: &[NodeId]) -> Result<(), PgError> {
-        if self.slots_ensured.as_deref() == Some(ids) {
+        if let Some((done, at)) = &self.slots_ensured
+            && done == ids
+            && at.elapsed() < SLOTS_RECHECK
+        {
             return Ok(());
         }
-        let mut query = String::new();
+        // A slot that lost its WAL to max_slot_wal_keep_size cannot serve
+        // its member again, even after a re-clone: it is made anew.
+        let mut query = String::from(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+             WHERE slot_name LIKE 'raftgres\\_%' AND NOT active AND wal_status = 'lost';",
+        );
         for id in ids {
             let name = slot_name(*id);
             query.push_str(&format!(
-                "SELECT pg_create_physical_replication_slot('{name}') \
+                "SELECT pg_create_physical_replication_slot('{name}', true) \
                  WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{name}');"
             ));
         }
@@ -790,7 +808,7 @@ impl Agent {
             if keep.is_empty() { String::new() } else { format!(" AND slot_name NOT IN ({})", keep.join(",")) }
         ));
         self.sql("ensure replication slots", &query).await?;
-        self.slots_ensured = Some(ids.to_vec());
+        self.slots_ensured = Some((ids.to_vec(), Instant::now()));
         Ok(())
     }
 }

@@ -52,6 +52,9 @@ impl ServerConf {
             ("max_wal_senders".into(), "10".into()),
             ("max_replication_slots".into(), "10".into()),
             ("wal_keep_size".into(), "256MB".into()),
+            // Slots reserve WAL as soon as they exist; a member that never
+            // comes back must not fill the disk.
+            ("max_slot_wal_keep_size".into(), "4GB".into()),
             ("hot_standby_feedback".into(), "on".into()),
             ("wal_log_hints".into(), "on".into()),
             // A replica whose upstream changed (failover, switchover) finds

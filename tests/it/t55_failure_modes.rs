@@ -397,3 +397,83 @@ async fn phase_old_primary_rejoins(c: &mut DaemonCluster, old: u64, new: u64, ti
     }
     assert_eq!(primaries, vec![new], "exactly one member answers /primary");
 }
+
+/// A member that is down while another node becomes primary has a slot
+/// there that holds WAL from the moment it is made: with `wal_keep_size`
+/// at 0, segments written and checkpointed meanwhile stay until it returns,
+/// and it catches up by streaming through its slot. A slot made without
+/// `immediately_reserve` has no `restart_lsn` and holds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_down_while_another_becomes_primary_finds_its_wal_reserved() {
+    let mut c = DaemonCluster::start(3, |f| {
+        f.dynamic.postgresql_parameters.insert("wal_keep_size".into(), "0".into());
+    })
+    .await;
+    let _logs = LogsOnPanic(c.layout.nodes.iter().map(|n| (n.id, n.log_path())).collect());
+    let primary = c.must_healthy(&[1, 2, 3], REPLICAS_FOLLOW).await;
+    let replicas: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != primary).collect();
+    let (target, down) = (replicas[0], replicas[1]);
+    c.must_pg(primary).await.batch_execute("CREATE TABLE t (v bigint PRIMARY KEY)").await.expect("create table");
+    c.must_rows(target, 0, REPLICATED).await;
+
+    phase("a member goes down", async {
+        assert_eq!(c.stop_node(down).await, Some(0), "node {down} stops cleanly");
+    })
+    .await;
+    phase("switchover while it is down", async {
+        let to = format!("pg{target}");
+        wait_for("the switchover to be accepted", HANDOVER_ACCEPTED, async || {
+            match c.raftctl(&["switchover", "--to", &to]) {
+                (0, out, _) => Ok(out),
+                (1, _, err) if err.contains("not a streaming replica") => Err(err),
+                (code, out, err) => panic!("switchover failed ({code}): {err}{out}"),
+            }
+        })
+        .await;
+        assert_eq!(c.must_primary(&[target], SWITCHOVER).await, target);
+    })
+    .await;
+    let slot = format!("raftgres_{down}");
+    let reserved = phase("the new primary reserves WAL for the absent member", async {
+        let client = c.must_pg(target).await;
+        let keep: String = client.query_one("SHOW max_slot_wal_keep_size", &[]).await.expect("SHOW").get(0);
+        assert_eq!(keep, "4GB", "a member that never returns cannot fill the disk");
+        wait_for(&format!("slot {slot} on node {target} to reserve WAL"), SETTLED, async || {
+            let sql = "SELECT pg_wal_lsn_diff(restart_lsn, '0/0')::bigint, active \
+                       FROM pg_replication_slots WHERE slot_name = $1";
+            match client.query_opt(sql, &[&slot]).await {
+                Ok(Some(row)) => match (row.get::<_, Option<i64>>(0), row.get::<_, bool>(1)) {
+                    (Some(lsn), false) => Ok(lsn),
+                    other => Err(format!("restart_lsn, active: {other:?}")),
+                },
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await
+    })
+    .await;
+    phase("WAL written and checkpointed meanwhile stays", async {
+        let client = c.must_pg(target).await;
+        for i in 0..4_i64 {
+            client.execute("INSERT INTO t VALUES ($1)", &[&i]).await.expect("insert");
+            client.batch_execute("SELECT pg_switch_wal(); CHECKPOINT;").await.expect("switch and checkpoint");
+        }
+        let sql = "SELECT pg_wal_lsn_diff(restart_lsn, '0/0')::bigint FROM pg_replication_slots WHERE slot_name = $1";
+        let now: i64 = client.query_one(sql, &[&slot]).await.expect("slot").get(0);
+        assert_eq!(now, reserved, "the slot still holds WAL from where it began");
+        let sql = "SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1";
+        let status: String = client.query_one(sql, &[&slot]).await.expect("slot").get(0);
+        assert_eq!(status, "reserved", "{slot}'s WAL is all there");
+    })
+    .await;
+    phase("the member returns and streams through its slot", async {
+        c.start_node(down);
+        c.must_rows(down, 4, REJOIN).await;
+        assert_eq!(c.must_healthy(&[1, 2, 3], REJOIN).await, target);
+        let client = c.must_pg(target).await;
+        let sql = "SELECT active FROM pg_replication_slots WHERE slot_name = $1";
+        let active: bool = client.query_one(sql, &[&slot]).await.expect("slot").get(0);
+        assert!(active, "node {down} streams through {slot}");
+    })
+    .await;
+}
