@@ -30,6 +30,7 @@ use crate::lease::Lease;
 use crate::lease::{self, LeaseGrantor, Views};
 use crate::ops::Ops;
 use crate::postgres::runner::StopMode;
+use crate::postgres::settings::ParameterState;
 use crate::postgres::{Binaries, Observation, Runner};
 use crate::reload::Reloader;
 use crate::watchdog::Watchdog;
@@ -194,7 +195,9 @@ impl Daemon {
             RaftNode::start_with(Self::node_config(&config), raft_listener, admin).await.context("start Raft")?;
         let handle = node.handle().clone();
         let (agent_tx, agent_rx) = mpsc::channel(4);
-        let ops = Ops::new(handle.clone(), agent_tx);
+        let (obs_tx, obs_rx) = watch::channel(Observation::default());
+        let (params_tx, params_rx) = watch::channel(ParameterState::default());
+        let ops = Ops::new(handle.clone(), agent_tx, obs_rx.clone(), params_rx.clone());
         let _ = ops_cell.set(ops.clone());
         let reloader = Arc::new(Reloader::new(
             file.as_ref().map(|(p, _)| p.clone()),
@@ -243,7 +246,6 @@ impl Daemon {
             http_cancel: CancellationToken::new(),
         };
         let (primary_lsn_tx, primary_lsn_rx) = watch::channel(None);
-        let (obs_tx, obs_rx) = watch::channel(Observation::default());
         let (ran_tx, ran_rx) = watch::channel(Instant::now());
         let (error_tx, error_rx) = watch::channel(None);
         let may_be_primary = PrimaryFlag::default();
@@ -291,6 +293,7 @@ impl Daemon {
             observation: obs_tx,
             last_error: error_tx,
             may_be_primary,
+            parameters: params_tx,
             requests: agent_rx,
         };
         let agent = Agent::new(handle.clone(), runner, config.clone(), links);
@@ -305,6 +308,7 @@ impl Daemon {
             cluster_id: config.cluster_id.clone(),
             lease: lease_rx,
             observation: obs_rx,
+            parameters: params_rx,
             primary_lsn: primary_lsn_rx,
             heartbeat_ran: ran_rx,
             last_error: error_rx,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::status::{PgState, RaftRole, Role};
+use crate::status::{PendingChange, PgState, RaftRole, Role};
 
 /// One member, from the replicated state and its own API.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +30,15 @@ pub struct MemberStatus {
     /// Registered in the replicated state (a learner may not be yet).
     pub registered: bool,
     pub lsn: Option<String>,
+    /// Parameters whose change waits for a restart of this member.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pending_restart: BTreeMap<String, PendingChange>,
+    /// The member's last failed PostgreSQL action, while it is not up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// A restart scheduled on it, when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_restart: Option<String>,
 }
 
 /// A scheduled or running switchover.

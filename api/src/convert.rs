@@ -5,6 +5,7 @@
 use raftgres_proto::admin as pb;
 
 use crate::cluster::{ClusterStatus, MemberStatus, SwitchoverStatus};
+use crate::status::PendingChange;
 
 fn some_str(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
@@ -32,6 +33,13 @@ impl From<MemberStatus> for pb::MemberStatus {
             tags: m.tags.into_iter().collect(),
             registered: m.registered,
             lsn: m.lsn,
+            pending_restart: m
+                .pending_restart
+                .into_iter()
+                .map(|(name, c)| pb::PendingRestart { name, old_value: c.old_value, new_value: c.new_value })
+                .collect(),
+            last_error: m.last_error,
+            scheduled_restart: m.scheduled_restart,
         }
     }
 }
@@ -54,6 +62,13 @@ impl From<pb::MemberStatus> for MemberStatus {
             tags: m.tags.into_iter().collect(),
             registered: m.registered,
             lsn: m.lsn,
+            pending_restart: m
+                .pending_restart
+                .into_iter()
+                .map(|p| (p.name, PendingChange { old_value: p.old_value, new_value: p.new_value }))
+                .collect(),
+            last_error: m.last_error,
+            scheduled_restart: m.scheduled_restart,
         }
     }
 }

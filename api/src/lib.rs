@@ -17,4 +17,4 @@ pub mod time;
 
 pub use addr::HostPort;
 pub use cluster::{ClusterStatus, MemberStatus, SwitchoverStatus};
-pub use status::{NodeStatus, PgState, RaftRole, ReplicationState, Role};
+pub use status::{NodeStatus, PendingChange, PgState, RaftRole, ReplicationState, Role, ScheduledRestart};

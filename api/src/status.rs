@@ -4,6 +4,7 @@
 //! this one type, so a renamed field fails to compile instead of reading as
 //! `None`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -237,6 +238,30 @@ pub struct RaftgresInfo {
     pub failover_blocked: Option<String>,
 }
 
+/// A parameter whose new value waits for a restart (Patroni's
+/// `pending_restart_reason` entry).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingChange {
+    /// What the running server uses.
+    pub old_value: String,
+    /// What the configuration asks for (`?` when it is not raftgres's).
+    pub new_value: String,
+}
+
+/// A restart scheduled on a node (`POST /restart` with `schedule`), with
+/// the conditions checked when it runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduledRestart {
+    /// RFC 3339.
+    pub schedule: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres_version: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restart_pending: bool,
+}
+
 /// The node-status document.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -253,6 +278,13 @@ pub struct NodeStatus {
     pub cluster_unlocked: bool,
     /// Maintenance mode.
     pub pause: bool,
+    /// A changed parameter waits for a restart.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pending_restart: bool,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub pending_restart_reason: BTreeMap<String, PendingChange>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled_restart: Option<ScheduledRestart>,
     pub patroni: PatroniInfo,
     pub raftgres: RaftgresInfo,
 }

@@ -17,10 +17,11 @@ use super::request::{AgentError, AgentRequest};
 use crate::config::Config;
 use crate::fence::PrimaryFlag;
 use crate::lease::Lease;
-use crate::postgres::conf::{ServerConf, ServerRole, slot_name};
+use crate::postgres::conf::{ServerConf, ServerRole, render_hba, slot_name};
 use crate::postgres::control::ClusterControlState;
 use crate::postgres::history::{newest_timeline, timeline_start};
 use crate::postgres::runner::{Rewind, StopMode};
+use crate::postgres::settings::{Catalog, ParameterState, pending_restart};
 use crate::postgres::{Observation, Observer, PgError, Runner};
 
 /// A standby that fails to start this many times in a row is rewound.
@@ -37,6 +38,15 @@ const REINIT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// How often a primary records its WAL position in the replicated state.
 const POSITION_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The first pause after a failed start (of a node that is not primary);
+/// it doubles with every failure in a row, up to [`START_BACKOFF_MAX`].
+const START_BACKOFF: Duration = Duration::from_secs(1);
+const START_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// How long after a reload the server is asked which changes wait for a
+/// restart (it applies a reload asynchronously).
+const PENDING_CHECK_DELAY: Duration = Duration::from_secs(1);
 
 /// How often a primary checks its members' slots again when the member set
 /// has not changed (a slot may have lost its WAL, or been dropped by hand).
@@ -56,6 +66,9 @@ pub struct AgentLinks {
     pub last_error: watch::Sender<Option<String>>,
     /// Shared with the fence.
     pub may_be_primary: PrimaryFlag,
+    /// The server's parameter catalog and the changes waiting for a
+    /// restart.
+    pub parameters: watch::Sender<ParameterState>,
     /// Operator requests.
     pub requests: mpsc::Receiver<AgentRequest>,
 }
@@ -77,6 +90,18 @@ pub struct Agent {
     primary_running_since: Option<Instant>,
     crashes: u32,
     standby_start_failures: u32,
+    /// The `pg_hba.conf` last written and read by the server.
+    hba_written: Option<String>,
+    /// Failed starts in a row, and when the next may be tried: a server
+    /// that does not start is retried with a growing pause, not in a loop.
+    start_failures: u32,
+    start_retry_at: Option<(Instant, u64)>,
+    /// The configuration last written, so a parameter change can be
+    /// written for the role the server runs in and applied by reload.
+    last_conf: Option<ServerConf>,
+    /// When to ask the server which changed parameters wait for a restart
+    /// (a moment after a reload).
+    pending_check: Option<Instant>,
     /// The members whose slots were last made sure of, and when.
     slots_ensured: Option<(Vec<NodeId>, Instant)>,
     reported: Option<MemberState>,
@@ -114,6 +139,11 @@ impl Agent {
             crashes: 0,
             standby_start_failures: 0,
             slots_ensured: None,
+            last_conf: None,
+            pending_check: None,
+            start_failures: 0,
+            start_retry_at: None,
+            hba_written: None,
             reported: None,
             report: None,
             released_epoch: None,
@@ -207,17 +237,23 @@ impl Agent {
         }
     }
 
-    /// Runs turns until PostgreSQL accepts connections again.
-    async fn turns_until_up(&mut self, cancel: &CancellationToken, timeout: Duration) -> bool {
+    /// Runs turns until PostgreSQL accepts connections again; an error
+    /// says why it did not (a failed start ends the wait at once).
+    async fn turns_until_up(&mut self, cancel: &CancellationToken, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
+        let failures = self.start_failures;
         while Instant::now() < deadline && !cancel.is_cancelled() {
             self.turn().await;
             if self.links.observation.borrow().accepting {
-                return true;
+                return Ok(());
+            }
+            if self.start_failures > failures {
+                let why = self.links.last_error.borrow().clone().unwrap_or_else(|| "it did not start".into());
+                return Err(why);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        false
+        Err(format!("it is not up after {timeout:?}"))
     }
 
     async fn restart(&mut self, cancel: &CancellationToken) -> Result<String, AgentError> {
@@ -228,10 +264,9 @@ impl Agent {
             self.runner.stop(StopMode::Fast).await.map_err(|e| AgentError::Failed(format!("stop PostgreSQL: {e}")))?;
         }
         let name = self.config.node_name.clone();
-        if self.turns_until_up(cancel, RESTART_TIMEOUT).await {
-            Ok(format!("restarted PostgreSQL on {name}"))
-        } else {
-            Err(AgentError::Failed(format!("PostgreSQL on {name} did not come back within {RESTART_TIMEOUT:?}")))
+        match self.turns_until_up(cancel, RESTART_TIMEOUT).await {
+            Ok(()) => Ok(format!("restarted PostgreSQL on {name}")),
+            Err(why) => Err(AgentError::Failed(format!("PostgreSQL on {name} did not come back: {why}"))),
         }
     }
 
@@ -259,10 +294,9 @@ impl Agent {
         self.runner.wipe().map_err(|e| AgentError::Failed(format!("remove the data directory: {e}")))?;
         self.facts = LocalFacts { was_primary: self.marker.epoch().is_some(), ..LocalFacts::default() };
         let name = self.config.node_name.clone();
-        if self.turns_until_up(cancel, REINIT_TIMEOUT).await {
-            Ok(format!("reinitialized {name} from the primary"))
-        } else {
-            Err(AgentError::Failed(format!("{name} is not up {REINIT_TIMEOUT:?} after the re-clone started")))
+        match self.turns_until_up(cancel, REINIT_TIMEOUT).await {
+            Ok(()) => Ok(format!("reinitialized {name} from the primary")),
+            Err(why) => Err(AgentError::Failed(format!("{name} was re-cloned but is not up: {why}"))),
         }
     }
 
@@ -353,9 +387,19 @@ impl Agent {
         }
         let mut promoted = false;
         for action in actions {
+            if my_epoch.is_none()
+                && matches!(action, PgAction::StartPrimary | PgAction::StartStandby { .. })
+                && let Some((at, version)) = self.start_retry_at
+                && now < at
+                && version == state.config_version
+            {
+                // Backing off after a failed start, unless the
+                // configuration changed since (it may be the fix).
+                break;
+            }
             if let Err(e) = self.execute(&state, &action).await {
                 tracing::error!(action = ?action, "failed to {e}");
-                self.links.last_error.send_replace(Some(format!("{action:?}: {e}")));
+                self.links.last_error.send_replace(Some(format!("{}: {e}", describe(&action))));
                 if my_epoch.is_some()
                     && matches!(action, PgAction::StartPrimary | PgAction::StartStandby { .. } | PgAction::Promote)
                 {
@@ -373,6 +417,7 @@ impl Agent {
                 self.record_promotion(&state, epoch, &o).await;
             }
         }
+        self.maintain_parameters(&state, &o).await;
         self.report_state(member_state(&o));
     }
 
@@ -522,7 +567,7 @@ impl Agent {
         match action {
             PgAction::Initdb => self.initdb(state).await,
             PgAction::BaseBackup { host, port } => self.base_backup(state, host, *port).await,
-            PgAction::StartPrimary => self.runner.start(&self.server_conf(state, ServerRole::Primary)).await,
+            PgAction::StartPrimary => self.start(self.server_conf(state, ServerRole::Primary)).await,
             PgAction::StartStandby { upstream } => self.start_standby(state, upstream).await,
             PgAction::Promote => self.promote().await,
             PgAction::Follow { host, port } => self.follow(state, host, *port).await,
@@ -540,7 +585,7 @@ impl Agent {
     async fn initdb(&mut self, state: &ClusterState) -> Result<(), PgError> {
         self.report_state(MemberState::Starting);
         self.runner.initdb(&self.config.replication_user).await?;
-        self.runner.start(&self.server_conf(state, ServerRole::Primary)).await?;
+        self.start(self.server_conf(state, ServerRole::Primary)).await?;
         self.create_roles().await
     }
 
@@ -550,12 +595,16 @@ impl Agent {
         self.runner.basebackup(host, port, &c.replication_user, &c.replication_password).await?;
         self.clear_marker()?;
         let conf = self.server_conf(state, ServerRole::Standby { upstream: Some((host.to_string(), port)) });
-        self.runner.start(&conf).await
+        self.start(conf).await
     }
 
     async fn start_standby(&mut self, state: &ClusterState, upstream: &Option<(String, u16)>) -> Result<(), PgError> {
         let conf = self.server_conf(state, ServerRole::Standby { upstream: upstream.clone() });
-        if let Err(e) = self.runner.start(&conf).await {
+        if let Err(e) = self.start(conf).await {
+            if matches!(e, PgError::StartFailed { config: true, .. }) {
+                // Neither a rewind nor a re-clone repairs a configuration.
+                return Err(e);
+            }
             self.standby_start_failures += 1;
             if self.standby_start_failures >= STANDBY_START_ATTEMPTS && upstream.is_some() {
                 // It cannot follow this upstream from where it is: rewind (or
@@ -587,6 +636,129 @@ impl Agent {
         Ok(())
     }
 
+    /// Starts the server with `conf`; what waited for a restart no longer
+    /// does, and the catalog is read again (a new library may add
+    /// parameters).
+    async fn start(&mut self, conf: ServerConf) -> Result<(), PgError> {
+        self.last_conf = Some(conf.clone());
+        self.pending_check = None;
+        self.links.parameters.send_modify(|p| {
+            p.pending_restart.clear();
+            p.catalog = None;
+        });
+        let state = self.handle.local_state().state;
+        let hba = self.hba(&state);
+        self.runner.write_hba(&hba)?;
+        self.hba_written = Some(hba);
+        match self.runner.start(&conf).await {
+            Ok(()) => {
+                self.start_failures = 0;
+                self.start_retry_at = None;
+                Ok(())
+            }
+            Err(e) => {
+                self.start_failures += 1;
+                let exp = self.start_failures.saturating_sub(1).min(6);
+                let pause = (START_BACKOFF * 2u32.pow(exp)).min(START_BACKOFF_MAX);
+                let version = self.handle.local_state().state.config_version;
+                self.start_retry_at = Some((Instant::now() + pause, version));
+                tracing::warn!(failures = self.start_failures, retry_in = ?pause, "PostgreSQL did not start");
+                Err(e)
+            }
+        }
+    }
+
+    /// Keeps the running server's parameters in step with the replicated
+    /// configuration: reads its catalog once it answers, writes a changed
+    /// configuration for the role it runs in and reloads it (on every node
+    /// at once, as each applies the change), then asks which changes wait
+    /// for a restart. Never restarts it.
+    async fn maintain_parameters(&mut self, state: &ClusterState, o: &Observation) {
+        if !o.accepting {
+            return;
+        }
+        if self.links.parameters.borrow().catalog.is_none() {
+            match self.observer.client().await {
+                Ok(client) => match Catalog::load(client).await {
+                    Ok(c) => self.links.parameters.send_modify(|p| p.catalog = Some(Arc::new(c))),
+                    Err(e) => tracing::debug!("read pg_settings: {e}"),
+                },
+                Err(e) => tracing::debug!("read pg_settings: {e}"),
+            }
+        }
+        if let Some(last) = &self.last_conf
+            && last.parameters != state.config.postgresql_parameters
+        {
+            let role = match (&last.role, o.in_recovery) {
+                (ServerRole::Standby { .. }, Some(false)) => Some(ServerRole::Primary),
+                (ServerRole::Primary, Some(true)) | (_, None) => None,
+                (role, _) => Some(role.clone()),
+            };
+            if let Some(role) = role {
+                let conf = ServerConf { role, parameters: state.config.postgresql_parameters.clone(), ..last.clone() };
+                match self.apply_by_reload(conf).await {
+                    Ok(()) => tracing::info!(version = state.config_version, "applied the parameters by reload"),
+                    Err(e) => tracing::warn!("failed to apply the parameters: {e}"),
+                }
+            }
+        }
+        let hba = self.hba(state);
+        if self.hba_written.as_ref() != Some(&hba) {
+            match self.runner.write_hba(&hba) {
+                Ok(false) => self.hba_written = Some(hba),
+                Ok(true) => match self.sql("reload the configuration", "SELECT pg_reload_conf()").await {
+                    Ok(()) => {
+                        tracing::info!("applied the client authentication rules by reload");
+                        self.hba_written = Some(hba);
+                    }
+                    Err(e) => tracing::warn!("failed to reload after writing pg_hba.conf: {e}"),
+                },
+                Err(e) => tracing::warn!("failed to write pg_hba.conf: {e}"),
+            }
+        }
+        if self.pending_check.is_some_and(|at| Instant::now() >= at) {
+            self.pending_check = None;
+            let wanted = &state.config.postgresql_parameters;
+            let pending = match self.observer.client().await {
+                Ok(client) => pending_restart(client, wanted).await,
+                Err(e) => Err(e),
+            };
+            match pending {
+                Ok(pending) => {
+                    if !pending.is_empty() {
+                        let names: Vec<&String> = pending.keys().collect();
+                        tracing::info!(parameters = ?names, "changed parameters wait for a restart");
+                    }
+                    self.links.parameters.send_if_modified(|p| {
+                        let changed = p.pending_restart != pending;
+                        p.pending_restart = pending;
+                        changed
+                    });
+                }
+                Err(e) => {
+                    tracing::debug!("read pending restarts: {e}");
+                    self.pending_check = Some(Instant::now() + PENDING_CHECK_DELAY);
+                }
+            }
+        }
+    }
+
+    /// The `pg_hba.conf` the configuration and the members call for.
+    fn hba(&self, state: &ClusterState) -> String {
+        let hosts: Vec<String> = state.members.values().map(|m| m.pg_host.clone()).collect();
+        render_hba(state.config.pg_hba.as_deref(), &self.config.replication_user, &hosts)
+    }
+
+    async fn apply_by_reload(&mut self, conf: ServerConf) -> Result<(), PgError> {
+        let changed = self.runner.write_conf(&conf)?;
+        self.last_conf = Some(conf);
+        if changed {
+            self.sql("reload the configuration", "SELECT pg_reload_conf()").await?;
+            self.pending_check = Some(Instant::now() + PENDING_CHECK_DELAY);
+        }
+        Ok(())
+    }
+
     async fn promote(&mut self) -> Result<(), PgError> {
         self.runner.promote().await?;
         self.slots_ensured = None;
@@ -603,9 +775,12 @@ impl Agent {
     /// follows it).
     async fn follow(&mut self, state: &ClusterState, host: &str, port: u16) -> Result<(), PgError> {
         let conf = self.server_conf(state, ServerRole::Standby { upstream: Some((host.to_string(), port)) });
-        if self.runner.write_conf(&conf)? {
+        let changed = self.runner.write_conf(&conf)?;
+        self.last_conf = Some(conf);
+        if changed {
             tracing::info!(upstream = %format!("{host}:{port}"), "following a new upstream");
             self.sql("reload the configuration", "SELECT pg_reload_conf()").await?;
+            self.pending_check = Some(Instant::now() + PENDING_CHECK_DELAY);
         }
         Ok(())
     }
@@ -810,5 +985,25 @@ impl Agent {
         self.sql("ensure replication slots", &query).await?;
         self.slots_ensured = Some((ids.to_vec(), Instant::now()));
         Ok(())
+    }
+}
+
+/// An action in words, for `last_error` (shown by `raftctl list` and
+/// `/patroni`).
+fn describe(action: &PgAction) -> &'static str {
+    match action {
+        PgAction::Initdb => "initialize the data directory",
+        PgAction::BaseBackup { .. } => "clone the primary",
+        PgAction::StartPrimary => "start as primary",
+        PgAction::StartStandby { .. } => "start as a standby",
+        PgAction::Promote => "promote",
+        PgAction::Follow { .. } => "follow the primary",
+        PgAction::Stop(_) => "stop PostgreSQL",
+        PgAction::Recover => "finish crash recovery",
+        PgAction::Rewind { .. } => "rewind",
+        PgAction::Wipe => "remove the data directory",
+        PgAction::EnsureSlots(_) => "ensure replication slots",
+        PgAction::Release(_) => "release the primary role",
+        PgAction::Demote => "demote for a switchover",
     }
 }

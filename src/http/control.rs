@@ -13,6 +13,7 @@ use raftgres_api::time::{format_ms, parse_rfc3339_ms};
 
 use super::Shared;
 use crate::ops::handover::check_schedule;
+use crate::ops::restart::{RestartConditions, RoleFilter, Version};
 use crate::ops::{ConfigChange, Done, OpError};
 
 fn text(code: StatusCode, message: impl Into<String>) -> Response {
@@ -228,10 +229,85 @@ pub async fn failover(State(s): State<Shared>, bytes: Bytes) -> Response {
     }
 }
 
-pub async fn restart(State(s): State<Shared>) -> Response {
-    match s.ops.restart_local().await {
-        Ok(d) => done(StatusCode::OK, d),
+/// `POST /restart` with Patroni's body: `schedule` (RFC 3339 with a zone),
+/// `role`, `postgres_version`, `timeout`, `restart_pending`. Conditions
+/// that do not hold answer 503 "restart conditions are not satisfied".
+pub async fn restart(State(s): State<Shared>, bytes: Bytes) -> Response {
+    let raw = if bytes.iter().all(u8::is_ascii_whitespace) { &b"{}"[..] } else { &bytes[..] };
+    let doc: serde_json::Map<String, Value> = match serde_json::from_slice(raw) {
+        Ok(d) => d,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("invalid request body: {e}")),
+    };
+    if doc.contains_key("schedule") && s.handle.local_state().state.maintenance {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "Can't schedule restart in the paused state");
+    }
+    let mut conditions = RestartConditions::default();
+    let mut schedule = None;
+    for (key, value) in &doc {
+        match key.as_str() {
+            "schedule" => {
+                let Some(at) = value.as_str() else {
+                    return text(StatusCode::BAD_REQUEST, "schedule must be a timestamp string");
+                };
+                match parse_rfc3339_ms(at) {
+                    Ok(ms) => schedule = Some(ms),
+                    Err(_) if chrono::NaiveDateTime::parse_from_str(at, "%Y-%m-%dT%H:%M:%S").is_ok() => {
+                        return text(
+                            StatusCode::BAD_REQUEST,
+                            "Timezone information is mandatory for the scheduled restart",
+                        );
+                    }
+                    Err(_) => {
+                        return text(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "Unable to parse scheduled timestamp. It should be in an unambiguous format, e.g. ISO 8601",
+                        );
+                    }
+                }
+            }
+            "role" => match value.as_str().and_then(RoleFilter::parse) {
+                Some(r) => conditions.role = Some(r),
+                None => {
+                    return text(StatusCode::BAD_REQUEST, "PostgreSQL role should be either primary or replica");
+                }
+            },
+            "postgres_version" => match value.as_str().and_then(Version::parse) {
+                Some(v) => conditions.postgres_version = Some(v),
+                None => {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        format!("postgres_version {value} is not a PostgreSQL version such as \"15.10\""),
+                    );
+                }
+            },
+            "restart_pending" => conditions.restart_pending = true,
+            // The restart waits until PostgreSQL is up in any case.
+            "timeout" => {}
+            other => {
+                return text(StatusCode::BAD_REQUEST, format!("Unknown filter for the scheduled restart: {other}"));
+            }
+        }
+    }
+    if let Some(at_ms) = schedule {
+        return match s.ops.schedule_restart(at_ms, conditions) {
+            Ok(d) => done(StatusCode::ACCEPTED, d),
+            Err(OpError::Invalid(m)) => text(StatusCode::UNPROCESSABLE_ENTITY, m),
+            Err(e) => error(e),
+        };
+    }
+    match s.ops.restart_if(&conditions).await {
+        Ok(Ok(d)) => done(StatusCode::OK, d),
+        Ok(Err(_)) => text(StatusCode::SERVICE_UNAVAILABLE, "restart conditions are not satisfied"),
         Err(OpError::Refused(m)) => text(StatusCode::SERVICE_UNAVAILABLE, m),
+        Err(e) => error(e),
+    }
+}
+
+/// `DELETE /restart`: drops the scheduled restart.
+pub async fn cancel_restart(State(s): State<Shared>) -> Response {
+    match s.ops.cancel_scheduled_restart() {
+        Ok(d) => done(StatusCode::OK, d),
+        Err(OpError::NotFound(m)) => text(StatusCode::NOT_FOUND, m),
         Err(e) => error(e),
     }
 }

@@ -26,6 +26,7 @@ use self::health::NodeFacts;
 use crate::fence::writes_allowed;
 use crate::lease::Lease;
 use crate::ops::Ops;
+use crate::postgres::settings::ParameterState;
 use crate::postgres::{Observation, lsn};
 use crate::reload::Reloader;
 
@@ -37,6 +38,8 @@ pub struct ApiState {
     pub cluster_id: String,
     pub lease: watch::Receiver<Option<Lease>>,
     pub observation: watch::Receiver<Observation>,
+    /// The parameter catalog and the changes waiting for a restart.
+    pub parameters: watch::Receiver<ParameterState>,
     /// The primary's WAL position as the Raft leader last heard it.
     pub primary_lsn: watch::Receiver<Option<u64>>,
     /// When the lease heartbeat loop last ran.
@@ -69,7 +72,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/config", get(control::get_config).patch(control::patch_config).put(control::put_config))
         .route("/switchover", post(control::switchover).delete(control::cancel_switchover))
         .route("/failover", post(control::failover))
-        .route("/restart", post(control::restart))
+        .route("/restart", post(control::restart).delete(control::cancel_restart))
         .route("/reinitialize", post(control::reinitialize))
         .route("/reload", post(control::reload))
         .route("/metrics", get(metrics::metrics))
@@ -180,6 +183,7 @@ async fn status(State(s): State<Shared>) -> Response {
 /// own fields).
 pub fn node_status(s: &ApiState) -> NodeStatus {
     let o = s.observation.borrow().clone();
+    let params = s.parameters.borrow().clone();
     let applied = s.handle.local_state();
     let state = &applied.state;
     let raft = s.handle.status();
@@ -213,6 +217,9 @@ pub fn node_status(s: &ApiState) -> NodeStatus {
         database_system_identifier: o.system_id.clone(),
         cluster_unlocked: state.primary.is_none(),
         pause: state.maintenance,
+        pending_restart: !params.pending_restart.is_empty(),
+        pending_restart_reason: params.pending_restart.clone(),
+        scheduled_restart: s.ops.scheduled_restart(),
         patroni: PatroniInfo {
             version: env!("CARGO_PKG_VERSION").to_string(),
             scope: s.cluster_id.clone(),

@@ -65,6 +65,7 @@ impl Ops {
         let next: DynamicConfig =
             serde_json::from_value(doc).map_err(|e| OpError::Invalid(format!("invalid configuration: {e}")))?;
         crate::config::check_supported(&next).map_err(|v| OpError::Invalid(format!("invalid configuration: {v}")))?;
+        self.check_parameters(&current, &next)?;
         // The replicated state's own rules (valid, and allowed to replace
         // the current configuration at run time), checked here too so that
         // a dry run answers as the real change would.
@@ -75,6 +76,38 @@ impl Ops {
         }
         self.propose(cmd).await?;
         Ok((version + 1, next, true))
+    }
+
+    /// Checks every added or changed PostgreSQL parameter against the local
+    /// server's catalog (name, type, unit, range, enumeration, context), so
+    /// a value the server would refuse at its next reload or start is never
+    /// committed. Reports every refusal, not only the first.
+    fn check_parameters(&self, current: &DynamicConfig, next: &DynamicConfig) -> Result<(), OpError> {
+        let changed: Vec<(&String, &String)> = next
+            .postgresql_parameters
+            .iter()
+            .filter(|(name, value)| current.postgresql_parameters.get(*name) != Some(*value))
+            .collect();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let Some(catalog) = self.parameters.borrow().catalog.clone() else {
+            let me = self.name_of(&self.state(), self.handle.id());
+            return Err(OpError::Unavailable(format!(
+                "cannot check PostgreSQL parameters on {me}: its PostgreSQL has not answered since the daemon \
+                 started; send the change to a member whose PostgreSQL runs"
+            )));
+        };
+        let refusals: Vec<String> = changed
+            .iter()
+            .filter_map(|(name, value)| catalog.check(name, value).err())
+            .map(|r| r.to_string())
+            .collect();
+        if refusals.is_empty() {
+            Ok(())
+        } else {
+            Err(OpError::Invalid(format!("invalid configuration: {}; nothing changed", refusals.join("; "))))
+        }
     }
 
     /// The newest `limit` events (all kept when 0), oldest first.

@@ -12,6 +12,7 @@
 pub mod config;
 pub mod handover;
 pub mod membership;
+pub mod restart;
 pub mod status;
 
 use std::collections::BTreeMap;
@@ -20,12 +21,14 @@ use std::sync::Arc;
 use raftgres_raft::{HandleError, RaftHandle};
 use raftgres_storage::{ClusterState, Command, NodeId, NodeInfo, Reject};
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 pub use self::config::ConfigChange;
 pub use self::handover::HANDOVER_WAIT;
 use crate::agent::{AgentError, AgentRequest};
+use crate::postgres::Observation;
+use crate::postgres::settings::ParameterState;
 
 /// Why an operation was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -105,14 +108,32 @@ impl Done {
 pub struct Ops {
     pub handle: RaftHandle,
     agent: mpsc::Sender<AgentRequest>,
+    /// What the agent last observed of the local server.
+    observation: watch::Receiver<Observation>,
+    /// The local server's parameter catalog and pending restarts.
+    parameters: watch::Receiver<ParameterState>,
+    /// This node's scheduled restart.
+    scheduled: restart::ScheduleSlot,
     /// Cancelled when the daemon stops: ends long-lived calls (event
     /// streams) so the server can shut down.
     pub shutdown: CancellationToken,
 }
 
 impl Ops {
-    pub fn new(handle: RaftHandle, agent: mpsc::Sender<AgentRequest>) -> Self {
-        Self { handle, agent, shutdown: CancellationToken::new() }
+    pub fn new(
+        handle: RaftHandle,
+        agent: mpsc::Sender<AgentRequest>,
+        observation: watch::Receiver<Observation>,
+        parameters: watch::Receiver<ParameterState>,
+    ) -> Self {
+        Self {
+            handle,
+            agent,
+            observation,
+            parameters,
+            scheduled: Default::default(),
+            shutdown: CancellationToken::new(),
+        }
     }
 
     fn state(&self) -> Arc<ClusterState> {

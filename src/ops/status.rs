@@ -94,6 +94,9 @@ impl Ops {
                     s.timeline = d.timeline;
                     s.raft_term = Some(d.raftgres.raft.term);
                     s.lsn = d.raftgres.lsn.clone();
+                    s.pending_restart = d.pending_restart_reason.clone();
+                    s.last_error = d.raftgres.last_error.clone();
+                    s.scheduled_restart = d.scheduled_restart.as_ref().map(|r| r.schedule.clone());
                     s.lag_bytes = match d.role {
                         Role::Replica => primary_lsn.zip(d.xlog.replayed_location()).map(|(p, r)| p.saturating_sub(r)),
                         Role::Primary => Some(0),

@@ -119,18 +119,38 @@ pub fn ensure_include(data_dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The client authentication raftgres sets up after initdb: the Unix
-/// socket (private to the PostgreSQL OS user) trusts; TCP needs a password.
-pub fn pg_hba(replication_user: &str) -> String {
-    format!(
-        "# Managed by raftgres.\n\
-         local   all             all                          trust\n\
-         local   replication     all                          trust\n\
-         host    replication     {replication_user}  0.0.0.0/0    scram-sha-256\n\
-         host    replication     {replication_user}  ::/0         scram-sha-256\n\
-         host    all             all                 0.0.0.0/0    scram-sha-256\n\
-         host    all             all                 ::/0         scram-sha-256\n"
-    )
+/// `pg_hba.conf`: the operator's rules when the configuration has them,
+/// else raftgres's default. The default trusts the Unix socket (private to
+/// the PostgreSQL OS user), allows replication connections only from the
+/// members' own addresses, and asks every TCP login for a password.
+pub fn render_hba(rules: Option<&[String]>, replication_user: &str, member_hosts: &[String]) -> String {
+    let mut out = String::from("# Managed by raftgres; rewritten when the configuration or the members change.\n");
+    if let Some(rules) = rules {
+        for r in rules {
+            out.push_str(r);
+            out.push('\n');
+        }
+        return out;
+    }
+    out.push_str("local   all             all                          trust\n");
+    out.push_str("local   replication     all                          trust\n");
+    let mut hosts: Vec<String> = member_hosts
+        .iter()
+        .filter(|h| !h.is_empty())
+        .map(|h| match h.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(a)) => format!("{a}/32"),
+            Ok(std::net::IpAddr::V6(a)) => format!("{a}/128"),
+            Err(_) => h.clone(),
+        })
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    for h in hosts {
+        let _ = writeln!(out, "host    replication     {replication_user}  {h}    scram-sha-256");
+    }
+    out.push_str("host    all             all                 0.0.0.0/0    scram-sha-256\n");
+    out.push_str("host    all             all                 ::/0         scram-sha-256\n");
+    out
 }
 
 #[cfg(test)]
@@ -171,5 +191,22 @@ mod tests {
         assert!(!conf(ServerRole::Standby { upstream: None }).write(dir.path()).unwrap(), "unchanged");
         assert!(conf(ServerRole::Primary).write(dir.path()).unwrap());
         assert!(!dir.path().join("standby.signal").exists());
+    }
+
+    #[test]
+    fn hba_allows_replication_from_members_only_unless_the_operator_says_otherwise() {
+        let hosts =
+            ["10.0.0.2".to_string(), "10.0.0.1".into(), "db3.example".into(), "fd00::3".into(), "10.0.0.1".into()];
+        let text = render_hba(None, "replicator", &hosts);
+        let replication: Vec<&str> = text.lines().filter(|l| l.starts_with("host    replication")).collect();
+        assert_eq!(replication.len(), 4, "one rule per member address: {text}");
+        assert!(text.contains("replicator  10.0.0.1/32    scram-sha-256"), "{text}");
+        assert!(text.contains("replicator  fd00::3/128"), "{text}");
+        assert!(text.contains("replicator  db3.example"), "{text}");
+        assert!(!text.lines().any(|l| l.contains("replication") && l.contains("0.0.0.0/0")), "{text}");
+        let rules = vec!["local all all peer".to_string(), "hostssl all all 0.0.0.0/0 cert".into()];
+        let text = render_hba(Some(&rules), "replicator", &hosts);
+        assert!(text.ends_with("local all all peer\nhostssl all all 0.0.0.0/0 cert\n"), "{text}");
+        assert!(!text.contains("10.0.0.1"), "the operator's rules only: {text}");
     }
 }

@@ -13,6 +13,7 @@ pub mod lsn;
 pub mod observe;
 pub mod pidfile;
 pub mod runner;
+pub mod settings;
 
 pub use binaries::Binaries;
 pub use control::ClusterControlState;

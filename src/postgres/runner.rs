@@ -38,10 +38,87 @@ pub enum PgError {
     Propose { what: &'static str, message: String },
     #[error("{0}")]
     Setup(String),
+    /// The server did not start; `reason` holds the server log's lines
+    /// that say why.
+    #[error("PostgreSQL did not start: {reason}")]
+    StartFailed {
+        reason: String,
+        /// The configuration is at fault (a bad parameter, a missing
+        /// library): no rewind or re-clone can help.
+        config: bool,
+    },
     /// The data directory's history forked from the primary's although
     /// pg_rewind found nothing to rewind.
     #[error("diverged from the primary: {0}")]
     Forked(String),
+}
+
+/// What a file holds past `offset` (at most the last 64 KiB of it).
+fn read_from(path: &Path, offset: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let from = if len < offset { 0 } else { offset.max(len.saturating_sub(64 * 1024)) };
+    let mut buf = Vec::new();
+    if f.seek(SeekFrom::Start(from)).is_err() || f.read_to_end(&mut buf).is_err() {
+        return String::new();
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Why a start failed, from what the server logged meanwhile: its
+/// FATAL/PANIC lines with the lines that explain them (an invalid or
+/// unknown parameter, a missing file), at most five; and whether the
+/// configuration is at fault.
+pub fn start_failure(log: &str) -> Option<(String, bool)> {
+    const EXPLAINS: &[&str] = &[
+        "invalid value for parameter",
+        "unrecognized configuration parameter",
+        "parameter \"",
+        "could not access file",
+        "could not load library",
+        "syntax error in file",
+        "could not create",
+        "could not map",
+    ];
+    let strip = |l: &str| {
+        // Drop the log line prefix (time, pid) up to the severity.
+        ["FATAL:", "PANIC:", "LOG:", "DETAIL:", "HINT:", "ERROR:"]
+            .iter()
+            .filter_map(|sev| l.find(sev))
+            .min()
+            .map(|i| l[i..].split_whitespace().collect::<Vec<_>>().join(" "))
+    };
+    let lines: Vec<String> = log
+        .lines()
+        .filter(|l| {
+            l.contains("FATAL:")
+                || l.contains("PANIC:")
+                || EXPLAINS.iter().any(|e| l.contains(e))
+                || l.contains("DETAIL:")
+        })
+        .filter_map(strip)
+        .collect();
+    if !lines.iter().any(|l| l.starts_with("FATAL:") || l.starts_with("PANIC:")) {
+        return None;
+    }
+    let mut keep: Vec<String> = Vec::new();
+    for l in lines {
+        if !keep.contains(&l) {
+            keep.push(l);
+        }
+    }
+    let keep: Vec<String> = keep.split_off(keep.len().saturating_sub(5));
+    let config = keep.iter().any(|l| {
+        l.contains("configuration file")
+            || l.contains("invalid value for parameter")
+            || l.contains("unrecognized configuration parameter")
+            || l.contains("could not access file")
+            || l.contains("could not load library")
+    });
+    Some((keep.join(" | "), config))
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PgError {
@@ -291,7 +368,7 @@ impl Runner {
             .await;
         let _ = std::fs::remove_file(&pwfile);
         result?;
-        std::fs::write(self.data_dir.join("pg_hba.conf"), conf::pg_hba(replication_user))
+        std::fs::write(self.data_dir.join("pg_hba.conf"), conf::render_hba(None, replication_user, &[]))
             .map_err(io("write pg_hba.conf"))?;
         conf::ensure_include(&self.data_dir).map_err(io("include raftgres.conf"))?;
         Ok(())
@@ -364,13 +441,35 @@ impl Runner {
         Ok(changed)
     }
 
+    /// Writes `pg_hba.conf` (owned by the PostgreSQL user); true when it
+    /// changed.
+    pub fn write_hba(&self, text: &str) -> Result<bool, PgError> {
+        let path = self.data_dir.join("pg_hba.conf");
+        if std::fs::read_to_string(&path).is_ok_and(|old| old == text) {
+            return Ok(false);
+        }
+        std::fs::write(&path, text).map_err(io("write pg_hba.conf"))?;
+        self.chown(&path)?;
+        Ok(true)
+    }
+
     /// Starts the server with `conf` and waits until it accepts connections.
     pub async fn start(&self, conf: &ServerConf) -> Result<(), PgError> {
         self.write_conf(conf)?;
         self.remove_stale_pid_file()?;
         let log = self.log_file.to_str().unwrap_or_default().to_string();
-        self.run("pg_ctl", &["start", "-D", self.data_str(), "-l", &log, "-w", "-t", "300", "-s"], None).await?;
-        Ok(())
+        let before = std::fs::metadata(&self.log_file).map(|m| m.len()).unwrap_or(0);
+        match self.run("pg_ctl", &["start", "-D", self.data_str(), "-l", &log, "-w", "-t", "300", "-s"], None).await {
+            Ok(_) => Ok(()),
+            Err(e @ PgError::Tool { .. }) => {
+                let written = read_from(&self.log_file, before);
+                match start_failure(&written) {
+                    Some((reason, config)) => Err(PgError::StartFailed { reason, config }),
+                    None => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     pub async fn stop(&self, mode: StopMode) -> Result<(), PgError> {
@@ -478,5 +577,29 @@ mod tests {
         assert_eq!(PmStatus::parse(&file.replace("ready   ", "standby ")), Some(PmStatus::Standby));
         assert_eq!(PmStatus::parse("4242\n/var/lib/pg\n"), None, "a file still being written");
         assert!(PmStatus::Standby.serving() && !PmStatus::Starting.serving());
+    }
+
+    #[test]
+    fn a_failed_start_is_explained_by_the_server_log() {
+        let log = "2026-11-30 08:00:00.000 UTC [1234] LOG:  invalid value for parameter \"work_mem\": \"lots\"\n\
+                   2026-11-30 08:00:00.000 UTC [1234] FATAL:  configuration file \"/d/raftgres.conf\" contains errors\n";
+        let (reason, config) = start_failure(log).expect("a reason");
+        assert_eq!(
+            reason,
+            "LOG: invalid value for parameter \"work_mem\": \"lots\" | \
+             FATAL: configuration file \"/d/raftgres.conf\" contains errors"
+        );
+        assert!(config);
+        let log = "2026-11-30 08:00:00.000 UTC [99] FATAL:  could not access file \"nope\": No such file or directory\n\
+                   2026-11-30 08:00:00.000 UTC [99] LOG:  database system is shut down\n";
+        let (reason, config) = start_failure(log).expect("a reason");
+        assert_eq!(reason, "FATAL: could not access file \"nope\": No such file or directory");
+        assert!(config);
+        let log = "2026-11-30 08:00:00.000 UTC [7] FATAL:  requested timeline 3 is not a child of this server's history\n\
+                   2026-11-30 08:00:00.000 UTC [7] DETAIL:  Latest checkpoint is at 0/3000028 on timeline 2.\n";
+        let (reason, config) = start_failure(log).expect("a reason");
+        assert!(reason.contains("timeline 3") && reason.contains("DETAIL: Latest checkpoint"), "{reason}");
+        assert!(!config, "a history problem, for a rewind");
+        assert_eq!(start_failure("2026-11-30 LOG:  database system is ready\n"), None);
     }
 }

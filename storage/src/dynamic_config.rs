@@ -52,9 +52,93 @@ impl fmt::Display for SyncMode {
 ///
 /// The timing fields depend on each other; [`DynamicConfig::validate`]
 /// checks every relation and reports all violations at once.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+///
+/// Two encodings: people read and write it as JSON or TOML (with `pg_hba`
+/// a field of its own), and the Raft log and snapshots store it in the
+/// binary layout of on-disk format v2, which has no `pg_hba` field: there
+/// the rules travel in `postgresql_parameters` under the reserved key
+/// [`PG_HBA_KEY`], one rule per line. Which encoding applies is the
+/// format's own answer to `is_human_readable`.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DynamicConfig {
+    /// How long a primary's lease lasts, counted from the send time of the
+    /// heartbeat that was confirmed. Must exceed three heartbeats plus the
+    /// drift and demote margins.
+    pub lease_ttl_ms: u64,
+    /// How often every daemon reports to the Raft leader and renews its lease.
+    pub heartbeat_interval_ms: u64,
+    /// Clock-rate drift allowance: the controller waits this much longer than
+    /// `lease_ttl_ms` before it treats a silent primary's lease as expired.
+    pub drift_margin_ms: u64,
+    /// The primary starts demoting this long before its lease ends, so that
+    /// it accepts no writes when the lease does end.
+    pub demote_margin_ms: u64,
+    /// A replica further behind than this many bytes is not a failover
+    /// candidate.
+    pub maximum_lag_on_failover: u64,
+    pub synchronous_mode: SyncMode,
+    /// How many synchronous standbys the primary waits for.
+    pub synchronous_node_count: u32,
+    /// How many times a crashed PostgreSQL is restarted in place before the
+    /// daemon gives up its lease so that another node takes over. 0 fails
+    /// over at once.
+    pub postgres_restart_attempts: u32,
+    /// Rewind a former primary with `pg_rewind` before it follows.
+    pub use_pg_rewind: bool,
+    /// Re-clone with `pg_basebackup` when `pg_rewind` fails.
+    pub reclone_on_rewind_failure: bool,
+    /// PostgreSQL parameters applied on every member.
+    pub postgresql_parameters: BTreeMap<String, String>,
+    /// The client authentication rules (`pg_hba.conf` lines) of every
+    /// member; `None`: raftgres's default, which allows replication only
+    /// from the members' own addresses.
+    pub pg_hba: Option<Vec<String>>,
+}
+
+/// Where the stored (binary) layout keeps `pg_hba`; not a name an operator
+/// can set.
+pub const PG_HBA_KEY: &str = "raftgres.pg_hba";
+
+/// The readable layout: every field, `pg_hba` included.
+#[derive(Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename = "DynamicConfig")]
+struct Readable {
+    /// How long a primary's lease lasts, counted from the send time of the
+    /// heartbeat that was confirmed. Must exceed three heartbeats plus the
+    /// drift and demote margins.
+    pub lease_ttl_ms: u64,
+    /// How often every daemon reports to the Raft leader and renews its lease.
+    pub heartbeat_interval_ms: u64,
+    /// Clock-rate drift allowance: the controller waits this much longer than
+    /// `lease_ttl_ms` before it treats a silent primary's lease as expired.
+    pub drift_margin_ms: u64,
+    /// The primary starts demoting this long before its lease ends, so that
+    /// it accepts no writes when the lease does end.
+    pub demote_margin_ms: u64,
+    /// A replica further behind than this many bytes is not a failover
+    /// candidate.
+    pub maximum_lag_on_failover: u64,
+    pub synchronous_mode: SyncMode,
+    /// How many synchronous standbys the primary waits for.
+    pub synchronous_node_count: u32,
+    /// How many times a crashed PostgreSQL is restarted in place before the
+    /// daemon gives up its lease so that another node takes over. 0 fails
+    /// over at once.
+    pub postgres_restart_attempts: u32,
+    /// Rewind a former primary with `pg_rewind` before it follows.
+    pub use_pg_rewind: bool,
+    /// Re-clone with `pg_basebackup` when `pg_rewind` fails.
+    pub reclone_on_rewind_failure: bool,
+    /// PostgreSQL parameters applied on every member.
+    pub postgresql_parameters: BTreeMap<String, String>,
+    pg_hba: Option<Vec<String>>,
+}
+
+/// The stored layout of on-disk format v2: never change it without a new
+/// format version.
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "DynamicConfig")]
+struct Stored {
     /// How long a primary's lease lasts, counted from the send time of the
     /// heartbeat that was confirmed. Must exceed three heartbeats plus the
     /// drift and demote margins.
@@ -85,6 +169,166 @@ pub struct DynamicConfig {
     pub postgresql_parameters: BTreeMap<String, String>,
 }
 
+impl Default for Readable {
+    fn default() -> Self {
+        DynamicConfig::default().into()
+    }
+}
+
+impl From<DynamicConfig> for Readable {
+    fn from(c: DynamicConfig) -> Self {
+        let DynamicConfig {
+            lease_ttl_ms,
+            heartbeat_interval_ms,
+            drift_margin_ms,
+            demote_margin_ms,
+            maximum_lag_on_failover,
+            synchronous_mode,
+            synchronous_node_count,
+            postgres_restart_attempts,
+            use_pg_rewind,
+            reclone_on_rewind_failure,
+            postgresql_parameters,
+            pg_hba,
+        } = c;
+        Readable {
+            lease_ttl_ms,
+            heartbeat_interval_ms,
+            drift_margin_ms,
+            demote_margin_ms,
+            maximum_lag_on_failover,
+            synchronous_mode,
+            synchronous_node_count,
+            postgres_restart_attempts,
+            use_pg_rewind,
+            reclone_on_rewind_failure,
+            postgresql_parameters,
+            pg_hba,
+        }
+    }
+}
+
+impl From<Readable> for DynamicConfig {
+    fn from(c: Readable) -> Self {
+        let Readable {
+            lease_ttl_ms,
+            heartbeat_interval_ms,
+            drift_margin_ms,
+            demote_margin_ms,
+            maximum_lag_on_failover,
+            synchronous_mode,
+            synchronous_node_count,
+            postgres_restart_attempts,
+            use_pg_rewind,
+            reclone_on_rewind_failure,
+            postgresql_parameters,
+            pg_hba,
+        } = c;
+        DynamicConfig {
+            lease_ttl_ms,
+            heartbeat_interval_ms,
+            drift_margin_ms,
+            demote_margin_ms,
+            maximum_lag_on_failover,
+            synchronous_mode,
+            synchronous_node_count,
+            postgres_restart_attempts,
+            use_pg_rewind,
+            reclone_on_rewind_failure,
+            postgresql_parameters,
+            pg_hba,
+        }
+    }
+}
+
+impl From<DynamicConfig> for Stored {
+    fn from(c: DynamicConfig) -> Self {
+        let DynamicConfig {
+            lease_ttl_ms,
+            heartbeat_interval_ms,
+            drift_margin_ms,
+            demote_margin_ms,
+            maximum_lag_on_failover,
+            synchronous_mode,
+            synchronous_node_count,
+            postgres_restart_attempts,
+            use_pg_rewind,
+            reclone_on_rewind_failure,
+            mut postgresql_parameters,
+            pg_hba,
+        } = c;
+        if let Some(rules) = pg_hba {
+            postgresql_parameters.insert(PG_HBA_KEY.to_string(), rules.join("\n"));
+        }
+        Stored {
+            lease_ttl_ms,
+            heartbeat_interval_ms,
+            drift_margin_ms,
+            demote_margin_ms,
+            maximum_lag_on_failover,
+            synchronous_mode,
+            synchronous_node_count,
+            postgres_restart_attempts,
+            use_pg_rewind,
+            reclone_on_rewind_failure,
+            postgresql_parameters,
+        }
+    }
+}
+
+impl From<Stored> for DynamicConfig {
+    fn from(c: Stored) -> Self {
+        let Stored {
+            lease_ttl_ms,
+            heartbeat_interval_ms,
+            drift_margin_ms,
+            demote_margin_ms,
+            maximum_lag_on_failover,
+            synchronous_mode,
+            synchronous_node_count,
+            postgres_restart_attempts,
+            use_pg_rewind,
+            reclone_on_rewind_failure,
+            mut postgresql_parameters,
+        } = c;
+        let pg_hba = postgresql_parameters.remove(PG_HBA_KEY).map(|r| r.lines().map(String::from).collect());
+        DynamicConfig {
+            lease_ttl_ms,
+            heartbeat_interval_ms,
+            drift_margin_ms,
+            demote_margin_ms,
+            maximum_lag_on_failover,
+            synchronous_mode,
+            synchronous_node_count,
+            postgres_restart_attempts,
+            use_pg_rewind,
+            reclone_on_rewind_failure,
+            postgresql_parameters,
+            pg_hba,
+        }
+    }
+}
+
+impl Serialize for DynamicConfig {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            Readable::from(self.clone()).serialize(serializer)
+        } else {
+            Stored::from(self.clone()).serialize(serializer)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DynamicConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            Readable::deserialize(deserializer).map(DynamicConfig::from)
+        } else {
+            Stored::deserialize(deserializer).map(DynamicConfig::from)
+        }
+    }
+}
+
 impl Default for DynamicConfig {
     fn default() -> Self {
         Self {
@@ -99,6 +343,7 @@ impl Default for DynamicConfig {
             use_pg_rewind: true,
             reclone_on_rewind_failure: true,
             postgresql_parameters: BTreeMap::new(),
+            pg_hba: None,
         }
     }
 }
@@ -139,6 +384,19 @@ pub const MANAGED_PARAMETERS: &[&str] = &[
     "recovery_target_timeline",
     "restore_command",
     "cluster_name",
+];
+
+/// The first word of a `pg_hba.conf` rule.
+const HBA_TYPES: &[&str] = &[
+    "local",
+    "host",
+    "hostssl",
+    "hostnossl",
+    "hostgssenc",
+    "hostnogssenc",
+    "include",
+    "include_if_exists",
+    "include_dir",
 ];
 
 const MIN_HEARTBEAT_MS: u64 = 50;
@@ -231,8 +489,30 @@ impl DynamicConfig {
             } else if MANAGED_PARAMETERS.contains(&name.as_str()) {
                 v.push(ConfigViolation::new(field.clone(), "managed by raftgres and cannot be set"));
             }
+            if name.starts_with("raftgres.") {
+                v.push(ConfigViolation::new(field.clone(), "the raftgres. prefix is reserved"));
+            }
             if value.chars().any(|c| c == '\0' || c == '\n' || c == '\r') {
                 v.push(ConfigViolation::new(field, "value must not contain NUL or line breaks"));
+            }
+        }
+        if let Some(rules) = &self.pg_hba {
+            if !rules.iter().any(|r| !r.trim().is_empty() && !r.trim_start().starts_with('#')) {
+                v.push(ConfigViolation::new("pg_hba", "has no rule: nobody could connect, not even raftgres"));
+            }
+            for (i, rule) in rules.iter().enumerate() {
+                let field = format!("pg_hba[{i}]");
+                if rule.chars().any(|c| c == '\0' || c == '\n' || c == '\r') {
+                    v.push(ConfigViolation::new(field, "a rule must not contain NUL or line breaks"));
+                    continue;
+                }
+                let first = rule.split_whitespace().next().unwrap_or("");
+                if !first.is_empty() && !first.starts_with('#') && !HBA_TYPES.contains(&first) {
+                    v.push(ConfigViolation::new(
+                        field,
+                        format!("{first:?} is not a connection type ({})", HBA_TYPES.join(", ")),
+                    ));
+                }
             }
         }
         if v.is_empty() { Ok(()) } else { Err(v) }
@@ -290,6 +570,43 @@ mod tests {
         assert!(errs[0].message.contains("2000 -> 1900"), "{errs:?}");
         assert!(current.check_change(&longer).is_ok());
         assert!(current.check_change(&current).is_ok());
+    }
+
+    #[test]
+    fn pg_hba_is_a_field_to_people_and_a_reserved_parameter_on_disk() {
+        let mut c = DynamicConfig {
+            pg_hba: Some(vec!["local all all trust".into(), "host all all 10.0.0.0/8 scram-sha-256".into()]),
+            ..DynamicConfig::default()
+        };
+        c.postgresql_parameters.insert("work_mem".into(), "8MB".into());
+        let json = serde_json::to_value(&c).expect("to JSON");
+        assert_eq!(json["pg_hba"][1], "host all all 10.0.0.0/8 scram-sha-256");
+        assert_eq!(json["postgresql_parameters"], serde_json::json!({"work_mem": "8MB"}), "no reserved key shown");
+        assert_eq!(serde_json::from_value::<DynamicConfig>(json).expect("from JSON"), c);
+        let bytes = crate::encoding::encode("config", &c).expect("encode");
+        assert_eq!(crate::encoding::decode::<DynamicConfig>("config", &bytes).expect("decode"), c);
+        // Without rules the stored bytes are those of format v2.
+        let plain = DynamicConfig { pg_hba: None, ..c.clone() };
+        let stored = crate::encoding::encode("config", &Stored::from(plain.clone())).expect("encode");
+        assert_eq!(crate::encoding::encode("config", &plain).expect("encode"), stored);
+        let parsed: Stored = crate::encoding::decode("config", &bytes).expect("decode as v2");
+        assert_eq!(
+            parsed.postgresql_parameters.get(PG_HBA_KEY).map(String::as_str),
+            Some("local all all trust\nhost all all 10.0.0.0/8 scram-sha-256")
+        );
+    }
+
+    #[test]
+    fn pg_hba_rules_and_reserved_names_are_checked() {
+        let mut c = DynamicConfig { pg_hba: Some(vec!["# nothing".into()]), ..DynamicConfig::default() };
+        c.postgresql_parameters.insert(PG_HBA_KEY.into(), "x".into());
+        let errs = c.validate().unwrap_err();
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["postgresql_parameters.raftgres.pg_hba", "pg_hba"], "{errs:?}");
+        let c = DynamicConfig { pg_hba: Some(vec!["hots all all trust".into()]), ..DynamicConfig::default() };
+        assert!(c.validate().unwrap_err()[0].message.contains("not a connection type"));
+        let c = DynamicConfig { pg_hba: Some(vec!["host all all 10.0.0.0/8 md5".into()]), ..DynamicConfig::default() };
+        assert!(c.validate().is_ok());
     }
 
     #[test]

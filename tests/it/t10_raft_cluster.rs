@@ -142,7 +142,11 @@ async fn add_a_learner_promote_it_and_remove_a_voter() {
     c.handle(follower).add_learner(4, info4).await.expect("add learner through a follower");
     let status = c.handle(leader).status();
     assert!(status.learners.contains(&4), "{status:?}");
-    assert_eq!(c.handle(4).local_state().state.members.len(), 60, "the learner has the state");
+    wait_for("the learner to have the state", Duration::from_secs(10), async || {
+        let n = c.handle(4).local_state().state.members.len();
+        if n == 60 { Ok(()) } else { Err(n) }
+    })
+    .await;
 
     info!("--- promote 4, then remove voter 1 while writes continue");
     c.handle(leader).promote(4).await.expect("promote");

@@ -78,12 +78,25 @@ impl TestCluster {
     }
 
     /// Restarts a stopped node from its data directory on its old address.
+    /// The stopped instance's last tasks may still hold its storage for a
+    /// moment: the start is retried while the storage is locked.
     pub async fn restart(&mut self, id: NodeId) -> &RaftHandle {
         assert!(!self.nodes.contains_key(&id), "node {id} is running");
         let addr = self.infos[&id].raft_addr.clone();
-        let listener =
-            wait_for(&format!("rebind {addr}"), Duration::from_secs(10), async || TcpListener::bind(&addr).await).await;
-        self.boot(id, listener).await
+        let info = self.infos[&id].clone();
+        let mut config = NodeConfig::new(id, &self.cluster_id, self.dir.path().join(format!("n{id}")), info);
+        (self.tune)(&mut config);
+        let node = wait_for(&format!("node {id} to start again on {addr}"), Duration::from_secs(10), async || {
+            let listener = TcpListener::bind(&addr).await.map_err(|e| e.to_string())?;
+            match RaftNode::start(config.clone(), listener).await {
+                Ok(node) => Ok(node),
+                Err(e) if format!("{e:?}").contains("Locked") => Err(format!("{e:?}")),
+                Err(e) => panic!("start Raft node {id}: {e:?}"),
+            }
+        })
+        .await;
+        self.nodes.insert(id, node);
+        self.handle(id)
     }
 
     /// Stops a node: its server goes away and its Raft core ends.
