@@ -258,6 +258,9 @@ impl Agent {
 
     async fn restart(&mut self, cancel: &CancellationToken) -> Result<String, AgentError> {
         tracing::info!("restarting PostgreSQL on request");
+        // An operator's restart is tried at once, whatever the pause after
+        // earlier failed starts.
+        self.start_retry_at = None;
         self.primary_running_since = None;
         self.observer.disconnect();
         if self.runner.postmaster_pid().is_some() {

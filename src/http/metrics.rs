@@ -65,6 +65,7 @@ pub fn render(s: &Shared) -> String {
     let raft = s.handle.status();
     let primary = is_primary(s);
     let replica = o.is_replica();
+    let pending = !s.parameters.borrow().pending_restart.is_empty();
     let lease_s =
         s.lease.borrow().map(|l| l.expires_at.saturating_duration_since(Instant::now()).as_secs_f64()).unwrap_or(0.0);
     let primary_lsn = (*s.primary_lsn.borrow()).max(o.receive_lsn);
@@ -118,6 +119,7 @@ pub fn render(s: &Shared) -> String {
             gauge(r, "recorded_timeline", "The timeline of the last completed promotion", t.timeline as i64);
         }
         gauge(r, "members", "Registered members", state.members.len() as i64);
+        gauge(r, "pending_restart", "1 if a changed parameter waits for a restart of this node", pending as i64);
         counter(r, "failovers", "Failovers (automatic and manual) since the cluster was created", state.failovers);
         counter(r, "switchovers", "Switchovers since the cluster was created", state.switchovers);
     }
@@ -133,6 +135,7 @@ pub fn render(s: &Shared) -> String {
         gauge(r, "postgres_timeline", "Postgres timeline of this node.", o.timeline.unwrap_or(0) as i64);
         gauge(r, "cluster_unlocked", "Value is 1 if the cluster is unlocked.", state.primary.is_none() as i64);
         gauge(r, "is_paused", "Value is 1 if auto failover is disabled.", state.maintenance as i64);
+        gauge(r, "pending_restart", "Value is 1 if the node needs a restart, 0 otherwise.", pending as i64);
     }
     let mut out = String::new();
     if let Err(e) = encode(&mut out, &root) {
