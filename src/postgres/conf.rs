@@ -122,7 +122,8 @@ pub fn ensure_include(data_dir: &Path) -> std::io::Result<()> {
 /// `pg_hba.conf`: the operator's rules when the configuration has them,
 /// else raftgres's default. The default trusts the Unix socket (private to
 /// the PostgreSQL OS user), allows replication connections only from the
-/// members' own addresses, and asks every TCP login for a password.
+/// members' own addresses and from loopback, and asks every TCP login for a
+/// password.
 pub fn render_hba(rules: Option<&[String]>, replication_user: &str, member_hosts: &[String]) -> String {
     let mut out = String::from("# Managed by raftgres; rewritten when the configuration or the members change.\n");
     if let Some(rules) = rules {
@@ -134,15 +135,14 @@ pub fn render_hba(rules: Option<&[String]>, replication_user: &str, member_hosts
     }
     out.push_str("local   all             all                          trust\n");
     out.push_str("local   replication     all                          trust\n");
-    let mut hosts: Vec<String> = member_hosts
-        .iter()
-        .filter(|h| !h.is_empty())
-        .map(|h| match h.parse::<std::net::IpAddr>() {
-            Ok(std::net::IpAddr::V4(a)) => format!("{a}/32"),
-            Ok(std::net::IpAddr::V6(a)) => format!("{a}/128"),
-            Err(_) => h.clone(),
-        })
-        .collect();
+    // Loopback too: members on one host (a playground, a test) connect
+    // from 127.0.0.1 whatever address they advertise.
+    let mut hosts: Vec<String> = ["127.0.0.0/8".to_string(), "::1/128".to_string()].into();
+    hosts.extend(member_hosts.iter().filter(|h| !h.is_empty()).map(|h| match h.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(a)) => format!("{a}/32"),
+        Ok(std::net::IpAddr::V6(a)) => format!("{a}/128"),
+        Err(_) => h.clone(),
+    }));
     hosts.sort();
     hosts.dedup();
     for h in hosts {
@@ -199,7 +199,7 @@ mod tests {
             ["10.0.0.2".to_string(), "10.0.0.1".into(), "db3.example".into(), "fd00::3".into(), "10.0.0.1".into()];
         let text = render_hba(None, "replicator", &hosts);
         let replication: Vec<&str> = text.lines().filter(|l| l.starts_with("host    replication")).collect();
-        assert_eq!(replication.len(), 4, "one rule per member address: {text}");
+        assert_eq!(replication.len(), 6, "one rule per member address, and loopback: {text}");
         assert!(text.contains("replicator  10.0.0.1/32    scram-sha-256"), "{text}");
         assert!(text.contains("replicator  fd00::3/128"), "{text}");
         assert!(text.contains("replicator  db3.example"), "{text}");
