@@ -7,3 +7,4 @@ mod t10_raft_cluster;
 mod t50_daemon;
 mod t55_failure_modes;
 mod t60_operator;
+mod t70_operator_safety;

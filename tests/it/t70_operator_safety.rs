@@ -1,0 +1,120 @@
+//! Operator mistakes that must not cost an outage, against real daemons and
+//! real PostgreSQL: a switchover or failover to a member whose daemon is
+//! stopped is refused and changes nothing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use raftgres::http::client;
+use serde_json::Value;
+use tracing::info;
+
+use crate::support::daemon::DaemonCluster;
+use crate::support::deadline::SETTLED;
+use crate::support::wait_for;
+
+fn members(status: &Value) -> Vec<Value> {
+    status["members"].as_array().cloned().unwrap_or_default()
+}
+
+fn member<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["members"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["name"] == name))
+        .unwrap_or_else(|| panic!("{name} is not listed: {status}"))
+}
+
+/// Polls `<api>/primary` until stopped; counts the answers that were not
+/// 200, and all answers.
+struct PrimaryWatch {
+    stop: Arc<AtomicBool>,
+    polls: Arc<AtomicU32>,
+    failures: Arc<AtomicU32>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PrimaryWatch {
+    fn start(api: String) -> Self {
+        let (stop, polls, failures) = (Arc::default(), Arc::default(), Arc::default());
+        let (s, p, f): (Arc<AtomicBool>, Arc<AtomicU32>, Arc<AtomicU32>) =
+            (Arc::clone(&stop), Arc::clone(&polls), Arc::clone(&failures));
+        let task = tokio::spawn(async move {
+            let url = format!("{api}/primary");
+            while !s.load(Ordering::SeqCst) {
+                let reply = client::request("GET", &url, None, &[], None, Duration::from_secs(1)).await;
+                p.fetch_add(1, Ordering::SeqCst);
+                if !reply.as_ref().is_ok_and(|r| r.status == 200) {
+                    f.fetch_add(1, Ordering::SeqCst);
+                    tracing::warn!(?reply, "/primary did not answer 200");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        PrimaryWatch { stop, polls, failures, task }
+    }
+
+    /// Stops polling; (answers, answers that were not 200).
+    async fn finish(self) -> (u32, u32) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.expect("the /primary poller");
+        (self.polls.load(Ordering::SeqCst), self.failures.load(Ordering::SeqCst))
+    }
+}
+
+/// A replica's daemon is stopped: `list` shows it `unknown`, and
+/// `switchover --to` and `failover --to` it are refused (exit 1) without
+/// touching the primary, whose `/primary` answers 200 throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_handover_to_a_stopped_member_is_refused_and_it_is_listed_unknown() {
+    let mut c = DaemonCluster::start(3, |_| {}).await;
+    let primary = c.must_healthy(&[1, 2, 3], SETTLED).await;
+    let down = [1, 2, 3].into_iter().find(|id| *id != primary).expect("a replica");
+    let name = format!("pg{down}");
+    let before = c.raftctl_json(&["list"]);
+    let epoch = before["epoch"].as_u64().expect("epoch");
+
+    info!("--- {name}'s daemon stops (and its PostgreSQL with it)");
+    c.stop_node(down).await;
+    let status = wait_for(&format!("{name} listed unknown"), SETTLED, async || {
+        let status = c.raftctl_json(&["list"]);
+        let m = member(&status, &name);
+        if m["state"] == "unknown" { Ok(status) } else { Err(status) }
+    })
+    .await;
+    assert_eq!(member(&status, &name)["role"], "unreachable", "{status}");
+    let cluster: Value = serde_json::from_str(
+        &client::request("GET", &format!("{}/cluster", c.api(primary)), None, &[], None, SETTLED)
+            .await
+            .expect("GET /cluster")
+            .body,
+    )
+    .expect("/cluster is JSON");
+    let listed = cluster["members"].as_array().and_then(|ms| ms.iter().find(|m| m["name"] == name.as_str()));
+    assert_eq!(listed.map(|m| m["state"].clone()), Some(Value::from("unknown")), "{cluster}");
+
+    info!("--- switchover and failover to {name} are refused; the primary keeps answering");
+    let watch = PrimaryWatch::start(c.api(primary));
+    for verb in ["switchover", "failover"] {
+        let (code, out, err) = c.raftctl(&[verb, "--to", &name]);
+        assert_eq!(code, 1, "{verb} --to {name} is refused: {err}{out}");
+        assert!(err.contains(&name) && err.contains("not running"), "{verb}: the reason names it: {err}");
+    }
+    // An accepted request would have shut the primary down at once: watch
+    // a few heartbeats more, failing at the first answer that is not 200.
+    let window = Instant::now();
+    while window.elapsed() < Duration::from_secs(2) {
+        let failures = watch.failures.load(Ordering::SeqCst);
+        assert_eq!(failures, 0, "/primary stopped answering 200 after the refused requests");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (polls, failures) = watch.finish().await;
+    assert!(polls >= 10, "the primary was polled ({polls} answers)");
+    assert_eq!(failures, 0, "/primary answered 200 throughout ({failures} of {polls} not)");
+    let after = c.raftctl_json(&["list"]);
+    assert_eq!(after["primary"], before["primary"], "{after}");
+    assert_eq!(after["epoch"].as_u64(), Some(epoch), "{after}");
+    assert_eq!(after["switchover"], Value::Null, "nothing scheduled: {after}");
+    assert_eq!(members(&after).len(), 3, "{after}");
+}
+
