@@ -117,6 +117,9 @@ pub struct Agent {
     /// pg_rewind said "no rewind required" to a replica stopped because it
     /// could not stream, this many times in a row.
     noop_rewinds: u32,
+    /// An operator request (restart, reinit) is being carried out: in
+    /// maintenance mode too, the turns may start PostgreSQL.
+    serving: bool,
 }
 
 impl Agent {
@@ -150,6 +153,7 @@ impl Agent {
             position: None,
             promotion_refused: None,
             noop_rewinds: 0,
+            serving: false,
         }
     }
 
@@ -238,8 +242,16 @@ impl Agent {
     }
 
     /// Runs turns until PostgreSQL accepts connections again; an error
-    /// says why it did not (a failed start ends the wait at once).
+    /// says why it did not (a failed start ends the wait at once). They may
+    /// start it in maintenance mode too: an operator asked.
     async fn turns_until_up(&mut self, cancel: &CancellationToken, timeout: Duration) -> Result<(), String> {
+        self.serving = true;
+        let r = self.turns_until_up_serving(cancel, timeout).await;
+        self.serving = false;
+        r
+    }
+
+    async fn turns_until_up_serving(&mut self, cancel: &CancellationToken, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         let failures = self.start_failures;
         while Instant::now() < deadline && !cancel.is_cancelled() {
@@ -377,6 +389,7 @@ impl Agent {
             control,
             facts: &self.facts,
             now_ms: now_ms(),
+            hands_off: state.maintenance && !self.serving,
         });
         if let Some(epoch) = my_epoch
             && o.is_primary()
@@ -492,6 +505,11 @@ impl Agent {
             (Some(_), true, None) => self.primary_running_since = Some(now),
             (Some(_), true, Some(since)) if now.duration_since(since) >= STABLE_AFTER && self.crashes > 0 => {
                 self.crashes = 0;
+            }
+            (Some(_), false, Some(_)) if !o.running && state.maintenance => {
+                // Maintenance mode: stopped by hand, most likely; left alone.
+                self.primary_running_since = None;
+                tracing::warn!("PostgreSQL of this primary stopped in maintenance mode; it is left stopped");
             }
             (Some(_), false, Some(_)) if !o.running => {
                 self.crashes += 1;

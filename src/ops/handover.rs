@@ -349,7 +349,7 @@ impl Ops {
         let index = self.propose(Command::SetMaintenance { on }).await?;
         Ok(Done::new(
             if on {
-                "maintenance mode on: automatic failover paused"
+                "maintenance mode on: automatic failover paused, PostgreSQL left alone"
             } else {
                 "maintenance mode off"
             },

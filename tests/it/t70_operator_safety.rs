@@ -1,17 +1,20 @@
-//! Operator mistakes that must not cost an outage, against real daemons and
-//! real PostgreSQL: a switchover or failover to a member whose daemon is
-//! stopped is refused and changes nothing.
+//! Operator mistakes that must not cost an outage, and operator habits
+//! that must work, against real daemons and real PostgreSQL: a switchover
+//! or failover to a member whose daemon is stopped is refused and changes
+//! nothing; in maintenance mode a PostgreSQL stopped by hand stays stopped.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use raftgres::http::client;
 use serde_json::Value;
 use tracing::info;
 
 use crate::support::daemon::DaemonCluster;
-use crate::support::deadline::SETTLED;
+use crate::support::deadline::{REJOIN, SETTLED};
 use crate::support::wait_for;
 
 fn members(status: &Value) -> Vec<Value> {
@@ -116,5 +119,58 @@ async fn a_handover_to_a_stopped_member_is_refused_and_it_is_listed_unknown() {
     assert_eq!(after["epoch"].as_u64(), Some(epoch), "{after}");
     assert_eq!(after["switchover"], Value::Null, "nothing scheduled: {after}");
     assert_eq!(members(&after).len(), 3, "{after}");
+}
+
+/// Maintenance mode means hands off: a replica's PostgreSQL stopped by
+/// hand while paused stays stopped, its daemon reporting it stopped; after
+/// `resume` the agent starts it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_maintenance_mode_a_postgresql_stopped_by_hand_stays_stopped() {
+    let c = DaemonCluster::start(2, |_| {}).await;
+    let primary = c.must_healthy(&[1, 2], SETTLED).await;
+    let replica = if primary == 1 { 2 } else { 1 };
+    let name = format!("pg{replica}");
+    let out = c.must_raftctl(&["pause"]);
+    assert!(out.contains("maintenance mode on"), "{out}");
+    wait_for("maintenance mode on both nodes", SETTLED, async || {
+        let mut paused = Vec::new();
+        for id in [1, 2] {
+            let doc = client::request("GET", &format!("{}/patroni", c.api(id)), None, &[], None, SETTLED).await;
+            let doc: Option<Value> = doc.ok().and_then(|r| serde_json::from_str(&r.body).ok());
+            paused.push(doc.map(|d| d["pause"].clone()));
+        }
+        if paused.iter().all(|p| p == &Some(Value::Bool(true))) { Ok(()) } else { Err(paused) }
+    })
+    .await;
+
+    info!("--- {name}'s PostgreSQL is stopped by hand (SIGINT: fast shutdown)");
+    let pid = c.postmaster_pid(replica).expect("the replica's postmaster runs");
+    kill(Pid::from_raw(pid), Signal::SIGINT).expect("signal the postmaster");
+    wait_for(&format!("{name}'s postmaster to exit"), SETTLED, async || match kill(Pid::from_raw(pid), None) {
+        Err(_) => Ok(()),
+        Ok(()) => Err("still running"),
+    })
+    .await;
+    // Its daemon reports it stopped, and nothing starts it: watch for a
+    // dozen agent turns, failing at the first sign of a restart.
+    let window = Instant::now();
+    let mut reported_stopped = false;
+    while window.elapsed() < Duration::from_secs(3) || !reported_stopped {
+        assert!(window.elapsed() < SETTLED, "{name} was never reported stopped");
+        let restarted = c.postmaster_pid(replica);
+        assert_eq!(restarted, None, "{name}'s PostgreSQL was started again in maintenance mode");
+        let status = c.raftctl_json(&["list"]);
+        let m = member(&status, &name);
+        assert_ne!(m["role"], "unreachable", "its daemon keeps answering: {status}");
+        reported_stopped |= m["state"] == "stopped";
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(c.must_healthy(&[primary], SETTLED).await, primary, "the primary is untouched");
+
+    info!("--- resume: the agent starts {name} again");
+    let out = c.must_raftctl(&["resume"]);
+    assert!(out.contains("maintenance mode off"), "{out}");
+    c.must_healthy(&[1, 2], REJOIN).await;
+    assert_ne!(c.postmaster_pid(replica), None);
 }
 
