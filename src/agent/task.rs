@@ -52,6 +52,9 @@ const PENDING_CHECK_DELAY: Duration = Duration::from_secs(1);
 /// has not changed (a slot may have lost its WAL, or been dropped by hand).
 const SLOTS_RECHECK: Duration = Duration::from_secs(30);
 
+/// How often a node that is not a member yet repeats how to add it.
+const JOIN_HINT_INTERVAL: Duration = Duration::from_secs(30);
+
 /// PostgreSQL that ran this long as primary has its crash count reset.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
 
@@ -122,6 +125,14 @@ pub struct Agent {
     serving: bool,
 }
 
+/// The `raftctl` command that adds this node to the cluster.
+pub fn join_command(c: &Config) -> String {
+    format!(
+        "raftctl member add --id {} --name {} --raft-addr {} --api-url http://{}",
+        c.node_id, c.node_name, c.raft_advertise, c.http_advertise
+    )
+}
+
 impl Agent {
     pub fn new(handle: RaftHandle, runner: Arc<Runner>, config: Arc<Config>, links: AgentLinks) -> Self {
         let observer =
@@ -167,8 +178,12 @@ impl Agent {
     }
 
     /// Registers this node as a member of the replicated state (once).
+    /// A node that is not an initial member waits to be added to Raft
+    /// first, and says how, every [`JOIN_HINT_INTERVAL`].
     async fn register(&self, cancel: &CancellationToken) {
         let c = &self.config;
+        let initial = c.initial_members.iter().any(|m| m.id == c.node_id);
+        let mut hinted: Option<Instant> = None;
         let mut member = Member::new(c.node_id, c.node_name.clone());
         member.pg_host = c.pg_advertise_host.clone();
         member.pg_port = c.pg_port;
@@ -178,6 +193,13 @@ impl Agent {
             let state = self.handle.local_state().state;
             if state.is_initialized() && state.members.contains_key(&c.node_id) {
                 return;
+            }
+            if !initial
+                && !self.handle.status().is_member()
+                && hinted.is_none_or(|at| at.elapsed() >= JOIN_HINT_INTERVAL)
+            {
+                hinted = Some(Instant::now());
+                tracing::info!("this node is not a member of the cluster yet; to add it, run: {}", join_command(c));
             }
             if state.is_initialized() {
                 match self.handle.propose(Command::AddMember { member: member.clone() }).await {

@@ -218,7 +218,8 @@ pub fn node_status(s: &ApiState) -> NodeStatus {
         xlog,
         replication_state: o.streaming.then_some(ReplicationState::Streaming),
         database_system_identifier: o.system_id.clone(),
-        cluster_unlocked: state.primary.is_none(),
+        // A node waiting to be added knows nothing of the cluster's lock.
+        cluster_unlocked: state.primary.is_none() && raft.is_member(),
         pause: state.maintenance,
         pending_restart: !params.pending_restart.is_empty(),
         pending_restart_reason: params.pending_restart.clone(),

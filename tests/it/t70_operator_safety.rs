@@ -174,3 +174,41 @@ async fn in_maintenance_mode_a_postgresql_stopped_by_hand_stays_stopped() {
     assert_ne!(c.postmaster_pid(replica), None);
 }
 
+/// A daemon started as a new node, not yet in the Raft membership, logs
+/// the exact `raftctl member add` command that adds it, and does not claim
+/// the cluster is unlocked; the logged command adds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_waiting_to_be_added_says_how() {
+    let mut c = DaemonCluster::start(2, |_| {}).await;
+    let new = c.spawn_joiner();
+    let node = c.layout.node(new).clone();
+    let want = format!(
+        "raftctl member add --id {new} --name {} --raft-addr {} --api-url {}",
+        node.name,
+        node.raft_addr(),
+        node.api_url()
+    );
+    wait_for("the new node to log how to add it", SETTLED, async || {
+        if c.log(new).contains(&want) { Ok(()) } else { Err(c.log(new).lines().last().map(str::to_string)) }
+    })
+    .await;
+    let doc = wait_for("the new node's /patroni", SETTLED, async || {
+        let r = client::request("GET", &format!("{}/patroni", node.api_url()), None, &[], None, SETTLED).await;
+        r.map_err(|e| e.to_string()).and_then(|r| serde_json::from_str::<Value>(&r.body).map_err(|e| e.to_string()))
+    })
+    .await;
+    assert_eq!(doc["cluster_unlocked"], false, "it knows nothing of the lock yet: {doc}");
+    let metrics = client::request("GET", &format!("{}/metrics", node.api_url()), None, &[], None, SETTLED)
+        .await
+        .expect("GET /metrics")
+        .body;
+    let unlocked = metrics.lines().find(|l| l.starts_with("patroni_cluster_unlocked{"));
+    assert!(unlocked.is_some_and(|l| l.ends_with(" 0")), "{unlocked:?}");
+
+    info!("--- the logged command adds it");
+    let args: Vec<&str> = want.split(' ').skip(1).collect();
+    let out = c.must_raftctl(&args);
+    assert!(out.contains("learner"), "{out}");
+    let status = c.raftctl_json(&["list"]);
+    assert!(members(&status).iter().any(|m| m["name"] == node.name.as_str()), "{status}");
+}
