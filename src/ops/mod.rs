@@ -27,9 +27,9 @@ use tokio_util::sync::CancellationToken;
 pub use self::config::ConfigChange;
 pub use self::handover::HANDOVER_WAIT;
 use crate::agent::{AgentError, AgentRequest};
+use crate::lease::ReportTimes;
 use crate::postgres::Observation;
 use crate::postgres::settings::ParameterState;
-use crate::lease::ReportTimes;
 
 /// Why an operation was refused or failed.
 #[derive(Debug, thiserror::Error)]
