@@ -197,7 +197,8 @@ impl Daemon {
         let (agent_tx, agent_rx) = mpsc::channel(4);
         let (obs_tx, obs_rx) = watch::channel(Observation::default());
         let (params_tx, params_rx) = watch::channel(ParameterState::default());
-        let ops = Ops::new(handle.clone(), agent_tx, obs_rx.clone(), params_rx.clone());
+        let (reports_tx, reports_rx) = watch::channel(lease::ReportTimes::default());
+        let ops = Ops::new(handle.clone(), agent_tx, obs_rx.clone(), params_rx.clone(), reports_rx.clone());
         let _ = ops_cell.set(ops.clone());
         let reloader = Arc::new(Reloader::new(
             file.as_ref().map(|(p, _)| p.clone()),
@@ -257,6 +258,7 @@ impl Daemon {
             config.cluster_id.clone(),
             config.initial_dynamic.clone(),
             blocked_tx,
+            reports_tx,
         );
         let cancel = daemon.tasks_cancel.clone();
         daemon.tasks.spawn(Task::Controller, async move {
@@ -313,6 +315,7 @@ impl Daemon {
             heartbeat_ran: ran_rx,
             last_error: error_rx,
             failover_blocked: blocked_rx,
+            reports: reports_rx,
             ops,
             token: config.token.clone(),
             reloader,

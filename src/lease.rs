@@ -191,6 +191,26 @@ impl Views {
 
 pub type SharedViews = Arc<Mutex<Views>>;
 
+/// When each node last reported to this node as Raft leader, for the
+/// operator interfaces; the controller publishes it (empty on a node that
+/// does not lead). A node the leader has not heard from since its election
+/// is silent for at least as long as the leadership.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReportTimes {
+    /// When this node became leader; `None` while it is not.
+    pub leader_since: Option<Instant>,
+    pub last: BTreeMap<NodeId, Instant>,
+}
+
+impl ReportTimes {
+    /// How long `id` has been silent as far as this leader knows; `None`
+    /// on a node that does not lead.
+    pub fn silence(&self, id: NodeId, now: Instant) -> Option<Duration> {
+        let since = self.last.get(&id).copied().or(self.leader_since)?;
+        Some(now.saturating_duration_since(since))
+    }
+}
+
 /// Serves heartbeats on the Raft leader.
 pub struct LeaseGrantor {
     pub handle: RaftHandle,

@@ -236,6 +236,11 @@ pub struct RaftgresInfo {
     /// automatically, while that holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failover_blocked: Option<String>,
+    /// On the Raft leader: how long ago each member's daemon last reported
+    /// (its heartbeat), in milliseconds, by node id. A member not heard from
+    /// since this leader's election counts from the election.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silent_ms: Option<BTreeMap<u64, u64>>,
 }
 
 /// A parameter whose new value waits for a restart (Patroni's

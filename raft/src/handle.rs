@@ -70,6 +70,11 @@ impl RaftStatus {
     pub fn is_leader(&self) -> bool {
         self.role == ServerState::Leader && self.leader == Some(self.id)
     }
+
+    /// This node is in the Raft membership, as a voter or a learner.
+    pub fn is_member(&self) -> bool {
+        self.voters.contains(&self.id) || self.learners.contains(&self.id)
+    }
 }
 
 /// Cheap to clone; every clone talks to the same node.

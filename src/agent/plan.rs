@@ -51,6 +51,9 @@ pub struct PlanInput<'a> {
     pub facts: &'a LocalFacts,
     /// Wall clock, Unix milliseconds (for scheduled switchovers).
     pub now_ms: u64,
+    /// Maintenance mode, and no operator request (restart, reinit) is being
+    /// carried out: PostgreSQL is left alone, see [`allowed_hands_off`].
+    pub hands_off: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,6 +157,42 @@ pub fn member_state(o: &Observation) -> MemberState {
 
 /// The next actions.
 pub fn plan(input: &PlanInput) -> Vec<PgAction> {
+    let actions = plan_reconcile(input);
+    if !input.hands_off {
+        return actions;
+    }
+    actions.into_iter().filter(|a| allowed_hands_off(input, a)).collect()
+}
+
+/// What the agent still does by itself in maintenance mode, where an
+/// operator may stop, upgrade or move PostgreSQL by hand:
+/// - what an operator asked for through the cluster: a switchover's
+///   demotion and promotion, and restarting the server this agent stopped
+///   for a switchover (as the new standby, or as the primary again when the
+///   handover was given back);
+/// - what does not start or stop the server: following a new upstream
+///   (a reload), replication slots;
+/// - the safety rules: a server that runs as a primary the state does not
+///   name is stopped, as the fence stops one whose lease runs out.
+///
+/// Never by itself: initdb, clone, start, stop, crash recovery, rewind,
+/// re-clone, or releasing the role of a primary whose server stopped.
+pub fn allowed_hands_off(input: &PlanInput, action: &PgAction) -> bool {
+    match action {
+        PgAction::Promote | PgAction::Demote | PgAction::Follow { .. } | PgAction::EnsureSlots(_) => true,
+        PgAction::Stop(_) => input.observed.is_primary() && input.state.primary_node() != Some(input.me),
+        PgAction::StartPrimary | PgAction::StartStandby { .. } => input.facts.clean_demote.is_some(),
+        PgAction::Initdb
+        | PgAction::BaseBackup { .. }
+        | PgAction::Recover
+        | PgAction::Rewind { .. }
+        | PgAction::Wipe
+        | PgAction::Release(_) => false,
+    }
+}
+
+/// The next actions, maintenance mode aside.
+fn plan_reconcile(input: &PlanInput) -> Vec<PgAction> {
     let PlanInput { me, state, lease_ok, observed: o, control, facts, .. } = input;
     let primary = state.primary.as_ref();
     match primary {
@@ -192,7 +231,7 @@ pub fn plan(input: &PlanInput) -> Vec<PgAction> {
 }
 
 fn plan_primary(input: &PlanInput, reason: ElectionReason) -> Vec<PgAction> {
-    let PlanInput { me, state, lease_ok, observed: o, control, facts, now_ms } = input;
+    let PlanInput { me, state, lease_ok, observed: o, control, facts, now_ms, .. } = input;
     if facts.restarts_exhausted {
         return vec![PgAction::Release(ReleaseReason::PostgresFailed)];
     }
@@ -365,7 +404,7 @@ mod tests {
         control: Option<ClusterControlState>,
         facts: &LocalFacts,
     ) -> Vec<PgAction> {
-        plan(&PlanInput { me, state: s, lease_ok, observed: o, control, facts, now_ms: 0 })
+        plan(&PlanInput { me, state: s, lease_ok, observed: o, control, facts, now_ms: 0, hands_off: false })
     }
 
     /// The decision table: (case, me, primary, lease, observed, control, facts) → actions.
@@ -571,6 +610,156 @@ mod tests {
         }
     }
 
+    /// Maintenance mode: (case, me, primary, lease, observed, control, facts)
+    /// → actions, with what the agent does outside it noted.
+    #[test]
+    fn maintenance_mode_leaves_postgresql_alone() {
+        let paused = |me, s: &ClusterState, lease_ok, o: &Observation, control, facts: &LocalFacts| {
+            plan(&PlanInput { me, state: s, lease_ok, observed: o, control, facts, now_ms: 0, hands_off: true })
+        };
+        let boot = state(Some((1, ElectionReason::Bootstrap)));
+        let failed_over = state(Some((2, ElectionReason::Failover)));
+        let none = state(None);
+        let f = LocalFacts::default();
+        let stopped = obs(false, None);
+        let up2 = ("10.0.0.2".to_string(), 5432);
+        let down = Some(ClusterControlState::ShutDownInRecovery);
+        let crashed = Some(ClusterControlState::InProduction);
+        let cases: Vec<(&str, Vec<PgAction>, Vec<PgAction>)> = vec![
+            // Left alone (outside maintenance: the action in the name).
+            ("stopped standby is not started", paused(3, &failed_over, false, &stopped, down, &f), vec![]),
+            (
+                "stopped standby is not started while no primary is named",
+                paused(3, &none, false, &stopped, down, &f),
+                vec![],
+            ),
+            ("primary stopped by hand is not started", paused(2, &failed_over, true, &stopped, crashed, &f), vec![]),
+            (
+                "primary whose PostgreSQL stopped does not release the role",
+                paused(2, &failed_over, true, &stopped, crashed, &LocalFacts { restarts_exhausted: true, ..f.clone() }),
+                vec![],
+            ),
+            (
+                "hung primary is not killed",
+                paused(
+                    2,
+                    &failed_over,
+                    true,
+                    &Observation { accepting: false, in_recovery: None, ..obs(true, Some(false)) },
+                    None,
+                    &LocalFacts { hung: true, ..f.clone() },
+                ),
+                vec![],
+            ),
+            ("empty data directory is not cloned", paused(2, &boot, false, &Observation::default(), None, &f), vec![]),
+            ("bootstrap primary does not initdb", paused(1, &boot, true, &Observation::default(), None, &f), vec![]),
+            ("crashed former primary is not recovered", paused(1, &failed_over, false, &stopped, crashed, &f), vec![]),
+            (
+                "cleanly stopped former primary is not rewound",
+                paused(1, &failed_over, false, &stopped, Some(ClusterControlState::ShutDown), &f),
+                vec![],
+            ),
+            (
+                "failed rewind is not re-cloned",
+                paused(
+                    1,
+                    &failed_over,
+                    false,
+                    &stopped,
+                    Some(ClusterControlState::ShutDown),
+                    &LocalFacts { rewind_failed: true, ..f.clone() },
+                ),
+                vec![],
+            ),
+            (
+                "stuck standby is not stopped",
+                paused(
+                    3,
+                    &failed_over,
+                    false,
+                    &Observation { upstream: Some(up2.clone()), ..obs(true, Some(true)) },
+                    None,
+                    &LocalFacts { not_streaming_for: STUCK_REPLICA, ..f.clone() },
+                ),
+                vec![],
+            ),
+            // Still done.
+            (
+                "deposed primary still running is stopped (the fence's rule)",
+                paused(1, &failed_over, false, &obs(true, Some(false)), None, &f),
+                vec![PgAction::Stop(StopMode::Immediate)],
+            ),
+            (
+                "unnamed primary is stopped when no primary is named",
+                paused(1, &none, false, &obs(true, Some(false)), None, &f),
+                vec![PgAction::Stop(StopMode::Immediate)],
+            ),
+            (
+                "a replica an operator's switchover elected is promoted",
+                paused(2, &failed_over, true, &obs(true, Some(true)), None, &f),
+                vec![PgAction::Promote],
+            ),
+            (
+                "standby following the old primary is repointed",
+                paused(
+                    3,
+                    &failed_over,
+                    false,
+                    &Observation { upstream: Some(("10.0.0.1".into(), 5432)), ..obs(true, Some(true)) },
+                    None,
+                    &f,
+                ),
+                vec![PgAction::Follow { host: up2.0.clone(), port: up2.1 }],
+            ),
+            (
+                "running primary keeps slots",
+                paused(2, &failed_over, true, &obs(true, Some(false)), None, &f),
+                vec![PgAction::EnsureSlots(vec![1, 3])],
+            ),
+            (
+                "a primary this agent stopped for a switchover that was given back starts again",
+                paused(
+                    2,
+                    &failed_over,
+                    true,
+                    &stopped,
+                    Some(ClusterControlState::ShutDown),
+                    &LocalFacts { clean_demote: Some(1), ..f.clone() },
+                ),
+                vec![PgAction::StartPrimary],
+            ),
+        ];
+        for (name, got, want) in cases {
+            assert_eq!(got, want, "{name}");
+        }
+        // A switchover an operator asked for still demotes the primary, and
+        // the old primary restarts as the new primary's standby.
+        let mut s = state(Some((1, ElectionReason::Bootstrap)));
+        s.apply(
+            &Command::ScheduleSwitchover { from: 1, to: Some(2), at_ms: None },
+            ApplyContext { index: 50, time_ms: 0 },
+        )
+        .expect("applies");
+        s.apply(
+            &Command::SetMemberState { node: 2, state: MemberState::Streaming },
+            ApplyContext { index: 51, time_ms: 0 },
+        )
+        .expect("applies");
+        assert_eq!(paused(1, &s, true, &obs(true, Some(false)), None, &f), vec![PgAction::Demote]);
+        let mut after = state(Some((2, ElectionReason::Switchover)));
+        after
+            .apply(
+                &Command::SetMemberState { node: 2, state: MemberState::Running },
+                ApplyContext { index: 50, time_ms: 0 },
+            )
+            .expect("applies");
+        let demoted = LocalFacts { clean_demote: Some(1), ..f.clone() };
+        assert_eq!(
+            paused(1, &after, false, &stopped, Some(ClusterControlState::ShutDown), &demoted),
+            vec![PgAction::StartStandby { upstream: Some(up2.clone()) }]
+        );
+    }
+
     #[test]
     fn a_due_switchover_demotes_only_towards_a_streaming_target() {
         let mut s = state(Some((1, ElectionReason::Bootstrap)));
@@ -590,6 +779,7 @@ mod tests {
                 control: None,
                 facts: &f,
                 now_ms,
+                hands_off: false,
             })
         };
         assert_eq!(input(&s, 6_000), vec![PgAction::EnsureSlots(vec![2, 3])], "target not streaming yet");

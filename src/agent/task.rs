@@ -52,6 +52,9 @@ const PENDING_CHECK_DELAY: Duration = Duration::from_secs(1);
 /// has not changed (a slot may have lost its WAL, or been dropped by hand).
 const SLOTS_RECHECK: Duration = Duration::from_secs(30);
 
+/// How often a node that is not a member yet repeats how to add it.
+const JOIN_HINT_INTERVAL: Duration = Duration::from_secs(30);
+
 /// PostgreSQL that ran this long as primary has its crash count reset.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
 
@@ -117,6 +120,17 @@ pub struct Agent {
     /// pg_rewind said "no rewind required" to a replica stopped because it
     /// could not stream, this many times in a row.
     noop_rewinds: u32,
+    /// An operator request (restart, reinit) is being carried out: in
+    /// maintenance mode too, the turns may start PostgreSQL.
+    serving: bool,
+}
+
+/// The `raftctl` command that adds this node to the cluster.
+pub fn join_command(c: &Config) -> String {
+    format!(
+        "raftctl member add --id {} --name {} --raft-addr {} --api-url http://{}",
+        c.node_id, c.node_name, c.raft_advertise, c.http_advertise
+    )
 }
 
 impl Agent {
@@ -150,6 +164,7 @@ impl Agent {
             position: None,
             promotion_refused: None,
             noop_rewinds: 0,
+            serving: false,
         }
     }
 
@@ -163,8 +178,12 @@ impl Agent {
     }
 
     /// Registers this node as a member of the replicated state (once).
+    /// A node that is not an initial member waits to be added to Raft
+    /// first, and says how, every [`JOIN_HINT_INTERVAL`].
     async fn register(&self, cancel: &CancellationToken) {
         let c = &self.config;
+        let initial = c.initial_members.iter().any(|m| m.id == c.node_id);
+        let mut hinted: Option<Instant> = None;
         let mut member = Member::new(c.node_id, c.node_name.clone());
         member.pg_host = c.pg_advertise_host.clone();
         member.pg_port = c.pg_port;
@@ -174,6 +193,13 @@ impl Agent {
             let state = self.handle.local_state().state;
             if state.is_initialized() && state.members.contains_key(&c.node_id) {
                 return;
+            }
+            if !initial
+                && !self.handle.status().is_member()
+                && hinted.is_none_or(|at| at.elapsed() >= JOIN_HINT_INTERVAL)
+            {
+                hinted = Some(Instant::now());
+                tracing::info!("this node is not a member of the cluster yet; to add it, run: {}", join_command(c));
             }
             if state.is_initialized() {
                 match self.handle.propose(Command::AddMember { member: member.clone() }).await {
@@ -238,8 +264,16 @@ impl Agent {
     }
 
     /// Runs turns until PostgreSQL accepts connections again; an error
-    /// says why it did not (a failed start ends the wait at once).
+    /// says why it did not (a failed start ends the wait at once). They may
+    /// start it in maintenance mode too: an operator asked.
     async fn turns_until_up(&mut self, cancel: &CancellationToken, timeout: Duration) -> Result<(), String> {
+        self.serving = true;
+        let r = self.turns_until_up_serving(cancel, timeout).await;
+        self.serving = false;
+        r
+    }
+
+    async fn turns_until_up_serving(&mut self, cancel: &CancellationToken, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         let failures = self.start_failures;
         while Instant::now() < deadline && !cancel.is_cancelled() {
@@ -380,6 +414,7 @@ impl Agent {
             control,
             facts: &self.facts,
             now_ms: now_ms(),
+            hands_off: state.maintenance && !self.serving,
         });
         if let Some(epoch) = my_epoch
             && o.is_primary()
@@ -495,6 +530,11 @@ impl Agent {
             (Some(_), true, None) => self.primary_running_since = Some(now),
             (Some(_), true, Some(since)) if now.duration_since(since) >= STABLE_AFTER && self.crashes > 0 => {
                 self.crashes = 0;
+            }
+            (Some(_), false, Some(_)) if !o.running && state.maintenance => {
+                // Maintenance mode: stopped by hand, most likely; left alone.
+                self.primary_running_since = None;
+                tracing::warn!("PostgreSQL of this primary stopped in maintenance mode; it is left stopped");
             }
             (Some(_), false, Some(_)) if !o.running => {
                 self.crashes += 1;

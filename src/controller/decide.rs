@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use raftgres_storage::{ClusterState, Command, DynamicConfig, ElectionReason, Event, NodeId, ReleaseReason, SyncMode};
+use raftgres_storage::{
+    ClusterState, Command, DynamicConfig, ElectionReason, Event, NodeId, ReleaseReason, Switchover, SyncMode,
+};
 
 use crate::lease::NodeView;
 
@@ -16,6 +18,8 @@ pub struct Input<'a> {
     /// When this controller first saw the current epoch.
     pub epoch_since: Instant,
     pub now: Instant,
+    /// Wall clock, Unix milliseconds (for scheduled switchovers).
+    pub now_ms: u64,
     pub cluster_id: &'a str,
     /// The configuration a new cluster starts with.
     pub initial_config: &'a DynamicConfig,
@@ -57,11 +61,36 @@ pub fn decide(input: &Input) -> Decision {
     if state.epoch == 0 {
         return bootstrap(input, &fresh);
     }
+    // Silent: no fresh report, and this leader has led long enough to have
+    // had one (a new leader starts with no reports at all).
+    let led_a_lease = input.now.saturating_duration_since(input.leader_since) > ttl;
+    let silent = |id: &NodeId| led_a_lease && fresh(id).is_none();
     if state.primary.is_none()
-        && let Some(sw) = &state.switchover
-        && released_for_switchover(state)
+        && let Some(from) = released_for_switchover(state)
     {
-        return handover(input, sw, &fresh);
+        match &state.switchover {
+            Some(sw) => return handover(input, sw, target_gone(state, sw, &silent), &fresh),
+            // Cancelled after the primary released the role: while it
+            // reports, stopped, it holds every write and takes the role
+            // back; otherwise an ordinary failover follows.
+            None if fresh(&from).is_some_and(|v| !v.report.running) => {
+                return Decision::Propose(Command::ElectPrimary {
+                    if_epoch: state.epoch,
+                    node: from,
+                    reason: ElectionReason::Failover,
+                });
+            }
+            None => {}
+        }
+    }
+    if let (Some(p), Some(sw)) = (&state.primary, &state.switchover)
+        && sw.from == p.node
+        && sw.at_ms.is_none_or(|at| at <= input.now_ms)
+        && target_gone(state, sw, &silent)
+    {
+        // The target's daemon stopped reporting after the switchover was
+        // accepted: the primary must not shut down for it.
+        return Decision::Propose(Command::CancelSwitchover);
     }
     if state.maintenance {
         return Decision::Wait("maintenance mode".into());
@@ -109,14 +138,24 @@ fn failover_to(state: &ClusterState, node: NodeId) -> Decision {
     Decision::Propose(Command::ElectPrimary { if_epoch: state.epoch, node, reason })
 }
 
-/// The primary of the current epoch released the role for a switchover.
-fn released_for_switchover(state: &ClusterState) -> bool {
+/// The primary of the current epoch that released the role for a
+/// switchover.
+fn released_for_switchover(state: &ClusterState) -> Option<NodeId> {
     state.history.iter().rev().find_map(|r| match &r.event {
-        Event::PrimaryReleased { epoch, reason, .. } if *epoch == state.epoch => {
-            Some(*reason == ReleaseReason::Switchover)
+        Event::PrimaryReleased { epoch, node, reason } if *epoch == state.epoch => {
+            Some((*reason == ReleaseReason::Switchover).then_some(*node))
         }
         _ => None,
-    }) == Some(true)
+    })?
+}
+
+/// No member the switchover could go to reports any more: its target, or
+/// without one, every other member.
+fn target_gone(state: &ClusterState, sw: &Switchover, silent: &dyn Fn(&NodeId) -> bool) -> bool {
+    match sw.to {
+        Some(t) => silent(&t),
+        None => state.members.keys().filter(|id| **id != sw.from).all(silent),
+    }
 }
 
 /// A switchover whose primary released the role: elect the target once it
@@ -127,10 +166,13 @@ fn released_for_switchover(state: &ClusterState) -> bool {
 /// past that point. An old primary that never reported where its WAL ends
 /// (its stop was not clean, or it died after releasing) cannot hold the
 /// handover up for longer than the same timeout: an ordinary, lag-checked
-/// failover follows, unless in maintenance mode.
+/// failover follows, unless in maintenance mode. A target that stopped
+/// reporting (`gone`) is not waited for: the old primary takes the role
+/// back at once.
 fn handover<'a>(
     input: &Input<'a>,
-    sw: &raftgres_storage::Switchover,
+    sw: &Switchover,
+    gone: bool,
     fresh: &dyn Fn(&NodeId) -> Option<&'a NodeView>,
 ) -> Decision {
     let state = input.state;
@@ -160,7 +202,7 @@ fn handover<'a>(
             )),
         };
     };
-    let timed_out = waited > HANDOVER_TIMEOUT;
+    let timed_out = waited > HANDOVER_TIMEOUT || gone;
     if timed_out && old.is_some() {
         return Decision::Propose(Command::ElectPrimary {
             if_epoch: state.epoch,
@@ -381,6 +423,7 @@ mod tests {
                 leader_since: self.start + Duration::from_millis(leader_since_ms),
                 epoch_since: self.start,
                 now: self.start + Duration::from_millis(now_ms),
+                now_ms,
                 cluster_id: "c",
                 initial_config: &DynamicConfig::default(),
                 handover_since: self.handover_since.map(|ms| self.start + Duration::from_millis(ms)),
@@ -529,6 +572,54 @@ mod tests {
         // A replica that has everything is elected, target or not.
         f.report(2, 10_600, replica((2 << 20) + 0x100, 1));
         assert_eq!(f.decide_at(0, 10_600), elect(2, 1, ElectionReason::Failover));
+    }
+
+    #[test]
+    fn a_switchover_whose_target_stops_reporting_is_cancelled_before_the_primary_stops() {
+        let mut f = Fixture::new(3);
+        f.bootstrap();
+        f.apply(Command::ScheduleSwitchover { from: 1, to: Some(3), at_ms: None });
+        f.report(1, 2_900, primary(0x200, 1));
+        f.grant(1, 1, 2_900);
+        f.report(2, 2_900, replica(0x200, 1));
+        f.report(3, 1_000, replica(0x200, 1));
+        // Within a lease of its last report, the target counts as running.
+        assert_eq!(f.decide_at(0, 2_900), Decision::Wait(String::new()));
+        // Past it, the switchover is cancelled: the primary keeps the role.
+        assert_eq!(f.decide_at(0, 3_100), Decision::Propose(Command::CancelSwitchover));
+        // A leader elected less than a lease ago has had no chance to hear
+        // from it: no verdict yet.
+        assert_eq!(f.decide_at(2_000, 3_100), Decision::Wait(String::new()));
+        // A scheduled switchover is judged when it is due.
+        f.apply(Command::CancelSwitchover);
+        f.apply(Command::ScheduleSwitchover { from: 1, to: Some(3), at_ms: Some(5_000) });
+        assert_eq!(f.decide_at(0, 3_100), Decision::Wait(String::new()));
+        assert_eq!(f.decide_at(0, 5_000), Decision::Propose(Command::CancelSwitchover));
+        // Without a target, when no other member reports.
+        f.apply(Command::CancelSwitchover);
+        f.apply(Command::ScheduleSwitchover { from: 1, to: None, at_ms: None });
+        assert_eq!(f.decide_at(0, 3_100), Decision::Wait(String::new()), "pg2 reports");
+        assert_eq!(f.decide_at(0, 5_000), Decision::Propose(Command::CancelSwitchover));
+    }
+
+    #[test]
+    fn a_switchover_target_that_stops_reporting_after_the_handover_began_gives_the_role_back_at_once() {
+        let mut f = Fixture::new(3);
+        f.bootstrap();
+        f.apply(Command::ScheduleSwitchover { from: 1, to: Some(3), at_ms: None });
+        f.apply(Command::ReleasePrimary { epoch: 1, node: 1, reason: ReleaseReason::Switchover });
+        f.handover_since = Some(3_000);
+        f.report(1, 3_100, Observation { checkpoint_lsn: Some(0x200), ..Observation::default() });
+        f.report(2, 3_100, replica(0x228, 1));
+        f.report(3, 1_000, replica(0x100, 1));
+        // 100 ms into the handover, not after its 10 s timeout: the old
+        // primary, which holds every write, is primary again.
+        assert_eq!(f.decide_at(0, 3_100), elect(1, 1, ElectionReason::Failover));
+        // The same when the switchover was cancelled after the release.
+        f.apply(Command::CancelSwitchover);
+        f.handover_since = None;
+        f.report(3, 3_100, replica(0x228, 1));
+        assert_eq!(f.decide_at(0, 3_100), elect(1, 1, ElectionReason::Failover));
     }
 
     #[test]

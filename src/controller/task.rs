@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::decide::{Decision, Input, decide};
-use crate::lease::{SharedViews, Views};
+use crate::lease::{ReportTimes, SharedViews, Views};
 
 /// How often the controller decides while a switchover is pending.
 const HANDOVER_INTERVAL: Duration = Duration::from_millis(50);
@@ -31,6 +31,9 @@ pub struct Controller {
     /// Why the lost primary cannot be replaced automatically, while that
     /// holds; shown by the node's status and metrics.
     blocked: watch::Sender<Option<String>>,
+    /// When each node last reported, while this node leads; shown by the
+    /// status and checked by switchover and failover requests.
+    reports: watch::Sender<ReportTimes>,
 }
 
 impl Controller {
@@ -40,9 +43,11 @@ impl Controller {
         cluster_id: String,
         initial_config: DynamicConfig,
         blocked: watch::Sender<Option<String>>,
+        reports: watch::Sender<ReportTimes>,
     ) -> Self {
         Self {
             blocked,
+            reports,
             handle,
             views,
             cluster_id,
@@ -130,12 +135,18 @@ impl Controller {
                 now
             }
         };
+        let times = ReportTimes {
+            leader_since: Some(leader_since),
+            last: v.nodes.iter().map(|(id, n)| (*id, n.last_contact)).collect(),
+        };
+        self.reports.send_if_modified(|r| (*r != times).then(|| *r = times).is_some());
         let decision = decide(&Input {
             state,
             views: &v.nodes,
             leader_since,
             epoch_since,
             now: Instant::now(),
+            now_ms: now_ms(),
             cluster_id: &self.cluster_id,
             initial_config: &self.initial_config,
             handover_since: self.handover_since,
@@ -168,6 +179,8 @@ impl Controller {
         }
         v.reset();
         self.epoch_seen = None;
+        self.reports
+            .send_if_modified(|r| (*r != ReportTimes::default()).then(|| *r = ReportTimes::default()).is_some());
     }
 
     /// Proposes `cmd`: `Some(true)` applied, `Some(false)` rejected, `None`

@@ -133,7 +133,8 @@ pub fn render(s: &Shared) -> String {
         gauge(r, "xlog_replayed_location", "Current location of the replayed log.", o.replay_lsn.unwrap_or(0) as i64);
         gauge(r, "postgres_streaming", "Value is 1 if Postgres is streaming.", o.streaming as i64);
         gauge(r, "postgres_timeline", "Postgres timeline of this node.", o.timeline.unwrap_or(0) as i64);
-        gauge(r, "cluster_unlocked", "Value is 1 if the cluster is unlocked.", state.primary.is_none() as i64);
+        let unlocked = state.primary.is_none() && s.handle.status().is_member();
+        gauge(r, "cluster_unlocked", "Value is 1 if the cluster is unlocked.", unlocked as i64);
         gauge(r, "is_paused", "Value is 1 if auto failover is disabled.", state.maintenance as i64);
         gauge(r, "pending_restart", "Value is 1 if the node needs a restart, 0 otherwise.", pending as i64);
     }

@@ -4,6 +4,7 @@
 //! `/config`); control endpoints; Prometheus `/metrics`. Unsafe methods
 //! need the cluster token.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::health::NodeFacts;
 use crate::fence::writes_allowed;
-use crate::lease::Lease;
+use crate::lease::{Lease, ReportTimes};
 use crate::ops::Ops;
 use crate::postgres::settings::ParameterState;
 use crate::postgres::{Observation, lsn};
@@ -50,6 +51,8 @@ pub struct ApiState {
     /// The controller's reason the lost primary cannot be replaced, on the
     /// Raft leader while that holds.
     pub failover_blocked: watch::Receiver<Option<String>>,
+    /// On the Raft leader: when each node last reported.
+    pub reports: watch::Receiver<ReportTimes>,
     pub ops: Ops,
     pub token: Token,
     pub reloader: Arc<Reloader>,
@@ -215,7 +218,8 @@ pub fn node_status(s: &ApiState) -> NodeStatus {
         xlog,
         replication_state: o.streaming.then_some(ReplicationState::Streaming),
         database_system_identifier: o.system_id.clone(),
-        cluster_unlocked: state.primary.is_none(),
+        // A node waiting to be added knows nothing of the cluster's lock.
+        cluster_unlocked: state.primary.is_none() && raft.is_member(),
         pause: state.maintenance,
         pending_restart: !params.pending_restart.is_empty(),
         pending_restart_reason: params.pending_restart.clone(),
@@ -239,8 +243,20 @@ pub fn node_status(s: &ApiState) -> NodeStatus {
             lsn: o.lsn().map(lsn::format),
             last_error: s.last_error.borrow().clone(),
             failover_blocked: s.failover_blocked.borrow().clone(),
+            silent_ms: silences(s, state),
         },
     }
+}
+
+/// On the Raft leader: how long each member's daemon has been silent, in
+/// milliseconds.
+fn silences(s: &ApiState, state: &raftgres_storage::ClusterState) -> Option<BTreeMap<u64, u64>> {
+    let reports = s.reports.borrow();
+    reports.leader_since?;
+    let now = Instant::now();
+    let mut ids: Vec<u64> = state.members.keys().copied().collect();
+    ids.extend(s.handle.local_state().membership.membership().nodes().map(|(id, _)| *id));
+    Some(ids.into_iter().filter_map(|id| Some((id, reports.silence(id, now)?.as_millis() as u64))).collect())
 }
 
 /// openraft's server state in the API's spelling.

@@ -1,9 +1,9 @@
 //! Moving the primary role: switchover (planned, no acknowledged write
 //! lost), failover to a chosen member, and maintenance mode.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use raftgres_api::Role;
+use raftgres_api::{PgState, Role};
 use raftgres_storage::{ClusterState, Command, ElectionReason, Lsn, MemberState, NodeId, now_ms};
 
 use super::status::fetch;
@@ -52,8 +52,8 @@ pub fn check_schedule(at_ms: u64, now_ms: u64) -> Result<(), OpError> {
 
 impl Ops {
     /// Checks that `id` can take over now: a registered, streaming replica
-    /// that may be promoted.
-    fn check_target(&self, state: &ClusterState, id: NodeId) -> Result<(), OpError> {
+    /// that may be promoted, whose daemon runs.
+    async fn check_target(&self, state: &ClusterState, id: NodeId) -> Result<(), OpError> {
         let m = state.member(id).ok_or_else(|| OpError::NotFound(format!("node {id} is not a registered member")))?;
         if !m.may_be_promoted() {
             return Err(OpError::Refused(format!("{} is tagged nofailover", m.name)));
@@ -61,7 +61,55 @@ impl Ops {
         if m.state != MemberState::Streaming {
             return Err(OpError::Refused(format!("{} is not a streaming replica (it is {})", m.name, m.state)));
         }
-        Ok(())
+        self.check_alive(state, id).await
+    }
+
+    /// Refuses a target whose daemon is not running, judged on fresh
+    /// reports only: the replicated member state is the last one the member
+    /// reported, which a dead member never corrects. It is silent to the
+    /// Raft leader for longer than a lease (the bound the controller counts
+    /// a member healthy within), or it does not answer on its API as a
+    /// running replica.
+    async fn check_alive(&self, state: &ClusterState, id: NodeId) -> Result<(), OpError> {
+        let m = state.member(id).ok_or_else(|| OpError::NotFound(format!("node {id} is not a registered member")))?;
+        let bound = Duration::from_millis(state.config.lease_ttl_ms);
+        if let Some(silent) = self.silence(state, id).await
+            && silent > bound
+        {
+            return Err(OpError::Refused(format!(
+                "{}'s daemon has not reported for {:.1} s; it is not running",
+                m.name,
+                silent.as_secs_f64()
+            )));
+        }
+        match fetch(Some(m.api_url.clone())).await {
+            None => Err(OpError::Refused(format!(
+                "{}'s daemon does not answer on its API ({}); it is not running",
+                m.name, m.api_url
+            ))),
+            Some(doc) if doc.role != Role::Replica || doc.state != PgState::Running => Err(OpError::Refused(format!(
+                "{} is not a running replica: its daemon reports role {}, PostgreSQL {}",
+                m.name, doc.role, doc.state
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// How long the Raft leader has not heard from `id`: this node's own
+    /// view when it leads, else the leader's node-status document; `None`
+    /// when no leader answers.
+    async fn silence(&self, state: &ClusterState, id: NodeId) -> Option<Duration> {
+        let status = self.handle.status();
+        if status.is_leader() {
+            return self.reports.borrow().silence(id, Instant::now());
+        }
+        let leader = status.leader?;
+        let url = state.member(leader).map(|m| m.api_url.clone()).filter(|u| !u.is_empty()).or_else(|| {
+            let addr = self.raft_members().get(&leader).map(|(i, _)| i.api_addr.clone()).filter(|a| !a.is_empty())?;
+            Some(if addr.starts_with("http") { addr } else { format!("http://{addr}") })
+        })?;
+        let doc = fetch(Some(url)).await?;
+        doc.raftgres.silent_ms?.get(&id).map(|ms| Duration::from_millis(*ms))
     }
 
     /// Plans a switchover away from the primary, to `to` or the best
@@ -94,15 +142,28 @@ impl Ops {
                     return Err(OpError::Refused(format!("{t} is already the primary")));
                 }
                 if at_ms.is_none() {
-                    self.check_target(&state, id)?;
+                    self.check_target(&state, id).await?;
                 }
                 Some(id)
             }
             None => {
-                let any =
-                    state.members.values().any(|m| m.id != primary.node && self.check_target(&state, m.id).is_ok());
-                if !any && at_ms.is_none() {
-                    return Err(OpError::Refused("no streaming replica can take over".into()));
+                if at_ms.is_none() {
+                    let mut why = Vec::new();
+                    for m in state.members.values().filter(|m| m.id != primary.node) {
+                        match self.check_target(&state, m.id).await {
+                            Ok(()) => {
+                                why.clear();
+                                break;
+                            }
+                            Err(e) => why.push(e.to_string()),
+                        }
+                    }
+                    if !why.is_empty() || state.members.len() < 2 {
+                        return Err(OpError::Refused(format!(
+                            "no streaming replica can take over: {}",
+                            if why.is_empty() { "no other members".into() } else { why.join("; ") }
+                        )));
+                    }
                 }
                 None
             }
@@ -195,7 +256,7 @@ impl Ops {
             return self.forced_failover(&state, id, to, wait).await;
         }
         if state.primary.is_some() {
-            self.check_target(&state, id)?;
+            self.check_target(&state, id).await?;
         } else {
             let m = state.member(id).ok_or_else(|| OpError::NotFound(format!("{to} is not a registered member")))?;
             if !m.may_be_promoted() {
@@ -204,6 +265,7 @@ impl Ops {
             if !matches!(m.state, MemberState::Running | MemberState::Streaming) {
                 return Err(OpError::Refused(format!("{to} is not running (it is {})", m.state)));
             }
+            self.check_alive(&state, id).await?;
             // No primary: replicas run but stream from nobody. The operator
             // picks the node; the rules that keep writes are still checked
             // against what the state recorded of the last primary.
@@ -241,6 +303,7 @@ impl Ops {
     /// still answers as one is not failed over this way: a switchover
     /// loses nothing.
     async fn forced_failover(&self, state: &ClusterState, id: NodeId, to: &str, wait: bool) -> Result<Done, OpError> {
+        self.check_alive(state, id).await?;
         if let Some(p) = &state.primary
             && let Some(m) = state.member(p.node)
             && fetch(Some(m.api_url.clone())).await.is_some_and(|d| d.role == Role::Primary)
@@ -284,6 +347,13 @@ impl Ops {
     /// Maintenance mode on (pause) or off (resume).
     pub async fn set_maintenance(&self, on: bool) -> Result<Done, OpError> {
         let index = self.propose(Command::SetMaintenance { on }).await?;
-        Ok(Done::new(if on { "maintenance mode on: automatic failover paused" } else { "maintenance mode off" }, index))
+        Ok(Done::new(
+            if on {
+                "maintenance mode on: automatic failover paused, PostgreSQL left alone"
+            } else {
+                "maintenance mode off"
+            },
+            index,
+        ))
     }
 }

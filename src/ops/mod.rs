@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 pub use self::config::ConfigChange;
 pub use self::handover::HANDOVER_WAIT;
 use crate::agent::{AgentError, AgentRequest};
+use crate::lease::ReportTimes;
 use crate::postgres::Observation;
 use crate::postgres::settings::ParameterState;
 
@@ -114,6 +115,8 @@ pub struct Ops {
     parameters: watch::Receiver<ParameterState>,
     /// This node's scheduled restart.
     scheduled: restart::ScheduleSlot,
+    /// When each node last reported, while this node leads Raft.
+    reports: watch::Receiver<ReportTimes>,
     /// Cancelled when the daemon stops: ends long-lived calls (event
     /// streams) so the server can shut down.
     pub shutdown: CancellationToken,
@@ -125,12 +128,14 @@ impl Ops {
         agent: mpsc::Sender<AgentRequest>,
         observation: watch::Receiver<Observation>,
         parameters: watch::Receiver<ParameterState>,
+        reports: watch::Receiver<ReportTimes>,
     ) -> Self {
         Self {
             handle,
             agent,
             observation,
             parameters,
+            reports,
             scheduled: Default::default(),
             shutdown: CancellationToken::new(),
         }

@@ -85,8 +85,10 @@ impl Ops {
             };
             match doc {
                 None => {
+                    // Its last reported state may be long gone: a daemon
+                    // that stopped never corrects it.
                     s.role = Role::Unreachable;
-                    s.state = m.map(|m| member_state(m.state)).unwrap_or(PgState::Unknown);
+                    s.state = PgState::Unknown;
                 }
                 Some(d) => {
                     s.role = d.role;
@@ -126,21 +128,5 @@ impl Ops {
             stale,
             failover_blocked,
         }
-    }
-}
-
-/// A member's last reported state, in the API's spelling.
-pub fn member_state(s: raftgres_storage::MemberState) -> PgState {
-    use raftgres_storage::MemberState as M;
-    match s {
-        M::Unknown => PgState::Unknown,
-        M::Starting => PgState::Starting,
-        M::Running => PgState::Running,
-        M::Streaming => PgState::Streaming,
-        M::Stopped => PgState::Stopped,
-        M::Crashed => PgState::Crashed,
-        M::CreatingReplica => PgState::CreatingReplica,
-        M::Rewinding => PgState::Rewinding,
-        M::Demoting => PgState::Demoting,
     }
 }

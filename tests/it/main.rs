@@ -8,3 +8,4 @@ mod t50_daemon;
 mod t55_failure_modes;
 mod t60_operator;
 mod t66_parameters;
+mod t70_operator_safety;
