@@ -5,6 +5,7 @@
 pub mod marker;
 pub mod plan;
 pub mod request;
+pub mod sync;
 pub mod task;
 
 pub use plan::{PgAction, PlanInput, plan};

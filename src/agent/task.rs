@@ -2,11 +2,14 @@
 //! next step against the replicated state, carry it out, and report the
 //! member's state when it changes.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use raftgres_raft::RaftHandle;
-use raftgres_storage::{ClusterState, Command, Lsn, Member, MemberState, NodeId, Reject, ReleaseReason, now_ms};
+use raftgres_storage::{
+    ClusterState, Command, Lsn, Member, MemberState, NodeId, Reject, ReleaseReason, SyncMode, now_ms,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -14,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::marker::PrimaryMarker;
 use super::plan::{LocalFacts, PgAction, PlanInput, diverged, member_state, plan};
 use super::request::{AgentError, AgentRequest};
+use super::sync::{Standby, SyncInput, SyncStep, Widening, standby_names, sync_step};
 use crate::config::Config;
 use crate::fence::PrimaryFlag;
 use crate::lease::Lease;
@@ -43,6 +47,11 @@ const POSITION_INTERVAL: Duration = Duration::from_secs(1);
 /// it doubles with every failure in a row, up to [`START_BACKOFF_MAX`].
 const START_BACKOFF: Duration = Duration::from_secs(1);
 const START_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// How long a committed synchronous standby may not stream before the set
+/// is narrowed without it (a new primary's standbys need a moment to
+/// follow it; meanwhile commits wait).
+const SYNC_GRACE: Duration = Duration::from_secs(2);
 
 /// How long after a reload the server is asked which changes wait for a
 /// restart (it applies a reload asynchronously).
@@ -93,6 +102,10 @@ pub struct Agent {
     primary_running_since: Option<Instant>,
     crashes: u32,
     standby_start_failures: u32,
+    /// The standby being made synchronous (primary only).
+    widening: Option<Widening>,
+    /// Since when each committed synchronous standby has not streamed.
+    sync_unhealthy_since: BTreeMap<NodeId, Instant>,
     /// The `pg_hba.conf` last written and read by the server.
     hba_written: Option<String>,
     /// Failed starts in a row, and when the next may be tried: a server
@@ -158,6 +171,8 @@ impl Agent {
             start_failures: 0,
             start_retry_at: None,
             hba_written: None,
+            widening: None,
+            sync_unhealthy_since: BTreeMap::new(),
             reported: None,
             report: None,
             released_epoch: None,
@@ -340,7 +355,6 @@ impl Agent {
     fn server_conf(&self, state: &ClusterState, role: ServerRole) -> ServerConf {
         let c = &self.config;
         ServerConf {
-            role,
             node_id: c.node_id,
             node_name: c.node_name.clone(),
             listen_addresses: c.pg_listen_addresses.clone(),
@@ -349,6 +363,115 @@ impl Agent {
             replication_user: c.replication_user.clone(),
             replication_password: c.replication_password.clone(),
             parameters: state.config.postgresql_parameters.clone(),
+            synchronous_standby_names: match role {
+                ServerRole::Primary => self.standby_names(state),
+                ServerRole::Standby { .. } => String::new(),
+            },
+            role,
+        }
+    }
+
+    /// What this node's PostgreSQL waits for as primary: the committed
+    /// synchronous set and the standby being added.
+    fn standby_names(&self, state: &ClusterState) -> String {
+        let mut waited = state.sync_standbys.clone();
+        if let Some(w) = &self.widening {
+            waited.insert(w.node);
+        }
+        let names = state.members.values().map(|m| (m.id, m.name.clone())).collect();
+        standby_names(state.config.synchronous_mode, &waited, &names)
+    }
+
+    /// Keeps the synchronous set (RFC 0001): reads `pg_stat_replication`,
+    /// takes one step, and proposes a changed set through Raft. Widening
+    /// reaches PostgreSQL before Raft, narrowing after.
+    async fn manage_sync(&mut self, state: &ClusterState, epoch: u64) {
+        let mode = state.config.synchronous_mode;
+        if mode == SyncMode::Off && state.sync_standbys.is_empty() && self.widening.is_none() {
+            self.sync_unhealthy_since.clear();
+            return;
+        }
+        const QUERY: &str = "SELECT pg_wal_lsn_diff(pg_current_wal_flush_lsn(), '0/0')::bigint, r.application_name, \
+                             r.state, r.sync_state, pg_wal_lsn_diff(r.flush_lsn, '0/0')::bigint \
+                             FROM (SELECT 1) one LEFT JOIN pg_stat_replication r ON true";
+        let rows = match self.observer.client().await {
+            Ok(client) => match tokio::time::timeout(Duration::from_secs(2), client.query(QUERY, &[])).await {
+                Ok(Ok(rows)) => rows,
+                Ok(Err(e)) => return tracing::debug!("read pg_stat_replication: {e}"),
+                Err(_) => return tracing::debug!("read pg_stat_replication: timed out"),
+            },
+            Err(e) => return tracing::debug!("read pg_stat_replication: {e}"),
+        };
+        let primary_flush = rows.first().and_then(|r| r.get::<_, Option<i64>>(0)).unwrap_or(0).max(0) as u64;
+        let mut standbys: Vec<Standby> = Vec::new();
+        for m in state.members.values().filter(|m| m.id != self.me()) {
+            let row = rows.iter().find(|r| r.get::<_, Option<String>>(1).as_deref() == Some(m.name.as_str()));
+            let text = |i: usize| row.and_then(|r| r.get::<_, Option<String>>(i));
+            standbys.push(Standby {
+                id: m.id,
+                streaming: text(2).as_deref() == Some("streaming"),
+                waited_for: matches!(text(3).as_deref(), Some("sync" | "quorum")),
+                flush: row.and_then(|r| r.get::<_, Option<i64>>(4)).map(|f| f.max(0) as u64),
+                excluded: m.nosync(),
+            });
+        }
+        let now = Instant::now();
+        let mut failed = BTreeSet::new();
+        for id in &state.sync_standbys {
+            if standbys.iter().any(|s| s.id == *id && s.streaming) {
+                self.sync_unhealthy_since.remove(id);
+            } else if now.duration_since(*self.sync_unhealthy_since.entry(*id).or_insert(now)) >= SYNC_GRACE {
+                failed.insert(*id);
+            }
+        }
+        self.sync_unhealthy_since.retain(|id, _| state.sync_standbys.contains(id));
+        let step = sync_step(&SyncInput {
+            mode,
+            count: state.config.synchronous_node_count as usize,
+            committed: &state.sync_standbys,
+            widening: self.widening.as_ref(),
+            standbys: &standbys,
+            failed: &failed,
+            primary_flush,
+        });
+        match step {
+            SyncStep::Nothing => {}
+            SyncStep::StartWidening(node) => {
+                tracing::info!(standby = node, "waiting for a new synchronous standby to catch up");
+                self.widening = Some(Widening { node, target: None });
+            }
+            SyncStep::SetTarget(lsn) => {
+                if let Some(w) = &mut self.widening {
+                    w.target = Some(lsn);
+                }
+            }
+            SyncStep::AbandonWidening => {
+                tracing::info!("the standby being made synchronous went away");
+                self.widening = None;
+            }
+            SyncStep::Commit(to) => {
+                let from = state.sync_standbys.clone();
+                let cmd = Command::ChangeSyncStandbys { epoch, from: from.clone(), to: to.clone() };
+                match tokio::time::timeout(Duration::from_secs(2), self.handle.propose(cmd)).await {
+                    Ok(Ok(p)) => match p.outcome {
+                        Ok(_) => {
+                            if to.is_empty() && mode != SyncMode::Off {
+                                tracing::warn!(
+                                    "no synchronous standby left: replication is asynchronous until one catches up"
+                                );
+                            } else {
+                                tracing::info!(from = ?from, to = ?to, "synchronous standbys changed");
+                            }
+                            if self.widening.as_ref().is_some_and(|w| to.contains(&w.node)) {
+                                self.widening = None;
+                            }
+                        }
+                        Err(r) => tracing::warn!("changing the synchronous standbys was refused: {r}"),
+                    },
+                    Ok(Err(e)) => tracing::warn!("failed to change the synchronous standbys: {e}"),
+                    Err(_) => tracing::warn!("changing the synchronous standbys timed out"),
+                }
+            }
         }
     }
 
@@ -454,6 +577,11 @@ impl Agent {
             if o.is_primary() {
                 self.record_promotion(&state, epoch, &o).await;
             }
+        }
+        match my_epoch {
+            Some(epoch) if o.is_primary() && lease_ok => self.manage_sync(&state, epoch).await,
+            Some(_) => {}
+            None => self.widening = None,
         }
         self.maintain_parameters(&state, &o).await;
         self.report_state(member_state(&o));
@@ -729,19 +857,30 @@ impl Agent {
                 Err(e) => tracing::debug!("read pg_settings: {e}"),
             }
         }
-        if let Some(last) = &self.last_conf
-            && last.parameters != state.config.postgresql_parameters
-        {
+        if let Some(last) = &self.last_conf {
             let role = match (&last.role, o.in_recovery) {
                 (ServerRole::Standby { .. }, Some(false)) => Some(ServerRole::Primary),
                 (ServerRole::Primary, Some(true)) | (_, None) => None,
                 (role, _) => Some(role.clone()),
             };
             if let Some(role) = role {
-                let conf = ServerConf { role, parameters: state.config.postgresql_parameters.clone(), ..last.clone() };
-                match self.apply_by_reload(conf).await {
-                    Ok(()) => tracing::info!(version = state.config_version, "applied the parameters by reload"),
-                    Err(e) => tracing::warn!("failed to apply the parameters: {e}"),
+                let names = match role {
+                    ServerRole::Primary => self.standby_names(state),
+                    ServerRole::Standby { .. } => String::new(),
+                };
+                let conf = ServerConf {
+                    role,
+                    parameters: state.config.postgresql_parameters.clone(),
+                    synchronous_standby_names: names,
+                    ..last.clone()
+                };
+                if &conf != last {
+                    let what =
+                        if conf.parameters != last.parameters { "the parameters" } else { "the standbys to wait for" };
+                    match self.apply_by_reload(conf).await {
+                        Ok(()) => tracing::info!(version = state.config_version, "applied {what} by reload"),
+                        Err(e) => tracing::warn!("failed to apply {what}: {e}"),
+                    }
                 }
             }
         }

@@ -29,6 +29,8 @@ pub struct ServerConf {
     pub replication_password: String,
     /// Dynamic-config parameters, already validated.
     pub parameters: BTreeMap<String, String>,
+    /// What a primary waits for (empty: nothing; a standby ignores it).
+    pub synchronous_standby_names: String,
 }
 
 /// The name of a member's physical replication slot on the primary.
@@ -71,7 +73,7 @@ impl ServerConf {
         set("cluster_name", quote(&self.node_name));
         set("hot_standby", "on".into());
         set("recovery_target_timeline", quote("latest"));
-        set("synchronous_standby_names", quote(""));
+        set("synchronous_standby_names", quote(&self.synchronous_standby_names));
         if let ServerRole::Standby { upstream: Some((host, port)) } = &self.role {
             let conninfo = format!(
                 "host={host} port={port} user={} password={} application_name={} connect_timeout=2",
@@ -168,6 +170,7 @@ mod tests {
             replication_user: "replicator".into(),
             replication_password: "pw".into(),
             parameters: BTreeMap::from([("work_mem".into(), "8MB".into()), ("wal_keep_size".into(), "1GB".into())]),
+            synchronous_standby_names: String::new(),
         }
     }
 

@@ -119,7 +119,8 @@ impl Catalog {
                 "enum" => Kind::Enum(row.get::<_, Option<Vec<String>>>(6).unwrap_or_default()),
                 _ => Kind::String,
             };
-            catalog.server_version = row.get(7);
+            let version: String = row.get(7);
+            catalog.server_version = version.split_whitespace().next().unwrap_or_default().to_string();
             let setting = Setting { name: name.clone(), kind, unit: row.get(2), context: row.get(3) };
             catalog.settings.insert(name, setting);
         }

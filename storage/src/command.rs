@@ -120,6 +120,12 @@ pub enum Command {
     /// leave no candidate. Precondition: `epoch` is current and `to` may be
     /// promoted.
     ForceFailover { epoch: u64, to: NodeId },
+    /// Replace the synchronous-standby set of the primary of `epoch`, if it
+    /// is still `from` (compare-and-set: a delayed widening must not undo a
+    /// later narrowing). Widen only once PostgreSQL waits for the added
+    /// standbys and they have caught up; narrow before PostgreSQL stops
+    /// waiting (RFC 0001).
+    ChangeSyncStandbys { epoch: u64, from: BTreeSet<NodeId>, to: BTreeSet<NodeId> },
 }
 
 impl fmt::Display for Command {
@@ -160,6 +166,9 @@ impl fmt::Display for Command {
             }
             Command::ForceFailover { epoch, to } => {
                 write!(f, "fail over from epoch {epoch} to {to}, accepting the loss of writes only the old primary had")
+            }
+            Command::ChangeSyncStandbys { epoch, from, to } => {
+                write!(f, "change the sync standbys of epoch {epoch} from {from:?} to {to:?}")
             }
         }
     }

@@ -18,6 +18,10 @@ pub enum SyncMode {
     On,
     /// Synchronous always: writes block rather than degrade.
     Strict,
+    /// `ANY k` of the eligible standbys; a failover needs a candidate that,
+    /// with the other reachable standbys, proves it holds every
+    /// acknowledged commit.
+    Quorum,
 }
 
 impl SyncMode {
@@ -26,6 +30,7 @@ impl SyncMode {
             SyncMode::Off => "off",
             SyncMode::On => "on",
             SyncMode::Strict => "strict",
+            SyncMode::Quorum => "quorum",
         }
     }
 }
@@ -37,7 +42,8 @@ impl std::str::FromStr for SyncMode {
             "off" | "false" => Ok(SyncMode::Off),
             "on" | "true" => Ok(SyncMode::On),
             "strict" => Ok(SyncMode::Strict),
-            other => Err(format!("unknown synchronous mode {other:?}: expected off, on or strict")),
+            "quorum" => Ok(SyncMode::Quorum),
+            other => Err(format!("unknown synchronous mode {other:?}: expected off, on, strict or quorum")),
         }
     }
 }

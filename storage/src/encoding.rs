@@ -113,6 +113,7 @@ mod tests {
             Command::RecordPromotion { epoch: 2, node: 1, timeline: 3, switchpoint: 0x300_0060 },
             Command::RecordPosition { epoch: 2, node: 1, timeline: 3, lsn: 0x300_0100 },
             Command::ForceFailover { epoch: 2, to: 3 },
+            Command::ChangeSyncStandbys { epoch: 2, from: [1].into(), to: [1, 3].into() },
         ]
     }
 

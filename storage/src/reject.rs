@@ -70,6 +70,16 @@ pub enum Reject {
          cluster's"
     )]
     TimelineRegressed { timeline: u32, recorded: u32 },
+    /// A compare-and-set of the synchronous-standby set lost.
+    #[error("the synchronous-standby set is {current:?}, not {expected:?}")]
+    SyncSetMoved { expected: Vec<NodeId>, current: Vec<NodeId> },
+    /// Strict synchronous mode with an empty set: no member is known to
+    /// hold every acknowledged write.
+    #[error(
+        "node {node} cannot be promoted: synchronous_mode is strict and no standby is synchronous, so no member is \
+         known to hold every acknowledged write"
+    )]
+    NoSynchronousStandby { node: NodeId },
 }
 
 fn display_violations(v: &[ConfigViolation]) -> String {

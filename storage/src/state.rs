@@ -187,6 +187,28 @@ impl ClusterState {
                 }
                 Ok(vec![Event::SyncStandbysChanged { epoch: *epoch, standbys: standbys.clone() }])
             }
+            Command::ChangeSyncStandbys { epoch, from, to } => {
+                if &self.sync_standbys != from {
+                    return Err(Reject::SyncSetMoved {
+                        expected: from.iter().copied().collect(),
+                        current: self.sync_standbys.iter().copied().collect(),
+                    });
+                }
+                let primary = self.must_current_primary(*epoch)?;
+                for s in to.difference(from) {
+                    let m = self.must_member(*s)?;
+                    if *s == primary {
+                        return Err(Reject::InvalidStandby { node: *s, reason: "it is the primary".into() });
+                    }
+                    if m.nosync() {
+                        return Err(Reject::InvalidStandby { node: *s, reason: "it is tagged nosync".into() });
+                    }
+                }
+                if from == to {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![Event::SyncStandbysChanged { epoch: *epoch, standbys: to.clone() }])
+            }
             Command::ChangeConfig { if_version, config } => {
                 if let Some(expected) = if_version
                     && *expected != self.config_version
@@ -326,7 +348,7 @@ impl ClusterState {
     /// Checks that `node` may become primary for `reason`: it is a member,
     /// not tagged `nofailover`, and in synchronous mode a member of the
     /// committed synchronous-standby set (when that set is not empty).
-    fn check_candidate(&self, node: NodeId, _reason: ElectionReason) -> Result<(), Reject> {
+    fn check_candidate(&self, node: NodeId, reason: ElectionReason) -> Result<(), Reject> {
         let member = self.must_member(node)?;
         if !member.may_be_promoted() {
             return Err(Reject::NoFailover { node });
@@ -336,6 +358,16 @@ impl ClusterState {
             && !self.sync_standbys.contains(&node)
         {
             return Err(Reject::NotSynchronous { node, standbys: self.sync_standbys.iter().copied().collect() });
+        }
+        if self.config.synchronous_mode == SyncMode::Strict
+            && self.sync_standbys.is_empty()
+            && matches!(reason, ElectionReason::Failover | ElectionReason::Switchover)
+        {
+            // An empty set in strict mode means PostgreSQL acknowledged
+            // nothing since it emptied, but also that nobody is known to
+            // have what it acknowledged before: only an operator's
+            // `failover --accept-data-loss` (Manual) may pick someone.
+            return Err(Reject::NoSynchronousStandby { node });
         }
         Ok(())
     }
@@ -387,9 +419,11 @@ impl ClusterState {
             Event::PrimaryElected { epoch, node, reason } => {
                 self.epoch = *epoch;
                 self.primary = Some(Primary { node: *node, epoch: *epoch, reason: *reason, since_ms: record.at_ms });
-                // The set named standbys of the previous primary; the new
-                // primary widens its own set through Raft.
-                self.sync_standbys.clear();
+                // The standbys of the old set hold every write the old
+                // primary acknowledged: the new primary inherits them (its
+                // PostgreSQL waits for them) and narrows or widens the set
+                // from there, through Raft.
+                self.sync_standbys.remove(node);
                 self.switchover = None;
                 self.forced_failover = None;
                 match reason {
@@ -660,12 +694,45 @@ mod tests {
         let mut s = cluster(3);
         let config = DynamicConfig { synchronous_mode: SyncMode::On, ..DynamicConfig::default() };
         s.apply(&Command::ChangeConfig { if_version: Some(1), config }, ctx(10)).unwrap();
-        s.apply(&Command::SetSyncStandbys { epoch: 1, standbys: [2].into() }, ctx(11)).unwrap();
-        let r = s.apply(&Command::ElectPrimary { if_epoch: 1, node: 3, reason: ElectionReason::Failover }, ctx(12));
+        s.apply(&Command::ChangeSyncStandbys { epoch: 1, from: [].into(), to: [2, 3].into() }, ctx(11)).unwrap();
+        s.apply(&Command::ChangeSyncStandbys { epoch: 1, from: [2, 3].into(), to: [2].into() }, ctx(12)).unwrap();
+        let r = s.apply(&Command::ElectPrimary { if_epoch: 1, node: 3, reason: ElectionReason::Failover }, ctx(13));
         assert!(matches!(r, Err(Reject::NotSynchronous { node: 3, .. })), "{r:?}");
-        assert_eq!(s.apply(&Command::RemoveMember { node: 2 }, ctx(13)), Err(Reject::MemberIsSynchronous { node: 2 }));
-        s.apply(&Command::ElectPrimary { if_epoch: 1, node: 2, reason: ElectionReason::Failover }, ctx(14)).unwrap();
-        assert!(s.sync_standbys.is_empty(), "a new primary starts with an empty set");
+        let r = s.apply(&Command::ScheduleSwitchover { from: 1, to: Some(3), at_ms: None }, ctx(14));
+        assert!(r.is_err(), "a switchover target outside the set: {r:?}");
+        assert_eq!(s.apply(&Command::RemoveMember { node: 2 }, ctx(15)), Err(Reject::MemberIsSynchronous { node: 2 }));
+        s.apply(&Command::ChangeSyncStandbys { epoch: 1, from: [2].into(), to: [2, 3].into() }, ctx(16)).unwrap();
+        s.apply(&Command::ElectPrimary { if_epoch: 1, node: 2, reason: ElectionReason::Failover }, ctx(17)).unwrap();
+        assert_eq!(s.sync_standbys, [3].into(), "the new primary inherits the old set, without itself");
+    }
+
+    #[test]
+    fn the_sync_set_changes_by_compare_and_set() {
+        let mut s = cluster(3);
+        let config = DynamicConfig { synchronous_mode: SyncMode::On, ..DynamicConfig::default() };
+        s.apply(&Command::ChangeConfig { if_version: Some(1), config }, ctx(10)).unwrap();
+        s.apply(&Command::ChangeSyncStandbys { epoch: 1, from: [].into(), to: [2].into() }, ctx(11)).unwrap();
+        s.apply(&Command::ChangeSyncStandbys { epoch: 1, from: [2].into(), to: [].into() }, ctx(12)).unwrap();
+        // A delayed copy of the widening does not undo the narrowing.
+        let r = s.apply(&Command::ChangeSyncStandbys { epoch: 1, from: [].into(), to: [2].into() }, ctx(13));
+        assert!(r.is_ok(), "from the current set it applies: {r:?}");
+        let r = s.apply(&Command::ChangeSyncStandbys { epoch: 1, from: [].into(), to: [2, 3].into() }, ctx(14));
+        assert_eq!(r, Err(Reject::SyncSetMoved { expected: vec![], current: vec![2] }));
+        let r = s.apply(&Command::ChangeSyncStandbys { epoch: 1, from: [2].into(), to: [1, 2].into() }, ctx(15));
+        assert!(matches!(r, Err(Reject::InvalidStandby { node: 1, .. })), "{r:?}");
+        let r = s.apply(&Command::ChangeSyncStandbys { epoch: 0, from: [2].into(), to: [].into() }, ctx(16));
+        assert!(matches!(r, Err(Reject::StaleEpoch { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn strict_mode_with_no_synchronous_standby_promotes_nobody_automatically() {
+        let mut s = cluster(3);
+        let config = DynamicConfig { synchronous_mode: SyncMode::Strict, ..DynamicConfig::default() };
+        s.apply(&Command::ChangeConfig { if_version: Some(1), config }, ctx(10)).unwrap();
+        let r = s.apply(&Command::ElectPrimary { if_epoch: 1, node: 2, reason: ElectionReason::Failover }, ctx(11));
+        assert_eq!(r, Err(Reject::NoSynchronousStandby { node: 2 }));
+        let r = s.apply(&Command::ElectPrimary { if_epoch: 1, node: 2, reason: ElectionReason::Manual }, ctx(12));
+        assert!(r.is_ok(), "an operator may accept the loss: {r:?}");
     }
 
     #[test]
