@@ -81,9 +81,15 @@ pub enum Cmd {
         /// Return once started instead of waiting for the new primary.
         #[arg(long)]
         no_wait: bool,
+        /// Do not ask for confirmation (required without a terminal).
+        #[arg(long, short = 'f')]
+        force: bool,
     },
     /// Make a member primary: a switchover while a primary holds the role,
     /// an election when none does.
+    ///
+    /// Example: raftctl failover --to pg2
+    #[command(verbatim_doc_comment)]
     Failover {
         #[arg(long)]
         to: String,
@@ -93,6 +99,9 @@ pub enum Cmd {
         /// timeline or lag limit, losing the writes only that primary had.
         #[arg(long)]
         accept_data_loss: bool,
+        /// Do not ask for confirmation (required without a terminal).
+        #[arg(long, short = 'f')]
+        force: bool,
     },
     /// Maintenance mode: pause automatic failover.
     Pause,
@@ -101,9 +110,22 @@ pub enum Cmd {
     /// The dynamic configuration.
     #[command(subcommand)]
     Config(ConfigCmd),
-    /// The cluster's event history.
+    /// The elections: epoch, timeline, switch point, reason, time and new
+    /// primary (as `patronictl history`); `--all` shows every event.
+    ///
+    /// Example: raftctl history
+    ///
+    /// Sample output:
+    ///   │ Epoch ┆ TL ┆ LSN       ┆ Reason     ┆ Timestamp                     ┆ New Primary │
+    ///   │ 1     ┆ 1  ┆ 0/0       ┆ bootstrap  ┆ 2026-01-05T10:00:00.120+00:00 ┆ pg1         │
+    ///   │ 2     ┆ 2  ┆ 0/3000060 ┆ switchover ┆ 2026-01-05T11:02:13.004+00:00 ┆ pg2         │
+    #[command(verbatim_doc_comment)]
     History {
-        /// The newest N events only.
+        /// Every kept event (membership, configuration, maintenance,
+        /// releases...), not only the elections.
+        #[arg(long, short = 'a')]
+        all: bool,
+        /// The newest N rows only.
         #[arg(long, default_value_t = 0)]
         limit: u32,
     },
@@ -116,11 +138,22 @@ pub enum Cmd {
         #[arg(long, default_value_t = 0)]
         after: u64,
     },
-    /// Restart a member's PostgreSQL.
-    Restart { member: String },
-    /// Re-clone a replica from the primary.
+    /// Restart a member's PostgreSQL (asks first when it is the primary).
+    Restart {
+        member: String,
+        /// Do not ask for confirmation (required without a terminal).
+        #[arg(long, short = 'f')]
+        force: bool,
+    },
+    /// Re-clone a replica from the primary: its data directory is
+    /// replaced. Asks first.
     #[command(alias = "reinitialize")]
-    Reinit { member: String },
+    Reinit {
+        member: String,
+        /// Do not ask for confirmation (required without a terminal).
+        #[arg(long, short = 'f')]
+        force: bool,
+    },
     /// Print an HAProxy configuration for the cluster (Pigsty's four services).
     HaproxyConfig(HaproxyArgs),
 }
@@ -171,9 +204,14 @@ pub enum ConfigCmd {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Edit the configuration in $EDITOR; applied only if nobody changed it
-    /// meanwhile.
-    Edit,
+    /// Edit the configuration in $EDITOR, see the difference and confirm;
+    /// applied only if nobody changed it meanwhile.
+    Edit {
+        /// Apply without showing the difference and asking (required
+        /// without a terminal).
+        #[arg(long, short = 'f')]
+        force: bool,
+    },
 }
 
 #[derive(Args)]

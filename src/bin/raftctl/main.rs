@@ -8,8 +8,10 @@
 
 mod cli;
 mod commands;
+mod confirm;
 mod exit;
 mod output;
+mod probe;
 
 use std::process::ExitCode;
 

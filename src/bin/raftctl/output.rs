@@ -32,6 +32,40 @@ pub struct ConfigResult<'a> {
     pub dry_run: bool,
 }
 
+/// One election, as `history` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Election {
+    pub index: u64,
+    pub epoch: u64,
+    /// The timeline and switch point its promotion recorded, once it did.
+    pub timeline: Option<u64>,
+    pub lsn: Option<String>,
+    pub reason: String,
+    pub at_ms: u64,
+    pub at: String,
+    pub new_primary: String,
+}
+
+impl Election {
+    /// The election a `primary_elected` event records.
+    pub fn from_event(e: &pb::Event) -> Option<Election> {
+        if e.kind != "primary_elected" {
+            return None;
+        }
+        let v: Value = serde_json::from_str(&e.json).ok()?;
+        Some(Election {
+            index: e.index,
+            epoch: v["epoch"].as_u64()?,
+            timeline: v["timeline"].as_u64(),
+            lsn: v["lsn"].as_str().map(str::to_string),
+            reason: v["reason"].as_str().unwrap_or_default().to_string(),
+            at_ms: e.at_ms,
+            at: format_ms(e.at_ms),
+            new_primary: v["member"].as_str().unwrap_or_default().to_string(),
+        })
+    }
+}
+
 /// One method per response.
 pub trait Printer {
     /// `list`.
@@ -40,7 +74,9 @@ pub trait Printer {
     fn config(&self, out: &mut dyn Write, version: u64, json: &str) -> io::Result<()>;
     /// `config set` and `config edit`.
     fn config_result(&self, out: &mut dyn Write, r: &ConfigResult) -> io::Result<()>;
-    /// `history`: every event at once.
+    /// `history`: the elections.
+    fn elections(&self, out: &mut dyn Write, rows: &[Election]) -> io::Result<()>;
+    /// `history --all`: every event at once.
     fn history(&self, out: &mut dyn Write, events: &[pb::Event]) -> io::Result<()>;
     /// `events`: one event of a stream.
     fn event(&self, out: &mut dyn Write, e: &pb::Event) -> io::Result<()>;
@@ -141,6 +177,23 @@ impl Printer for TablePrinter {
         }
     }
 
+    fn elections(&self, out: &mut dyn Write, rows: &[Election]) -> io::Result<()> {
+        let mut t = Table::new();
+        t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Disabled);
+        t.set_header(vec!["Epoch", "TL", "LSN", "Reason", "Timestamp", "New Primary"]);
+        for r in rows {
+            t.add_row(vec![
+                r.epoch.to_string(),
+                r.timeline.map(|t| t.to_string()).unwrap_or_default(),
+                r.lsn.clone().unwrap_or_default(),
+                r.reason.clone(),
+                r.at.clone(),
+                r.new_primary.clone(),
+            ]);
+        }
+        writeln!(out, "{t}")
+    }
+
     fn history(&self, out: &mut dyn Write, events: &[pb::Event]) -> io::Result<()> {
         for e in events {
             writeln!(out, "{}", event_line(e))?;
@@ -186,6 +239,10 @@ impl Printer for JsonPrinter {
     fn config_result(&self, out: &mut dyn Write, r: &ConfigResult) -> io::Result<()> {
         let config: Value = serde_json::from_str(r.json).unwrap_or(Value::Null);
         pretty(out, &json!({ "version": r.version, "changed": r.changed, "dry_run": r.dry_run, "config": config }))
+    }
+
+    fn elections(&self, out: &mut dyn Write, rows: &[Election]) -> io::Result<()> {
+        pretty(out, &serde_json::to_value(rows)?)
     }
 
     fn history(&self, out: &mut dyn Write, events: &[pb::Event]) -> io::Result<()> {
@@ -267,6 +324,30 @@ mod tests {
         assert_eq!(v["members"][1]["state"], "streaming");
         assert_eq!(v["members"][1]["raft_role"], "follower");
         assert_eq!(v["switchover"]["to"], Value::Null);
+    }
+
+    #[test]
+    fn history_shows_elections_by_name() {
+        let e = pb::Event {
+            index: 9,
+            at_ms: 0,
+            kind: "primary_elected".into(),
+            text: "pg2 elected primary in epoch 2 (switchover); timeline 2 from 0/3000060".into(),
+            json: r#"{"kind":"primary_elected","epoch":2,"member":"pg2","member_id":2,"reason":"switchover",
+                      "timeline":2,"lsn":"0/3000060"}"#
+                .into(),
+        };
+        let other = pb::Event { kind: "maintenance_changed".into(), json: "{}".into(), ..e.clone() };
+        assert_eq!(Election::from_event(&other), None);
+        let row = Election::from_event(&e).expect("an election");
+        let text = render(|o| TablePrinter.elections(o, std::slice::from_ref(&row)));
+        for want in ["Epoch", "TL", "LSN", "Reason", "New Primary", "0/3000060", "switchover", "pg2"] {
+            assert!(text.contains(want), "{want} missing: {text}");
+        }
+        let v: Value = serde_json::from_str(&render(|o| JsonPrinter.elections(o, &[row]))).expect("JSON");
+        assert_eq!(v[0]["new_primary"], "pg2");
+        assert_eq!(v[0]["timeline"], 2);
+        assert!(!v.to_string().contains("Some") && !v.to_string().contains("None"));
     }
 
     #[test]
