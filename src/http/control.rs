@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Json, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use raftgres_api::patroni_config;
 use raftgres_api::time::{format_ms, parse_rfc3339_ms};
 
 use super::Shared;
@@ -157,8 +158,34 @@ async fn change_config(s: Shared, headers: HeaderMap, bytes: Bytes, merge: bool)
     }
 }
 
+/// A merge patch in raftgres's keys or in Patroni's shape (`ttl`,
+/// `loop_wait`, `postgresql.parameters`, `pause`, ...; see
+/// [`patroni_config::translate`]): keys without an equivalent get a 400
+/// with the reason, and nothing changes.
 pub async fn patch_config(State(s): State<Shared>, headers: HeaderMap, bytes: Bytes) -> Response {
-    change_config(s, headers, bytes, true).await
+    let raw: Value = match body(&bytes) {
+        Ok(v) => v,
+        Err(r) => return r.into_response(),
+    };
+    let t = match patroni_config::translate(&raw) {
+        Ok(t) => t,
+        Err(m) => return text(StatusCode::BAD_REQUEST, m),
+    };
+    let Some(on) = t.pause else {
+        return change_config(s, headers, Bytes::from(Value::Object(t.patch).to_string()), true).await;
+    };
+    if !t.patch.is_empty() {
+        let r = change_config(s.clone(), headers, Bytes::from(Value::Object(t.patch).to_string()), true).await;
+        if !r.status().is_success() {
+            return r;
+        }
+    }
+    // Patroni's pause is raftgres's maintenance mode: a change of its own,
+    // made once the configuration part was accepted.
+    if let Err(e) = s.ops.set_maintenance(on).await {
+        return error(e);
+    }
+    get_config(State(s)).await
 }
 
 pub async fn put_config(State(s): State<Shared>, headers: HeaderMap, bytes: Bytes) -> Response {

@@ -1,8 +1,9 @@
 //! A Patroni user's habits against real daemons and real PostgreSQL:
 //! errors in operator terms (wrong port, missing token, a closed pipe, a
-//! follower whose node stops), a history that reads like `patronictl
-//! history`, and confirmation before a change that costs an outage. One
-//! three-node cluster, in named phases.
+//! follower whose node stops), patronictl's spellings and Patroni's
+//! `PATCH /config`, a history that reads like `patronictl history`, and
+//! confirmation before a change that costs an outage. One three-node
+//! cluster, in named phases.
 
 use std::io::BufRead;
 use std::process::{Command, Stdio};
@@ -14,7 +15,7 @@ use serde_json::Value;
 use tracing::info;
 
 use crate::support::daemon::DaemonCluster;
-use crate::support::deadline::{EVENTS, HANDOVER_ACCEPTED, REPLICAS_FOLLOW, SETTLED, SWITCHOVER};
+use crate::support::deadline::{CONFIG_REQUEST, EVENTS, HANDOVER_ACCEPTED, REPLICAS_FOLLOW, SETTLED, SWITCHOVER};
 use crate::support::{phase, wait_for};
 
 fn primary_of(c: &DaemonCluster) -> String {
@@ -35,6 +36,10 @@ async fn raftctl_habits() {
     phase("a closed pipe is not an error", phase_closed_pipe(&c)).await;
     phase("logs in a file carry no colour", async { no_colour(&c) }).await;
     phase("sizes take units", phase_sizes(&c)).await;
+    phase("patronictl spellings", phase_patronictl_spellings(&c)).await;
+    phase("list --watch repeats", phase_watch(&c)).await;
+    phase("raftctl -c node.toml", phase_config_file(&c)).await;
+    phase("Patroni's PATCH /config", phase_patroni_patch(&c)).await;
     phase("confirmation before destroying", phase_confirmation(&c)).await;
     let target = phase("switchover --force", phase_switchover(&c)).await;
     phase("history reads like patronictl's", phase_history(&c, &target)).await;
@@ -106,6 +111,161 @@ async fn phase_sizes(c: &DaemonCluster) {
     assert_eq!(c.raftctl_json(&["config", "show"])["version"].as_u64(), version);
     c.must_raftctl(&["config", "set", "maximum_lag_on_failover=1048576"]);
     assert_eq!(c.raftctl_json(&["config", "show"])["config"]["maximum_lag_on_failover"], 1 << 20);
+}
+
+/// patronictl's words: --candidate/--leader/--scheduled, edit-config,
+/// show-config, topology, dsn, reload; a mistyped key gets the real one.
+async fn phase_patronictl_spellings(c: &DaemonCluster) {
+    let primary = primary_of(c);
+    let replica = format!("pg{}", replicas_of(c, &primary)[0]);
+    info!("--- switchover --leader --candidate --scheduled, then flush's hint and --cancel");
+    let at = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let out =
+        c.must_raftctl(&["switchover", "--leader", &primary, "--candidate", &replica, "--scheduled", &at, "--force"]);
+    assert!(out.contains("scheduled"), "{out}");
+    let status = c.raftctl_json(&["list"]);
+    assert_eq!(status["switchover"]["to"], replica.as_str(), "{status}");
+    assert_eq!(status["switchover"]["from"], primary.as_str(), "{status}");
+    let (code, _, err) = c.raftctl(&["flush", "demo", "switchover"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("switchover --cancel"), "{err}");
+    c.must_raftctl(&["switchover", "--cancel"]);
+    assert_eq!(c.raftctl_json(&["list"])["switchover"], Value::Null);
+
+    info!("--- edit-config --set/--pg, show-config");
+    let version = c.raftctl_json(&["show-config"])["version"].as_u64().expect("a version");
+    c.must_raftctl(&["edit-config", "-p", "work_mem=9MB", "-s", "maximum_lag_on_failover=32MB"]);
+    let shown = c.raftctl_json(&["show-config"]);
+    assert_eq!(shown["version"].as_u64(), Some(version + 1), "{shown}");
+    assert_eq!(shown["config"]["postgresql_parameters"]["work_mem"], "9MB", "{shown}");
+    assert_eq!(shown["config"]["maximum_lag_on_failover"], 32 << 20, "{shown}");
+    c.must_raftctl(&["config", "set", "postgresql.parameters.work_mem=null", "maximum_lag_on_failover=1MB"]);
+    assert_eq!(c.raftctl_json(&["config", "show"])["config"]["postgresql_parameters"]["work_mem"], Value::Null);
+
+    info!("--- a mistyped key is named with the real one; a Patroni key without equivalent says why");
+    let version = c.raftctl_json(&["config", "show"])["version"].as_u64();
+    let (code, _, err) = c.raftctl(&["config", "set", "maximum_lag_on_failvoer=1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("did you mean maximum_lag_on_failover"), "{err}");
+    let (code, _, err) = c.raftctl(&["config", "set", "retry_timeout=10"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("retry_timeout") && err.contains("no equivalent"), "{err}");
+    assert_eq!(c.raftctl_json(&["config", "show"])["version"].as_u64(), version, "nothing changed");
+
+    info!("--- topology, dsn");
+    let tree = c.must_raftctl(&["topology"]);
+    let first = tree.find(&primary).expect("the primary is shown");
+    assert!(tree.find(&format!("+ {replica}")).is_some_and(|r| r > first), "{tree}");
+    let pg_port = |name: &str| c.layout.nodes.iter().find(|n| n.name == name).map(|n| n.pg_port).expect("a node");
+    let dsn = c.must_raftctl(&["dsn"]);
+    assert_eq!(dsn.trim(), format!("host=127.0.0.1 port={}", pg_port(&primary)));
+    let dsn = c.must_raftctl(&["dsn", "-m", &replica]);
+    assert_eq!(dsn.trim(), format!("host=127.0.0.1 port={}", pg_port(&replica)));
+    let dsn = c.must_raftctl(&["dsn", "--role", "replica"]);
+    assert!(!dsn.contains(&format!("port={}", pg_port(&primary))), "{dsn}");
+
+    info!("--- reload: every member, or the one named");
+    let out = c.must_raftctl(&["reload"]);
+    assert_eq!(out.lines().count(), 3, "{out}");
+    let out = c.must_raftctl(&["reload", &replica]);
+    assert!(out.starts_with(&format!("{replica}: ")), "{out}");
+    let (code, _, err) = c.raftctl(&["reload", "pg9"]);
+    assert_eq!(code, 1, "{err}");
+}
+
+/// `list -w 1` prints the cluster again every second.
+async fn phase_watch(c: &DaemonCluster) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_raftctl"))
+        .args(["list", "-w", "1"])
+        .env("RAFTCTL_ENDPOINTS", endpoints(&c.layout))
+        .env("RAFTCTL_TOKEN", &c.layout.token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start raftctl list -w 1");
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut headers = 0;
+    wait_for("list -w 1 to print the cluster twice", EVENTS, async || {
+        headers += rx.try_iter().filter(|l| l.starts_with("Cluster: ")).count();
+        if headers >= 2 { Ok(()) } else { Err(headers) }
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// `raftctl -c <a node's raftgres.toml>` finds the endpoints and the token
+/// there.
+async fn phase_config_file(c: &DaemonCluster) {
+    let out = Command::new(env!("CARGO_BIN_EXE_raftctl"))
+        .arg("-c")
+        .arg(c.layout.node(2).config_path())
+        .args(["list", "--json"])
+        .env_remove("RAFTCTL_ENDPOINTS")
+        .env_remove("RAFTCTL_TOKEN")
+        .env_remove("RAFTCTL_TOKEN_FILE")
+        .output()
+        .expect("run raftctl -c");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}{text}", String::from_utf8_lossy(&out.stderr));
+    let status: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(status["members"].as_array().map(Vec::len), Some(3), "{status}");
+}
+
+/// Patroni's `PATCH /config` shape maps onto raftgres's keys; a key with no
+/// equivalent is a 400 that says so, and changes nothing.
+async fn phase_patroni_patch(c: &DaemonCluster) {
+    let url = format!("{}/config", c.api(1));
+    let token = Some(c.layout.token.as_str());
+    let patch = |body: &'static str| {
+        let url = url.clone();
+        async move {
+            raftgres::http::client::request("PATCH", &url, token, &[], Some(body.to_string()), CONFIG_REQUEST)
+                .await
+                .unwrap_or_else(|e| panic!("PATCH /config: {e}"))
+        }
+    };
+    let r = patch(
+        r#"{"postgresql": {"parameters": {"work_mem": "6MB", "log_min_duration_statement": 1000}},
+                      "maximum_lag_on_failover": "8MB"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let shown = c.raftctl_json(&["config", "show"]);
+    assert_eq!(shown["config"]["postgresql_parameters"]["work_mem"], "6MB", "{shown}");
+    assert_eq!(shown["config"]["postgresql_parameters"]["log_min_duration_statement"], "1000", "{shown}");
+    assert_eq!(shown["config"]["maximum_lag_on_failover"], 8 << 20, "{shown}");
+    let version = shown["version"].as_u64();
+    for (body, names) in [
+        (r#"{"retry_timeout": 10, "maximum_lag_on_failover": 1}"#, "retry_timeout"),
+        (r#"{"synchronous_mode_strict": true}"#, "synchronous_mode"),
+        (r#"{"postgresql": {"pg_hba": ["host all all 0.0.0.0/0 trust"]}}"#, "postgresql.pg_hba"),
+    ] {
+        let r = patch(body).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert!(r.body.contains(names), "{body}: {}", r.body);
+    }
+    assert_eq!(c.raftctl_json(&["config", "show"])["version"].as_u64(), version, "nothing changed");
+    let r = patch(r#"{"pause": true}"#).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(c.raftctl_json(&["list"])["maintenance"], true);
+    let r = patch(r#"{"pause": null}"#).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(c.raftctl_json(&["list"])["maintenance"], false);
+    c.must_raftctl(&[
+        "config",
+        "set",
+        "postgresql_parameters.work_mem=null",
+        "postgresql_parameters.log_min_duration_statement=null",
+    ]);
 }
 
 /// Without a terminal, destructive commands need `--force`: exit 2, a

@@ -5,19 +5,20 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use raftgres_api::haproxy;
+use raftgres_api::patroni_config;
 use raftgres_api::time::parse_rfc3339_ms;
-use raftgres_api::{ClusterStatus, HostPort, MemberStatus};
+use raftgres_api::{ClusterStatus, HostPort, MemberStatus, Role};
 use raftgres_proto::admin as pb;
 use raftgres_proto::admin::admin_client::AdminClient;
 use serde_json::{Value, json};
 use tonic::Request;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-use crate::cli::{Cli, Cmd, ConfigCmd, HaproxyArgs, MemberCmd};
+use crate::cli::{Cli, Cmd, ConfigCmd, DsnRole, HaproxyArgs, MemberCmd, Watch};
 use crate::confirm::{self, confirm};
 use crate::exit::{Exit, Failure, Result};
 use crate::output::{ConfigResult, Election, Printer, printer};
-use crate::probe;
+use crate::{http, node_config, probe};
 
 /// How to reach the cluster: every endpoint, the token, TLS, the deadline.
 #[derive(Clone)]
@@ -30,7 +31,12 @@ struct Settings {
 
 impl Settings {
     fn from_cli(cli: &Cli) -> Result<Settings> {
-        let token = match (&cli.token, &cli.token_file) {
+        let file = match &cli.config {
+            Some(path) => node_config::read(path).map_err(Failure::usage)?,
+            None => node_config::FromFile::default(),
+        };
+        let token_file = cli.token_file.as_ref().or(file.token_file.as_ref());
+        let token = match (cli.token.as_ref().or(file.token.as_ref()), token_file) {
             (Some(t), _) => Some(t.trim().to_string()),
             (None, Some(p)) => Some(
                 std::fs::read_to_string(p)
@@ -40,15 +46,18 @@ impl Settings {
             ),
             (None, None) => None,
         };
-        let tls = match &cli.ca_file {
+        let tls = match cli.ca_file.as_ref().or(file.ca_file.as_ref()) {
             None => None,
             Some(p) => {
                 let pem = std::fs::read(p).map_err(|e| Failure::usage(format!("read CA file {}: {e}", p.display())))?;
                 Some(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
             }
         };
-        let endpoints: Vec<String> =
-            cli.endpoints.split(',').map(str::trim).filter(|e| !e.is_empty()).map(str::to_string).collect();
+        let endpoints: Vec<String> = match &cli.endpoints {
+            Some(list) => list.split(',').map(str::trim).filter(|e| !e.is_empty()).map(str::to_string).collect(),
+            None if !file.endpoints.is_empty() => file.endpoints,
+            None => vec![DEFAULT_ENDPOINT.to_string()],
+        };
         if endpoints.is_empty() {
             return Err(Failure::usage("no endpoint given (--endpoints or RAFTCTL_ENDPOINTS)"));
         }
@@ -69,6 +78,9 @@ impl Settings {
         Ok(endpoint.connect().await.map_err(|e| source_chain(&e)))
     }
 }
+
+/// Where raftctl looks without `--endpoints` or `--config`.
+const DEFAULT_ENDPOINT: &str = "127.0.0.1:7001";
 
 /// A connection to one daemon's admin service.
 struct Ctl {
@@ -220,6 +232,7 @@ fn source_chain(e: &dyn std::error::Error) -> String {
 /// `key=value` pairs as a JSON merge patch.
 pub fn patch_from_pairs(pairs: &[String]) -> Result<Value> {
     let mut patch = serde_json::Map::new();
+    let mut params = serde_json::Map::new();
     for pair in pairs {
         let Some((key, raw)) = pair.split_once('=') else {
             return Err(Failure::usage(format!("{pair:?} is not key=value")));
@@ -228,24 +241,37 @@ pub fn patch_from_pairs(pairs: &[String]) -> Result<Value> {
         if key.is_empty() {
             return Err(Failure::usage(format!("{pair:?} has an empty key")));
         }
-        if let Some(param) = key.strip_prefix("postgresql_parameters.") {
+        let param = key.strip_prefix("postgresql_parameters.").or_else(|| key.strip_prefix("postgresql.parameters."));
+        if let Some(param) = param {
             let value = if raw == "null" { Value::Null } else { Value::String(raw.to_string()) };
-            let params = patch.entry("postgresql_parameters").or_insert_with(|| json!({}));
-            params.as_object_mut().expect("made an object").insert(param.to_string(), value);
+            params.insert(param.to_string(), value);
             continue;
         }
         let value = serde_json::from_str::<Value>(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
         patch.insert(key.to_string(), value);
     }
+    if !params.is_empty() {
+        if patch.contains_key("postgresql") {
+            return Err(Failure::usage("set parameters either as postgresql=... or as postgresql.parameters.NAME=..."));
+        }
+        patch.insert("postgresql".into(), json!({ "parameters": params }));
+    }
     Ok(Value::Object(patch))
 }
 
+/// `--at`: RFC 3339, or `now` (0) as patronictl's `--scheduled now`.
 fn parse_at(at: &str) -> Result<u64> {
+    if at.trim().eq_ignore_ascii_case("now") {
+        return Ok(0);
+    }
     parse_rfc3339_ms(at).map_err(|e| Failure::usage(format!("--at {at:?} is not an RFC 3339 time with a zone: {e}")))
 }
 
 /// Runs one command; output goes to `out` through the chosen printer.
 pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
+    if let Some(r) = offline(&cli, out) {
+        return r;
+    }
     let mut ctl = Ctl::connect(&cli).await?;
     match dispatch(cli, &mut ctl, out).await {
         Err(f) => Err(ctl.explain(f).await),
@@ -253,14 +279,53 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
     }
 }
 
+/// Commands answered without the cluster: the version, and patronictl
+/// commands spelled differently here (pointing to the real one).
+fn offline(cli: &Cli, out: &mut dyn Write) -> Option<Result<()>> {
+    let hint = match &cli.cmd {
+        Cmd::Version => {
+            return Some(writeln!(out, "raftctl version {}", env!("CARGO_PKG_VERSION")).map_err(Failure::from));
+        }
+        Cmd::Flush { args } if args.iter().any(|a| a == "restart") => {
+            "raftgres does not schedule restarts, so there is none to flush; raftctl restart MEMBER restarts now"
+        }
+        Cmd::Flush { .. } => "a scheduled switchover is dropped with: raftctl switchover --cancel",
+        Cmd::Query { .. } => "raftctl runs no SQL; connect with psql \"$(raftctl dsn) dbname=... user=...\"",
+        Cmd::Remove { .. } => {
+            "raftgres keeps the cluster in its own Raft log, not in a DCS: remove members one at a time with \
+             raftctl member remove MEMBER, and delete a node's data directory once it is stopped"
+        }
+        _ => return None,
+    };
+    Some(Err(Failure::usage(hint)))
+}
+
 async fn dispatch(cli: Cli, ctl: &mut Ctl, out: &mut dyn Write) -> Result<()> {
     let p = printer(cli.format());
     let long = Duration::from_secs(cli.timeout.max(90));
     match cli.cmd {
-        Cmd::List => {
-            let s: ClusterStatus = ctl.client.status(ctl.req(pb::StatusRequest {})).await?.into_inner().into();
-            p.status(out, &s)?;
+        Cmd::List(w) => watch(ctl, &*p, out, w, false).await?,
+        Cmd::Topology(w) => watch(ctl, &*p, out, w, true).await?,
+        Cmd::Dsn { role, member } => {
+            let s = ctl.current().await?;
+            let m = match &member {
+                Some(who) => must_member(&s, who)?,
+                None => pick_by_role(&s, role)?,
+            };
+            p.dsn(out, &m.host, m.port)?;
         }
+        Cmd::ShowConfig => config(ctl, &*p, out, ConfigCmd::Show).await?,
+        Cmd::EditConfig { set, pg, force } => {
+            let mut pairs = set;
+            pairs.extend(pg.iter().map(|kv| format!("postgresql_parameters.{kv}")));
+            let cmd = if pairs.is_empty() {
+                ConfigCmd::Edit { force }
+            } else {
+                ConfigCmd::Set { pairs, if_version: None, dry_run: false }
+            };
+            config(ctl, &*p, out, cmd).await?;
+        }
+        Cmd::Reload { members } => reload(ctl, out, members).await?,
         Cmd::Member(cmd) => member(ctl, &*p, out, cmd, long).await?,
         Cmd::Switchover { cancel: true, .. } => {
             let reply = ctl.client.cancel_switchover(ctl.req(pb::CancelSwitchoverRequest {})).await?.into_inner();
@@ -379,6 +444,83 @@ async fn dispatch(cli: Cli, ctl: &mut Ctl, out: &mut dyn Write) -> Result<()> {
             p.done(out, &reply)?;
         }
         Cmd::HaproxyConfig(a) => haproxy_config(ctl, out, a).await?,
+        Cmd::Version | Cmd::Flush { .. } | Cmd::Query { .. } | Cmd::Remove { .. } => {
+            unreachable!("answered by offline()")
+        }
+    }
+    Ok(())
+}
+
+/// `list` and `topology`, once or every period of `w` (patronictl's `-W`,
+/// `-w N`), clearing the screen between on a terminal.
+async fn watch(ctl: &mut Ctl, p: &dyn Printer, out: &mut dyn Write, w: Watch, tree: bool) -> Result<()> {
+    let clear = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    loop {
+        let s = ctl.current().await?;
+        if w.period().is_some() && clear {
+            write!(out, "\x1b[2J\x1b[H")?;
+        }
+        if tree {
+            p.topology(out, &s)?
+        } else {
+            p.status(out, &s)?
+        }
+        out.flush()?;
+        match w.period() {
+            None => return Ok(()),
+            Some(period) => tokio::time::sleep(period).await,
+        }
+    }
+}
+
+/// The member `dsn --role` names.
+fn pick_by_role(s: &ClusterStatus, role: DsnRole) -> Result<&MemberStatus> {
+    let is_primary = |m: &MemberStatus| s.primary.as_deref() == Some(m.name.as_str());
+    let found = match role {
+        DsnRole::Primary => s.members.iter().find(|m| is_primary(m)),
+        DsnRole::Replica => s.members.iter().find(|m| !is_primary(m) && m.role == Role::Replica),
+        DsnRole::Any => s.members.iter().find(|m| is_primary(m)).or_else(|| s.members.first()),
+    };
+    found.ok_or_else(|| Failure::new(Exit::Refused, format!("no {role:?} among the members").to_lowercase()))
+}
+
+/// Every key of `patch` must be a key of the configuration `current`
+/// (JSON); a mistyped one gets the key it probably meant.
+fn check_keys(patch: &serde_json::Map<String, Value>, current: &str) -> Result<()> {
+    let current: Value = serde_json::from_str(current).unwrap_or(Value::Null);
+    let Some(known) = current.as_object() else { return Ok(()) };
+    let Some(key) = patch.keys().find(|k| !known.contains_key(*k)) else { return Ok(()) };
+    let hint = match patroni_config::did_you_mean(key, known.keys().map(String::as_str)) {
+        Some(k) => format!("did you mean {k}?"),
+        None => format!("keys: {}", known.keys().cloned().collect::<Vec<_>>().join(", ")),
+    };
+    Err(Failure::usage(format!("unknown configuration key {key:?}; {hint} Nothing changed.")))
+}
+
+/// `reload`: POST /reload on each member's HTTP API (all by default).
+async fn reload(ctl: &mut Ctl, out: &mut dyn Write, members: Vec<String>) -> Result<()> {
+    let s = ctl.current().await?;
+    let targets: Vec<&MemberStatus> = if members.is_empty() {
+        s.members.iter().collect()
+    } else {
+        members.iter().map(|m| must_member(&s, m)).collect::<Result<_>>()?
+    };
+    let mut failed = false;
+    for m in targets {
+        match http::post(&m.api_url, "/reload", ctl.settings.token.as_deref(), ctl.settings.timeout).await {
+            Ok((code, body)) if (200..300).contains(&code) => writeln!(out, "{}: {body}", m.name)?,
+            Ok((code, body)) => {
+                failed = true;
+                writeln!(out, "{}: failed ({code}): {body}", m.name)?;
+            }
+            Err(e) => {
+                failed = true;
+                writeln!(out, "{}: failed: {e}", m.name)?;
+            }
+        }
+    }
+    if failed {
+        return Err(Failure::new(Exit::Refused, "reload failed on some members (see above)"));
     }
     Ok(())
 }
@@ -444,8 +586,16 @@ async fn config(ctl: &mut Ctl, p: &dyn Printer, out: &mut dyn Write, cmd: Config
         }
         ConfigCmd::Set { pairs, if_version, dry_run } => {
             let patch = patch_from_pairs(&pairs)?;
+            let t = patroni_config::translate(&patch).map_err(Failure::usage)?;
+            if t.pause.is_some() {
+                return Err(Failure::usage(
+                    "pause is not a configuration key here: use raftctl pause / raftctl resume",
+                ));
+            }
+            let current = ctl.client.get_config(ctl.req(pb::GetConfigRequest {})).await?.into_inner();
+            check_keys(&t.patch, &current.json)?;
             let r = pb::SetConfigRequest {
-                json: patch.to_string(),
+                json: Value::Object(t.patch).to_string(),
                 merge: true,
                 if_version: if_version.unwrap_or(0),
                 dry_run,
@@ -550,12 +700,12 @@ pub fn diff(before: &str, after: &str) -> String {
         if i < a.len() && j < b.len() && a[i] == b[j] {
             out.push(format!("  {}", a[i]));
             (i, j) = (i + 1, j + 1);
-        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            out.push(format!("+ {}", b[j]));
-            j += 1;
-        } else {
+        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
             out.push(format!("- {}", a[i]));
             i += 1;
+        } else {
+            out.push(format!("+ {}", b[j]));
+            j += 1;
         }
     }
     out.join("\n")
@@ -616,7 +766,7 @@ mod tests {
         assert_eq!(
             p,
             json!({"lease_ttl_ms": 3000, "use_pg_rewind": false, "synchronous_mode": "off",
-                   "postgresql_parameters": {"work_mem": "8MB"}, "maximum_lag_on_failover": null})
+                   "postgresql": {"parameters": {"work_mem": "8MB"}}, "maximum_lag_on_failover": null})
         );
         assert_eq!(patch_from_pairs(&["novalue".into()]).err().map(|f| f.exit), Some(Exit::Usage));
     }

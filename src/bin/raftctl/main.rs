@@ -10,6 +10,8 @@ mod cli;
 mod commands;
 mod confirm;
 mod exit;
+mod http;
+mod node_config;
 mod output;
 mod probe;
 

@@ -70,6 +70,10 @@ impl Election {
 pub trait Printer {
     /// `list`.
     fn status(&self, out: &mut dyn Write, s: &ClusterStatus) -> io::Result<()>;
+    /// `topology`: `list` as a tree, the primary first.
+    fn topology(&self, out: &mut dyn Write, s: &ClusterStatus) -> io::Result<()>;
+    /// `dsn`: a libpq connection string.
+    fn dsn(&self, out: &mut dyn Write, host: &str, port: u16) -> io::Result<()>;
     /// `config show`.
     fn config(&self, out: &mut dyn Write, version: u64, json: &str) -> io::Result<()>;
     /// `config set` and `config edit`.
@@ -115,8 +119,10 @@ fn event_line(e: &pb::Event) -> String {
     format!("{}  [{:>6}]  {:<22} {}", format_ms(e.at_ms), e.index, e.kind, e.text)
 }
 
-impl Printer for TablePrinter {
-    fn status(&self, out: &mut dyn Write, s: &ClusterStatus) -> io::Result<()> {
+impl TablePrinter {
+    /// The members' table under the cluster line; `tree` puts the primary
+    /// first and indents the replicas below it, as `patronictl topology`.
+    fn members(&self, out: &mut dyn Write, s: &ClusterStatus, tree: bool) -> io::Result<()> {
         let mut header = format!("Cluster: {} (epoch {}, Raft term {})", s.cluster_id, s.epoch, s.raft_term);
         if s.maintenance {
             header.push_str("  [maintenance mode: automatic failover paused]");
@@ -133,14 +139,21 @@ impl Printer for TablePrinter {
         let mut t = Table::new();
         t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Disabled);
         t.set_header(vec!["Member", "Host", "Role", "State", "TL", "Lag in MB", "Raft", "Tags"]);
-        for m in &s.members {
+        let mut members: Vec<&MemberStatus> = s.members.iter().collect();
+        let is_primary = |m: &MemberStatus| s.primary.as_deref() == Some(m.name.as_str());
+        if tree {
+            members.sort_by_key(|m| !is_primary(m));
+        }
+        for m in members {
+            let name =
+                if tree && s.primary.is_some() && !is_primary(m) { format!("+ {}", m.name) } else { m.name.clone() };
             let raft = match m.raft_term {
                 Some(term) => format!("{} / {term}", m.raft_role),
                 None => m.raft_role.to_string(),
             };
             let tags: Vec<String> = m.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
             t.add_row(vec![
-                m.name.clone(),
+                name,
                 if m.port != 0 { format!("{}:{}", m.host, m.port) } else { String::new() },
                 role_text(m.role).to_string(),
                 m.state.to_string(),
@@ -160,6 +173,20 @@ impl Printer for TablePrinter {
             writeln!(out, "Automatic failover blocked: {why}")?;
         }
         Ok(())
+    }
+}
+
+impl Printer for TablePrinter {
+    fn status(&self, out: &mut dyn Write, s: &ClusterStatus) -> io::Result<()> {
+        self.members(out, s, false)
+    }
+
+    fn topology(&self, out: &mut dyn Write, s: &ClusterStatus) -> io::Result<()> {
+        self.members(out, s, true)
+    }
+
+    fn dsn(&self, out: &mut dyn Write, host: &str, port: u16) -> io::Result<()> {
+        writeln!(out, "host={host} port={port}")
     }
 
     fn config(&self, out: &mut dyn Write, version: u64, json: &str) -> io::Result<()> {
@@ -229,6 +256,14 @@ impl Printer for JsonPrinter {
     fn status(&self, out: &mut dyn Write, s: &ClusterStatus) -> io::Result<()> {
         // Through a `Value`: keys sorted, as every other JSON answer.
         pretty(out, &serde_json::to_value(s)?)
+    }
+
+    fn topology(&self, out: &mut dyn Write, s: &ClusterStatus) -> io::Result<()> {
+        self.status(out, s)
+    }
+
+    fn dsn(&self, out: &mut dyn Write, host: &str, port: u16) -> io::Result<()> {
+        pretty(out, &json!({ "host": host, "port": port, "dsn": format!("host={host} port={port}") }))
     }
 
     fn config(&self, out: &mut dyn Write, version: u64, json: &str) -> io::Result<()> {
@@ -313,6 +348,16 @@ mod tests {
         assert!(text.contains("Leader") && text.contains("Replica") && text.contains("streaming"), "{text}");
         assert!(text.contains("leader / 4") && text.contains("3.0"), "{text}");
         assert!(text.contains("Switchover scheduled: pg1 -> the best replica at now"), "{text}");
+    }
+
+    #[test]
+    fn topology_puts_the_primary_first_and_indents_replicas() {
+        let mut s = status();
+        s.members.reverse();
+        let text = render(|o| TablePrinter.topology(o, &s));
+        let (p1, p2) = (text.find("pg1").expect("pg1"), text.find("+ pg2").expect("+ pg2"));
+        assert!(p1 < p2, "{text}");
+        assert_eq!(render(|o| TablePrinter.dsn(o, "10.0.0.1", 5432)), "host=10.0.0.1 port=5432\n");
     }
 
     #[test]
