@@ -33,7 +33,7 @@ const UNSUPPORTED: &[(&str, &str)] = &[
 ];
 
 /// Patroni keys inside `postgresql` with a raftgres equivalent.
-const POSTGRESQL_KEYS: &[&str] = &["parameters", "use_pg_rewind"];
+const POSTGRESQL_KEYS: &[&str] = &["parameters", "use_pg_rewind", "pg_hba"];
 
 fn seconds_to_ms(key: &str, target: &str, v: &Value) -> Result<Value, String> {
     match v {
@@ -106,6 +106,9 @@ pub fn translate(patch: &Value) -> Result<Translated, String> {
                         "use_pg_rewind" => {
                             put(&mut t, "postgresql.use_pg_rewind", "use_pg_rewind", v.clone())?;
                         }
+                        "pg_hba" => {
+                            put(&mut t, "postgresql.pg_hba", "pg_hba", v.clone())?;
+                        }
                         other => {
                             return Err(format!(
                                 "postgresql.{other} has no equivalent in raftgres's dynamic configuration (it maps \
@@ -167,7 +170,8 @@ mod tests {
     fn patroni_keys_map_onto_raftgres_keys() {
         let t = translate(&json!({
             "ttl": 30, "loop_wait": 10, "maximum_lag_on_failover": 1048576, "pause": true,
-            "postgresql": {"parameters": {"work_mem": "8MB", "max_connections": 200}, "use_pg_rewind": false},
+            "postgresql": {"parameters": {"work_mem": "8MB", "max_connections": 200}, "use_pg_rewind": false,
+                           "pg_hba": ["local all all trust"]},
             "drift_margin_ms": null,
         }))
         .expect("maps");
@@ -175,7 +179,7 @@ mod tests {
         assert_eq!(
             Value::Object(t.patch),
             json!({"lease_ttl_ms": 30000, "drift_margin_ms": null, "heartbeat_interval_ms": 10000, "maximum_lag_on_failover": 1048576,
-                   "use_pg_rewind": false, "postgresql_parameters": {"work_mem": "8MB", "max_connections": "200"}})
+                   "use_pg_rewind": false, "pg_hba": ["local all all trust"], "postgresql_parameters": {"work_mem": "8MB", "max_connections": "200"}})
         );
         assert_eq!(translate(&json!({"pause": null})).expect("resume").pause, Some(false));
         let e = translate(&json!({"ttl": 30, "lease_ttl_ms": 3000})).expect_err("two spellings");
@@ -188,8 +192,8 @@ mod tests {
         assert!(e.contains("retry_timeout") && e.contains("lease_ttl_ms"), "{e}");
         let e = translate(&json!({"synchronous_mode_strict": true})).expect_err("refused");
         assert!(e.contains("synchronous_mode"), "{e}");
-        let e = translate(&json!({"postgresql": {"pg_hba": []}})).expect_err("refused");
-        assert!(e.contains("postgresql.pg_hba"), "{e}");
+        let e = translate(&json!({"postgresql": {"pg_ident": []}})).expect_err("refused");
+        assert!(e.contains("postgresql.pg_ident"), "{e}");
         assert!(translate(&json!({"ttl": "long"})).is_err());
         assert!(translate(&json!([1])).is_err());
     }

@@ -247,7 +247,7 @@ async fn phase_patroni_patch(c: &DaemonCluster) {
     for (body, names) in [
         (r#"{"retry_timeout": 10, "maximum_lag_on_failover": 1}"#, "retry_timeout"),
         (r#"{"synchronous_mode_strict": true}"#, "synchronous_mode"),
-        (r#"{"postgresql": {"pg_hba": ["host all all 0.0.0.0/0 trust"]}}"#, "postgresql.pg_hba"),
+        (r#"{"postgresql": {"pg_ident": ["map1 root postgres"]}}"#, "postgresql.pg_ident"),
     ] {
         let r = patch(body).await;
         assert_eq!(r.status, 400, "{body}: {}", r.body);

@@ -287,7 +287,7 @@ fn offline(cli: &Cli, out: &mut dyn Write) -> Option<Result<()>> {
             return Some(writeln!(out, "raftctl version {}", env!("CARGO_PKG_VERSION")).map_err(Failure::from));
         }
         Cmd::Flush { args } if args.iter().any(|a| a == "restart") => {
-            "raftgres does not schedule restarts, so there is none to flush; raftctl restart MEMBER restarts now"
+            "a scheduled restart is dropped on the member itself: DELETE /restart on its HTTP API (with the token)"
         }
         Cmd::Flush { .. } => "a scheduled switchover is dropped with: raftctl switchover --cancel",
         Cmd::Query { .. } => "raftctl runs no SQL; connect with psql \"$(raftctl dsn) dbname=... user=...\"",
