@@ -16,6 +16,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::history;
 use crate::ops::{ConfigChange, Done, OpError, Ops};
 
 /// How long a forwarded per-member call (restart, reinitialize) may take.
@@ -38,13 +39,15 @@ fn reply(d: Done) -> Response<pb::OperationReply> {
     Response::new(pb::OperationReply { message: d.message, index: d.index })
 }
 
-pub fn event_to_pb(r: &EventRecord) -> pb::Event {
+/// An event as `raftctl` shows it: member names, elections with their
+/// timeline, no Rust type names (see [`crate::history`]).
+pub fn event_to_pb(r: &EventRecord, c: &history::Context) -> pb::Event {
     pb::Event {
         index: r.index,
         at_ms: r.at_ms,
         kind: r.event.kind().to_string(),
-        text: r.event.to_string(),
-        json: serde_json::to_string(&r.event).unwrap_or_default(),
+        text: history::text(&r.event, c),
+        json: history::json(&r.event, c).to_string(),
     }
 }
 
@@ -169,8 +172,10 @@ impl Admin for AdminService {
     }
 
     async fn history(&self, req: Request<pb::HistoryRequest>) -> Result<Response<pb::HistoryReply>, Status> {
-        let events = self.ops()?.history(req.into_inner().limit as usize).await?;
-        Ok(Response::new(pb::HistoryReply { events: events.iter().map(event_to_pb).collect() }))
+        let ops = self.ops()?;
+        let events = ops.history(req.into_inner().limit as usize).await?;
+        let context = history::Context::of(&ops.handle.local_state().state);
+        Ok(Response::new(pb::HistoryReply { events: events.iter().map(|r| event_to_pb(r, &context)).collect() }))
     }
 
     type EventsStream = EventStream;
@@ -188,13 +193,14 @@ impl Admin for AdminService {
                 after + 1
             };
             loop {
-                let batch: Vec<EventRecord> = {
+                let (batch, context): (Vec<EventRecord>, history::Context) = {
                     let applied = rx.borrow_and_update();
-                    applied.state.history.iter().filter(|r| r.index >= last).cloned().collect()
+                    let batch = applied.state.history.iter().filter(|r| r.index >= last).cloned().collect();
+                    (batch, history::Context::of(&applied.state))
                 };
                 for r in batch {
                     last = r.index + 1;
-                    if tx.send(Ok(event_to_pb(&r))).await.is_err() {
+                    if tx.send(Ok(event_to_pb(&r, &context))).await.is_err() {
                         return;
                     }
                 }

@@ -14,6 +14,7 @@ pub mod controller;
 pub mod daemon;
 pub mod fence;
 pub mod handoff;
+pub mod history;
 pub mod http;
 pub mod lease;
 pub mod logging;

@@ -11,6 +11,7 @@ pub mod addr;
 pub mod cluster;
 pub mod convert;
 pub mod haproxy;
+pub mod patroni_config;
 pub mod size;
 pub mod status;
 pub mod time;

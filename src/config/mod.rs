@@ -34,7 +34,8 @@ pub struct FileConfig {
     pub security: SecuritySection,
     /// This member's tags (Patroni's `tags`): nofailover, noloadbalance,
     /// nosync, failover_priority, and free-form ones for `?tag_k=v` checks.
-    #[serde(default)]
+    /// Values may be TOML strings, booleans or numbers (`nofailover = true`).
+    #[serde(default, deserialize_with = "tags_from_toml")]
     pub tags: Tags,
     #[serde(default)]
     pub dynamic: DynamicConfig,
@@ -180,6 +181,25 @@ impl fmt::Display for FieldError {
     }
 }
 
+/// Tags as Patroni writes them: strings, booleans or numbers, kept as
+/// their text (`true`, `1`).
+fn tags_from_toml<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Tags, D::Error> {
+    use serde::de::Error;
+    let raw = std::collections::BTreeMap::<String, toml::Value>::deserialize(d)?;
+    raw.into_iter()
+        .map(|(k, v)| match v {
+            toml::Value::String(s) => Ok((k, s)),
+            toml::Value::Boolean(b) => Ok((k, b.to_string())),
+            toml::Value::Integer(i) => Ok((k, i.to_string())),
+            toml::Value::Float(f) => Ok((k, f.to_string())),
+            other => Err(D::Error::custom(format!(
+                "tag {k} is a {}; a tag is a string, a boolean or a number",
+                other.type_str()
+            ))),
+        })
+        .collect()
+}
+
 /// A file that is not valid TOML for [`FileConfig`]: where and what. It
 /// never quotes the file, which may hold the token.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -189,13 +209,42 @@ pub struct ParseError {
     pub message: String,
 }
 
+/// Every error found in a file: a syntax error alone, or each field of
+/// the wrong type or unknown.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ParseErrors(pub Vec<ParseError>);
+
+impl fmt::Display for ParseErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.as_slice() {
+            [one] => write!(f, "{one}"),
+            all => {
+                write!(f, "{} errors:", all.len())?;
+                for e in all {
+                    write!(f, "\n  - {e}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl ParseError {
+    fn of(text: &str, e: &toml::de::Error) -> ParseError {
+        ParseError {
+            line: e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1),
+            message: e.message().to_string(),
+        }
+    }
+}
+
 /// Why a configuration file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("parse {path}: {error}")]
-    Parse { path: PathBuf, error: ParseError },
+    Parse { path: PathBuf, error: ParseErrors },
     #[error("{} invalid field(s):\n{}", .0.len(), .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<FieldError>),
 }
@@ -263,6 +312,58 @@ pub fn check_supported(dynamic: &DynamicConfig) -> Result<(), ConfigViolation> {
     Ok(())
 }
 
+/// serde stops at the first bad field. To find the next, the line at fault
+/// gets a value of some type the field takes (or is dropped when the key is
+/// unknown), and the text is parsed again; line numbers stay those of the
+/// original. It stops where a fault cannot be isolated to a `key = value`
+/// line (inside a multi-line array, a missing field).
+fn every_field_error(text: &str, first: toml::de::Error) -> Vec<ParseError> {
+    const PLACEHOLDERS: [&str; 4] = ["0", "\"\"", "false", "[]"];
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let mut errors = Vec::new();
+    let parse = |lines: &[String]| {
+        let t = lines.join("\n");
+        toml::from_str::<FileConfig>(&t).err().map(|e| ParseError::of(&t, &e))
+    };
+    let mut next_error = Some(ParseError::of(text, &first));
+    while let Some(e) = next_error.take() {
+        let line = e.line;
+        let unknown = e.message.starts_with("unknown field");
+        errors.push(e);
+        let Some(idx) = line.map(|l| l - 1).filter(|i| *i < lines.len()) else { break };
+        let Some(key) = lines[idx].split_once('=').map(|(k, _)| k.trim().to_string()) else { break };
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            break;
+        }
+        let settled = |r: &Option<ParseError>| match r {
+            None => true,
+            Some(e) => e.line != line && !e.message.contains(&format!("`{key}`")),
+        };
+        let mut found = None;
+        for value in if unknown { &[][..] } else { &PLACEHOLDERS[..] } {
+            lines[idx] = format!("{key} = {value}");
+            let r = parse(&lines);
+            if settled(&r) {
+                found = Some(r);
+                break;
+            }
+        }
+        if found.is_none() {
+            lines[idx] = String::new();
+            let r = parse(&lines);
+            if !settled(&r) {
+                break;
+            }
+            found = Some(r);
+        }
+        if errors.len() >= 50 {
+            break;
+        }
+        next_error = found.flatten();
+    }
+    errors
+}
+
 /// Collects every violation of a file.
 #[derive(Default)]
 struct Violations(Vec<FieldError>);
@@ -287,12 +388,18 @@ impl FileConfig {
     }
 
     /// Parses TOML. The error never quotes the file (it may hold the
-    /// token): it names the line and what is wrong.
-    pub fn parse(text: &str) -> Result<FileConfig, ParseError> {
-        toml::from_str(text).map_err(|e| ParseError {
-            line: e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1)),
-            message: e.message().to_string(),
-        })
+    /// token): it names the line and what is wrong, for every field of the
+    /// wrong type or unknown, not only the first.
+    pub fn parse(text: &str) -> Result<FileConfig, ParseErrors> {
+        let first = match toml::from_str::<FileConfig>(text) {
+            Ok(c) => return Ok(c),
+            Err(e) => e,
+        };
+        if text.parse::<toml::Table>().is_err() {
+            // Not TOML: nothing past the syntax error can be read.
+            return Err(ParseErrors(vec![ParseError::of(text, &first)]));
+        }
+        Err(ParseErrors(every_field_error(text, first)))
     }
 
     fn raft_advertise(&self) -> String {
@@ -616,5 +723,33 @@ mod tests {
             DEFAULT_CONFIG.replace("token = \"change-me-to-a-long-random-secret\"", "token = \"s3cret-s3cret-s3cret");
         let e = FileConfig::parse(&text).expect_err("unterminated string").to_string();
         assert!(!e.contains("s3cret") && e.starts_with("line "), "{e}");
+    }
+
+    #[test]
+    fn every_wrong_type_is_reported_not_only_the_first() {
+        let text = DEFAULT_CONFIG
+            .replacen("id = 1\n", "id = \"one\"\n", 1)
+            .replace("port = 5432", "port = \"five\"")
+            .replace("[postgres]", "[postgres]\nbogus = 1")
+            .replace("heartbeat_interval_ms = 250", "heartbeat_interval_ms = \"often\"");
+        let ParseErrors(errors) = FileConfig::parse(&text).expect_err("four bad fields");
+        let lines_of = |needle: &str| text.lines().position(|l| l.starts_with(needle)).map(|i| i + 1);
+        let reported: Vec<Option<usize>> = errors.iter().map(|e| e.line).collect();
+        for needle in ["id = \"one\"", "port = \"five\"", "bogus = 1", "heartbeat_interval_ms = \"often\""] {
+            assert!(reported.contains(&lines_of(needle)), "{needle} not reported: {errors:?}");
+        }
+        assert_eq!(errors.len(), 4, "{errors:?}");
+    }
+
+    #[test]
+    fn tags_take_booleans_and_sizes_take_units() {
+        let text = DEFAULT_CONFIG
+            .replace("[tags]", "[tags]\nnofailover = true\nfailover_priority = 2")
+            .replace("maximum_lag_on_failover = 1048576", "maximum_lag_on_failover = \"16MB\"");
+        let c = FileConfig::parse(&text).expect("parses");
+        assert_eq!(c.tags.get("nofailover").map(String::as_str), Some("true"));
+        assert_eq!(c.tags.get("failover_priority").map(String::as_str), Some("2"));
+        assert_eq!(c.dynamic.maximum_lag_on_failover, 16 << 20);
+        c.validate().expect("valid");
     }
 }

@@ -95,10 +95,10 @@ token = "change-me-to-a-long-random-secret"
 # tls_key_file = "/etc/raftgres/node-key.pem"
 
 # This member's tags, as in Patroni: nofailover, noloadbalance, nosync
-# (true/false), failover_priority (0 = never promote), and any other
+# (true/false, quoted or not), failover_priority (0 = never promote), and any other
 # key = "value" for `/replica?tag_key=value` checks. Applied on reload.
 [tags]
-# nofailover = "false"
+# nofailover = false
 
 # The dynamic configuration a new cluster starts with. After bootstrap it
 # lives in the Raft log and is changed with `raftctl config set`.

@@ -9,9 +9,11 @@ use axum::response::{IntoResponse, Json, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use raftgres_api::patroni_config;
 use raftgres_api::time::{format_ms, parse_rfc3339_ms};
 
 use super::Shared;
+use crate::history;
 use crate::ops::handover::check_schedule;
 use crate::ops::restart::{RestartConditions, RoleFilter, Version};
 use crate::ops::{ConfigChange, Done, OpError};
@@ -86,24 +88,37 @@ pub async fn cluster(State(s): State<Shared>) -> Response {
 pub struct HistoryQuery {
     #[serde(default)]
     limit: usize,
+    /// Every event (raftgres's log) instead of Patroni's rows.
+    #[serde(default)]
+    all: bool,
 }
 
+/// Patroni's `[[timeline, lsn, reason, timestamp, new_leader], …]`, one
+/// row per promotion that ended a timeline; `?all=true` gives every kept
+/// event instead, with member names (`?limit=N` keeps the newest N).
 pub async fn history(State(s): State<Shared>, Query(q): Query<HistoryQuery>) -> Response {
-    match s.ops.history(q.limit).await {
-        Ok(events) => Json(
-            events
-                .iter()
-                .map(|r| {
-                    json!({
-                        "index": r.index, "at": format_ms(r.at_ms), "at_ms": r.at_ms, "kind": r.event.kind(),
-                        "text": r.event.to_string(), "event": r.event,
-                    })
+    let events = match s.ops.history(0).await {
+        Ok(events) => events,
+        Err(e) => return error(e),
+    };
+    let context = history::Context::of(&s.handle.local_state().state);
+    let mut rows: Vec<Value> = if q.all {
+        events
+            .iter()
+            .map(|r| {
+                json!({
+                    "index": r.index, "at": format_ms(r.at_ms), "at_ms": r.at_ms, "kind": r.event.kind(),
+                    "text": history::text(&r.event, &context), "event": history::json(&r.event, &context),
                 })
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
-        Err(e) => error(e),
+            })
+            .collect()
+    } else {
+        history::patroni_rows(&events, &context)
+    };
+    if q.limit > 0 && rows.len() > q.limit {
+        rows.drain(..rows.len() - q.limit);
     }
+    Json(rows).into_response()
 }
 
 fn etag(version: u64) -> String {
@@ -143,8 +158,34 @@ async fn change_config(s: Shared, headers: HeaderMap, bytes: Bytes, merge: bool)
     }
 }
 
+/// A merge patch in raftgres's keys or in Patroni's shape (`ttl`,
+/// `loop_wait`, `postgresql.parameters`, `pause`, ...; see
+/// [`patroni_config::translate`]): keys without an equivalent get a 400
+/// with the reason, and nothing changes.
 pub async fn patch_config(State(s): State<Shared>, headers: HeaderMap, bytes: Bytes) -> Response {
-    change_config(s, headers, bytes, true).await
+    let raw: Value = match body(&bytes) {
+        Ok(v) => v,
+        Err(r) => return r.into_response(),
+    };
+    let t = match patroni_config::translate(&raw) {
+        Ok(t) => t,
+        Err(m) => return text(StatusCode::BAD_REQUEST, m),
+    };
+    let Some(on) = t.pause else {
+        return change_config(s, headers, Bytes::from(Value::Object(t.patch).to_string()), true).await;
+    };
+    if !t.patch.is_empty() {
+        let r = change_config(s.clone(), headers, Bytes::from(Value::Object(t.patch).to_string()), true).await;
+        if !r.status().is_success() {
+            return r;
+        }
+    }
+    // Patroni's pause is raftgres's maintenance mode: a change of its own,
+    // made once the configuration part was accepted.
+    if let Err(e) = s.ops.set_maintenance(on).await {
+        return error(e);
+    }
+    get_config(State(s)).await
 }
 
 pub async fn put_config(State(s): State<Shared>, headers: HeaderMap, bytes: Bytes) -> Response {

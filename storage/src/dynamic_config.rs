@@ -80,7 +80,7 @@ pub struct DynamicConfig {
     /// it accepts no writes when the lease does end.
     pub demote_margin_ms: u64,
     /// A replica further behind than this many bytes is not a failover
-    /// candidate.
+    /// candidate. Written as bytes or with a unit (`16MB`), as in Patroni.
     pub maximum_lag_on_failover: u64,
     pub synchronous_mode: SyncMode,
     /// How many synchronous standbys the primary waits for.
@@ -122,7 +122,8 @@ struct Readable {
     /// it accepts no writes when the lease does end.
     pub demote_margin_ms: u64,
     /// A replica further behind than this many bytes is not a failover
-    /// candidate.
+    /// candidate. Bytes, or a size with a unit (`16MB`), as in Patroni.
+    #[serde(deserialize_with = "bytes_or_size")]
     pub maximum_lag_on_failover: u64,
     pub synchronous_mode: SyncMode,
     /// How many synchronous standbys the primary waits for.
@@ -354,6 +355,48 @@ impl Default for DynamicConfig {
     }
 }
 
+/// `maximum_lag_on_failover`: a byte count written as an integer or as a
+/// size with a unit (`16MB`, `64kB`, units of 1024 as in PostgreSQL). Only
+/// readable formats (JSON, TOML) take a string; the log's binary encoding
+/// stays a plain integer.
+fn bytes_or_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    struct Size;
+    impl serde::de::Visitor<'_> for Size {
+        type Value = u64;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a number of bytes or a size such as \"16MB\"")
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u64, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v).map_err(|_| E::custom(format!("maximum_lag_on_failover: {v} is negative")))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<u64, E> {
+            parse_size(v).ok_or_else(|| {
+                E::custom(format!("maximum_lag_on_failover: {v:?} is not a size (e.g. 1048576, 16MB, 1GB)"))
+            })
+        }
+    }
+    if d.is_human_readable() { d.deserialize_any(Size) } else { d.deserialize_u64(Size) }
+}
+
+/// `1048576`, `16MB`, `64kB`, `1GB`: bytes, units of 1024.
+fn parse_size(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" => 1 << 10,
+        "mb" | "m" => 1 << 20,
+        "gb" | "g" => 1 << 30,
+        "tb" | "t" => 1 << 40,
+        _ => return None,
+    };
+    num.parse::<u64>().ok()?.checked_mul(mult)
+}
+
 /// One reason a configuration is invalid: the field and what is wrong.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigViolation {
@@ -528,6 +571,23 @@ impl DynamicConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn maximum_lag_on_failover_takes_units_and_stays_bytes() {
+        for (text, want) in [("16777216", 16 << 20), ("\"16MB\"", 16 << 20), ("\"64kB\"", 64 << 10)] {
+            let c: DynamicConfig = serde_json::from_str(&format!("{{\"maximum_lag_on_failover\": {text}}}"))
+                .unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(c.maximum_lag_on_failover, want, "{text}");
+            assert_eq!(serde_json::to_value(&c).expect("JSON")["maximum_lag_on_failover"], want);
+        }
+        for bad in ["\"16 parsecs\"", "-1", "true"] {
+            let e = serde_json::from_str::<DynamicConfig>(&format!("{{\"maximum_lag_on_failover\": {bad}}}"));
+            assert!(e.is_err(), "{bad} accepted");
+        }
+        let c = DynamicConfig { maximum_lag_on_failover: 12345, ..DynamicConfig::default() };
+        let bytes = crate::encoding::encode("config", &c).expect("encode");
+        assert_eq!(crate::encoding::decode::<DynamicConfig>("config", &bytes).expect("decode"), c);
+    }
 
     #[test]
     fn default_is_valid() {

@@ -7,5 +7,6 @@ mod t10_raft_cluster;
 mod t50_daemon;
 mod t55_failure_modes;
 mod t60_operator;
+mod t65_raftctl_habits;
 mod t66_parameters;
 mod t70_operator_safety;

@@ -192,7 +192,7 @@ async fn phase_primary_leads_raft(c: &DaemonCluster) -> u64 {
         info!(attempt, primary, leader, "--- switching over to the Raft leader");
         let target = format!("pg{leader}");
         wait_for("switchover --to the Raft leader to be accepted", HANDOVER_ACCEPTED, async || {
-            match c.raftctl(&["switchover", "--to", &target]) {
+            match c.raftctl(&["switchover", "--to", &target, "--force"]) {
                 (0, out, _) => Ok(out),
                 (1, _, err) if err.contains("not a streaming replica") => Err(err),
                 (code, out, err) => panic!("switchover failed ({code}): {err}{out}"),
@@ -351,7 +351,7 @@ async fn phase_still_blocked(c: &DaemonCluster, replicas: &[u64], epoch: u64, le
 /// history says the failover was forced. Returns the new primary.
 async fn phase_forced_failover(c: &DaemonCluster, replicas: &[u64], timeline: u32) -> u64 {
     let target = replicas[0];
-    let (code, out, err) = c.raftctl(&["failover", "--to", &format!("pg{target}"), "--accept-data-loss"]);
+    let (code, out, err) = c.raftctl(&["failover", "--to", &format!("pg{target}"), "--accept-data-loss", "--force"]);
     assert_eq!(code, 0, "failover --accept-data-loss failed: {err}{out}");
     assert!(out.contains("forced") && out.contains(&format!("pg{target} is the new primary")), "{out}");
     assert_eq!(c.must_primary(replicas, SWITCHOVER).await, target);
@@ -362,12 +362,12 @@ async fn phase_forced_failover(c: &DaemonCluster, replicas: &[u64], timeline: u3
     .await;
     assert_eq!(c.must_timeline(target).await, timeline + 1, "promotion starts a new timeline");
     assert!(!has_table(c, target, "big").await, "the table only the lost primary had is gone: the loss accepted");
-    let history = c.raftctl_json(&["history"]);
+    let history = c.raftctl_json(&["history", "--all"]);
     let events = history.as_array().expect("array");
     assert!(events.iter().any(|e| e["kind"] == "failover_forced"), "{history}");
     let elected = events.iter().rev().find(|e| e["kind"] == "primary_elected").expect("an election");
     let text = elected["text"].as_str().unwrap_or_default();
-    assert!(text.contains(&format!("node {target} elected")) && text.contains("(manual)"), "{elected}");
+    assert!(text.contains(&format!("pg{target} elected")) && text.contains("(manual)"), "{elected}");
     assert_eq!(list_json(c).unwrap_or_else(|e| panic!("{e}"))["failover_blocked"], Value::Null);
     target
 }
@@ -423,7 +423,7 @@ async fn a_member_down_while_another_becomes_primary_finds_its_wal_reserved() {
     phase("switchover while it is down", async {
         let to = format!("pg{target}");
         wait_for("the switchover to be accepted", HANDOVER_ACCEPTED, async || {
-            match c.raftctl(&["switchover", "--to", &to]) {
+            match c.raftctl(&["switchover", "--to", &to, "--force"]) {
                 (0, out, _) => Ok(out),
                 (1, _, err) if err.contains("not a streaming replica") => Err(err),
                 (code, out, err) => panic!("switchover failed ({code}): {err}{out}"),

@@ -174,7 +174,11 @@ async fn phase_json_documents(c: &DaemonCluster, r: &Roles) {
     assert_eq!(cluster["members"].as_array().unwrap().iter().filter(|m| m["role"] == "leader").count(), 1, "{cluster}");
     let (code, body) = http_get(&format!("{api}/history")).await.expect("GET /history");
     assert_eq!(code, 200);
-    assert!(body.contains("primary_elected"), "{body}");
+    let rows: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(rows, serde_json::json!([]), "Patroni's rows: no timeline has ended yet");
+    let (code, body) = http_get(&format!("{api}/history?all=true")).await.expect("GET /history?all=true");
+    assert_eq!(code, 200);
+    assert!(body.contains("primary_elected") && !body.contains("PrimaryElected"), "{body}");
     for path in ["/patroni", "/status"] {
         let (code, body) = http_get(&format!("{}{path}", c.api(replicas[0]))).await.expect("GET");
         assert_eq!(code, 200, "{path}");
@@ -287,7 +291,7 @@ async fn phase_raftctl_config(c: &DaemonCluster, version: u64) {
     let (code, _, err) = c.raftctl(&["config", "set", "lease_ttl_ms=3000", "--if-version", "1"]);
     assert_eq!(code, 1, "a stale --if-version is refused: {err}");
     let editor = "sed -i 's/\"maximum_lag_on_failover\": 4194304/\"maximum_lag_on_failover\": 8388608/'";
-    let (code, out, err) = c.raftctl_with(&["config", "edit"], &[("EDITOR", editor), ("VISUAL", editor)]);
+    let (code, out, err) = c.raftctl_with(&["config", "edit", "--force"], &[("EDITOR", editor), ("VISUAL", editor)]);
     assert_eq!(code, 0, "{err}{out}");
     assert_eq!(c.raftctl_json(&["config", "show"])["config"]["maximum_lag_on_failover"], 8388608);
 }
@@ -310,12 +314,12 @@ async fn phase_scheduled_switchover(c: &DaemonCluster, r: &Roles) {
     let (primary, replicas, api, token) = (r.primary, &r.replicas, &r.api, &r.token);
     let at = chrono::Utc::now() + chrono::Duration::hours(1);
     let target = format!("pg{}", replicas[0]);
-    let out = c.must_raftctl(&["switchover", "--to", &target, "--at", &at.to_rfc3339()]);
+    let out = c.must_raftctl(&["switchover", "--to", &target, "--at", &at.to_rfc3339(), "--force"]);
     assert!(out.contains("scheduled"), "{out}");
     let status = c.raftctl_json(&["list"]);
     assert_eq!(status["switchover"]["to"], target.as_str(), "{status}");
     assert!(c.must_raftctl(&["list"]).contains("Switchover scheduled"));
-    let (code, _, err) = c.raftctl(&["switchover", "--to", &target]);
+    let (code, _, err) = c.raftctl(&["switchover", "--to", &target, "--force"]);
     assert_eq!(code, 1, "one switchover at a time: {err}");
     c.must_raftctl(&["switchover", "--cancel"]);
     assert_eq!(c.raftctl_json(&["list"])["switchover"], Value::Null);
@@ -382,7 +386,7 @@ async fn phase_events_follow(c: &DaemonCluster, r: &Roles) {
 async fn phase_restart(c: &DaemonCluster, r: &Roles) -> i32 {
     let replicas = &r.replicas;
     let before = c.postmaster_pid(replicas[0]).expect("running");
-    let out = c.must_raftctl(&["restart", &format!("pg{}", replicas[0])]);
+    let out = c.must_raftctl(&["restart", &format!("pg{}", replicas[0]), "--force"]);
     assert!(out.contains("restarted"), "{out}");
     let after = c.postmaster_pid(replicas[0]).expect("running again");
     assert_ne!(before, after, "a new postmaster");
@@ -419,7 +423,7 @@ async fn phase_reinit(c: &DaemonCluster, r: &Roles) {
     for v in 0..50i64 {
         pclient.execute("INSERT INTO t VALUES ($1)", &[&v]).await.expect("insert");
     }
-    let out = c.must_raftctl(&["reinit", &format!("pg{}", replicas[1])]);
+    let out = c.must_raftctl(&["reinit", &format!("pg{}", replicas[1]), "--force"]);
     assert!(out.contains("reinitialized"), "{out}");
     c.must_rows(replicas[1], 50, REPLICATED).await;
 }
@@ -474,7 +478,7 @@ async fn phase_switchover_under_writes(c: &DaemonCluster, r: &Roles) -> u64 {
     .await;
     let target = format!("pg{}", replicas[0]);
     let out = wait_for("switchover --to to be accepted", HANDOVER_ACCEPTED, async || {
-        match c.raftctl(&["switchover", "--to", &target]) {
+        match c.raftctl(&["switchover", "--to", &target, "--force"]) {
             (0, out, _) => Ok(out),
             (1, _, err) if err.contains("not a streaming replica") => Err(err),
             (code, out, err) => panic!("switchover failed ({code}): {err}{out}"),
@@ -516,7 +520,7 @@ async fn phase_failover_to(c: &DaemonCluster, r: &Roles, new_primary: u64) {
     // The target's streaming state reaches the replicated state a moment
     // after its API shows it; until then the failover is refused.
     let out = wait_for("failover --to to be accepted", HANDOVER_ACCEPTED, async || {
-        match c.raftctl(&["failover", "--to", &format!("pg{target}")]) {
+        match c.raftctl(&["failover", "--to", &format!("pg{target}"), "--force"]) {
             (0, out, _) => Ok(out),
             (1, _, err) if err.contains("not a streaming replica") => Err(err),
             (code, out, err) => panic!("failover failed ({code}): {err}{out}"),
@@ -525,7 +529,7 @@ async fn phase_failover_to(c: &DaemonCluster, r: &Roles, new_primary: u64) {
     .await;
     assert!(out.contains("new primary"), "{out}");
     assert_eq!(c.must_primary(&[target], SWITCHOVER).await, target);
-    let history = c.raftctl_json(&["history"]);
+    let history = c.raftctl_json(&["history", "--all"]);
     let kinds: Vec<&str> = history.as_array().expect("array").iter().filter_map(|e| e["kind"].as_str()).collect();
     assert!(kinds.contains(&"switchover_scheduled") && kinds.contains(&"primary_released"), "{kinds:?}");
     let elections = history
@@ -950,7 +954,7 @@ async fn raft_and_admin_traffic_over_tls() {
     let replica = [1, 2, 3].into_iter().find(|id| *id != primary && *id != 1).expect("a replica other than node 1");
     let first_only = c.layout.node(1).raft_addr();
     let (code, out, err) = c.raftctl_with(
-        &["restart", &format!("pg{replica}")],
+        &["restart", &format!("pg{replica}"), "--force"],
         &[("RAFTCTL_CA_FILE", ca_env), ("RAFTCTL_ENDPOINTS", &first_only)],
     );
     assert_eq!(code, 0, "{err}{out}");

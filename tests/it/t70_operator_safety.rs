@@ -99,7 +99,7 @@ async fn a_handover_to_a_stopped_member_is_refused_and_it_is_listed_unknown() {
     info!("--- switchover and failover to {name} are refused; the primary keeps answering");
     let watch = PrimaryWatch::start(c.api(primary));
     for verb in ["switchover", "failover"] {
-        let (code, out, err) = c.raftctl(&[verb, "--to", &name]);
+        let (code, out, err) = c.raftctl(&[verb, "--to", &name, "--force"]);
         assert_eq!(code, 1, "{verb} --to {name} is refused: {err}{out}");
         assert!(err.contains(&name) && err.contains("not running"), "{verb}: the reason names it: {err}");
     }

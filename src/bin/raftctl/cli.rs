@@ -12,10 +12,15 @@ use crate::output::Format;
 #[command(after_help = "Exit codes: 0 done; 1 refused by the cluster (nothing changed); 2 bad arguments or input \
                         (nothing changed); 3 cluster unreachable or no answer; 4 token refused.")]
 pub struct Cli {
-    /// Admin addresses (the daemons' Raft host:port), comma-separated; the
-    /// first that answers is used.
-    #[arg(long, short = 'e', env = "RAFTCTL_ENDPOINTS", default_value = "127.0.0.1:7001", global = true)]
-    pub endpoints: String,
+    /// A node's configuration file (e.g. /etc/raftgres/raftgres.toml):
+    /// endpoints, token and CA come from it unless given otherwise.
+    #[arg(long, short = 'c', env = "RAFTCTL_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Admin addresses (the daemons' Raft host:port, `raft_addr`),
+    /// comma-separated; the first that answers is used. Default: from
+    /// `--config`, else 127.0.0.1:7001.
+    #[arg(long, short = 'e', env = "RAFTCTL_ENDPOINTS", global = true)]
+    pub endpoints: Option<String>,
     /// The cluster token.
     #[arg(long, env = "RAFTCTL_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
@@ -57,7 +62,30 @@ pub enum Cmd {
     ///   │ pg1    ┆ 10.0.0.1:5432  ┆ Leader  ┆ running   ┆ 3  ┆           ┆ leader / 5   ┆      │
     ///   │ pg2    ┆ 10.0.0.2:5432  ┆ Replica ┆ streaming ┆ 3  ┆ 0.0       ┆ follower / 5 ┆      │
     #[command(alias = "status", verbatim_doc_comment)]
-    List,
+    List(Watch),
+    /// The members as a tree: the primary, its replicas below it.
+    ///
+    /// Example: raftctl topology
+    ///
+    /// Sample output:
+    ///   Cluster: demo (epoch 3, Raft term 5)
+    ///   │ Member ┆ Host          ┆ Role    ┆ State     ┆ TL ┆ Lag in MB │
+    ///   │ pg1    ┆ 10.0.0.1:5432 ┆ Leader  ┆ running   ┆ 3  ┆           │
+    ///   │ + pg2  ┆ 10.0.0.2:5432 ┆ Replica ┆ streaming ┆ 3  ┆ 0.0       │
+    #[command(verbatim_doc_comment)]
+    Topology(Watch),
+    /// A libpq connection string for a member: the primary by default.
+    ///
+    /// Example: psql "$(raftctl dsn) dbname=app user=app"
+    #[command(verbatim_doc_comment)]
+    Dsn {
+        /// Which member.
+        #[arg(long, short = 'r', value_enum, default_value_t = DsnRole::Primary, conflicts_with = "member")]
+        role: DsnRole,
+        /// This member.
+        #[arg(long, short = 'm')]
+        member: Option<String>,
+    },
     /// Raft membership changes.
     #[command(subcommand)]
     Member(MemberCmd),
@@ -66,14 +94,16 @@ pub enum Cmd {
     /// Example: raftctl switchover --to pg2
     #[command(verbatim_doc_comment)]
     Switchover {
-        /// Expected current primary.
-        #[arg(long)]
+        /// Expected current primary (patronictl's --leader, --primary).
+        #[arg(long, visible_alias = "leader", aliases = ["primary", "master"])]
         from: Option<String>,
-        /// Target member (default: the best streaming replica).
-        #[arg(long)]
+        /// Target member (default: the best streaming replica;
+        /// patronictl's --candidate).
+        #[arg(long, visible_alias = "candidate")]
         to: Option<String>,
-        /// When, RFC 3339 (e.g. 2026-11-23T03:00:00Z); default: now.
-        #[arg(long)]
+        /// When, RFC 3339 (e.g. 2026-11-23T03:00:00Z), or `now` (the
+        /// default; patronictl's --scheduled).
+        #[arg(long, visible_alias = "scheduled")]
         at: Option<String>,
         /// Drop the scheduled switchover instead.
         #[arg(long, conflicts_with_all = ["from", "to", "at"])]
@@ -81,11 +111,18 @@ pub enum Cmd {
         /// Return once started instead of waiting for the new primary.
         #[arg(long)]
         no_wait: bool,
+        /// Do not ask for confirmation (required without a terminal).
+        #[arg(long, short = 'f')]
+        force: bool,
     },
     /// Make a member primary: a switchover while a primary holds the role,
     /// an election when none does.
+    ///
+    /// Example: raftctl failover --to pg2
+    #[command(verbatim_doc_comment)]
     Failover {
-        #[arg(long)]
+        /// The member to promote (patronictl's --candidate).
+        #[arg(long, visible_alias = "candidate")]
         to: String,
         #[arg(long)]
         no_wait: bool,
@@ -93,6 +130,9 @@ pub enum Cmd {
         /// timeline or lag limit, losing the writes only that primary had.
         #[arg(long)]
         accept_data_loss: bool,
+        /// Do not ask for confirmation (required without a terminal).
+        #[arg(long, short = 'f')]
+        force: bool,
     },
     /// Maintenance mode: pause automatic failover.
     Pause,
@@ -101,9 +141,50 @@ pub enum Cmd {
     /// The dynamic configuration.
     #[command(subcommand)]
     Config(ConfigCmd),
-    /// The cluster's event history.
+    /// patronictl's edit-config: `config edit`, or with --set/--pg, `config
+    /// set`.
+    ///
+    /// Example: raftctl edit-config -p work_mem=8MB -s maximum_lag_on_failover=16MB
+    #[command(verbatim_doc_comment)]
+    EditConfig {
+        /// key=value (Patroni's key paths are accepted:
+        /// postgresql.parameters.work_mem=8MB, ttl=30, loop_wait=10).
+        #[arg(long, short = 's')]
+        set: Vec<String>,
+        /// A PostgreSQL parameter, name=value.
+        #[arg(long, short = 'p')]
+        pg: Vec<String>,
+        /// Apply without showing the difference and asking.
+        #[arg(long, short = 'f')]
+        force: bool,
+    },
+    /// patronictl's show-config: `config show`.
+    ShowConfig,
+    /// Re-read a member's configuration file (tags, parameters, TLS
+    /// files), every member by default: POST /reload on its HTTP API.
+    ///
+    /// Example: raftctl reload pg2
+    #[command(verbatim_doc_comment)]
+    Reload {
+        /// Members (default: all).
+        members: Vec<String>,
+    },
+    /// The elections: epoch, timeline, switch point, reason, time and new
+    /// primary (as `patronictl history`); `--all` shows every event.
+    ///
+    /// Example: raftctl history
+    ///
+    /// Sample output:
+    ///   │ Epoch ┆ TL ┆ LSN       ┆ Reason     ┆ Timestamp                     ┆ New Primary │
+    ///   │ 1     ┆ 1  ┆ 0/0       ┆ bootstrap  ┆ 2026-01-05T10:00:00.120+00:00 ┆ pg1         │
+    ///   │ 2     ┆ 2  ┆ 0/3000060 ┆ switchover ┆ 2026-01-05T11:02:13.004+00:00 ┆ pg2         │
+    #[command(verbatim_doc_comment)]
     History {
-        /// The newest N events only.
+        /// Every kept event (membership, configuration, maintenance,
+        /// releases...), not only the elections.
+        #[arg(long, short = 'a')]
+        all: bool,
+        /// The newest N rows only.
         #[arg(long, default_value_t = 0)]
         limit: u32,
     },
@@ -116,11 +197,42 @@ pub enum Cmd {
         #[arg(long, default_value_t = 0)]
         after: u64,
     },
-    /// Restart a member's PostgreSQL.
-    Restart { member: String },
-    /// Re-clone a replica from the primary.
+    /// Restart a member's PostgreSQL (asks first when it is the primary).
+    Restart {
+        member: String,
+        /// Do not ask for confirmation (required without a terminal).
+        #[arg(long, short = 'f')]
+        force: bool,
+    },
+    /// Re-clone a replica from the primary: its data directory is
+    /// replaced. Asks first.
     #[command(alias = "reinitialize")]
-    Reinit { member: String },
+    Reinit {
+        member: String,
+        /// Do not ask for confirmation (required without a terminal).
+        #[arg(long, short = 'f')]
+        force: bool,
+    },
+    /// raftctl's version (patronictl version).
+    Version,
+    /// patronictl flush: here `switchover --cancel`.
+    #[command(hide = true)]
+    Flush {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// patronictl query: here psql with `raftctl dsn`.
+    #[command(hide = true)]
+    Query {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// patronictl remove: not supported.
+    #[command(hide = true)]
+    Remove {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Print an HAProxy configuration for the cluster (Pigsty's four services).
     HaproxyConfig(HaproxyArgs),
 }
@@ -171,9 +283,49 @@ pub enum ConfigCmd {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Edit the configuration in $EDITOR; applied only if nobody changed it
-    /// meanwhile.
-    Edit,
+    /// Edit the configuration in $EDITOR, see the difference and confirm;
+    /// applied only if nobody changed it meanwhile.
+    Edit {
+        /// Apply without showing the difference and asking (required
+        /// without a terminal).
+        #[arg(long, short = 'f')]
+        force: bool,
+    },
+}
+
+/// The member `dsn` picks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DsnRole {
+    /// The primary.
+    #[value(alias = "leader", alias = "master")]
+    Primary,
+    /// A running replica.
+    #[value(alias = "standby")]
+    Replica,
+    /// The primary, else any member.
+    Any,
+}
+
+/// Repeat a read every few seconds (patronictl's -W and -w).
+#[derive(Args, Clone, Copy, Debug, Default)]
+pub struct Watch {
+    /// Repeat every 2 seconds, clearing the screen between.
+    #[arg(short = 'W', conflicts_with = "watch")]
+    pub every_two: bool,
+    /// Repeat every SECONDS seconds, clearing the screen between.
+    #[arg(long, short = 'w', value_name = "SECONDS")]
+    pub watch: Option<u64>,
+}
+
+impl Watch {
+    /// The period, when watching.
+    pub fn period(&self) -> Option<std::time::Duration> {
+        match (self.every_two, self.watch) {
+            (_, Some(s)) => Some(std::time::Duration::from_secs(s.max(1))),
+            (true, None) => Some(std::time::Duration::from_secs(2)),
+            (false, None) => None,
+        }
+    }
 }
 
 #[derive(Args)]

@@ -32,11 +32,19 @@ impl From<Exit> for ExitCode {
 pub struct Failure {
     pub exit: Exit,
     pub message: String,
+    /// The answer may not have come from a raftgres admin service (a
+    /// transport error, an HTTP answer without gRPC status): worth asking
+    /// what listens on the endpoint.
+    pub probe: bool,
 }
+
+/// Where the token comes from, for messages about a missing or refused one.
+pub const TOKEN_HINT: &str = "give the cluster token ([security] token of a node's configuration) with --token or RAFTCTL_TOKEN, or \
+     --token-file or RAFTCTL_TOKEN_FILE";
 
 impl Failure {
     pub fn new(exit: Exit, message: impl Into<String>) -> Self {
-        Self { exit, message: message.into() }
+        Self { exit, message: message.into(), probe: false }
     }
 
     pub fn usage(message: impl Into<String>) -> Self {
@@ -52,7 +60,14 @@ impl From<Status> for Failure {
             Code::Unauthenticated | Code::PermissionDenied => Exit::Unauthorized,
             _ => Exit::Unreachable,
         };
-        Failure::new(exit, s.message().to_string())
+        // tonic's words for an answer that was not gRPC at all.
+        let not_grpc = s.message().contains("grpc-status header missing") || s.message().contains("content-type");
+        let mut message = s.message().to_string();
+        if exit == Exit::Unauthorized && !not_grpc {
+            message = format!("{message}; {TOKEN_HINT}");
+        }
+        let probe = not_grpc || exit == Exit::Unreachable || s.code() == Code::Unimplemented;
+        Failure { exit, message, probe }
     }
 }
 
@@ -87,5 +102,11 @@ mod tests {
             assert_eq!(Failure::from(Status::new(code, "x")).exit, exit, "{code:?}");
         }
         assert_eq!(Exit::Unauthorized as u8, 4);
+        let refused = Failure::from(Status::unauthenticated("wrong cluster token"));
+        assert!(refused.message.contains("--token") && refused.message.contains("RAFTCTL_TOKEN"), "{refused:?}");
+        assert!(!refused.probe);
+        let http =
+            Failure::from(Status::unauthenticated("grpc-status header missing, mapped from HTTP status code 401"));
+        assert!(http.probe, "{http:?}");
     }
 }

@@ -8,8 +8,12 @@
 
 mod cli;
 mod commands;
+mod confirm;
 mod exit;
+mod http;
+mod node_config;
 mod output;
+mod probe;
 
 use std::process::ExitCode;
 

@@ -32,15 +32,55 @@ pub struct ConfigResult<'a> {
     pub dry_run: bool,
 }
 
+/// One election, as `history` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Election {
+    pub index: u64,
+    pub epoch: u64,
+    /// The timeline and switch point its promotion recorded, once it did.
+    pub timeline: Option<u64>,
+    pub lsn: Option<String>,
+    pub reason: String,
+    pub at_ms: u64,
+    pub at: String,
+    pub new_primary: String,
+}
+
+impl Election {
+    /// The election a `primary_elected` event records.
+    pub fn from_event(e: &pb::Event) -> Option<Election> {
+        if e.kind != "primary_elected" {
+            return None;
+        }
+        let v: Value = serde_json::from_str(&e.json).ok()?;
+        Some(Election {
+            index: e.index,
+            epoch: v["epoch"].as_u64()?,
+            timeline: v["timeline"].as_u64(),
+            lsn: v["lsn"].as_str().map(str::to_string),
+            reason: v["reason"].as_str().unwrap_or_default().to_string(),
+            at_ms: e.at_ms,
+            at: format_ms(e.at_ms),
+            new_primary: v["member"].as_str().unwrap_or_default().to_string(),
+        })
+    }
+}
+
 /// One method per response.
 pub trait Printer {
     /// `list`.
     fn status(&self, out: &mut dyn Write, s: &ClusterStatus) -> io::Result<()>;
+    /// `topology`: `list` as a tree, the primary first.
+    fn topology(&self, out: &mut dyn Write, s: &ClusterStatus) -> io::Result<()>;
+    /// `dsn`: a libpq connection string.
+    fn dsn(&self, out: &mut dyn Write, host: &str, port: u16) -> io::Result<()>;
     /// `config show`.
     fn config(&self, out: &mut dyn Write, version: u64, json: &str) -> io::Result<()>;
     /// `config set` and `config edit`.
     fn config_result(&self, out: &mut dyn Write, r: &ConfigResult) -> io::Result<()>;
-    /// `history`: every event at once.
+    /// `history`: the elections.
+    fn elections(&self, out: &mut dyn Write, rows: &[Election]) -> io::Result<()>;
+    /// `history --all`: every event at once.
     fn history(&self, out: &mut dyn Write, events: &[pb::Event]) -> io::Result<()>;
     /// `events`: one event of a stream.
     fn event(&self, out: &mut dyn Write, e: &pb::Event) -> io::Result<()>;
@@ -79,8 +119,10 @@ fn event_line(e: &pb::Event) -> String {
     format!("{}  [{:>6}]  {:<22} {}", format_ms(e.at_ms), e.index, e.kind, e.text)
 }
 
-impl Printer for TablePrinter {
-    fn status(&self, out: &mut dyn Write, s: &ClusterStatus) -> io::Result<()> {
+impl TablePrinter {
+    /// The members' table under the cluster line; `tree` puts the primary
+    /// first and indents the replicas below it, as `patronictl topology`.
+    fn members(&self, out: &mut dyn Write, s: &ClusterStatus, tree: bool) -> io::Result<()> {
         let mut header = format!("Cluster: {} (epoch {}, Raft term {})", s.cluster_id, s.epoch, s.raft_term);
         if s.maintenance {
             header.push_str("  [maintenance mode: automatic failover paused]");
@@ -97,14 +139,21 @@ impl Printer for TablePrinter {
         let mut t = Table::new();
         t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Disabled);
         t.set_header(vec!["Member", "Host", "Role", "State", "TL", "Lag in MB", "Raft", "Tags"]);
-        for m in &s.members {
+        let mut members: Vec<&MemberStatus> = s.members.iter().collect();
+        let is_primary = |m: &MemberStatus| s.primary.as_deref() == Some(m.name.as_str());
+        if tree {
+            members.sort_by_key(|m| !is_primary(m));
+        }
+        for m in members {
+            let name =
+                if tree && s.primary.is_some() && !is_primary(m) { format!("+ {}", m.name) } else { m.name.clone() };
             let raft = match m.raft_term {
                 Some(term) => format!("{} / {term}", m.raft_role),
                 None => m.raft_role.to_string(),
             };
             let tags: Vec<String> = m.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
             t.add_row(vec![
-                m.name.clone(),
+                name,
                 if m.port != 0 { format!("{}:{}", m.host, m.port) } else { String::new() },
                 role_text(m.role).to_string(),
                 m.state.to_string(),
@@ -125,6 +174,20 @@ impl Printer for TablePrinter {
         }
         Ok(())
     }
+}
+
+impl Printer for TablePrinter {
+    fn status(&self, out: &mut dyn Write, s: &ClusterStatus) -> io::Result<()> {
+        self.members(out, s, false)
+    }
+
+    fn topology(&self, out: &mut dyn Write, s: &ClusterStatus) -> io::Result<()> {
+        self.members(out, s, true)
+    }
+
+    fn dsn(&self, out: &mut dyn Write, host: &str, port: u16) -> io::Result<()> {
+        writeln!(out, "host={host} port={port}")
+    }
 
     fn config(&self, out: &mut dyn Write, version: u64, json: &str) -> io::Result<()> {
         writeln!(out, "# version {version}")?;
@@ -139,6 +202,23 @@ impl Printer for TablePrinter {
         } else {
             writeln!(out, "nothing to change (version {})", r.version)
         }
+    }
+
+    fn elections(&self, out: &mut dyn Write, rows: &[Election]) -> io::Result<()> {
+        let mut t = Table::new();
+        t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Disabled);
+        t.set_header(vec!["Epoch", "TL", "LSN", "Reason", "Timestamp", "New Primary"]);
+        for r in rows {
+            t.add_row(vec![
+                r.epoch.to_string(),
+                r.timeline.map(|t| t.to_string()).unwrap_or_default(),
+                r.lsn.clone().unwrap_or_default(),
+                r.reason.clone(),
+                r.at.clone(),
+                r.new_primary.clone(),
+            ]);
+        }
+        writeln!(out, "{t}")
     }
 
     fn history(&self, out: &mut dyn Write, events: &[pb::Event]) -> io::Result<()> {
@@ -178,6 +258,14 @@ impl Printer for JsonPrinter {
         pretty(out, &serde_json::to_value(s)?)
     }
 
+    fn topology(&self, out: &mut dyn Write, s: &ClusterStatus) -> io::Result<()> {
+        self.status(out, s)
+    }
+
+    fn dsn(&self, out: &mut dyn Write, host: &str, port: u16) -> io::Result<()> {
+        pretty(out, &json!({ "host": host, "port": port, "dsn": format!("host={host} port={port}") }))
+    }
+
     fn config(&self, out: &mut dyn Write, version: u64, json: &str) -> io::Result<()> {
         let config: Value = serde_json::from_str(json).unwrap_or(Value::Null);
         pretty(out, &json!({ "version": version, "config": config }))
@@ -186,6 +274,10 @@ impl Printer for JsonPrinter {
     fn config_result(&self, out: &mut dyn Write, r: &ConfigResult) -> io::Result<()> {
         let config: Value = serde_json::from_str(r.json).unwrap_or(Value::Null);
         pretty(out, &json!({ "version": r.version, "changed": r.changed, "dry_run": r.dry_run, "config": config }))
+    }
+
+    fn elections(&self, out: &mut dyn Write, rows: &[Election]) -> io::Result<()> {
+        pretty(out, &serde_json::to_value(rows)?)
     }
 
     fn history(&self, out: &mut dyn Write, events: &[pb::Event]) -> io::Result<()> {
@@ -259,6 +351,16 @@ mod tests {
     }
 
     #[test]
+    fn topology_puts_the_primary_first_and_indents_replicas() {
+        let mut s = status();
+        s.members.reverse();
+        let text = render(|o| TablePrinter.topology(o, &s));
+        let (p1, p2) = (text.find("pg1").expect("pg1"), text.find("+ pg2").expect("+ pg2"));
+        assert!(p1 < p2, "{text}");
+        assert_eq!(render(|o| TablePrinter.dsn(o, "10.0.0.1", 5432)), "host=10.0.0.1 port=5432\n");
+    }
+
+    #[test]
     fn json_is_the_status_model() {
         let v: Value = serde_json::from_str(&render(|o| JsonPrinter.status(o, &status()))).expect("JSON");
         assert_eq!(v["primary"], "pg1");
@@ -267,6 +369,30 @@ mod tests {
         assert_eq!(v["members"][1]["state"], "streaming");
         assert_eq!(v["members"][1]["raft_role"], "follower");
         assert_eq!(v["switchover"]["to"], Value::Null);
+    }
+
+    #[test]
+    fn history_shows_elections_by_name() {
+        let e = pb::Event {
+            index: 9,
+            at_ms: 0,
+            kind: "primary_elected".into(),
+            text: "pg2 elected primary in epoch 2 (switchover); timeline 2 from 0/3000060".into(),
+            json: r#"{"kind":"primary_elected","epoch":2,"member":"pg2","member_id":2,"reason":"switchover",
+                      "timeline":2,"lsn":"0/3000060"}"#
+                .into(),
+        };
+        let other = pb::Event { kind: "maintenance_changed".into(), json: "{}".into(), ..e.clone() };
+        assert_eq!(Election::from_event(&other), None);
+        let row = Election::from_event(&e).expect("an election");
+        let text = render(|o| TablePrinter.elections(o, std::slice::from_ref(&row)));
+        for want in ["Epoch", "TL", "LSN", "Reason", "New Primary", "0/3000060", "switchover", "pg2"] {
+            assert!(text.contains(want), "{want} missing: {text}");
+        }
+        let v: Value = serde_json::from_str(&render(|o| JsonPrinter.elections(o, &[row]))).expect("JSON");
+        assert_eq!(v[0]["new_primary"], "pg2");
+        assert_eq!(v[0]["timeline"], 2);
+        assert!(!v.to_string().contains("Some") && !v.to_string().contains("None"));
     }
 
     #[test]
