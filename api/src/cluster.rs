@@ -39,6 +39,9 @@ pub struct MemberStatus {
     /// A restart scheduled on it, when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_restart: Option<String>,
+    /// In the committed synchronous-standby set (synchronous mode).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sync_standby: bool,
 }
 
 /// A scheduled or running switchover.

@@ -40,6 +40,7 @@ impl From<MemberStatus> for pb::MemberStatus {
                 .collect(),
             last_error: m.last_error,
             scheduled_restart: m.scheduled_restart,
+            sync_standby: m.sync_standby,
         }
     }
 }
@@ -69,6 +70,7 @@ impl From<pb::MemberStatus> for MemberStatus {
                 .collect(),
             last_error: m.last_error,
             scheduled_restart: m.scheduled_restart,
+            sync_standby: m.sync_standby,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use raftgres_api::{ClusterStatus, MemberStatus, NodeStatus, PgState, RaftRole, Role, SwitchoverStatus};
-use raftgres_storage::NodeId;
+use raftgres_storage::{NodeId, SyncMode};
 
 use super::Ops;
 use crate::http::client;
@@ -81,6 +81,7 @@ impl Ops {
                 raft_role,
                 tags: m.map(|m| m.tags.clone()).unwrap_or_default(),
                 registered: m.is_some(),
+                sync_standby: state.config.synchronous_mode != SyncMode::Off && state.sync_standbys.contains(id),
                 ..Default::default()
             };
             match doc {

@@ -137,6 +137,9 @@ async fn parameters_are_checked_applied_and_restarted_like_patroni_s() {
         for m in status["members"].as_array().expect("members") {
             assert_eq!(m["pending_restart"]["max_connections"]["new_value"], "110", "{status}");
         }
+        let table = c.must_raftctl(&["list"]);
+        assert!(table.contains("Pending restart"), "{table}");
+        assert!(table.contains(&format!("Pending restart on pg{primary}: max_connections: 100->110")), "{table}");
         let (_, text) = http_get(&format!("{}/metrics", c.api(primary))).await.expect("metrics");
         assert!(text.lines().any(|l| l.starts_with("raftgres_pending_restart{") && l.ends_with(" 1")), "{text}");
         assert!(text.lines().any(|l| l.starts_with("patroni_pending_restart{") && l.ends_with(" 1")), "{text}");
@@ -198,11 +201,42 @@ async fn parameters_are_checked_applied_and_restarted_like_patroni_s() {
     })
     .await;
 
-    phase("the primary restarts in place on request", async {
-        let (code, text) = post(&c, primary, "/restart", r#"{"restart_pending": true, "role": "primary"}"#).await;
-        assert_eq!(code, 200, "{text}");
+    let primary = phase("raftctl restart --pending --switchover restarts no serving primary", async {
+        let (code, _, err) = c.raftctl(&["restart", "--pending", "--switchover"]);
+        assert_eq!(code, 2, "the primary is among them: without a terminal it needs --force: {err}");
+        assert!(err.contains("--force"), "{err}");
+        let out = c.must_raftctl(&["restart", "--pending", "--switchover", "--force"]);
+        assert!(out.contains(&format!("Success: restart on member pg{primary}")), "{out}");
+        let new = c.must_healthy(&[1, 2, 3], REJOIN).await;
+        assert_ne!(new, primary, "the role moved before the old primary restarted");
+        for id in [1, 2, 3] {
+            assert_eq!(show(&c, id, "max_connections").await.as_deref(), Ok("110"), "node {id}");
+            assert!(patroni(&c, id).await.get("pending_restart").is_none(), "node {id}");
+        }
+        let out = c.must_raftctl(&["restart", "--pending", "--force"]);
+        assert!(out.contains("nothing to restart"), "{out}");
+        new
+    })
+    .await;
+    let replicas: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != primary).collect();
+
+    phase("raftctl restart --all restarts replicas first and the primary in place", async {
+        c.must_raftctl(&["config", "set", "postgresql_parameters.max_connections=120"]);
+        for id in [1, 2, 3] {
+            wait_for(&format!("node {id} to show the restart pending"), APPLIED, async || {
+                let doc = patroni(&c, id).await;
+                if doc["pending_restart"] == true { Ok(()) } else { Err(doc) }
+            })
+            .await;
+        }
+        let out = c.must_raftctl(&["restart", "--all", "--force"]);
+        let order: Vec<&str> = out.lines().filter(|l| l.starts_with("Success: restart on member")).collect();
+        assert_eq!(order.len(), 3, "{out}");
+        assert!(order[2].ends_with(&format!("pg{primary}")), "the primary last: {out}");
         assert_eq!(c.must_healthy(&[1, 2, 3], REJOIN).await, primary, "no failover for a restart in place");
-        assert_eq!(show(&c, primary, "max_connections").await.as_deref(), Ok("110"));
+        for id in [1, 2, 3] {
+            assert_eq!(show(&c, id, "max_connections").await.as_deref(), Ok("120"), "node {id}");
+        }
     })
     .await;
 
@@ -221,9 +255,20 @@ async fn parameters_are_checked_applied_and_restarted_like_patroni_s() {
         let m = status["members"].as_array().expect("members").iter().find(|m| m["id"] == r).cloned();
         let listed = m.map(|m| m["last_error"].clone()).unwrap_or_default();
         assert!(listed.as_str().is_some_and(|e| e.contains("no_such_library")), "{status}");
-        // Backing off: a handful of attempts in 10 s, not one per turn.
+        // Backing off: a handful of attempts in 10 s, not one per turn,
+        // and no stream of events.
         let attempts = |log: &str| log.matches("could not access file \"no_such_library\"").count();
         let first = attempts(&server_log(&c, r));
+        let events_about = |c: &DaemonCluster| -> usize {
+            let all = c.raftctl_json(&["history", "--all"]);
+            let name = format!("pg{r}");
+            all.as_array()
+                .expect("events")
+                .iter()
+                .filter(|e| e["text"].as_str().is_some_and(|t| t.contains(&name)))
+                .count()
+        };
+        let events_before = events_about(&c);
         let window = std::time::Instant::now();
         wait_for("10 s of backing off", Duration::from_secs(15), async || {
             let n = attempts(&server_log(&c, r)) - first;
@@ -231,6 +276,8 @@ async fn parameters_are_checked_applied_and_restarted_like_patroni_s() {
             if window.elapsed() >= Duration::from_secs(10) { Ok(()) } else { Err(n) }
         })
         .await;
+        let events = events_about(&c) - events_before;
+        assert!(events <= 2, "{events} events about pg{r} while it failed to start");
         std::fs::write(&auto, &original).expect("restore postgresql.auto.conf");
         let (code, text) = post(&c, r, "/restart", "{}").await;
         assert_eq!(code, 200, "an operator's restart does not wait out the pause: {text}");

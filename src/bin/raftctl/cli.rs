@@ -197,9 +197,39 @@ pub enum Cmd {
         #[arg(long, default_value_t = 0)]
         after: u64,
     },
-    /// Restart a member's PostgreSQL (asks first when it is the primary).
+    /// Restart members' PostgreSQL: one by one, replicas first, each back
+    /// and streaming before the next; the primary last, in place or (with
+    /// --switchover) after handing its role to a restarted replica. Asks
+    /// first when the primary is among them.
+    ///
+    /// Examples: raftctl restart pg2
+    ///           raftctl restart --pending            (members with changes waiting for a restart)
+    ///           raftctl restart --all --switchover   (a rolling restart without restarting a primary)
+    ///           raftctl restart --all --scheduled 2026-12-01T03:00:00Z
+    #[command(verbatim_doc_comment)]
     Restart {
-        member: String,
+        /// Members to restart (default with --all or --pending: every member).
+        members: Vec<String>,
+        /// Every member.
+        #[arg(long)]
+        all: bool,
+        /// Only members with a changed parameter waiting for a restart.
+        #[arg(long)]
+        pending: bool,
+        /// Only members with this role: primary, replica or any.
+        #[arg(long, short = 'r')]
+        role: Option<String>,
+        /// Only members running an older PostgreSQL than this (e.g. 15.10).
+        #[arg(long)]
+        pg_version: Option<String>,
+        /// Schedule the restarts at this time (RFC 3339) instead; conditions
+        /// are checked then, on each member.
+        #[arg(long)]
+        scheduled: Option<String>,
+        /// Move the primary role to a restarted replica first, then restart
+        /// the old primary as a replica: no restart of a serving primary.
+        #[arg(long)]
+        switchover: bool,
         /// Do not ask for confirmation (required without a terminal).
         #[arg(long, short = 'f')]
         force: bool,

@@ -18,7 +18,7 @@ use crate::cli::{Cli, Cmd, ConfigCmd, DsnRole, HaproxyArgs, MemberCmd, Watch};
 use crate::confirm::{self, confirm};
 use crate::exit::{Exit, Failure, Result};
 use crate::output::{ConfigResult, Election, Printer, printer};
-use crate::{http, node_config, probe};
+use crate::{http, node_config, probe, restart};
 
 /// How to reach the cluster: every endpoint, the token, TLS, the deadline.
 #[derive(Clone)]
@@ -403,22 +403,9 @@ async fn dispatch(cli: Cli, ctl: &mut Ctl, out: &mut dyn Write) -> Result<()> {
             }
         }
         Cmd::Events { follow: true, after } => follow(ctl, &*p, out, after).await?,
-        Cmd::Restart { member, force } => {
-            let s = ctl.current().await?;
-            let m = must_member(&s, &member)?;
-            if s.primary.as_deref() == Some(m.name.as_str()) {
-                confirm(
-                    &format!(
-                        "Restart of PostgreSQL on {}, the primary of cluster {}: connections are cut and writes \
-                         fail until it is back.",
-                        m.name, s.cluster_id
-                    ),
-                    force,
-                )?;
-            }
-            eprintln!("restarting PostgreSQL on {member}...");
-            let reply = ctl.client.restart(ctl.req_for(pb::MemberRequest { member }, long)).await?.into_inner();
-            p.done(out, &reply)?;
+        Cmd::Restart { members, all, pending, role, pg_version, scheduled, switchover, force } => {
+            let wanted = restart::Wanted { members, all, pending, role, pg_version, scheduled, switchover, force };
+            restart_members(ctl, out, wanted, long).await?;
         }
         Cmd::Reinit { member, force } => {
             let s = ctl.current().await?;
@@ -498,6 +485,87 @@ fn check_keys(patch: &serde_json::Map<String, Value>, current: &str) -> Result<(
 }
 
 /// `reload`: POST /reload on each member's HTTP API (all by default).
+/// `restart`: conditional restarts through each member's `POST /restart`,
+/// one at a time, replicas first; scheduled ones are only registered.
+async fn restart_members(ctl: &mut Ctl, out: &mut dyn Write, w: restart::Wanted, long: Duration) -> Result<()> {
+    let s = ctl.current().await?;
+    let plan = restart::plan(&s, &w)?;
+    if plan.is_empty() {
+        writeln!(out, "nothing to restart: no member matches")?;
+        return Ok(());
+    }
+    let body = restart::body(&w)?;
+    confirm(
+        &restart::describe(&s, &plan, &w),
+        w.force || (!restart::touches_primary(&s, &plan) && w.scheduled.is_none()),
+    )?;
+    let token = ctl.settings.token.clone();
+    let mut failed = Vec::new();
+    for step in plan {
+        let name = step.name.clone();
+        if step.switch_over_first {
+            eprintln!("switching over from {name} before restarting it...");
+            let r = pb::SwitchoverRequest { from: name.clone(), to: String::new(), at_ms: 0, wait: true };
+            let reply = ctl.client.switchover(ctl.req_for(r, long)).await?.into_inner();
+            writeln!(out, "{}", reply.message)?;
+        }
+        if w.scheduled.is_none() {
+            eprintln!("restarting PostgreSQL on {name}...");
+        }
+        let api = s.members.iter().find(|m| m.name == name).map(|m| m.api_url.clone()).unwrap_or_default();
+        match http::request("POST", &api, "/restart", &body, token.as_deref(), long).await {
+            Ok((200, _)) => {
+                writeln!(out, "Success: restart on member {name}")?;
+                wait_back(ctl, &name, long).await?;
+            }
+            Ok((202, _)) => writeln!(out, "Success: restart scheduled on member {name}")?,
+            Ok((503, text)) if text.contains("restart conditions are not satisfied") => {
+                writeln!(out, "Skipped: restart conditions are not satisfied on member {name}")?
+            }
+            Ok((code, text)) => {
+                writeln!(out, "Failed: restart on member {name} ({code}): {text}")?;
+                failed.push(name);
+                if w.scheduled.is_none() {
+                    break;
+                }
+            }
+            Err(e) => {
+                writeln!(out, "Failed: restart on member {name}: {e}")?;
+                failed.push(name);
+                if w.scheduled.is_none() {
+                    break;
+                }
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            Exit::Refused,
+            format!("restart failed on {}; the others were not touched after it", failed.join(", ")),
+        ))
+    }
+}
+
+/// Waits until `name` runs again: the primary answering, a replica
+/// streaming.
+async fn wait_back(ctl: &mut Ctl, name: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s = ctl.current().await?;
+        if let Some(m) = s.members.iter().find(|m| m.name == name)
+            && (m.role == Role::Primary || m.state == raftgres_api::PgState::Streaming)
+        {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Failure::new(Exit::Unreachable, format!("{name} is not back {timeout:?} after its restart")));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 async fn reload(ctl: &mut Ctl, out: &mut dyn Write, members: Vec<String>) -> Result<()> {
     let s = ctl.current().await?;
     let targets: Vec<&MemberStatus> = if members.is_empty() {

@@ -1,5 +1,6 @@
-//! A POST to a member's HTTP API (`reload` has no admin call): HTTP/1.0
-//! over plain TCP, enough for the daemon's own API.
+//! Requests to a member's HTTP API (`reload` has no admin call, and
+//! conditional or scheduled restarts are Patroni's `POST /restart`):
+//! HTTP/1.0 over plain TCP, enough for the daemon's own API.
 
 use std::time::Duration;
 
@@ -16,11 +17,28 @@ fn authority(api_url: &str) -> Result<&str, String> {
 
 /// POSTs an empty body to `path`; the status code and body.
 pub async fn post(api_url: &str, path: &str, token: Option<&str>, timeout: Duration) -> Result<(u16, String), String> {
+    request("POST", api_url, path, "", token, timeout).await
+}
+
+/// Sends `method` with a JSON `body` (empty for none) to `path`; the
+/// status code and body.
+pub async fn request(
+    method: &str,
+    api_url: &str,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
     let host = authority(api_url)?;
     let exchange = async {
         let mut s = TcpStream::connect(host).await.map_err(|e| format!("connect to {host}: {e}"))?;
         let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-        let req = format!("POST {path} HTTP/1.0\r\nHost: {host}\r\n{auth}Content-Length: 0\r\n\r\n");
+        let kind = if body.is_empty() { "" } else { "Content-Type: application/json\r\n" };
+        let req = format!(
+            "{method} {path} HTTP/1.0\r\nHost: {host}\r\n{auth}{kind}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
         s.write_all(req.as_bytes()).await.map_err(|e| format!("send to {host}: {e}"))?;
         let mut answer = Vec::new();
         s.read_to_end(&mut answer).await.map_err(|e| format!("read from {host}: {e}"))?;

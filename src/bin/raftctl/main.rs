@@ -14,6 +14,7 @@ mod http;
 mod node_config;
 mod output;
 mod probe;
+mod restart;
 
 use std::process::ExitCode;
 

@@ -138,7 +138,17 @@ impl TablePrinter {
         }
         let mut t = Table::new();
         t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Disabled);
-        t.set_header(vec!["Member", "Host", "Role", "State", "TL", "Lag in MB", "Raft", "Tags"]);
+        let pending = s.members.iter().any(|m| !m.pending_restart.is_empty());
+        let scheduled = s.members.iter().any(|m| m.scheduled_restart.is_some());
+        let mut header = vec!["Member", "Host", "Role", "State", "TL", "Lag in MB", "Raft"];
+        if pending {
+            header.push("Pending restart");
+        }
+        if scheduled {
+            header.push("Scheduled restart");
+        }
+        header.push("Tags");
+        t.set_header(header);
         let mut members: Vec<&MemberStatus> = s.members.iter().collect();
         let is_primary = |m: &MemberStatus| s.primary.as_deref() == Some(m.name.as_str());
         if tree {
@@ -152,16 +162,24 @@ impl TablePrinter {
                 None => m.raft_role.to_string(),
             };
             let tags: Vec<String> = m.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            t.add_row(vec![
+            let role = if m.sync_standby && m.role == Role::Replica { "Sync Standby" } else { role_text(m.role) };
+            let mut row = vec![
                 name,
                 if m.port != 0 { format!("{}:{}", m.host, m.port) } else { String::new() },
-                role_text(m.role).to_string(),
+                role.to_string(),
                 m.state.to_string(),
                 m.timeline.map(|t| t.to_string()).unwrap_or_default(),
                 lag_text(m),
                 raft,
-                tags.join(","),
-            ]);
+            ];
+            if pending {
+                row.push(if m.pending_restart.is_empty() { String::new() } else { "*".into() });
+            }
+            if scheduled {
+                row.push(m.scheduled_restart.clone().unwrap_or_default());
+            }
+            row.push(tags.join(","));
+            t.add_row(row);
         }
         writeln!(out, "{t}")?;
         if let Some(sw) = &s.switchover {
@@ -171,6 +189,16 @@ impl TablePrinter {
         }
         if let Some(why) = &s.failover_blocked {
             writeln!(out, "Automatic failover blocked: {why}")?;
+        }
+        for m in s.members.iter().filter(|m| !m.pending_restart.is_empty()) {
+            let reasons: Vec<String> =
+                m.pending_restart.iter().map(|(k, c)| format!("{k}: {}->{}", c.old_value, c.new_value)).collect();
+            writeln!(out, "Pending restart on {}: {}", m.name, reasons.join(", "))?;
+        }
+        for m in &s.members {
+            if let Some(e) = &m.last_error {
+                writeln!(out, "Last error on {}: {e}", m.name)?;
+            }
         }
         Ok(())
     }
