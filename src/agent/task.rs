@@ -462,9 +462,12 @@ impl Agent {
                             } else {
                                 tracing::info!(from = ?from, to = ?to, "synchronous standbys changed");
                             }
-                            if self.widening.as_ref().is_some_and(|w| to.contains(&w.node)) {
-                                self.widening = None;
-                            }
+                            // The standby being added stays in what
+                            // PostgreSQL waits for until the state this
+                            // agent reads shows it committed (the next
+                            // step then drops the widening): never a
+                            // moment when a committed standby is not
+                            // waited for.
                         }
                         Err(r) => tracing::warn!("changing the synchronous standbys was refused: {r}"),
                     },

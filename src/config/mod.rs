@@ -300,13 +300,12 @@ fn host_of(addr: &str) -> String {
 }
 
 /// What this version of the daemon cannot run yet, whatever the replicated
-/// state allows: synchronous replication (the agent does not manage
-/// `synchronous_standby_names` yet).
+/// state allows: quorum commit (`synchronous_mode = "quorum"`).
 pub fn check_supported(dynamic: &DynamicConfig) -> Result<(), ConfigViolation> {
-    if dynamic.synchronous_mode != SyncMode::Off {
+    if dynamic.synchronous_mode == SyncMode::Quorum {
         return Err(ConfigViolation {
             field: "synchronous_mode".into(),
-            message: "synchronous replication is not implemented yet; only \"off\" is accepted".into(),
+            message: "quorum commit is not implemented yet; \"off\", \"on\" and \"strict\" are accepted".into(),
         });
     }
     Ok(())
@@ -688,7 +687,7 @@ mod tests {
         c.http.listen = "x".into();
         c.postgres.replication_password = String::new();
         c.dynamic.lease_ttl_ms = 10;
-        c.dynamic.synchronous_mode = raftgres_storage::SyncMode::On;
+        c.dynamic.synchronous_mode = raftgres_storage::SyncMode::Quorum;
         c.security.token = Some("short".into());
         c.security.tls_cert_file = Some("/nonexistent.pem".into());
         c.tags.insert("nofailover".into(), "maybe".into());

@@ -299,6 +299,14 @@ fn candidate<'a>(
             rejected.push(format!("{}: not a synchronous standby", m.name));
             continue;
         }
+        if config.synchronous_mode == SyncMode::Strict && state.sync_standbys.is_empty() {
+            rejected.push(format!(
+                "{}: synchronous_mode is strict and no standby is synchronous, so nobody is known to hold every \
+                 acknowledged write",
+                m.name
+            ));
+            continue;
+        }
         pool.push((m.id, v, m.failover_priority()));
     }
     let old_report = old.and_then(|o| input.views.get(&o)).map(|v| &v.report);

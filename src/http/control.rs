@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Json, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use raftgres_api::Role;
 use raftgres_api::patroni_config;
 use raftgres_api::time::{format_ms, parse_rfc3339_ms};
 
@@ -60,7 +61,7 @@ pub async fn cluster(State(s): State<Shared>) -> Response {
         .members
         .iter()
         .map(|m| {
-            let role = m.role.cluster_name();
+            let role = if m.sync_standby && m.role == Role::Replica { "sync_standby" } else { m.role.cluster_name() };
             json!({
                 "name": m.name, "role": role, "state": m.state, "api_url": m.api_url, "host": m.host,
                 "port": m.port, "timeline": m.timeline, "tags": m.tags, "lag": m.lag_bytes, "lsn": m.lsn,

@@ -66,6 +66,8 @@ pub fn render(s: &Shared) -> String {
     let primary = is_primary(s);
     let replica = o.is_replica();
     let pending = !s.parameters.borrow().pending_restart.is_empty();
+    let sync = state.config.synchronous_mode != raftgres_storage::SyncMode::Off
+        && state.sync_standbys.contains(&s.handle.id());
     let lease_s =
         s.lease.borrow().map(|l| l.expires_at.saturating_duration_since(Instant::now()).as_secs_f64()).unwrap_or(0.0);
     let primary_lsn = (*s.primary_lsn.borrow()).max(o.receive_lsn);
@@ -120,6 +122,8 @@ pub fn render(s: &Shared) -> String {
         }
         gauge(r, "members", "Registered members", state.members.len() as i64);
         gauge(r, "pending_restart", "1 if a changed parameter waits for a restart of this node", pending as i64);
+        gauge(r, "sync_standby", "1 if this node is in the committed synchronous-standby set", sync as i64);
+        gauge(r, "sync_standbys", "Members of the committed synchronous-standby set", state.sync_standbys.len() as i64);
         counter(r, "failovers", "Failovers (automatic and manual) since the cluster was created", state.failovers);
         counter(r, "switchovers", "Switchovers since the cluster was created", state.switchovers);
     }
@@ -137,6 +141,7 @@ pub fn render(s: &Shared) -> String {
         gauge(r, "cluster_unlocked", "Value is 1 if the cluster is unlocked.", unlocked as i64);
         gauge(r, "is_paused", "Value is 1 if auto failover is disabled.", state.maintenance as i64);
         gauge(r, "pending_restart", "Value is 1 if the node needs a restart, 0 otherwise.", pending as i64);
+        gauge(r, "sync_standby", "Value is 1 if this node is a synchronous standby, 0 otherwise.", sync as i64);
     }
     let mut out = String::new();
     if let Err(e) = encode(&mut out, &root) {

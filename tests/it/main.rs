@@ -10,3 +10,4 @@ mod t60_operator;
 mod t65_raftctl_habits;
 mod t66_parameters;
 mod t70_operator_safety;
+mod t80_synchronous;

@@ -1,0 +1,245 @@
+//! Synchronous replication through Raft: with `synchronous_mode` on, a
+//! client writing while the primary dies loses no acknowledged write; `on`
+//! degrades to asynchronous when no standby is left and recovers when one
+//! returns; `strict` blocks instead and resumes. Phases are named: a
+//! failure names its phase.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use raftgres::playground::http_get;
+use raftgres::postgres::pidfile::children_of;
+use serde_json::Value;
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::support::daemon::DaemonCluster;
+use crate::support::deadline::{FAILOVER, REJOIN, REPLICAS_FOLLOW, WRITE};
+use crate::support::{phase, wait_for};
+
+/// How long the primary's agent may take to make a standby synchronous
+/// (a few turns: tell PostgreSQL, see it wait, see it catch up, commit).
+const SYNC_ESTABLISHED: Duration = Duration::from_secs(20);
+
+/// How long a write in strict mode is watched to make sure it does not
+/// commit while no standby is synchronous.
+const BLOCKED_FOR: Duration = Duration::from_secs(4);
+
+/// On a failure, prints the end of every daemon's log (they go with the
+/// cluster's temporary directory).
+struct LogsOnPanic(Vec<(u64, std::path::PathBuf)>);
+
+impl Drop for LogsOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for (id, path) in &self.0 {
+            let log = std::fs::read_to_string(path).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(150)..].join("\n");
+            eprintln!("===== daemon log of node {id} (last 150 lines) =====\n{tail}");
+        }
+    }
+}
+
+/// The members `raftctl list` names synchronous standbys.
+fn sync_standbys(c: &DaemonCluster) -> BTreeSet<u64> {
+    let s = c.raftctl_json(&["list"]);
+    s["members"]
+        .as_array()
+        .map(|ms| ms.iter().filter(|m| m["sync_standby"] == true).filter_map(|m| m["id"].as_u64()).collect())
+        .unwrap_or_default()
+}
+
+/// Waits until exactly `n` members are synchronous standbys; returns them.
+async fn must_sync(c: &DaemonCluster, n: usize) -> BTreeSet<u64> {
+    wait_for(&format!("{n} synchronous standby(s)"), SYNC_ESTABLISHED, async || {
+        let set = sync_standbys(c);
+        if set.len() == n { Ok(set) } else { Err(set) }
+    })
+    .await
+}
+
+/// SIGKILLs a node's daemon, postmaster and every PostgreSQL process
+/// (`kill_node` reaps the daemon afterwards).
+fn kill_everything(c: &DaemonCluster, id: u64) {
+    let pm = c.postmaster_pid(id);
+    let children = pm.map(children_of).unwrap_or_default();
+    c.signal_daemon(id, Signal::SIGKILL);
+    for pid in pm.into_iter().chain(children) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+}
+
+async fn status_of(c: &DaemonCluster, id: u64, path: &str) -> u16 {
+    http_get(&format!("{}{path}", c.api(id))).await.map(|(code, _)| code).unwrap_or(0)
+}
+
+/// Values that are in `t` on node `id`, out of `values`.
+async fn present(c: &DaemonCluster, id: u64, values: &[i64]) -> usize {
+    let client = c.must_pg(id).await;
+    let row = client.query_one("SELECT count(*) FROM t WHERE v = ANY($1)", &[&values]).await.expect("count");
+    row.get::<_, i64>(0) as usize
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn synchronous_on_loses_no_acknowledged_write_when_the_primary_dies() {
+    let mut c = DaemonCluster::start(3, |_| {}).await;
+    let _logs = LogsOnPanic(c.layout.nodes.iter().map(|n| (n.id, n.log_path())).collect());
+    let mut primary = c.must_healthy(&[1, 2, 3], REPLICAS_FOLLOW).await;
+    c.must_pg(primary).await.batch_execute("CREATE TABLE t (v bigint PRIMARY KEY)").await.expect("create table");
+
+    phase("synchronous mode switched on at run time", async {
+        c.must_raftctl(&["config", "set", "synchronous_mode=on"]);
+        let set = must_sync(&c, 1).await;
+        let s = *set.first().expect("one");
+        let other = [1, 2, 3].into_iter().find(|id| *id != primary && *id != s).expect("the other replica");
+        assert_eq!(status_of(&c, s, "/sync").await, 200, "the synchronous standby answers /sync");
+        assert_eq!(status_of(&c, other, "/sync").await, 503);
+        assert_eq!(status_of(&c, other, "/async").await, 200);
+        let table = c.must_raftctl(&["list"]);
+        assert!(table.contains("Sync Standby"), "{table}");
+        let client = c.must_pg(primary).await;
+        let names: String = client.query_one("SHOW synchronous_standby_names", &[]).await.expect("SHOW").get(0);
+        assert_eq!(names, format!("ANY 1 (\"pg{s}\")"), "PostgreSQL waits for the committed set");
+    })
+    .await;
+
+    let mut next = 0_i64;
+    for round in 1..=3 {
+        primary = phase(&format!("round {round}: the primary dies under writes"), async {
+            let before = must_sync(&c, 1).await;
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let acked = Arc::new(Mutex::new(Vec::new()));
+            let writer = {
+                let acked = acked.clone();
+                let c = &c;
+                let start = next;
+                async move {
+                    let mut v = start;
+                    while !*stop_rx.borrow() {
+                        v += 1;
+                        if c.try_write(primary, v).await {
+                            acked.lock().expect("acked").push(v);
+                        }
+                    }
+                    v
+                }
+            };
+            let killer = {
+                let c = &c;
+                let acked = acked.clone();
+                async move {
+                    wait_for("a few acknowledged writes", WRITE, async || {
+                        let n = acked.lock().expect("acked").len();
+                        if n >= 20 { Ok(()) } else { Err(n) }
+                    })
+                    .await;
+                    kill_everything(c, primary);
+                    info!(round, primary, "--- primary killed under writes");
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    let _ = stop_tx.send(true);
+                }
+            };
+            let (last, ()) = tokio::join!(writer, killer);
+            next = last;
+            c.kill_node(primary);
+            let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != primary).collect();
+            let new = c.must_primary(&others, FAILOVER).await;
+            assert!(before.contains(&new), "the new primary {new} was the synchronous standby {before:?}");
+            let acked = acked.lock().expect("acked").clone();
+            let found = present(&c, new, &acked).await;
+            assert_eq!(
+                found,
+                acked.len(),
+                "every acknowledged write is on the new primary ({} acknowledged)",
+                acked.len()
+            );
+            c.start_node(primary);
+            c.must_healthy(&[1, 2, 3], REJOIN).await;
+            new
+        })
+        .await;
+    }
+}
+
+/// Stops node `id`'s PostgreSQL by hand (fast shutdown), its daemon left
+/// running: in maintenance mode the agent leaves it stopped, and the
+/// primary keeps its Raft quorum.
+async fn stop_postgres(c: &DaemonCluster, id: u64) {
+    let pm = c.postmaster_pid(id).unwrap_or_else(|| panic!("node {id} runs no postmaster"));
+    kill(Pid::from_raw(pm), Signal::SIGINT).expect("SIGINT the postmaster");
+    wait_for(&format!("node {id}'s PostgreSQL to stop"), WRITE, async || match c.postmaster_pid(id) {
+        None => Ok(()),
+        Some(pid) => Err(pid),
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_degrades_and_recovers_and_strict_blocks_and_resumes() {
+    let c = DaemonCluster::start(3, |_| {}).await;
+    let _logs = LogsOnPanic(c.layout.nodes.iter().map(|n| (n.id, n.log_path())).collect());
+    let primary = c.must_healthy(&[1, 2, 3], REPLICAS_FOLLOW).await;
+    let replicas: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != primary).collect();
+    c.must_pg(primary).await.batch_execute("CREATE TABLE t (v bigint PRIMARY KEY)").await.expect("create table");
+    c.must_raftctl(&["config", "set", "synchronous_mode=on"]);
+    must_sync(&c, 1).await;
+    // Hands off: PostgreSQL stopped by hand stays stopped.
+    c.must_raftctl(&["pause"]);
+
+    phase("on: with no standby left, writes go on asynchronously", async {
+        for r in &replicas {
+            stop_postgres(&c, *r).await;
+        }
+        c.must_accept_write(primary, 1, WRITE).await;
+        assert!(sync_standbys(&c).is_empty(), "the set was narrowed to nothing");
+        let events = c.raftctl_json(&["history", "--all"]);
+        let texts: Vec<&str> = events.as_array().expect("events").iter().filter_map(|e| e["text"].as_str()).collect();
+        assert!(
+            texts.iter().any(|t| t.contains("synchronous standbys of epoch") && t.ends_with(": none")),
+            "{texts:?}"
+        );
+    })
+    .await;
+
+    phase("on: a returning standby is synchronous again", async {
+        c.must_raftctl(&["restart", &format!("pg{}", replicas[0])]);
+        assert_eq!(must_sync(&c, 1).await, [replicas[0]].into());
+        c.must_accept_write(primary, 2, WRITE).await;
+    })
+    .await;
+
+    phase("strict: writes wait while no standby is synchronous", async {
+        c.must_raftctl(&["config", "set", "synchronous_mode=strict"]);
+        stop_postgres(&c, replicas[0]).await;
+        let client = c.must_pg(primary).await;
+        let blocked = tokio::time::timeout(BLOCKED_FOR, client.execute("INSERT INTO t VALUES (3)", &[])).await;
+        assert!(blocked.is_err(), "a write committed with no synchronous standby: {blocked:?}");
+        assert_eq!(sync_standbys(&c), [replicas[0]].into(), "strict never narrows to nothing");
+        let doc: Value = serde_json::from_str(&http_get(&format!("{}/patroni", c.api(primary))).await.expect("GET").1)
+            .expect("JSON");
+        assert_eq!(doc["role"], "primary", "{doc}");
+    })
+    .await;
+
+    phase("strict: a returning standby releases the writes", async {
+        c.must_raftctl(&["restart", &format!("pg{}", replicas[1])]);
+        c.must_accept_write(primary, 4, REJOIN).await;
+        assert_eq!(must_sync(&c, 1).await, [replicas[1]].into(), "the returning standby replaced the lost one");
+        c.must_raftctl(&["resume"]);
+        c.must_healthy(&[1, 2, 3], REJOIN).await;
+        wait_for("the blocked write to commit once it could", WRITE, async || {
+            match present(&c, primary, &[1, 2, 3, 4]).await {
+                4 => Ok(()),
+                n => Err(n),
+            }
+        })
+        .await;
+    })
+    .await;
+}
