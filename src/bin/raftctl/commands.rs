@@ -208,6 +208,33 @@ fn failover_plan(s: &ClusterStatus, to: &str, accept_data_loss: bool) -> String 
 
 /// The member `who` names (a name or an id), or the refusal the daemon
 /// would give.
+/// Refuses, before asking anything, a handover target the cluster would
+/// refuse: one whose daemon does not answer, or, in synchronous mode, one
+/// outside the synchronous set.
+fn check_target(s: &ClusterStatus, m: &MemberStatus, must_run: bool) -> Result<()> {
+    if must_run && matches!(m.role, Role::Unreachable | Role::Unknown) {
+        return Err(Failure::new(
+            Exit::Refused,
+            format!(
+                "{} is not running (its daemon does not answer, or PostgreSQL is {}); nothing changed",
+                m.name, m.state
+            ),
+        ));
+    }
+    let sync: Vec<&str> = s.members.iter().filter(|m| m.sync_standby).map(|m| m.name.as_str()).collect();
+    if !sync.is_empty() && !m.sync_standby {
+        return Err(Failure::new(
+            Exit::Refused,
+            format!(
+                "{} is not a synchronous standby, so it may lack acknowledged writes; the synchronous standbys: {}",
+                m.name,
+                sync.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn must_member<'a>(s: &'a ClusterStatus, who: &str) -> Result<&'a MemberStatus> {
     let who = who.trim();
     s.members.iter().find(|m| m.name == who).or_else(|| s.members.iter().find(|m| m.id.to_string() == who)).ok_or_else(
@@ -349,6 +376,9 @@ async fn dispatch(cli: Cli, ctl: &mut Ctl, out: &mut dyn Write) -> Result<()> {
             {
                 return Err(Failure::new(Exit::Refused, format!("{to} is already the primary")));
             }
+            if let Some(to) = &to {
+                check_target(&s, must_member(&s, to)?, true)?;
+            }
             confirm(&switchover_plan(&s, to.as_deref(), at.as_deref()), force)?;
             let wait = !no_wait && at_ms == 0;
             if wait {
@@ -366,6 +396,9 @@ async fn dispatch(cli: Cli, ctl: &mut Ctl, out: &mut dyn Write) -> Result<()> {
             let target = must_member(&s, &to)?;
             if s.primary.as_deref() == Some(target.name.as_str()) {
                 return Err(Failure::new(Exit::Refused, format!("{to} is already the primary")));
+            }
+            if !accept_data_loss {
+                check_target(&s, target, s.primary.is_some())?;
             }
             confirm(&failover_plan(&s, &target.name, accept_data_loss), force)?;
             if accept_data_loss {
