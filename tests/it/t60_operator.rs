@@ -387,7 +387,7 @@ async fn phase_restart(c: &DaemonCluster, r: &Roles) -> i32 {
     let replicas = &r.replicas;
     let before = c.postmaster_pid(replicas[0]).expect("running");
     let out = c.must_raftctl(&["restart", &format!("pg{}", replicas[0]), "--force"]);
-    assert!(out.contains("restarted"), "{out}");
+    assert!(out.contains(&format!("Success: restart on member pg{}", replicas[0])), "{out}");
     let after = c.postmaster_pid(replicas[0]).expect("running again");
     assert_ne!(before, after, "a new postmaster");
     after
