@@ -88,13 +88,25 @@ async fn present(c: &DaemonCluster, id: u64, values: &[i64]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn synchronous_on_loses_no_acknowledged_write_when_the_primary_dies() {
+    no_acknowledged_write_lost("on", 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn synchronous_strict_loses_no_acknowledged_write_when_the_primary_dies() {
+    no_acknowledged_write_lost("strict", 2).await;
+}
+
+/// Switches `mode` on, then `rounds` times: a writer writes through the
+/// primary, the primary dies, the new primary must be the synchronous
+/// standby and hold every acknowledged write.
+async fn no_acknowledged_write_lost(mode: &str, rounds: usize) {
     let mut c = DaemonCluster::start(3, |_| {}).await;
     let _logs = LogsOnPanic(c.layout.nodes.iter().map(|n| (n.id, n.log_path())).collect());
     let mut primary = c.must_healthy(&[1, 2, 3], REPLICAS_FOLLOW).await;
     c.must_pg(primary).await.batch_execute("CREATE TABLE t (v bigint PRIMARY KEY)").await.expect("create table");
 
     phase("synchronous mode switched on at run time", async {
-        c.must_raftctl(&["config", "set", "synchronous_mode=on"]);
+        c.must_raftctl(&["config", "set", &format!("synchronous_mode={mode}")]);
         let set = must_sync(&c, 1).await;
         let s = *set.first().expect("one");
         let other = [1, 2, 3].into_iter().find(|id| *id != primary && *id != s).expect("the other replica");
@@ -110,7 +122,7 @@ async fn synchronous_on_loses_no_acknowledged_write_when_the_primary_dies() {
     .await;
 
     let mut next = 0_i64;
-    for round in 1..=3 {
+    for round in 1..=rounds {
         primary = phase(&format!("round {round}: the primary dies under writes"), async {
             let before = must_sync(&c, 1).await;
             let (stop_tx, stop_rx) = watch::channel(false);
@@ -242,4 +254,71 @@ async fn on_degrades_and_recovers_and_strict_blocks_and_resumes() {
         .await;
     })
     .await;
+}
+
+/// The mode changes at run time while a client writes: every change takes
+/// effect without a restart or a write error, and every acknowledged write
+/// is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_mode_changes_under_writes() {
+    let c = DaemonCluster::start(3, |_| {}).await;
+    let _logs = LogsOnPanic(c.layout.nodes.iter().map(|n| (n.id, n.log_path())).collect());
+    let primary = c.must_healthy(&[1, 2, 3], REPLICAS_FOLLOW).await;
+    c.must_pg(primary).await.batch_execute("CREATE TABLE t (v bigint PRIMARY KEY)").await.expect("create table");
+    let started: String = c
+        .must_pg(primary)
+        .await
+        .query_one("SELECT pg_postmaster_start_time()::text", &[])
+        .await
+        .expect("start time")
+        .get(0);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let writer = {
+        let acked = acked.clone();
+        let c = &c;
+        async move {
+            let client = c.must_pg(primary).await;
+            let mut v = 0_i64;
+            let mut errors = Vec::new();
+            while !*stop_rx.borrow() {
+                v += 1;
+                match client.execute("INSERT INTO t VALUES ($1)", &[&v]).await {
+                    Ok(_) => acked.lock().expect("acked").push(v),
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+            errors
+        }
+    };
+    let changes = {
+        let acked = acked.clone();
+        let c = &c;
+        async move {
+            for (mode, sync) in [("on", 1), ("strict", 1), ("on", 1), ("off", 0)] {
+                c.must_raftctl(&["config", "set", &format!("synchronous_mode={mode}")]);
+                must_sync(c, sync).await;
+                let before = acked.lock().expect("acked").len();
+                wait_for(&format!("writes to go on in {mode} mode"), WRITE, async || {
+                    let n = acked.lock().expect("acked").len();
+                    if n >= before + 50 { Ok(()) } else { Err(n) }
+                })
+                .await;
+                info!(mode, acked = acked.lock().expect("acked").len(), "--- mode changed under writes");
+            }
+            let _ = stop_tx.send(true);
+        }
+    };
+    let (errors, ()) = tokio::join!(writer, changes);
+    assert!(errors.is_empty(), "no write failed: {errors:?}");
+    let acked = acked.lock().expect("acked").clone();
+    assert_eq!(present(&c, primary, &acked).await, acked.len());
+    let now: String = c
+        .must_pg(primary)
+        .await
+        .query_one("SELECT pg_postmaster_start_time()::text", &[])
+        .await
+        .expect("start time")
+        .get(0);
+    assert_eq!(now, started, "no restart");
 }
