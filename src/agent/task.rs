@@ -312,10 +312,7 @@ impl Agent {
     /// role it was given. The release is recorded as `manual`: the event
     /// log has no reason of its own for it.
     async fn refuse_primary(&mut self, state: &ClusterState, why: &str) {
-        let msg = format!(
-            "watchdog.mode is required and the watchdog device cannot be used ({why}): this node does not take the \
-             primary role"
-        );
+        let msg = refusal_message(why);
         tracing::error!("{msg}");
         self.links.last_error.send_replace(Some(msg));
         self.links.refusal.set(why.to_string());
@@ -623,7 +620,15 @@ impl Agent {
             (true, Some(false)) => self.links.may_be_primary.set(true),
             (true, None) => {} // unknown: keep what was last known
         }
-        if o.accepting {
+        if let Some(why) = self.links.refusal.reason() {
+            // Shown for as long as it holds, not only until PostgreSQL runs.
+            let msg = refusal_message(&why);
+            self.links.last_error.send_if_modified(|e| {
+                let changed = e.as_ref() != Some(&msg);
+                *e = Some(msg);
+                changed
+            });
+        } else if o.accepting {
             self.links.last_error.send_if_modified(|e| e.take().is_some());
         }
         self.links.observation.send_replace(o.clone());
@@ -1300,6 +1305,14 @@ impl Agent {
         self.slots_ensured = Some((ids.to_vec(), Instant::now()));
         Ok(())
     }
+}
+
+/// Why this node does not take the primary role, for `last_error`.
+fn refusal_message(why: &str) -> String {
+    format!(
+        "watchdog.mode is required and the watchdog device cannot be used ({why}): this node does not take the \
+         primary role"
+    )
 }
 
 /// An action in words, for `last_error` (shown by `raftctl list` and

@@ -99,6 +99,11 @@ async fn the_primary_holds_the_device_and_a_required_node_without_one_never_lead
         }
     })
     .await;
+    wait_for("node 1's last_error to say why", SETTLED, async || match c.health(1).await {
+        Ok(h) if h.last_error.as_deref().is_some_and(|e| e.contains("no-such-watchdog")) => Ok(()),
+        other => Err(other),
+    })
+    .await;
     let status = c.raftctl_json(&["list"]);
     assert!(status.to_string().contains("unavailable"), "node 1 publishes watchdog = unavailable: {status}");
 
