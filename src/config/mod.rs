@@ -811,9 +811,12 @@ mod tests {
     fn the_watchdog_section_is_checked_against_the_lease() {
         let base = FileConfig::parse(DEFAULT_CONFIG).expect("parse");
         assert_eq!(base.watchdog, WatchdogSection::default(), "the template shows the defaults");
-        let text = DEFAULT_CONFIG.replace("mode = \"off\"", "mode = \"sometimes\"");
+        let section = "[watchdog]";
+        let at = DEFAULT_CONFIG.find(section).expect("the template has a [watchdog] section");
+        let (head, tail) = DEFAULT_CONFIG.split_at(at);
+        let text = format!("{head}{}", tail.replacen("mode = \"off\"", "mode = \"sometimes\"", 1));
         let e = FileConfig::parse(&text).expect_err("unknown mode").to_string();
-        assert!(e.contains("sometimes") && e.starts_with("line "), "{e}");
+        assert!(e.contains("sometimes") && e.contains("automatic") && e.contains("line "), "{e}");
 
         let invalid = |c: &FileConfig| -> Vec<String> {
             match c.validate() {

@@ -116,7 +116,7 @@ async fn the_primary_holds_the_device_and_a_required_node_without_one_never_lead
     info!("--- switchover to node {other}: the old primary's device closes cleanly, the new one's opens");
     let target = c.layout.node(other).name.clone();
     wait_for("the switchover to be accepted", HANDOVER_ACCEPTED, async || {
-        match c.raftctl(&["switchover", "--to", &target]) {
+        match c.raftctl(&["switchover", "--to", &target, "--force"]) {
             (0, out, _) => Ok(out),
             (_, _, err) => Err(err),
         }
