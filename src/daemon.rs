@@ -34,6 +34,7 @@ use crate::postgres::settings::ParameterState;
 use crate::postgres::{Binaries, Observation, Runner};
 use crate::reload::Reloader;
 use crate::watchdog::Watchdog;
+use crate::watchdog::device::{self, DeviceError, DeviceSlot, Refusal, WatchdogMode, timeout_for};
 use crate::{fence, handoff, http};
 
 /// How long shutdown waits for the agent to finish its current step.
@@ -150,6 +151,8 @@ pub struct Daemon {
     watchdog_pid: i32,
     /// SIGUSR2 asked for a hand-off: exit leaving PostgreSQL running.
     handoff: bool,
+    /// The kernel watchdog device, while held.
+    device: DeviceSlot,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT; an error means a component
@@ -200,11 +203,14 @@ impl Daemon {
         let (reports_tx, reports_rx) = watch::channel(lease::ReportTimes::default());
         let ops = Ops::new(handle.clone(), agent_tx, obs_rx.clone(), params_rx.clone(), reports_rx.clone());
         let _ = ops_cell.set(ops.clone());
+        let refusal = Refusal::default();
+        Self::probe_watchdog(&config, &handle, &refusal);
         let reloader = Arc::new(Reloader::new(
             file.as_ref().map(|(p, _)| p.clone()),
             file.map(|(_, f)| f),
             config.node_id,
             handle.clone(),
+            refusal.clone(),
         ));
         if config.initial_members.iter().any(|m| m.id == config.node_id) {
             let members: BTreeMap<_, _> = config
@@ -235,6 +241,7 @@ impl Daemon {
             lease: lease_rx.clone(),
             watchdog_pid: watchdog.pid(),
             handoff: false,
+            device: DeviceSlot::default(),
             config: config.clone(),
             node,
             handle: handle.clone(),
@@ -282,7 +289,7 @@ impl Daemon {
             runner.clone(),
             lease_rx.clone(),
             may_be_primary.clone(),
-            watchdog,
+            fence::Backstops { process: watchdog, device: daemon.device.clone() },
             predecessor,
             daemon.tasks_cancel.clone(),
         );
@@ -297,6 +304,8 @@ impl Daemon {
             may_be_primary,
             parameters: params_tx,
             requests: agent_rx,
+            device: daemon.device.clone(),
+            refusal,
         };
         let agent = Agent::new(handle.clone(), runner, config.clone(), links);
         let cancel = daemon.agent_cancel.clone();
@@ -326,6 +335,31 @@ impl Daemon {
         });
         tracing::info!(raft = %config.raft_advertise, http = %config.http_advertise, "ready");
         Ok(daemon)
+    }
+
+    /// `required` mode: a device that cannot be opened (checked without
+    /// opening it, which would start its timer) keeps this node out of
+    /// every election from the start: it registers as `nofailover`.
+    fn probe_watchdog(config: &Config, handle: &RaftHandle, refusal: &Refusal) {
+        let w = &config.watchdog;
+        if w.mode != WatchdogMode::Required {
+            return;
+        }
+        let state = handle.local_state().state;
+        let ttl = if state.is_initialized() { state.config.lease_ttl_ms } else { config.initial_dynamic.lease_ttl_ms };
+        let usable = match timeout_for(Duration::from_millis(ttl), w.safety_margin) {
+            Some(_) => device::probe(&w.device),
+            None => {
+                Err(DeviceError::LeaseTooShort { lease_ttl_ms: ttl, margin_ms: w.safety_margin.as_millis() as u64 })
+            }
+        };
+        if let Err(e) = usable {
+            tracing::error!(
+                "watchdog.mode is required and the watchdog device cannot be used ({e}): this node does not take the \
+                 primary role and is published as nofailover; fix the device and restart the daemon"
+            );
+            refusal.set(e.to_string());
+        }
     }
 
     fn runner(config: &Config) -> anyhow::Result<Runner> {
@@ -405,6 +439,11 @@ impl Daemon {
         self.tasks.join(&[Task::Agent], AGENT_STOP_TIMEOUT).await;
         if !self.handoff {
             self.stop_postgres().await;
+            if self.runner.postmaster_pid().is_none() {
+                // Before the release: once the state no longer names this
+                // node primary, the fence would leave the device unfed.
+                self.device.close("the daemon stops and PostgreSQL is down");
+            }
             self.release_if_primary().await;
         }
         self.tasks_cancel.cancel();
@@ -433,6 +472,10 @@ impl Daemon {
         self.tasks.join(&[Task::Agent], AGENT_STOP_TIMEOUT).await;
         self.tasks_cancel.cancel();
         self.tasks.join(&[Task::Controller, Task::Heartbeat, Task::Fence], TASK_STOP_TIMEOUT).await;
+        // The watchdog process guards the lease until a successor renews
+        // it; a device left unfed would reset the machine before the
+        // successor could take it over. The successor opens it again.
+        self.device.close("handing off; the successor opens it again");
         let state = self.handle.local_state().state;
         let lease = *self.lease.borrow();
         let held =

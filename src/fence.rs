@@ -5,6 +5,10 @@
 //!
 //! The stop is an immediate shutdown (SIGQUIT to the postmaster): clients
 //! are cut off at once; the data directory recovers at the next start.
+//!
+//! The fence also tends the kernel watchdog device the agent opened
+//! ([`DeviceSlot::tend`]): fed while the lease holds, closed cleanly when
+//! PostgreSQL is no longer a primary, left unfed once the lease ran out.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::lease::Lease;
 use crate::postgres::Runner;
 use crate::watchdog::Watchdog;
+use crate::watchdog::device::DeviceSlot;
 
 const POLL: Duration = Duration::from_millis(20);
 
@@ -50,30 +55,42 @@ impl PrimaryFlag {
     }
 }
 
+/// What stops a primary when this daemon cannot: the watchdog process
+/// and the kernel watchdog device.
+pub struct Backstops {
+    pub process: Watchdog,
+    pub device: DeviceSlot,
+}
+
 pub async fn run(
     handle: RaftHandle,
     runner: Arc<Runner>,
     lease: watch::Receiver<Option<Lease>>,
     may_be_primary: PrimaryFlag,
-    mut watchdog: Watchdog,
+    backstops: Backstops,
     mut predecessor: Option<i32>,
     cancel: CancellationToken,
 ) {
+    let Backstops { process: mut watchdog, device } = backstops;
     let mut fenced = false;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => {
                 if runner.postmaster_pid().is_none() {
                     watchdog.stop();
+                    device.close("the daemon stops and PostgreSQL is down");
                 }
                 // Otherwise dropping the pipe leaves the watchdog enforcing
-                // the last deadline on its own.
+                // the last deadline on its own, and the device stays as it
+                // is: the daemon closes it for a hand-off, or it goes unfed.
                 return;
             }
             _ = tokio::time::sleep(POLL) => {}
         }
         let now = Instant::now();
         let allowed = writes_allowed(&handle, &lease.borrow(), now);
+        let lease_end = lease.borrow().map(|l| l.expires_at);
+        device.tend(now, may_be_primary.get(), allowed, lease_end);
         if !may_be_primary.get() {
             watchdog.disarm();
         } else if allowed && let Some(l) = *lease.borrow() {

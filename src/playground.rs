@@ -321,6 +321,7 @@ impl LocalCluster {
             security: SecuritySection { token: Some(self.token.clone()), ..SecuritySection::default() },
             tags: Default::default(),
             dynamic: Default::default(),
+            watchdog: Default::default(),
         }
     }
 

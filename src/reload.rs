@@ -10,17 +10,26 @@ use raftgres_storage::{Command, NodeId};
 
 use crate::config::FileConfig;
 use crate::ops::OpError;
+use crate::watchdog::device::{Refusal, published_tags};
 
 pub struct Reloader {
     path: Option<PathBuf>,
     node: NodeId,
     handle: RaftHandle,
     current: Mutex<Option<FileConfig>>,
+    /// Folded into the tags while a `required` watchdog device is unusable.
+    refusal: Refusal,
 }
 
 impl Reloader {
-    pub fn new(path: Option<PathBuf>, current: Option<FileConfig>, node: NodeId, handle: RaftHandle) -> Self {
-        Self { path, node, handle, current: Mutex::new(current) }
+    pub fn new(
+        path: Option<PathBuf>,
+        current: Option<FileConfig>,
+        node: NodeId,
+        handle: RaftHandle,
+        refusal: Refusal,
+    ) -> Self {
+        Self { path, node, handle, current: Mutex::new(current), refusal }
     }
 
     /// Re-reads the file; applies what can change at runtime.
@@ -36,7 +45,7 @@ impl Reloader {
         // once at start; `dynamic` only seeds a new cluster.
         let strip = |c: &FileConfig| FileConfig { tags: Default::default(), dynamic: Default::default(), ..c.clone() };
         let restart_needed = old.as_ref().is_some_and(|o| strip(o) != strip(&file));
-        self.apply_tags(&resolved.tags).await?;
+        self.apply_tags(&published_tags(&resolved.tags, self.refusal.is_set())).await?;
         if let Some(current) = self.current.lock().expect("reload lock poisoned").as_mut() {
             // Only what was applied: a later reload still reports the rest.
             current.tags = file.tags.clone();

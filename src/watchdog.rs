@@ -12,8 +12,10 @@
 //! SIGINT and SIGTERM and runs in its own process group, so it outlives the
 //! daemon on purpose.
 //!
-//! `/dev/watchdog` (a hardware or kernel timer that resets the machine) is
-//! not used yet.
+//! `/dev/watchdog` (a kernel or hardware timer that resets the machine) is
+//! held by the daemon itself, not by this process: see [`device`].
+
+pub mod device;
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};

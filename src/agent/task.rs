@@ -27,6 +27,7 @@ use crate::postgres::history::{newest_timeline, timeline_start};
 use crate::postgres::runner::{Rewind, StopMode};
 use crate::postgres::settings::{Catalog, ParameterState, pending_restart};
 use crate::postgres::{Observation, Observer, PgError, Runner};
+use crate::watchdog::device::{Device, DeviceError, DeviceSlot, Refusal, WatchdogMode, published_tags, timeout_for};
 
 /// A standby that fails to start this many times in a row is rewound.
 const STANDBY_START_ATTEMPTS: u32 = 3;
@@ -83,6 +84,10 @@ pub struct AgentLinks {
     pub parameters: watch::Sender<ParameterState>,
     /// Operator requests.
     pub requests: mpsc::Receiver<AgentRequest>,
+    /// The kernel watchdog device, once opened; the fence tends it.
+    pub device: DeviceSlot,
+    /// Set when `required` mode cannot use the device.
+    pub refusal: Refusal,
 }
 
 pub struct Agent {
@@ -136,6 +141,9 @@ pub struct Agent {
     /// An operator request (restart, reinit) is being carried out: in
     /// maintenance mode too, the turns may start PostgreSQL.
     serving: bool,
+    /// The epoch in which `automatic` mode failed to open the watchdog
+    /// device and went on without it (tried again in the next).
+    device_failed: Option<u64>,
 }
 
 /// The `raftctl` command that adds this node to the cluster.
@@ -180,6 +188,7 @@ impl Agent {
             promotion_refused: None,
             noop_rewinds: 0,
             serving: false,
+            device_failed: None,
         }
     }
 
@@ -203,10 +212,11 @@ impl Agent {
         member.pg_host = c.pg_advertise_host.clone();
         member.pg_port = c.pg_port;
         member.api_url = format!("http://{}", c.http_advertise);
-        member.tags = c.tags.clone();
+        member.tags = published_tags(&c.tags, self.links.refusal.is_set());
         loop {
             let state = self.handle.local_state().state;
             if state.is_initialized() && state.members.contains_key(&c.node_id) {
+                self.publish_tags(&member.tags).await;
                 return;
             }
             if !initial
@@ -232,6 +242,105 @@ impl Agent {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             }
+        }
+    }
+
+    /// Proposes `tags` as this member's unless they are committed already:
+    /// at start the configured tags (they may have changed while the daemon
+    /// was down) with the watchdog refusal folded in.
+    async fn publish_tags(&self, tags: &raftgres_storage::Tags) {
+        let state = self.handle.local_state().state;
+        if state.member(self.me()).is_none_or(|m| &m.tags == tags) {
+            return;
+        }
+        let cmd = Command::SetMemberTags { node: self.me(), tags: tags.clone() };
+        match tokio::time::timeout(Duration::from_secs(2), self.handle.propose(cmd)).await {
+            Ok(Ok(p)) => match p.outcome {
+                Ok(_) => tracing::info!(?tags, "published this member's tags"),
+                Err(r) => tracing::error!("publishing this member's tags was refused: {r}"),
+            },
+            Ok(Err(e)) => tracing::warn!("failed to publish this member's tags: {e}"),
+            Err(_) => tracing::warn!("publishing this member's tags timed out"),
+        }
+    }
+
+    /// Makes sure the kernel watchdog device is held before PostgreSQL runs
+    /// as this node's primary. `Err` only in `required` mode, with why the
+    /// device cannot be used; `automatic` mode warns and goes on.
+    fn ensure_device(&mut self, state: &ClusterState) -> Result<(), String> {
+        let w = &self.config.watchdog;
+        if w.mode == WatchdogMode::Off || self.links.device.is_held() {
+            return Ok(());
+        }
+        let epoch = self.my_epoch(state).unwrap_or(0);
+        if w.mode == WatchdogMode::Automatic && self.device_failed == Some(epoch) {
+            return Ok(());
+        }
+        let ttl = state.config.lease_ttl_ms;
+        let opened = match timeout_for(Duration::from_millis(ttl), w.safety_margin) {
+            Some(secs) => Device::open(&w.device, secs),
+            None => {
+                Err(DeviceError::LeaseTooShort { lease_ttl_ms: ttl, margin_ms: w.safety_margin.as_millis() as u64 })
+            }
+        };
+        match opened {
+            Ok(device) => {
+                if device.is_stand_in() {
+                    tracing::warn!(
+                        device = %w.device.display(),
+                        "the watchdog device is not a character device: a stand-in that resets nothing"
+                    );
+                }
+                tracing::info!(device = %w.device.display(), timeout = ?device.timeout(), "watchdog device opened");
+                self.links.device.put(device);
+                Ok(())
+            }
+            Err(e) if w.mode == WatchdogMode::Automatic => {
+                self.device_failed = Some(epoch);
+                tracing::warn!(
+                    "watchdog.mode is automatic: the watchdog device cannot be used ({e}); going on without it"
+                );
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// `required` mode without a usable device: this node must not be
+    /// primary. It publishes `nofailover` (so no controller elects it
+    /// again), stops a PostgreSQL that runs as its primary, and releases the
+    /// role it was given. The release is recorded as `manual`: the event
+    /// log has no reason of its own for it.
+    async fn refuse_primary(&mut self, state: &ClusterState, why: &str) {
+        let msg = refusal_message(why);
+        tracing::error!("{msg}");
+        self.links.last_error.send_replace(Some(msg));
+        self.links.refusal.set(why.to_string());
+        if let Some(m) = state.member(self.me()) {
+            self.publish_tags(&published_tags(&m.tags, true)).await;
+        }
+        let Some(epoch) = self.my_epoch(state) else {
+            return;
+        };
+        if self.runner.postmaster_pid().is_some() && self.links.may_be_primary.get() {
+            self.observer.disconnect();
+            self.primary_running_since = None;
+            if let Err(e) = self.runner.stop(StopMode::Immediate).await {
+                tracing::error!("failed to stop PostgreSQL running as primary without its watchdog: {e}");
+                return;
+            }
+            if !self.runner.wait_stopped(Duration::from_secs(10)).await {
+                tracing::error!("PostgreSQL running as primary without its watchdog does not stop");
+                return;
+            }
+            self.links.may_be_primary.set(false);
+        }
+        let reason = ReleaseReason::Manual;
+        self.released_epoch = Some((epoch, reason));
+        let cmd = Command::ReleasePrimary { epoch, node: self.me(), reason };
+        match self.handle.propose(cmd).await {
+            Ok(p) => tracing::warn!(outcome = ?p.outcome, "released the primary role: no watchdog device"),
+            Err(e) => tracing::error!("failed to release the primary role: {e}"),
         }
     }
 
@@ -511,7 +620,15 @@ impl Agent {
             (true, Some(false)) => self.links.may_be_primary.set(true),
             (true, None) => {} // unknown: keep what was last known
         }
-        if o.accepting {
+        if let Some(why) = self.links.refusal.reason() {
+            // Shown for as long as it holds, not only until PostgreSQL runs.
+            let msg = refusal_message(&why);
+            self.links.last_error.send_if_modified(|e| {
+                let changed = e.as_ref() != Some(&msg);
+                *e = Some(msg);
+                changed
+            });
+        } else if o.accepting {
             self.links.last_error.send_if_modified(|e| e.take().is_some());
         }
         self.links.observation.send_replace(o.clone());
@@ -546,6 +663,13 @@ impl Agent {
             && o.is_primary()
             && lease_ok
         {
+            // A primary found running (after a restart or a hand-off) takes
+            // the device too.
+            if let Err(why) = self.ensure_device(&state) {
+                self.refuse_primary(&state, &why).await;
+                self.report_state(member_state(&o));
+                return;
+            }
             self.record_promotion(&state, epoch, &o).await;
             self.record_position(&state, epoch, &o);
         }
@@ -560,6 +684,16 @@ impl Agent {
                 // Backing off after a failed start, unless the
                 // configuration changed since (it may be the fix).
                 break;
+            }
+            if matches!(action, PgAction::Initdb | PgAction::StartPrimary | PgAction::Promote) {
+                // The flag first: the fence closes a device it finds held
+                // while PostgreSQL may not be a primary.
+                self.links.may_be_primary.set(true);
+                if let Err(why) = self.ensure_device(&state) {
+                    self.links.may_be_primary.set(false);
+                    self.refuse_primary(&state, &why).await;
+                    break;
+                }
             }
             if let Err(e) = self.execute(&state, &action).await {
                 tracing::error!(action = ?action, "failed to {e}");
@@ -1171,6 +1305,14 @@ impl Agent {
         self.slots_ensured = Some((ids.to_vec(), Instant::now()));
         Ok(())
     }
+}
+
+/// Why this node does not take the primary role, for `last_error`.
+fn refusal_message(why: &str) -> String {
+    format!(
+        "watchdog.mode is required and the watchdog device cannot be used ({why}): this node does not take the \
+         primary role"
+    )
 }
 
 /// An action in words, for `last_error` (shown by `raftctl list` and

@@ -19,6 +19,8 @@ use raftgres_storage::member::validate_tags;
 use raftgres_storage::{ConfigViolation, DynamicConfig, SyncMode, Tags, validate_name};
 use serde::{Deserialize, Serialize};
 
+use crate::watchdog::device::{WatchdogConfig, WatchdogMode, timeout_for};
+
 pub use template::DEFAULT_CONFIG;
 
 /// The configuration file as written.
@@ -39,6 +41,47 @@ pub struct FileConfig {
     pub tags: Tags,
     #[serde(default)]
     pub dynamic: DynamicConfig,
+    /// The kernel watchdog device (`/dev/watchdog`).
+    #[serde(default)]
+    pub watchdog: WatchdogSection,
+}
+
+/// The `[watchdog]` section: whether and how a primary holds the kernel
+/// watchdog device, which resets the machine when the daemon stops feeding
+/// it (killed, hung, or its lease ran out).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchdogSection {
+    /// `off` (default), `automatic` (use the device when it works, warn when
+    /// it does not) or `required` (never take the primary role without it).
+    #[serde(default)]
+    pub mode: WatchdogMode,
+    /// The device; a path that is not a character device is a stand-in
+    /// that records the protocol as text and resets nothing.
+    #[serde(default = "default_watchdog_device")]
+    pub device: PathBuf,
+    /// The device's timeout is `dynamic.lease_ttl_ms` minus this, in whole
+    /// seconds rounded down: at least 1 s, and this is the part of each
+    /// lease in which a renewal must arrive for the device to be fed.
+    #[serde(default = "default_safety_margin_ms")]
+    pub safety_margin_ms: u64,
+}
+
+impl Default for WatchdogSection {
+    fn default() -> Self {
+        Self {
+            mode: WatchdogMode::Off,
+            device: default_watchdog_device(),
+            safety_margin_ms: default_safety_margin_ms(),
+        }
+    }
+}
+
+fn default_watchdog_device() -> PathBuf {
+    "/dev/watchdog".into()
+}
+fn default_safety_margin_ms() -> u64 {
+    500
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -286,6 +329,8 @@ pub struct Config {
     /// TLS of the Raft port, when configured.
     pub tls: Option<Tls>,
     pub tags: Tags,
+    /// The kernel watchdog device.
+    pub watchdog: WatchdogConfig,
 }
 
 /// PostgreSQL role names: the naming rule without `-` and `.`, so they
@@ -547,6 +592,52 @@ impl FileConfig {
         }
     }
 
+    /// The `[watchdog]` section against the lease. Whether the device can
+    /// be opened is not checked here: a `required` node whose device fails
+    /// still runs, as a replica.
+    fn check_watchdog(&self, v: &mut Violations) {
+        let w = &self.watchdog;
+        let ttl = self.dynamic.lease_ttl_ms;
+        if w.safety_margin_ms >= ttl {
+            v.bad(
+                "watchdog.safety_margin_ms",
+                format!("{} must be below dynamic.lease_ttl_ms ({ttl})", w.safety_margin_ms),
+            );
+            return;
+        }
+        if w.mode == WatchdogMode::Off {
+            return;
+        }
+        if w.device.as_os_str().is_empty() || !w.device.is_absolute() {
+            v.bad(
+                "watchdog.device",
+                format!("{:?} must be an absolute path (mode {})", w.device.display().to_string(), w.mode.as_str()),
+            );
+        }
+        let margin = Duration::from_millis(w.safety_margin_ms);
+        if timeout_for(Duration::from_millis(ttl), margin).is_none() {
+            v.bad(
+                "watchdog.safety_margin_ms",
+                format!(
+                    "dynamic.lease_ttl_ms ({ttl}) minus {} must leave at least 1000: the device counts whole seconds",
+                    w.safety_margin_ms
+                ),
+            );
+        }
+        let heartbeat = self.dynamic.heartbeat_interval_ms;
+        if w.safety_margin_ms < 2 * heartbeat {
+            v.bad(
+                "watchdog.safety_margin_ms",
+                format!(
+                    "{} is below 2 x dynamic.heartbeat_interval_ms ({}): the device is fed only in the first \
+                     lease_ttl_ms - timeout of each lease, and a renewal must arrive within it",
+                    w.safety_margin_ms,
+                    2 * heartbeat
+                ),
+            );
+        }
+    }
+
     /// The cluster token, inline or from its file.
     fn check_token(&self, v: &mut Violations) -> Option<Token> {
         match (&self.security.token, &self.security.token_file) {
@@ -608,6 +699,7 @@ impl FileConfig {
         );
         self.check_postgres(&mut v);
         self.check_dynamic(&mut v);
+        self.check_watchdog(&mut v);
         if let Err((key, value, reason)) = validate_tags(&self.tags) {
             v.bad(&format!("tags.{key}"), format!("{value:?}: {reason}"));
         }
@@ -653,6 +745,11 @@ impl FileConfig {
             token,
             tls,
             tags: self.tags.clone(),
+            watchdog: WatchdogConfig {
+                mode: self.watchdog.mode,
+                device: self.watchdog.device.clone(),
+                safety_margin: Duration::from_millis(self.watchdog.safety_margin_ms),
+            },
         })
     }
 }
@@ -708,6 +805,51 @@ mod tests {
         ] {
             assert!(fields.contains(&want), "{want} not reported in {fields:?}");
         }
+    }
+
+    #[test]
+    fn the_watchdog_section_is_checked_against_the_lease() {
+        let base = FileConfig::parse(DEFAULT_CONFIG).expect("parse");
+        assert_eq!(base.watchdog, WatchdogSection::default(), "the template shows the defaults");
+        let section = "[watchdog]";
+        let at = DEFAULT_CONFIG.find(section).expect("the template has a [watchdog] section");
+        let (head, tail) = DEFAULT_CONFIG.split_at(at);
+        let text = format!("{head}{}", tail.replacen("mode = \"off\"", "mode = \"sometimes\"", 1));
+        let e = FileConfig::parse(&text).expect_err("unknown mode").to_string();
+        assert!(e.contains("sometimes") && e.contains("automatic") && e.contains("line "), "{e}");
+
+        let invalid = |c: &FileConfig| -> Vec<String> {
+            match c.validate() {
+                Err(ConfigError::Invalid(errs)) => errs.iter().map(|e| e.to_string()).collect(),
+                other => panic!("expected invalid, got {other:?}"),
+            }
+        };
+        let mut c = base.clone();
+        c.watchdog.mode = WatchdogMode::Required;
+        c.watchdog.device = "dev/watchdog".into();
+        c.watchdog.safety_margin_ms = 1500;
+        let errs = invalid(&c);
+        assert!(errs.iter().any(|e| e.starts_with("watchdog.device: ")), "{errs:?}");
+        assert!(
+            errs.iter().any(|e| e.starts_with("watchdog.safety_margin_ms: ") && e.contains("whole seconds")),
+            "{errs:?}"
+        );
+        c.watchdog.device = "/dev/watchdog".into();
+        c.watchdog.safety_margin_ms = 2000;
+        assert!(invalid(&c).iter().any(|e| e.contains("must be below dynamic.lease_ttl_ms")));
+        c.watchdog.safety_margin_ms = 200;
+        assert!(invalid(&c).iter().any(|e| e.contains("heartbeat_interval_ms")));
+        c.watchdog.safety_margin_ms = 500;
+        let resolved = c.validate().expect("valid");
+        assert_eq!(resolved.watchdog.mode, WatchdogMode::Required);
+        assert_eq!(resolved.watchdog.safety_margin, Duration::from_millis(500));
+        // Off: the device is not looked at.
+        c.watchdog.mode = WatchdogMode::Off;
+        c.watchdog.device = PathBuf::new();
+        c.validate().expect("off needs no device");
+        // And the section round-trips.
+        c.watchdog = WatchdogSection { mode: WatchdogMode::Automatic, device: "/tmp/wd".into(), safety_margin_ms: 600 };
+        assert_eq!(FileConfig::parse(&c.to_toml()).expect("reparse"), c);
     }
 
     #[test]

@@ -94,6 +94,31 @@ token = "change-me-to-a-long-random-secret"
 # tls_cert_file = "/etc/raftgres/node.pem"
 # tls_key_file = "/etc/raftgres/node-key.pem"
 
+# The kernel watchdog (/dev/watchdog): a timer that resets the machine
+# unless it is fed. A primary holds it while its lease holds, so a daemon
+# that is killed or hangs, or a primary whose lease runs out, is reset before
+# another node may be promoted. Off by default: the reset takes the whole
+# machine down, so turn it on only on machines that run nothing else that
+# matters, with the device set up (`modprobe softdog` or a hardware driver,
+# /dev/watchdog writable by the daemon's user).
+[watchdog]
+# off: not used. automatic: used when it works; a node whose device fails
+# becomes primary without it and logs a warning. required: a node never
+# takes the primary role without a working device; one whose device cannot
+# be used publishes nofailover and watchdog = "unavailable" as tags and
+# says why in its log.
+mode = "off"
+# The device. A path that is not a character device (a regular file, a FIFO)
+# is a stand-in: the protocol is written to it as text ("timeout <s>",
+# "keepalive", "V") and nothing is reset. For tests.
+device = "/dev/watchdog"
+# The device's timeout is dynamic.lease_ttl_ms minus this, in whole seconds
+# rounded down (at least 1 s); it is fed only while at least that much of
+# the lease remains, so it fires no later than the lease ends. A renewal must
+# arrive within the first lease_ttl_ms - timeout of each lease: at least
+# 2 x dynamic.heartbeat_interval_ms, below dynamic.lease_ttl_ms.
+safety_margin_ms = 500
+
 # This member's tags, as in Patroni: nofailover, noloadbalance, nosync
 # (true/false, quoted or not), failover_priority (0 = never promote), and any other
 # key = "value" for `/replica?tag_key=value` checks. Applied on reload.

@@ -10,4 +10,5 @@ mod t60_operator;
 mod t65_raftctl_habits;
 mod t66_parameters;
 mod t70_operator_safety;
+mod t75_watchdog_device;
 mod t80_synchronous;
