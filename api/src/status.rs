@@ -64,6 +64,9 @@ pub enum RaftRole {
     Candidate,
     Learner,
     Shutdown,
+    /// A voter whose daemon does not answer: whether it still follows is
+    /// not known.
+    Unknown,
     /// Not in the Raft membership; also what a name this version does not
     /// know reads as.
     #[default]
@@ -118,6 +121,7 @@ names!(RaftRole {
     Candidate => "candidate",
     Learner => "learner",
     Shutdown => "shutdown",
+    Unknown => "unknown",
     None => "none",
 });
 

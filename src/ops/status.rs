@@ -86,6 +86,9 @@ impl Ops {
             };
             match doc {
                 None => {
+                    if s.raft_role == RaftRole::Follower {
+                        s.raft_role = RaftRole::Unknown;
+                    }
                     // Its last reported state may be long gone: a daemon
                     // that stopped never corrects it.
                     s.role = Role::Unreachable;

@@ -86,6 +86,7 @@ async fn a_handover_to_a_stopped_member_is_refused_and_it_is_listed_unknown() {
     })
     .await;
     assert_eq!(member(&status, &name)["role"], "unreachable", "{status}");
+    assert_eq!(member(&status, &name)["raft_role"], "unknown", "not claimed a follower: {status}");
     let cluster: Value = serde_json::from_str(
         &client::request("GET", &format!("{}/cluster", c.api(primary)), None, &[], None, SETTLED)
             .await
