@@ -472,21 +472,22 @@ impl Agent {
             replication_user: c.replication_user.clone(),
             replication_password: c.replication_password.clone(),
             parameters: state.config.postgresql_parameters.clone(),
-            synchronous_standby_names: match role {
-                ServerRole::Primary => self.standby_names(state),
-                ServerRole::Standby { .. } => String::new(),
-            },
+            synchronous_standby_names: self.standby_names(state),
             role,
         }
     }
 
     /// What this node's PostgreSQL waits for as primary: the committed
-    /// synchronous set and the standby being added.
+    /// synchronous set and the standby being added. A standby is given the
+    /// same set without itself, which is what it inherits if it is
+    /// promoted: PostgreSQL ignores it until then, and from the moment of
+    /// promotion waits for it, before any agent turn could reload it.
     fn standby_names(&self, state: &ClusterState) -> String {
         let mut waited = state.sync_standbys.clone();
         if let Some(w) = &self.widening {
             waited.insert(w.node);
         }
+        waited.remove(&self.me());
         let names = state.members.values().map(|m| (m.id, m.name.clone())).collect();
         standby_names(state.config.synchronous_mode, &waited, &names)
     }
@@ -555,7 +556,11 @@ impl Agent {
                 }
             }
             SyncStep::AbandonWidening => {
-                tracing::info!("the standby being made synchronous went away");
+                match &self.widening {
+                    Some(w) if state.sync_standbys.contains(&w.node) => {}
+                    Some(w) => tracing::info!(standby = w.node, "the standby being made synchronous went away"),
+                    None => {}
+                }
                 self.widening = None;
             }
             SyncStep::Commit(to) => {
@@ -877,7 +882,7 @@ impl Agent {
             PgAction::BaseBackup { host, port } => self.base_backup(state, host, *port).await,
             PgAction::StartPrimary => self.start(self.server_conf(state, ServerRole::Primary)).await,
             PgAction::StartStandby { upstream } => self.start_standby(state, upstream).await,
-            PgAction::Promote => self.promote().await,
+            PgAction::Promote => self.promote(state).await,
             PgAction::Follow { host, port } => self.follow(state, host, *port).await,
             PgAction::Stop(mode) => self.stop(state, *mode).await,
             PgAction::Recover => self.recover().await,
@@ -1001,10 +1006,7 @@ impl Agent {
                 (role, _) => Some(role.clone()),
             };
             if let Some(role) = role {
-                let names = match role {
-                    ServerRole::Primary => self.standby_names(state),
-                    ServerRole::Standby { .. } => String::new(),
-                };
+                let names = self.standby_names(state);
                 let conf = ServerConf {
                     role,
                     parameters: state.config.postgresql_parameters.clone(),
@@ -1078,7 +1080,16 @@ impl Agent {
         Ok(())
     }
 
-    async fn promote(&mut self) -> Result<(), PgError> {
+    async fn promote(&mut self, state: &ClusterState) -> Result<(), PgError> {
+        // The standbys to wait for must be in force the moment promotion
+        // completes: a commit acknowledged before would be missing from
+        // the synchronous standbys that may be promoted next.
+        if let Some(last) = &self.last_conf {
+            let conf = ServerConf { synchronous_standby_names: self.standby_names(state), ..last.clone() };
+            if conf != *last {
+                self.apply_by_reload(conf).await?;
+            }
+        }
         self.runner.promote().await?;
         self.slots_ensured = None;
         // pg_rewind reads the source's timeline from its control file;

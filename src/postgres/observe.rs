@@ -86,7 +86,10 @@ impl Observer {
             .user(superuser)
             .dbname("postgres")
             .application_name("raftgres")
-            .options("-c statement_timeout=10s")
+            // raftgres's own statements (the replication role, a checkpoint)
+            // are not clients' writes: they never wait for a synchronous
+            // standby, which may not exist yet (strict mode at bootstrap).
+            .options("-c statement_timeout=10s -c synchronous_commit=local")
             // Longer than the deadline of one observation, so a server that
             // does not answer shows as a timed-out observation.
             .connect_timeout(Duration::from_secs(5));

@@ -96,6 +96,18 @@ async fn synchronous_strict_loses_no_acknowledged_write_when_the_primary_dies() 
     no_acknowledged_write_lost("strict", 2).await;
 }
 
+/// A cluster whose first configuration says `strict` starts: raftgres's own
+/// statements at bootstrap (the replication role) wait for no standby.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_strict_from_the_start_bootstraps() {
+    let c = DaemonCluster::start(3, |f| f.dynamic.synchronous_mode = raftgres_storage::SyncMode::Strict).await;
+    let _logs = LogsOnPanic(c.layout.nodes.iter().map(|n| (n.id, n.log_path())).collect());
+    let primary = c.must_healthy(&[1, 2, 3], REPLICAS_FOLLOW).await;
+    must_sync(&c, 1).await;
+    c.must_pg(primary).await.batch_execute("CREATE TABLE t (v bigint PRIMARY KEY)").await.expect("create table");
+    c.must_accept_write(primary, 1, WRITE).await;
+}
+
 /// Switches `mode` on, then `rounds` times: a writer writes through the
 /// primary, the primary dies, the new primary must be the synchronous
 /// standby and hold every acknowledged write.
@@ -118,6 +130,11 @@ async fn no_acknowledged_write_lost(mode: &str, rounds: usize) {
         let client = c.must_pg(primary).await;
         let names: String = client.query_one("SHOW synchronous_standby_names", &[]).await.expect("SHOW").get(0);
         assert_eq!(names, format!("ANY 1 (\"pg{s}\")"), "PostgreSQL waits for the committed set");
+        // A standby holds what it would inherit, so that from the moment it
+        // is promoted it waits for the set, before its agent reloads.
+        let on_other: String =
+            c.must_pg(other).await.query_one("SHOW synchronous_standby_names", &[]).await.expect("SHOW").get(0);
+        assert_eq!(on_other, format!("ANY 1 (\"pg{s}\")"), "a standby is armed with the set without itself");
     })
     .await;
 
