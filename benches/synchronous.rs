@@ -16,12 +16,9 @@
 //!   the acknowledged values (their INSERT returned Ok) missing from the new
 //!   primary's table. The killed node is restarted before the next round.
 //!
-//! `strict` starts under `on` and is switched to `strict` with
-//! `PATCH /config` once a standby is synchronous: a cluster whose initial
-//! dynamic configuration says `strict` does not finish bootstrapping (the
-//! new primary waits for a synchronous standby before it has created the
-//! replication role any standby needs). `-- --strict-at-bootstrap` puts
-//! `strict` in the initial configuration instead, to check that case.
+//! Each mode is in the cluster's initial dynamic configuration.
+//! `-- --switch-to-strict` starts `strict` under `on` instead and switches
+//! with `PATCH /config` once a standby is synchronous.
 //!
 //! A failed round ends its mode. Every wait has a deadline; the cluster
 //! directory is kept, for its logs, when a round failed or lost an
@@ -74,7 +71,7 @@ const COMMITS_PER_CLIENT: usize = 200;
 struct Args {
     rounds: usize,
     modes: Vec<SyncMode>,
-    strict_at_bootstrap: bool,
+    switch_to_strict: bool,
     /// Keep every cluster directory, not only those of failed modes.
     keep: bool,
 }
@@ -95,7 +92,7 @@ fn args() -> Args {
         })
         .unwrap_or_else(|| vec![SyncMode::Off, SyncMode::On, SyncMode::Strict]);
     let flag = |name: &str| args.iter().any(|a| a == name);
-    Args { rounds, modes, strict_at_bootstrap: flag("--strict-at-bootstrap"), keep: flag("--keep") }
+    Args { rounds, modes, switch_to_strict: flag("--switch-to-strict"), keep: flag("--keep") }
 }
 
 /// A running local cluster: its layout and its daemons. Dropping it kills
@@ -488,7 +485,7 @@ struct ModeRun {
 async fn run_mode(mode: SyncMode, args: &Args) -> ModeRun {
     let mut run = ModeRun { mode, latency: None, rounds: Vec::new(), failure: None, kept: None };
     // See the module's comment.
-    let switch_to_strict = mode == SyncMode::Strict && !args.strict_at_bootstrap;
+    let switch_to_strict = mode == SyncMode::Strict && args.switch_to_strict;
     let initial = if switch_to_strict { SyncMode::On } else { mode };
     let mut cl = match Cluster::start(mode.as_str(), initial) {
         Ok(cl) => cl,
