@@ -541,6 +541,16 @@ async fn restart_members(ctl: &mut Ctl, out: &mut dyn Write, w: restart::Wanted,
             let r = pb::SwitchoverRequest { from: name.clone(), to: String::new(), at_ms: 0, wait: true };
             let reply = ctl.client.switchover(ctl.req_for(r, long)).await?.into_inner();
             writeln!(out, "{}", reply.message)?;
+            if w.pending {
+                // The switchover stopped and started it as a standby: what
+                // waited for a restart may already be applied.
+                wait_back(ctl, &name, long).await?;
+                let now = ctl.current().await?;
+                if now.members.iter().any(|m| m.name == name && m.pending_restart.is_empty()) {
+                    writeln!(out, "Success: restart on member {name} (by the switchover)")?;
+                    continue;
+                }
+            }
         }
         if w.scheduled.is_none() {
             eprintln!("restarting PostgreSQL on {name}...");
