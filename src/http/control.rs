@@ -164,6 +164,16 @@ async fn change_config(s: Shared, headers: HeaderMap, bytes: Bytes, merge: bool)
 /// [`patroni_config::translate`]): keys without an equivalent get a 400
 /// with the reason, and nothing changes.
 pub async fn patch_config(State(s): State<Shared>, headers: HeaderMap, bytes: Bytes) -> Response {
+    translated_change(s, headers, bytes, true).await
+}
+
+/// The whole document, in raftgres's keys or in Patroni's shape, as
+/// `PATCH /config` takes it; keys it leaves out return to their defaults.
+pub async fn put_config(State(s): State<Shared>, headers: HeaderMap, bytes: Bytes) -> Response {
+    translated_change(s, headers, bytes, false).await
+}
+
+async fn translated_change(s: Shared, headers: HeaderMap, bytes: Bytes, merge: bool) -> Response {
     let raw: Value = match body(&bytes) {
         Ok(v) => v,
         Err(r) => return r.into_response(),
@@ -173,10 +183,10 @@ pub async fn patch_config(State(s): State<Shared>, headers: HeaderMap, bytes: By
         Err(m) => return text(StatusCode::BAD_REQUEST, m),
     };
     let Some(on) = t.pause else {
-        return change_config(s, headers, Bytes::from(Value::Object(t.patch).to_string()), true).await;
+        return change_config(s, headers, Bytes::from(Value::Object(t.patch).to_string()), merge).await;
     };
-    if !t.patch.is_empty() {
-        let r = change_config(s.clone(), headers, Bytes::from(Value::Object(t.patch).to_string()), true).await;
+    if !t.patch.is_empty() || !merge {
+        let r = change_config(s.clone(), headers, Bytes::from(Value::Object(t.patch).to_string()), merge).await;
         if !r.status().is_success() {
             return r;
         }
@@ -187,10 +197,6 @@ pub async fn patch_config(State(s): State<Shared>, headers: HeaderMap, bytes: By
         return error(e);
     }
     get_config(State(s)).await
-}
-
-pub async fn put_config(State(s): State<Shared>, headers: HeaderMap, bytes: Bytes) -> Response {
-    change_config(s, headers, bytes, false).await
 }
 
 #[derive(Deserialize)]

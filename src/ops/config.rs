@@ -16,6 +16,21 @@ pub struct ConfigChange {
     pub dry_run: bool,
 }
 
+/// "; did you mean …?" for serde's "unknown field `x`, expected one of …".
+fn suggestion(error: &str) -> String {
+    let Some(rest) = error.strip_prefix("unknown field `") else {
+        return String::new();
+    };
+    let Some((field, expected)) = rest.split_once('`') else {
+        return String::new();
+    };
+    let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    match raftgres_api::patroni_config::did_you_mean(field, known) {
+        Some(k) => format!("; did you mean {k:?}?"),
+        None => String::new(),
+    }
+}
+
 /// Applies a JSON merge patch (RFC 7396) to `target`.
 pub fn merge_patch(target: &mut Value, patch: &Value) {
     match patch {
@@ -62,8 +77,8 @@ impl Ops {
         } else {
             input
         };
-        let next: DynamicConfig =
-            serde_json::from_value(doc).map_err(|e| OpError::Invalid(format!("invalid configuration: {e}")))?;
+        let next: DynamicConfig = serde_json::from_value(doc)
+            .map_err(|e| OpError::Invalid(format!("invalid configuration: {e}{}", suggestion(&e.to_string()))))?;
         crate::config::check_supported(&next).map_err(|v| OpError::Invalid(format!("invalid configuration: {v}")))?;
         self.check_parameters(&current, &next)?;
         // The replicated state's own rules (valid, and allowed to replace
@@ -123,6 +138,13 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn unknown_keys_get_a_suggestion() {
+        let e = serde_json::from_value::<DynamicConfig>(json!({"maximum_lag_on_falover": 1})).unwrap_err();
+        assert_eq!(suggestion(&e.to_string()), "; did you mean \"maximum_lag_on_failover\"?", "{e}");
+        assert_eq!(suggestion("invalid type: string"), "");
+    }
 
     #[test]
     fn merge_patch_follows_rfc_7396() {

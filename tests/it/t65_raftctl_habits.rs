@@ -260,6 +260,20 @@ async fn phase_patroni_patch(c: &DaemonCluster) {
     let r = patch(r#"{"pause": null}"#).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(c.raftctl_json(&["list"])["maintenance"], false);
+    let r = patch(r#"{"maximum_lag_on_falover": 1}"#).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("did you mean \"maximum_lag_on_failover\""), "{}", r.body);
+    // PUT takes the whole document, in Patroni's shape too; what it leaves
+    // out returns to its default.
+    let body = r#"{"ttl": 2, "postgresql": {"parameters": {"work_mem": "5MB"}}}"#;
+    let r = raftgres::http::client::request("PUT", &url, token, &[], Some(body.to_string()), CONFIG_REQUEST)
+        .await
+        .unwrap_or_else(|e| panic!("PUT /config: {e}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let shown = c.raftctl_json(&["config", "show"]);
+    assert_eq!(shown["config"]["lease_ttl_ms"], 2000, "{shown}");
+    assert_eq!(shown["config"]["postgresql_parameters"], serde_json::json!({"work_mem": "5MB"}), "{shown}");
+    assert_eq!(shown["config"]["maximum_lag_on_failover"], 1 << 20, "back to its default: {shown}");
     c.must_raftctl(&[
         "config",
         "set",
