@@ -125,6 +125,7 @@ pub fn decide(input: &Input) -> Decision {
         }
         None => match candidate(input, None, &fresh) {
             Ok(node) => failover_to(state, node),
+            Err(_) if never_held_data(input, &fresh) => bootstrap(input, &fresh),
             Err(why) => Decision::Blocked(format!("no primary and no failover candidate: {why}")),
         },
     }
@@ -229,6 +230,19 @@ fn handover<'a>(
     }
 }
 
+/// The first primary gave the role up before its promotion was recorded
+/// (it never served), and every member reports an empty data directory:
+/// nothing exists to lose, so the cluster is bootstrapped again instead of
+/// waiting for a candidate that cannot exist. Any member silent or holding
+/// data rules it out.
+fn never_held_data<'a>(input: &Input<'a>, fresh: &dyn Fn(&NodeId) -> Option<&'a NodeView>) -> bool {
+    let state = input.state;
+    state.primary.is_none()
+        && state.timeline.is_none()
+        && !state.members.is_empty()
+        && state.members.keys().all(|id| fresh(id).is_some_and(|v| !v.report.data_present))
+}
+
 fn bootstrap<'a>(input: &Input<'a>, fresh: &dyn Fn(&NodeId) -> Option<&'a NodeView>) -> Decision {
     let state = input.state;
     let mut eligible: Vec<(NodeId, &NodeView)> = state
@@ -244,7 +258,7 @@ fn bootstrap<'a>(input: &Input<'a>, fresh: &dyn Fn(&NodeId) -> Option<&'a NodeVi
     // PostgreSQL) wins, the most advanced first; else the lowest id.
     eligible.sort_by_key(|(id, v)| (!v.report.data_present, std::cmp::Reverse(v.report.lsn()), *id));
     let node = eligible[0].0;
-    Decision::Propose(Command::ElectPrimary { if_epoch: 0, node, reason: ElectionReason::Bootstrap })
+    Decision::Propose(Command::ElectPrimary { if_epoch: state.epoch, node, reason: ElectionReason::Bootstrap })
 }
 
 /// The best failover candidate: a healthy, reachable replica that may be
@@ -482,6 +496,33 @@ mod tests {
         assert_eq!(f.decide_at(0, 10), elect(2, 0, ElectionReason::Bootstrap));
         f.report(3, 5, Observation { data_present: true, ..Default::default() });
         assert_eq!(f.decide_at(0, 10), elect(3, 0, ElectionReason::Bootstrap), "existing data wins");
+    }
+
+    #[test]
+    fn a_first_primary_that_never_served_is_bootstrapped_again_when_nobody_has_data() {
+        let mut f = Fixture::new(3);
+        f.apply(Command::ElectPrimary { if_epoch: 0, node: 1, reason: ElectionReason::Bootstrap });
+        f.apply(Command::ReleasePrimary { epoch: 1, node: 1, reason: ReleaseReason::PostgresFailed });
+        let mut tags = raftgres_storage::Tags::new();
+        tags.insert("nofailover".into(), "true".into());
+        f.apply(Command::SetMemberTags { node: 1, tags });
+        for id in [1, 2, 3] {
+            f.report(id, 5_000, Observation::default());
+        }
+        assert_eq!(f.decide_at(5_000, 5_010), elect(2, 1, ElectionReason::Bootstrap), "the lowest promotable");
+        f.report(3, 5_000, Observation { data_present: true, ..Default::default() });
+        assert!(matches!(f.decide_at(5_000, 5_010), Decision::Blocked(_)), "a member holds data: no bootstrap");
+        f.report(3, 5_000, Observation::default());
+        f.views.remove(&3);
+        assert!(matches!(f.decide_at(5_000, 5_010), Decision::Blocked(_)), "a silent member may hold data");
+        f.report(3, 5_000, Observation::default());
+        f.apply(Command::ElectPrimary { if_epoch: 1, node: 2, reason: ElectionReason::Bootstrap });
+        f.apply(Command::RecordPromotion { epoch: 2, node: 2, timeline: 1, switchpoint: 0 });
+        f.apply(Command::ReleasePrimary { epoch: 2, node: 2, reason: ReleaseReason::PostgresFailed });
+        assert!(
+            matches!(f.decide_at(5_000, 5_010), Decision::Blocked(_)),
+            "a primary that served (its promotion recorded) is never bootstrapped over"
+        );
     }
 
     #[test]

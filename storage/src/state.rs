@@ -319,7 +319,9 @@ impl ClusterState {
         }
         match reason {
             ElectionReason::Bootstrap => {
-                if self.epoch != 0 {
+                // Again only while no primary ever served: none is named
+                // and no promotion was recorded.
+                if self.epoch != 0 && (self.primary.is_some() || self.timeline.is_some()) {
                     return Err(Reject::AlreadyBootstrapped { current: self.epoch });
                 }
                 self.must_member(node)?;
@@ -663,7 +665,21 @@ mod tests {
     fn bootstrap_only_once() {
         let mut s = cluster(2);
         let r = s.apply(&Command::ElectPrimary { if_epoch: 1, node: 2, reason: ElectionReason::Bootstrap }, ctx(10));
-        assert_eq!(r, Err(Reject::AlreadyBootstrapped { current: 1 }));
+        assert_eq!(r, Err(Reject::AlreadyBootstrapped { current: 1 }), "a primary is named");
+        s.apply(&Command::RecordPromotion { epoch: 1, node: 1, timeline: 1, switchpoint: 0 }, ctx(11)).unwrap();
+        s.apply(&Command::ReleasePrimary { epoch: 1, node: 1, reason: ReleaseReason::Shutdown }, ctx(12)).unwrap();
+        let r = s.apply(&Command::ElectPrimary { if_epoch: 1, node: 2, reason: ElectionReason::Bootstrap }, ctx(13));
+        assert_eq!(r, Err(Reject::AlreadyBootstrapped { current: 1 }), "a primary served: its promotion is recorded");
+    }
+
+    #[test]
+    fn a_first_primary_that_never_served_can_be_bootstrapped_again() {
+        let mut s = cluster(2);
+        s.apply(&Command::ReleasePrimary { epoch: 1, node: 1, reason: ReleaseReason::PostgresFailed }, ctx(10))
+            .unwrap();
+        let r = s.apply(&Command::ElectPrimary { if_epoch: 1, node: 2, reason: ElectionReason::Bootstrap }, ctx(11));
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!((s.epoch, s.primary_node()), (2, Some(2)));
     }
 
     #[test]
