@@ -111,6 +111,10 @@ pub struct Agent {
     widening: Option<Widening>,
     /// Since when each committed synchronous standby has not streamed.
     sync_unhealthy_since: BTreeMap<NodeId, Instant>,
+    /// What the configuration files were last rendered from: the applied
+    /// state, the standby being added, and whether the server was in
+    /// recovery.
+    maintained: Option<(Arc<ClusterState>, Option<Widening>, Option<bool>)>,
     /// The `pg_hba.conf` last written and read by the server.
     hba_written: Option<String>,
     /// Failed starts in a row, and when the next may be tried: a server
@@ -179,6 +183,7 @@ impl Agent {
             start_failures: 0,
             start_retry_at: None,
             hba_written: None,
+            maintained: None,
             widening: None,
             sync_unhealthy_since: BTreeMap::new(),
             reported: None,
@@ -725,7 +730,11 @@ impl Agent {
             Some(_) => {}
             None => self.widening = None,
         }
-        self.maintain_parameters(&state, &o).await;
+        if self.maintain_parameters(&state, &o).await {
+            self.maintained = Some((state.clone(), self.widening.clone(), o.in_recovery));
+        } else {
+            self.maintained = None;
+        }
         self.report_state(member_state(&o));
     }
 
@@ -986,10 +995,12 @@ impl Agent {
     /// configuration for the role it runs in and reloads it (on every node
     /// at once, as each applies the change), then asks which changes wait
     /// for a restart. Never restarts it.
-    async fn maintain_parameters(&mut self, state: &ClusterState, o: &Observation) {
+    /// False when writing or reloading failed (tried again next turn).
+    async fn maintain_parameters(&mut self, state: &ClusterState, o: &Observation) -> bool {
         if !o.accepting {
-            return;
+            return false;
         }
+        let mut ok = true;
         if self.links.parameters.borrow().catalog.is_none() {
             match self.observer.client().await {
                 Ok(client) => match Catalog::load(client).await {
@@ -999,7 +1010,12 @@ impl Agent {
                 Err(e) => tracing::debug!("read pg_settings: {e}"),
             }
         }
-        if let Some(last) = &self.last_conf {
+        // Nothing the files are rendered from changed since the last turn
+        // (the same applied state, widening and role): no rendering.
+        let unchanged = self.maintained.as_ref().is_some_and(|(st, w, r)| {
+            std::ptr::eq(Arc::as_ptr(st), state) && *w == self.widening && *r == o.in_recovery
+        });
+        if let Some(last) = self.last_conf.as_ref().filter(|_| !unchanged) {
             let role = match (&last.role, o.in_recovery) {
                 (ServerRole::Standby { .. }, Some(false)) => Some(ServerRole::Primary),
                 (ServerRole::Primary, Some(true)) | (_, None) => None,
@@ -1018,13 +1034,16 @@ impl Agent {
                         if conf.parameters != last.parameters { "the parameters" } else { "the standbys to wait for" };
                     match self.apply_by_reload(conf).await {
                         Ok(()) => tracing::info!(version = state.config_version, "applied {what} by reload"),
-                        Err(e) => tracing::warn!("failed to apply {what}: {e}"),
+                        Err(e) => {
+                            ok = false;
+                            tracing::warn!("failed to apply {what}: {e}");
+                        }
                     }
                 }
             }
         }
-        let hba = self.hba(state);
-        if self.hba_written.as_ref() != Some(&hba) {
+        let hba = if unchanged { None } else { Some(self.hba(state)) };
+        if let Some(hba) = hba.filter(|h| self.hba_written.as_ref() != Some(h)) {
             match self.runner.write_hba(&hba) {
                 Ok(false) => self.hba_written = Some(hba),
                 Ok(true) => match self.sql("reload the configuration", "SELECT pg_reload_conf()").await {
@@ -1032,9 +1051,15 @@ impl Agent {
                         tracing::info!("applied the client authentication rules by reload");
                         self.hba_written = Some(hba);
                     }
-                    Err(e) => tracing::warn!("failed to reload after writing pg_hba.conf: {e}"),
+                    Err(e) => {
+                        ok = false;
+                        tracing::warn!("failed to reload after writing pg_hba.conf: {e}");
+                    }
                 },
-                Err(e) => tracing::warn!("failed to write pg_hba.conf: {e}"),
+                Err(e) => {
+                    ok = false;
+                    tracing::warn!("failed to write pg_hba.conf: {e}");
+                }
             }
         }
         if self.pending_check.is_some_and(|at| Instant::now() >= at) {
@@ -1062,6 +1087,7 @@ impl Agent {
                 }
             }
         }
+        ok
     }
 
     /// The `pg_hba.conf` the configuration and the members call for.

@@ -3,7 +3,6 @@
 //! can accept the loss. The tests run in named phases: a failure names its
 //! phase.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
@@ -38,24 +37,6 @@ impl Drop for KillOnDrop {
             if proc_stat(*pid).is_some_and(|s| s.state == 'T') {
                 let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
             }
-        }
-    }
-}
-
-/// On a failure, prints the end of every daemon's log (they go with the
-/// cluster's temporary directory).
-struct LogsOnPanic(Vec<(u64, PathBuf)>);
-
-impl Drop for LogsOnPanic {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        for (id, path) in &self.0 {
-            let log = std::fs::read_to_string(path).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = lines[lines.len().saturating_sub(300)..].join("\n");
-            eprintln!("===== daemon log of node {id} (last 300 lines) =====\n{tail}");
         }
     }
 }
@@ -147,7 +128,7 @@ async fn has_table(c: &DaemonCluster, id: u64, name: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_past_the_lag_limit_is_not_promoted_when_the_primary_and_raft_leader_die() {
     let mut c = DaemonCluster::start(3, |_| {}).await;
-    let _logs = LogsOnPanic(c.layout.nodes.iter().map(|n| (n.id, n.log_path())).collect());
+    let _logs = c.logs_on_panic();
     let dynamic = c.layout.file_config(1).dynamic;
     let lease = Duration::from_millis(dynamic.lease_ttl_ms + dynamic.drift_margin_ms);
     assert_eq!(dynamic.maximum_lag_on_failover, 1 << 20, "the default limit, as in the report");
@@ -409,7 +390,7 @@ async fn a_member_down_while_another_becomes_primary_finds_its_wal_reserved() {
         f.dynamic.postgresql_parameters.insert("wal_keep_size".into(), "0".into());
     })
     .await;
-    let _logs = LogsOnPanic(c.layout.nodes.iter().map(|n| (n.id, n.log_path())).collect());
+    let _logs = c.logs_on_panic();
     let primary = c.must_healthy(&[1, 2, 3], REPLICAS_FOLLOW).await;
     let replicas: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != primary).collect();
     let (target, down) = (replicas[0], replicas[1]);

@@ -173,6 +173,20 @@ async fn phase_patronictl_spellings(c: &DaemonCluster) {
     assert_eq!(code, 1, "{err}");
 }
 
+/// The lines a child prints on its standard output, as they come.
+fn lines_of(child: &mut std::process::Child) -> mpsc::Receiver<String> {
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 /// `list -w 1` prints the cluster again every second.
 async fn phase_watch(c: &DaemonCluster) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_raftctl"))
@@ -183,15 +197,7 @@ async fn phase_watch(c: &DaemonCluster) {
         .stderr(Stdio::null())
         .spawn()
         .expect("start raftctl list -w 1");
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let rx = lines_of(&mut child);
     let mut headers = 0;
     wait_for("list -w 1 to print the cluster twice", EVENTS, async || {
         headers += rx.try_iter().filter(|l| l.starts_with("Cluster: ")).count();
@@ -397,15 +403,7 @@ async fn phase_follow(c: &mut DaemonCluster) {
         .stderr(Stdio::null())
         .spawn()
         .expect("start raftctl events --follow");
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let rx = lines_of(&mut child);
     let mut seen: Vec<Value> = Vec::new();
     let drain = |seen: &mut Vec<Value>| {
         while let Ok(line) = rx.try_recv() {

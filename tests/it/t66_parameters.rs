@@ -97,13 +97,9 @@ async fn parameters_are_checked_applied_and_restarted_like_patroni_s() {
     .await;
 
     phase("a reloadable change reaches every node without a restart", async {
-        let started = async |id: u64| -> String {
-            let row = c.must_pg(id).await.query_one("SELECT pg_postmaster_start_time()::text", &[]).await;
-            row.unwrap_or_else(|e| panic!("start time of node {id}: {e}")).get(0)
-        };
         let mut before = Vec::new();
         for id in [1, 2, 3] {
-            before.push(started(id).await);
+            before.push(c.postmaster_started(id).await);
         }
         c.must_raftctl(&["config", "set", "postgresql_parameters.work_mem=12MB"]);
         for (i, id) in [1, 2, 3].into_iter().enumerate() {
@@ -112,7 +108,7 @@ async fn parameters_are_checked_applied_and_restarted_like_patroni_s() {
                 other => Err(other),
             })
             .await;
-            assert_eq!(started(id).await, before[i], "node {id} was not restarted");
+            assert_eq!(c.postmaster_started(id).await, before[i], "node {id} was not restarted");
             assert!(patroni(&c, id).await.get("pending_restart").is_none(), "node {id}: nothing pending");
         }
     })

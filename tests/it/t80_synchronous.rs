@@ -28,24 +28,6 @@ const SYNC_ESTABLISHED: Duration = Duration::from_secs(20);
 /// commit while no standby is synchronous.
 const BLOCKED_FOR: Duration = Duration::from_secs(4);
 
-/// On a failure, prints the end of every daemon's log (they go with the
-/// cluster's temporary directory).
-struct LogsOnPanic(Vec<(u64, std::path::PathBuf)>);
-
-impl Drop for LogsOnPanic {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        for (id, path) in &self.0 {
-            let log = std::fs::read_to_string(path).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = lines[lines.len().saturating_sub(150)..].join("\n");
-            eprintln!("===== daemon log of node {id} (last 150 lines) =====\n{tail}");
-        }
-    }
-}
-
 /// The members `raftctl list` names synchronous standbys.
 fn sync_standbys(c: &DaemonCluster) -> BTreeSet<u64> {
     let s = c.raftctl_json(&["list"]);
@@ -101,7 +83,7 @@ async fn synchronous_strict_loses_no_acknowledged_write_when_the_primary_dies() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cluster_strict_from_the_start_bootstraps() {
     let c = DaemonCluster::start(3, |f| f.dynamic.synchronous_mode = raftgres_storage::SyncMode::Strict).await;
-    let _logs = LogsOnPanic(c.layout.nodes.iter().map(|n| (n.id, n.log_path())).collect());
+    let _logs = c.logs_on_panic();
     let primary = c.must_healthy(&[1, 2, 3], REPLICAS_FOLLOW).await;
     must_sync(&c, 1).await;
     c.must_pg(primary).await.batch_execute("CREATE TABLE t (v bigint PRIMARY KEY)").await.expect("create table");
@@ -113,7 +95,7 @@ async fn a_cluster_strict_from_the_start_bootstraps() {
 /// standby and hold every acknowledged write.
 async fn no_acknowledged_write_lost(mode: &str, rounds: usize) {
     let mut c = DaemonCluster::start(3, |_| {}).await;
-    let _logs = LogsOnPanic(c.layout.nodes.iter().map(|n| (n.id, n.log_path())).collect());
+    let _logs = c.logs_on_panic();
     let mut primary = c.must_healthy(&[1, 2, 3], REPLICAS_FOLLOW).await;
     c.must_pg(primary).await.batch_execute("CREATE TABLE t (v bigint PRIMARY KEY)").await.expect("create table");
 
@@ -212,7 +194,7 @@ async fn stop_postgres(c: &DaemonCluster, id: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn on_degrades_and_recovers_and_strict_blocks_and_resumes() {
     let c = DaemonCluster::start(3, |_| {}).await;
-    let _logs = LogsOnPanic(c.layout.nodes.iter().map(|n| (n.id, n.log_path())).collect());
+    let _logs = c.logs_on_panic();
     let primary = c.must_healthy(&[1, 2, 3], REPLICAS_FOLLOW).await;
     let replicas: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != primary).collect();
     c.must_pg(primary).await.batch_execute("CREATE TABLE t (v bigint PRIMARY KEY)").await.expect("create table");
@@ -279,16 +261,10 @@ async fn on_degrades_and_recovers_and_strict_blocks_and_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_mode_changes_under_writes() {
     let c = DaemonCluster::start(3, |_| {}).await;
-    let _logs = LogsOnPanic(c.layout.nodes.iter().map(|n| (n.id, n.log_path())).collect());
+    let _logs = c.logs_on_panic();
     let primary = c.must_healthy(&[1, 2, 3], REPLICAS_FOLLOW).await;
     c.must_pg(primary).await.batch_execute("CREATE TABLE t (v bigint PRIMARY KEY)").await.expect("create table");
-    let started: String = c
-        .must_pg(primary)
-        .await
-        .query_one("SELECT pg_postmaster_start_time()::text", &[])
-        .await
-        .expect("start time")
-        .get(0);
+    let started = c.postmaster_started(primary).await;
     let (stop_tx, stop_rx) = watch::channel(false);
     let acked = Arc::new(Mutex::new(Vec::new()));
     let writer = {
@@ -330,12 +306,6 @@ async fn the_mode_changes_under_writes() {
     assert!(errors.is_empty(), "no write failed: {errors:?}");
     let acked = acked.lock().expect("acked").clone();
     assert_eq!(present(&c, primary, &acked).await, acked.len());
-    let now: String = c
-        .must_pg(primary)
-        .await
-        .query_one("SELECT pg_postmaster_start_time()::text", &[])
-        .await
-        .expect("start time")
-        .get(0);
+    let now = c.postmaster_started(primary).await;
     assert_eq!(now, started, "no restart");
 }

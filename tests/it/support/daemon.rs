@@ -180,6 +180,13 @@ impl DaemonCluster {
         self.pg(id).await.unwrap_or_else(|e| panic!("connect to node {id}'s PostgreSQL: {e}"))
     }
 
+    /// When node `id`'s PostgreSQL started, as text: unchanged means not
+    /// restarted.
+    pub async fn postmaster_started(&self, id: u64) -> String {
+        let row = self.must_pg(id).await.query_one("SELECT pg_postmaster_start_time()::text", &[]).await;
+        row.unwrap_or_else(|e| panic!("start time of node {id}: {e}")).get(0)
+    }
+
     /// Waits until node `id` has `n` rows in `t`.
     pub async fn must_rows(&self, id: u64, n: i64, deadline: Duration) {
         wait_for(&format!("{n} rows on node {id}"), deadline, async || {
@@ -282,5 +289,30 @@ impl Drop for DaemonCluster {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
         }
+    }
+}
+
+/// On a failure, prints the end of every daemon's log (they go with the
+/// cluster's temporary directory). Hold it for the test's length.
+pub struct LogsOnPanic(Vec<(u64, std::path::PathBuf)>);
+
+impl Drop for LogsOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for (id, path) in &self.0 {
+            let log = std::fs::read_to_string(path).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(300)..].join("\n");
+            eprintln!("===== daemon log of node {id} (last 300 lines) =====\n{tail}");
+        }
+    }
+}
+
+impl DaemonCluster {
+    /// Prints the daemons' logs if the test fails while this is held.
+    pub fn logs_on_panic(&self) -> LogsOnPanic {
+        LogsOnPanic(self.layout.nodes.iter().map(|n| (n.id, n.log_path())).collect())
     }
 }
