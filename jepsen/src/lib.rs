@@ -4,3 +4,4 @@
 //! `raftgres` and `raftctl` binaries and their wire APIs.
 
 pub mod history;
+pub mod record;
