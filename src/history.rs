@@ -120,6 +120,13 @@ pub fn text(e: &Event, c: &Context) -> String {
              had",
             c.name(*to)
         ),
+        Event::SyncQuorumChanged { epoch, standbys, quorum } => {
+            let names = c.names(standbys.iter().copied());
+            match (quorum, names.is_empty()) {
+                (0, _) | (_, true) => format!("synchronous quorum of epoch {epoch}: none (asynchronous)"),
+                (k, false) => format!("synchronous quorum of epoch {epoch}: any {k} of {}", names.join(", ")),
+            }
+        }
     }
 }
 
@@ -168,6 +175,9 @@ pub fn json(e: &Event, c: &Context) -> Value {
             "lsn": Lsn(*lsn).to_string(),
         }),
         Event::FailoverForced { epoch, to } => json!({ "epoch": epoch, "to": c.name(*to), "to_id": to }),
+        Event::SyncQuorumChanged { epoch, standbys, quorum } => {
+            json!({ "epoch": epoch, "standbys": c.names(standbys.iter().copied()), "quorum": quorum })
+        }
     };
     if let Some(o) = v.as_object_mut() {
         o.insert("kind".into(), json!(e.kind()));

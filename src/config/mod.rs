@@ -344,18 +344,6 @@ fn host_of(addr: &str) -> String {
     addr.parse::<HostPort>().map(|hp| hp.host).unwrap_or_else(|_| addr.to_string())
 }
 
-/// What this version of the daemon cannot run yet, whatever the replicated
-/// state allows: quorum commit (`synchronous_mode = "quorum"`).
-pub fn check_supported(dynamic: &DynamicConfig) -> Result<(), ConfigViolation> {
-    if dynamic.synchronous_mode == SyncMode::Quorum {
-        return Err(ConfigViolation {
-            field: "synchronous_mode".into(),
-            message: "quorum commit is not implemented yet; \"off\", \"on\" and \"strict\" are accepted".into(),
-        });
-    }
-    Ok(())
-}
-
 /// serde stops at the first bad field. To find the next, the line at fault
 /// gets a value of some type the field takes (or is dropped when the key is
 /// unknown), and the text is parsed again; line numbers stay those of the
@@ -582,9 +570,6 @@ impl FileConfig {
     }
 
     fn check_dynamic(&self, v: &mut Violations) {
-        if let Err(e) = check_supported(&self.dynamic) {
-            v.bad(&format!("dynamic.{}", e.field), e.message);
-        }
         if let Err(violations) = self.dynamic.validate() {
             for e in violations {
                 v.bad(&format!("dynamic.{}", e.field), e.message);
@@ -784,7 +769,7 @@ mod tests {
         c.http.listen = "x".into();
         c.postgres.replication_password = String::new();
         c.dynamic.lease_ttl_ms = 10;
-        c.dynamic.synchronous_mode = raftgres_storage::SyncMode::Quorum;
+        c.dynamic.synchronous_node_count = 0;
         c.security.token = Some("short".into());
         c.security.tls_cert_file = Some("/nonexistent.pem".into());
         c.tags.insert("nofailover".into(), "maybe".into());
@@ -799,7 +784,7 @@ mod tests {
             "http.listen",
             "postgres.replication_password",
             "dynamic.lease_ttl_ms",
-            "dynamic.synchronous_mode",
+            "dynamic.synchronous_node_count",
             "security.token",
             "tags.nofailover",
         ] {

@@ -79,7 +79,6 @@ impl Ops {
         };
         let next: DynamicConfig = serde_json::from_value(doc)
             .map_err(|e| OpError::Invalid(format!("invalid configuration: {e}{}", suggestion(&e.to_string()))))?;
-        crate::config::check_supported(&next).map_err(|v| OpError::Invalid(format!("invalid configuration: {v}")))?;
         self.check_parameters(&current, &next)?;
         // The replicated state's own rules (valid, and allowed to replace
         // the current configuration at run time), checked here too so that

@@ -126,6 +126,19 @@ pub enum Command {
     /// standbys and they have caught up; narrow before PostgreSQL stops
     /// waiting (RFC 0001).
     ChangeSyncStandbys { epoch: u64, from: BTreeSet<NodeId>, to: BTreeSet<NodeId> },
+    /// Replace the quorum record of the primary of `epoch`: PostgreSQL
+    /// waits for any `quorum` of `to` (`ANY k (…)`), if the record is still
+    /// `from` with `from_quorum` (compare-and-set). Added standbys and a
+    /// lower quorum reach Raft first; removed standbys and a higher quorum
+    /// reach PostgreSQL first (RFC 0003). Precondition: `quorum` is at most
+    /// the size of `to`.
+    ChangeSyncQuorum {
+        epoch: u64,
+        from: BTreeSet<NodeId>,
+        from_quorum: Option<u32>,
+        to: BTreeSet<NodeId>,
+        quorum: u32,
+    },
 }
 
 impl fmt::Display for Command {
@@ -169,6 +182,10 @@ impl fmt::Display for Command {
             }
             Command::ChangeSyncStandbys { epoch, from, to } => {
                 write!(f, "change the sync standbys of epoch {epoch} from {from:?} to {to:?}")
+            }
+            Command::ChangeSyncQuorum { epoch, from, from_quorum, to, quorum } => {
+                let k = from_quorum.map_or_else(|| "all".to_string(), |k| k.to_string());
+                write!(f, "change the sync quorum of epoch {epoch} from any {k} of {from:?} to any {quorum} of {to:?}")
             }
         }
     }

@@ -81,6 +81,13 @@ pub enum Event {
         epoch: u64,
         to: NodeId,
     },
+    /// Quorum mode: the primary of `epoch` waits for any `quorum` of
+    /// `standbys`; 0 means it waits for none (degraded to asynchronous).
+    SyncQuorumChanged {
+        epoch: u64,
+        standbys: BTreeSet<NodeId>,
+        quorum: u32,
+    },
 }
 
 impl Event {
@@ -103,6 +110,7 @@ impl Event {
             Event::PromotionRecorded { .. } => "promotion_recorded",
             Event::PositionRecorded { .. } => "position_recorded",
             Event::FailoverForced { .. } => "failover_forced",
+            Event::SyncQuorumChanged { .. } => "sync_quorum_changed",
         }
     }
 }
@@ -151,6 +159,9 @@ impl fmt::Display for Event {
                 "operator forced a failover from epoch {epoch} to node {to}, accepting the loss of writes only the \
                  old primary had"
             ),
+            Event::SyncQuorumChanged { epoch, standbys, quorum } => {
+                write!(f, "sync quorum of epoch {epoch}: any {quorum} of {standbys:?}")
+            }
         }
     }
 }

@@ -80,6 +80,25 @@ pub enum Reject {
          known to hold every acknowledged write"
     )]
     NoSynchronousStandby { node: NodeId },
+    /// A compare-and-set of the quorum record lost.
+    #[error(
+        "the synchronous quorum is {} of {current:?}, not {} of {expected:?}",
+        quorum_text(*current_quorum),
+        quorum_text(*expected_quorum)
+    )]
+    SyncQuorumMoved {
+        expected: Vec<NodeId>,
+        expected_quorum: Option<u32>,
+        current: Vec<NodeId>,
+        current_quorum: Option<u32>,
+    },
+    /// A quorum larger than the standbys it counts.
+    #[error("a quorum of {quorum} cannot be met by {standbys} standbys")]
+    InvalidQuorum { quorum: u32, standbys: u32 },
+}
+
+fn quorum_text(k: Option<u32>) -> String {
+    k.map_or_else(|| "all".into(), |k| format!("any {k}"))
 }
 
 fn display_violations(v: &[ConfigViolation]) -> String {

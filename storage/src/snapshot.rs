@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::encoding::{self, DecodeError, EncodeError};
 use crate::ondisk::DataVersion;
 use crate::ondisk::v1::SnapshotPayloadV1;
+use crate::ondisk::v2::SnapshotPayloadV2;
 use crate::state::ClusterState;
 use crate::typ::{LogId, SnapshotMeta, StoredMembership};
 
@@ -34,11 +35,15 @@ impl SnapshotPayload {
 
     /// Decodes a payload of any format this build reads: the format number
     /// first, then the rest with that format's types. A v1 payload is
-    /// converted; the result is always of the current format.
+    /// converted (v1 and v2); the result is always of the current format.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let format = Self::format_of(bytes)?;
         match DataVersion::from_number(format) {
-            Some(DataVersion::V2) => encoding::decode("snapshot payload v2", bytes),
+            Some(DataVersion::V3) => encoding::decode("snapshot payload v3", bytes),
+            Some(DataVersion::V2) => {
+                let v2: SnapshotPayloadV2 = encoding::decode("snapshot payload v2", bytes)?;
+                Ok(Self::new(v2.last_applied, v2.membership, v2.state.into()))
+            }
             Some(DataVersion::V1) => {
                 let v1: SnapshotPayloadV1 = encoding::decode("snapshot payload v1", bytes)?;
                 Ok(Self::new(v1.last_applied, v1.membership, v1.state.into()))
@@ -79,6 +84,7 @@ mod tests {
     use crate::event::EventRecord;
     use crate::member::Member;
     use crate::ondisk::v1::ClusterStateV1;
+    use crate::ondisk::v2::ClusterStateV2;
     use crate::state::{ApplyContext, Primary, Switchover};
     use crate::timeline::{ForcedFailover, TimelineRecord, WalPosition};
     use crate::typ::NodeInfo;
@@ -129,14 +135,56 @@ mod tests {
     }
 
     #[test]
-    fn a_full_v2_payload_round_trips() {
+    fn a_full_current_payload_round_trips() {
         let mut state = busy_state();
         state.timeline = Some(TimelineRecord { epoch: 1, node: 1, timeline: 2, switchpoint: 0x300_0060 });
         state.position = Some(WalPosition { epoch: 1, node: 1, timeline: 2, lsn: 0x300_0100, at_ms: 5 });
         state.forced_failover = Some(ForcedFailover { epoch: 1, to: 2 });
+        state.sync_quorum = Some(1);
         let p = SnapshotPayload::new(Some(LogId::new(CommittedLeaderId::new(2, 1), 9)), membership(), state);
-        assert_eq!(p.format, 2);
+        assert_eq!(p.format, 3);
         assert_eq!(SnapshotPayload::decode(&p.encode().unwrap()).unwrap(), p);
+    }
+
+    #[test]
+    fn a_v2_payload_decodes_into_the_current_state() {
+        let mut s = busy_state();
+        s.timeline = Some(TimelineRecord { epoch: 1, node: 1, timeline: 2, switchpoint: 0x300_0060 });
+        s.position = Some(WalPosition { epoch: 1, node: 1, timeline: 2, lsn: 0x300_0100, at_ms: 5 });
+        s.forced_failover = Some(ForcedFailover { epoch: 1, to: 2 });
+        let v2_state = ClusterStateV2 {
+            cluster_id: s.cluster_id.clone(),
+            members: s.members.clone(),
+            epoch: s.epoch,
+            primary: s.primary.clone(),
+            sync_standbys: s.sync_standbys.clone(),
+            config: s.config.clone(),
+            config_version: s.config_version,
+            maintenance: s.maintenance,
+            switchover: s.switchover.clone(),
+            failovers: s.failovers,
+            switchovers: s.switchovers,
+            history: s.history.clone(),
+            timeline: s.timeline,
+            position: s.position,
+            forced_failover: s.forced_failover,
+        };
+        let last_applied = Some(LogId::new(CommittedLeaderId::new(2, 1), 6));
+        let v2 = SnapshotPayloadV2 { format: 2, last_applied, membership: membership(), state: v2_state };
+        let bytes = encoding::encode("v2 payload", &v2).unwrap();
+
+        let p = SnapshotPayload::decode(&bytes).unwrap();
+        assert_eq!(p.format, DataVersion::CURRENT.number());
+        assert_eq!(p.state, s, "every v2 field carried over, the set waited for in full");
+        assert_eq!(p.state.sync_quorum, None);
+        assert_eq!(p.state.sync_standbys, BTreeSet::from([2]));
+        assert!(p.state.timeline.is_some() && p.state.forced_failover.is_some());
+        assert_ne!(encoding::decode::<SnapshotPayload>("misread", &bytes).ok(), Some(p.clone()));
+        // A v3 payload labelled v2 is refused or misread, never taken as is.
+        let mut quorum = p.clone();
+        quorum.state.sync_quorum = Some(1);
+        let mislabelled = SnapshotPayload { format: 2, ..quorum.clone() };
+        assert_ne!(SnapshotPayload::decode(&mislabelled.encode().unwrap()).ok(), Some(quorum));
     }
 
     #[test]
@@ -177,7 +225,7 @@ mod tests {
         // v1 bytes read as the current layout would be misread or refused:
         // the format number is what keeps them apart.
         assert_ne!(encoding::decode::<SnapshotPayload>("misread", &bytes).ok(), Some(p.clone()));
-        // Re-encoded, the payload is v2.
+        // Re-encoded, the payload is of the current format.
         let again = SnapshotPayload::decode(&p.encode().unwrap()).unwrap();
         assert_eq!(again, p);
     }

@@ -78,6 +78,10 @@ pub struct ClusterState {
     /// An operator's failover accepting the loss of the lost primary's
     /// unreplicated writes; cleared by the next election.
     pub forced_failover: Option<ForcedFailover>,
+    /// Quorum mode: PostgreSQL waits for any this many of `sync_standbys`
+    /// (RFC 0003). `None`: it waits for every one of them (`on`,
+    /// `strict`). Since on-disk format v3.
+    pub sync_quorum: Option<u32>,
 }
 
 impl ClusterState {
@@ -98,6 +102,19 @@ impl ClusterState {
     /// The node the state names primary, if any.
     pub fn primary_node(&self) -> Option<NodeId> {
         self.primary.as_ref().map(|p| p.node)
+    }
+
+    /// The committed synchronous record as (standbys, how many of them
+    /// hold every acknowledged commit), or `None` when nothing is known to
+    /// be anywhere but on the primary: synchronous mode is off, the set is
+    /// empty, or a quorum of 0 (degraded). Every acknowledged commit is on
+    /// at least that many of those standbys.
+    pub fn sync_record(&self) -> Option<(&BTreeSet<NodeId>, usize)> {
+        if self.config.synchronous_mode == SyncMode::Off || self.sync_standbys.is_empty() {
+            return None;
+        }
+        let k = self.sync_quorum.map_or(self.sync_standbys.len(), |k| k as usize);
+        (k > 0).then_some((&self.sync_standbys, k.min(self.sync_standbys.len())))
     }
 
     /// Checks `cmd` and records its events into the state.
@@ -204,10 +221,37 @@ impl ClusterState {
                         return Err(Reject::InvalidStandby { node: *s, reason: "it is tagged nosync".into() });
                     }
                 }
-                if from == to {
+                if from == to && self.sync_quorum.is_none() {
                     return Ok(Vec::new());
                 }
                 Ok(vec![Event::SyncStandbysChanged { epoch: *epoch, standbys: to.clone() }])
+            }
+            Command::ChangeSyncQuorum { epoch, from, from_quorum, to, quorum } => {
+                if &self.sync_standbys != from || self.sync_quorum != *from_quorum {
+                    return Err(Reject::SyncQuorumMoved {
+                        expected: from.iter().copied().collect(),
+                        expected_quorum: *from_quorum,
+                        current: self.sync_standbys.iter().copied().collect(),
+                        current_quorum: self.sync_quorum,
+                    });
+                }
+                let primary = self.must_current_primary(*epoch)?;
+                if *quorum as usize > to.len() {
+                    return Err(Reject::InvalidQuorum { quorum: *quorum, standbys: to.len() as u32 });
+                }
+                for s in to.difference(from) {
+                    let m = self.must_member(*s)?;
+                    if *s == primary {
+                        return Err(Reject::InvalidStandby { node: *s, reason: "it is the primary".into() });
+                    }
+                    if m.nosync() {
+                        return Err(Reject::InvalidStandby { node: *s, reason: "it is tagged nosync".into() });
+                    }
+                }
+                if from == to && *from_quorum == Some(*quorum) {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![Event::SyncQuorumChanged { epoch: *epoch, standbys: to.clone(), quorum: *quorum }])
             }
             Command::ChangeConfig { if_version, config } => {
                 if let Some(expected) = if_version
@@ -355,11 +399,10 @@ impl ClusterState {
         if !member.may_be_promoted() {
             return Err(Reject::NoFailover { node });
         }
-        if self.config.synchronous_mode != SyncMode::Off
-            && !self.sync_standbys.is_empty()
-            && !self.sync_standbys.contains(&node)
+        if let Some((standbys, _)) = self.sync_record()
+            && !standbys.contains(&node)
         {
-            return Err(Reject::NotSynchronous { node, standbys: self.sync_standbys.iter().copied().collect() });
+            return Err(Reject::NotSynchronous { node, standbys: standbys.iter().copied().collect() });
         }
         if self.config.synchronous_mode == SyncMode::Strict
             && self.sync_standbys.is_empty()
@@ -411,7 +454,11 @@ impl ClusterState {
             }
             Event::MemberRemoved { node } => {
                 self.members.remove(node);
-                self.sync_standbys.remove(node);
+                if self.sync_standbys.remove(node)
+                    && let Some(k) = &mut self.sync_quorum
+                {
+                    *k = (*k).min(self.sync_standbys.len() as u32);
+                }
             }
             Event::MemberTagsChanged { node, tags } => {
                 if let Some(m) = self.members.get_mut(node) {
@@ -425,7 +472,14 @@ impl ClusterState {
                 // primary acknowledged: the new primary inherits them (its
                 // PostgreSQL waits for them) and narrows or widens the set
                 // from there, through Raft.
-                self.sync_standbys.remove(node);
+                // In quorum mode the new primary was one of the `k` that
+                // may hold a commit: the others are known to hold it on
+                // `k - 1` of the rest.
+                if self.sync_standbys.remove(node)
+                    && let Some(k) = &mut self.sync_quorum
+                {
+                    *k = k.saturating_sub(1).min(self.sync_standbys.len() as u32);
+                }
                 self.switchover = None;
                 self.forced_failover = None;
                 match reason {
@@ -441,6 +495,11 @@ impl ClusterState {
             }
             Event::SyncStandbysChanged { standbys, .. } => {
                 self.sync_standbys = standbys.clone();
+                self.sync_quorum = None;
+            }
+            Event::SyncQuorumChanged { standbys, quorum, .. } => {
+                self.sync_standbys = standbys.clone();
+                self.sync_quorum = Some(*quorum);
             }
             Event::ConfigChanged { version, config } => {
                 self.config = config.clone();
@@ -720,6 +779,43 @@ mod tests {
         s.apply(&Command::ChangeSyncStandbys { epoch: 1, from: [2].into(), to: [2, 3].into() }, ctx(16)).unwrap();
         s.apply(&Command::ElectPrimary { if_epoch: 1, node: 2, reason: ElectionReason::Failover }, ctx(17)).unwrap();
         assert_eq!(s.sync_standbys, [3].into(), "the new primary inherits the old set, without itself");
+    }
+
+    #[test]
+    fn the_quorum_record_changes_by_compare_and_set_and_a_new_primary_inherits_one_less() {
+        let mut s = cluster(5);
+        let config = DynamicConfig { synchronous_mode: SyncMode::Quorum, ..DynamicConfig::default() };
+        s.apply(&Command::ChangeConfig { if_version: Some(1), config }, ctx(10)).unwrap();
+        let change = |from: &[NodeId], from_quorum, to: &[NodeId], quorum| Command::ChangeSyncQuorum {
+            epoch: 1,
+            from: from.iter().copied().collect(),
+            from_quorum,
+            to: to.iter().copied().collect(),
+            quorum,
+        };
+        assert_eq!(s.sync_record(), None, "nothing committed: asynchronous");
+        let r = s.apply(&change(&[], None, &[2, 3], 3), ctx(11));
+        assert_eq!(r, Err(Reject::InvalidQuorum { quorum: 3, standbys: 2 }));
+        s.apply(&change(&[], None, &[2, 3, 4], 0), ctx(12)).unwrap();
+        assert_eq!(s.sync_record(), None, "a quorum of 0 promises nothing");
+        s.apply(&change(&[2, 3, 4], Some(0), &[2, 3, 4], 2), ctx(13)).unwrap();
+        assert_eq!(s.sync_record(), Some((&BTreeSet::from([2, 3, 4]), 2)));
+        // A delayed command from an older record is refused.
+        let r = s.apply(&change(&[2, 3, 4], Some(0), &[2, 3], 0), ctx(14));
+        assert!(matches!(r, Err(Reject::SyncQuorumMoved { current_quorum: Some(2), .. })), "{r:?}");
+        let r = s.apply(&change(&[2, 3, 4], Some(2), &[1, 2, 3, 4], 2), ctx(15));
+        assert!(matches!(r, Err(Reject::InvalidStandby { node: 1, .. })), "{r:?}");
+        assert_eq!(s.apply(&Command::RemoveMember { node: 4 }, ctx(16)), Err(Reject::MemberIsSynchronous { node: 4 }));
+        // A candidate outside the record is refused, one inside inherits
+        // the others with one fewer: it may have been one of the two.
+        let r = s.apply(&Command::ElectPrimary { if_epoch: 1, node: 5, reason: ElectionReason::Failover }, ctx(17));
+        assert!(matches!(r, Err(Reject::NotSynchronous { node: 5, .. })), "{r:?}");
+        s.apply(&Command::ElectPrimary { if_epoch: 1, node: 3, reason: ElectionReason::Failover }, ctx(18)).unwrap();
+        assert_eq!((s.sync_standbys.clone(), s.sync_quorum), ([2, 4].into(), Some(1)));
+        // An `on` set replaces the record, waited for in full again.
+        let r = s.apply(&Command::ChangeSyncStandbys { epoch: 2, from: [2, 4].into(), to: [2, 4].into() }, ctx(19));
+        assert!(r.is_ok_and(|events| events.len() == 1), "the same set, no longer a quorum, is an event");
+        assert_eq!((s.sync_quorum, s.sync_record()), (None, Some((&BTreeSet::from([2, 4]), 2))));
     }
 
     #[test]

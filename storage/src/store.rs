@@ -51,7 +51,9 @@ impl Store {
         fs::create_dir_all(data_dir).map_err(io(data_dir))?;
         let dir = data_dir.join(DataVersion::CURRENT.dir_name());
         let (db, fresh) = match check_versions(data_dir)? {
-            Some(older) => (ondisk::upgrade::upgrade(data_dir, &older, &dir, cluster_id, node_id)?, false),
+            Some((older, version)) => {
+                (ondisk::upgrade::upgrade(data_dir, (&older, version), &dir, cluster_id, node_id)?, false)
+            }
             None => {
                 let fresh = !dir.exists();
                 (open_sled(&dir)?, fresh)
@@ -68,8 +70,7 @@ impl Store {
                 let mut reason =
                     "it has no format header (sled could not recover it, or it was not written by raftgres)"
                         .to_string();
-                let older = data_dir.join(DataVersion::UPGRADES_FROM.dir_name());
-                if older.exists() {
+                if let Some(older) = newest_older(data_dir) {
                     reason += &format!(
                         "; if an upgrade from {} stopped before writing it, remove {} to retry the upgrade",
                         older.display(),
@@ -111,7 +112,7 @@ impl Store {
             return Err(StorageError::UpgradeInProgress {
                 path: dir,
                 version: header.version,
-                from: data_dir.join(DataVersion::UPGRADES_FROM.dir_name()),
+                from: newest_older(data_dir).unwrap_or_else(|| data_dir.join("raft-v<earlier>")),
             });
         }
         if header.cluster_id != cluster_id {
@@ -266,21 +267,35 @@ pub(crate) fn corrupted(path: &Path, e: StorageError) -> StorageError {
     }
 }
 
+/// The newest earlier-version directory in `data_dir` this build upgrades
+/// from, if any.
+fn newest_older(data_dir: &Path) -> Option<PathBuf> {
+    DataVersion::UPGRADES_FROM.iter().rev().map(|v| data_dir.join(v.dir_name())).find(|d| d.exists())
+}
+
 /// Refuses a data directory that holds a format version this build neither
-/// reads nor upgrades. Returns the directory to upgrade when the data
-/// directory holds [`DataVersion::UPGRADES_FROM`] and not the current
-/// version.
-fn check_versions(data_dir: &Path) -> Result<Option<PathBuf>, StorageError> {
+/// reads nor upgrades. Returns the directory to upgrade, with its version,
+/// when the data directory holds no current version: the newest of
+/// [`DataVersion::UPGRADES_FROM`] present (an older one beside it is what
+/// an earlier upgrade left behind).
+fn check_versions(data_dir: &Path) -> Result<Option<(PathBuf, DataVersion)>, StorageError> {
     let entries = fs::read_dir(data_dir).map_err(|error| StorageError::Io { path: data_dir.to_path_buf(), error })?;
     let mut current = false;
-    let mut older = None;
+    let mut older: Option<(PathBuf, DataVersion)> = None;
     for entry in entries {
         let entry = entry.map_err(|error| StorageError::Io { path: data_dir.to_path_buf(), error })?;
         let name = entry.file_name();
+        let upgradable =
+            |n: u32| DataVersion::UPGRADES_FROM.iter().copied().find(|v| v.number() == n);
         match name.to_str().and_then(DataVersion::parse_dir_name) {
             None => {}
             Some(found) if found == DataVersion::CURRENT.number() => current = true,
-            Some(found) if found == DataVersion::UPGRADES_FROM.number() => older = Some(entry.path()),
+            Some(found) if upgradable(found).is_some() => {
+                let v = upgradable(found).expect("checked");
+                if older.as_ref().is_none_or(|(_, o)| *o < v) {
+                    older = Some((entry.path(), v));
+                }
+            }
             Some(found) => {
                 return Err(StorageError::UnsupportedVersion {
                     path: entry.path(),

@@ -88,9 +88,9 @@ fn another_cluster_or_node_is_refused() {
 #[test]
 fn a_newer_format_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    fs::create_dir(dir.path().join("raft-v3")).unwrap();
+    fs::create_dir(dir.path().join("raft-v4")).unwrap();
     let e = expect_err(dir.path(), "c1", 1);
-    assert!(matches!(e, StorageError::UnsupportedVersion { found: 3, supported: 2, .. }), "{e}");
+    assert!(matches!(e, StorageError::UnsupportedVersion { found: 4, supported: 3, .. }), "{e}");
     assert!(!dir.path().join(DataVersion::CURRENT.dir_name()).exists(), "nothing was created");
 }
 

@@ -1,6 +1,7 @@
-//! The upgrade of a v1 data directory at open, on directories written the
-//! way a v1 build wrote them: raw sled, the key spaces, bincode, a header of
-//! version 1 and a snapshot whose payload holds the v1 cluster state.
+//! The upgrade of a v1 or v2 data directory at open, on directories written
+//! the way those builds wrote them: raw sled, the key spaces, bincode, a
+//! header of their version and a snapshot whose payload holds their cluster
+//! state.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -15,6 +16,7 @@ use raftgres_storage::encoding;
 use raftgres_storage::error::StorageError;
 use raftgres_storage::keyspace::{HeaderSpace, KeySpace, LogMetaKey, LogMetaSpace, LogSpace, Tables, VoteSpace};
 use raftgres_storage::ondisk::v1::{ClusterStateV1, SnapshotPayloadV1};
+use raftgres_storage::ondisk::v2::{ClusterStateV2, SnapshotPayloadV2};
 use raftgres_storage::ondisk::{Header, write_control_file};
 use raftgres_storage::snapshot::{SnapshotPayload, StoredSnapshot};
 use raftgres_storage::typ::Entry;
@@ -24,6 +26,8 @@ use raftgres_storage::{
 };
 
 const SCRATCH: &str = "upgrade-from-raft-v1.tmp";
+/// The directory of the format this build writes.
+const CURRENT: &str = "raft-v3";
 /// The snapshot file's magic, as v1 wrote it.
 const SNAPSHOT_MAGIC: &[u8; 8] = b"RGSNAP01";
 const TERM: u64 = 2;
@@ -103,18 +107,48 @@ fn vote() -> Vote<u64> {
     Vote::new_committed(TERM, 1)
 }
 
+fn to_v2(s: ClusterState) -> ClusterStateV2 {
+    assert_eq!(s.sync_quorum, None);
+    ClusterStateV2 {
+        cluster_id: s.cluster_id,
+        members: s.members,
+        epoch: s.epoch,
+        primary: s.primary,
+        sync_standbys: s.sync_standbys,
+        config: s.config,
+        config_version: s.config_version,
+        maintenance: s.maintenance,
+        switchover: s.switchover,
+        failovers: s.failovers,
+        switchovers: s.switchovers,
+        history: s.history,
+        timeline: s.timeline,
+        position: s.position,
+        forced_failover: s.forced_failover,
+    }
+}
+
+fn header(version: u32) -> Header {
+    Header { version, cluster_id: "c1".into(), node_id: 1, upgrading: false, created_by: "0.1.0".into() }
+}
+
 fn v1_header() -> Header {
-    Header { version: 1, cluster_id: "c1".into(), node_id: 1, upgrading: false, created_by: "0.1.0".into() }
+    header(1)
 }
 
 /// Writes `<data_dir>/raft-v1/` as a v1 build did, and waits until sled has
 /// let go of it.
 fn write_v1(data_dir: &Path) -> PathBuf {
-    let dir = data_dir.join("raft-v1");
+    write_old(data_dir, 1)
+}
+
+/// Writes `<data_dir>/raft-v<version>/` (1 or 2) as that build did.
+fn write_old(data_dir: &Path, version: u32) -> PathBuf {
+    let dir = data_dir.join(format!("raft-v{version}"));
     {
         let db = sled::Config::new().path(&dir).open().unwrap();
         let t = Tables::new((*db).clone(), &dir);
-        t.insert::<HeaderSpace>(&(), &v1_header().encode().unwrap()).unwrap();
+        t.insert::<HeaderSpace>(&(), &header(version).encode().unwrap()).unwrap();
         t.insert::<VoteSpace>(&(), &vote()).unwrap();
         for entry in entries().into_iter().filter(|e| e.log_id.index > PURGED) {
             t.insert::<LogSpace>(&entry.log_id.index, &entry).unwrap();
@@ -124,18 +158,33 @@ fn write_v1(data_dir: &Path) -> PathBuf {
         db.flush().unwrap();
     }
     let last_membership = StoredMembership::new(Some(log_id(1)), membership());
-    let payload = SnapshotPayloadV1 {
-        format: 1,
-        last_applied: Some(log_id(SNAPSHOT_AT)),
-        membership: last_membership.clone(),
-        state: to_v1(state_at(SNAPSHOT_AT)),
-    };
+    let payload = match version {
+        1 => encoding::encode(
+            "v1 snapshot payload",
+            &SnapshotPayloadV1 {
+                format: 1,
+                last_applied: Some(log_id(SNAPSHOT_AT)),
+                membership: last_membership.clone(),
+                state: to_v1(state_at(SNAPSHOT_AT)),
+            },
+        ),
+        _ => encoding::encode(
+            "v2 snapshot payload",
+            &SnapshotPayloadV2 {
+                format: 2,
+                last_applied: Some(log_id(SNAPSHOT_AT)),
+                membership: last_membership.clone(),
+                state: to_v2(state_at(SNAPSHOT_AT)),
+            },
+        ),
+    }
+    .unwrap();
     let meta = SnapshotMeta {
         last_log_id: Some(log_id(SNAPSHOT_AT)),
         last_membership,
         snapshot_id: format!("2-1-{SNAPSHOT_AT}-1"),
     };
-    let stored = StoredSnapshot { meta, data: encoding::encode("v1 snapshot payload", &payload).unwrap() };
+    let stored = StoredSnapshot { meta, data: payload };
     let bytes = encoding::encode("stored snapshot", &stored).unwrap();
     write_control_file(&dir.join("snapshot"), SNAPSHOT_MAGIC, &bytes).unwrap();
     wait_released(&dir);
@@ -244,34 +293,35 @@ async fn a_v1_directory_is_upgraded_at_open() {
         let (mut log, mut sm) = open(data.path());
         assert_upgraded(&mut log, &mut sm).await;
         assert_eq!(contents(&v1), before, "raft-v1/ is byte for byte as it was");
-        assert_eq!(names(data.path()), BTreeSet::from(["raft-v1".into(), "raft-v2".into()]), "no scratch copy is left");
-        // The converted snapshot is a v2 payload, checksummed and durable.
+        assert_eq!(names(data.path()), BTreeSet::from(["raft-v1".into(), CURRENT.into()]), "no scratch copy is left");
+        // The converted snapshot is a current payload, checksummed and durable.
         let snapshot = sm.get_current_snapshot().await.unwrap().expect("the snapshot was carried over");
         assert_eq!(snapshot.meta.last_log_id, Some(log_id(SNAPSHOT_AT)));
-        let v2: SnapshotPayload = encoding::decode("v2 payload", snapshot.snapshot.get_ref()).unwrap();
-        assert_eq!(v2.format, 2);
-        assert_eq!(v2.state, state_at(SNAPSHOT_AT));
+        let current: SnapshotPayload = encoding::decode("payload", snapshot.snapshot.get_ref()).unwrap();
+        assert_eq!(current.format, 3);
+        assert_eq!(current.state, state_at(SNAPSHOT_AT));
     }
 
-    // The second open reads raft-v2/ alone: raft-v1/ could be garbage now.
+    // The second open reads the current directory alone: raft-v1/ could be
+    // garbage now.
     fs::write(v1.join("snapshot"), b"no longer read").unwrap();
     let (mut log, mut sm) = open(data.path());
     assert_upgraded(&mut log, &mut sm).await;
 }
 
 #[tokio::test]
-async fn an_interrupted_upgrade_is_refused_until_raft_v2_is_removed() {
+async fn an_interrupted_upgrade_is_refused_until_the_new_directory_is_removed() {
     let data = tempfile::tempdir().unwrap();
     let v1 = write_v1(data.path());
-    let v2 = data.path().join("raft-v2");
+    let v2 = data.path().join(CURRENT);
     drop(open(data.path()));
-    // Leave raft-v2/ as a crash before the last step would.
+    // Leave the new directory as a crash before the last step would.
     wait_released(&v2);
     {
         let db = sled::Config::new().path(&v2).open().unwrap();
         let t = Tables::new((*db).clone(), &v2);
         let mut header = Header::decode(&t.get::<HeaderSpace>(&()).unwrap().unwrap()).unwrap();
-        assert_eq!((header.version, header.upgrading), (2, false));
+        assert_eq!((header.version, header.upgrading), (3, false));
         header.upgrading = true;
         t.insert::<HeaderSpace>(&(), &header.encode().unwrap()).unwrap();
         db.flush().unwrap();
@@ -280,7 +330,7 @@ async fn an_interrupted_upgrade_is_refused_until_raft_v2_is_removed() {
 
     let e = open_err(data.path(), "c1");
     assert!(
-        matches!(&e, StorageError::UpgradeInProgress { path, version: 2, from } if *path == v2 && *from == v1),
+        matches!(&e, StorageError::UpgradeInProgress { path, version: 3, from } if *path == v2 && *from == v1),
         "{e}"
     );
     let msg = e.to_string();
@@ -300,7 +350,7 @@ fn assert_refused_cleanly(data_dir: &Path, cluster: &str) -> StorageError {
     let v1 = data_dir.join("raft-v1");
     let before = contents(&v1);
     let e = open_err(data_dir, cluster);
-    assert!(!data_dir.join("raft-v2").exists(), "{e}: no raft-v2/ was left");
+    assert!(!data_dir.join(CURRENT).exists(), "{e}: no new directory was left");
     assert!(!data_dir.join(SCRATCH).exists(), "{e}: no scratch copy was left");
     assert_eq!(contents(&v1), before, "{e}: raft-v1/ is unchanged");
     let again = open_err(data_dir, cluster);
@@ -369,7 +419,7 @@ fn a_v1_directory_in_use_is_refused_as_locked() {
     let held = sled::Config::new().path(&v1).open().unwrap();
     let Err(e) = Store::open(data.path(), "c1", 1) else { panic!("the upgrade should have waited for raft-v1/") };
     assert!(matches!(&e, StorageError::Locked { path } if *path == v1), "{e}");
-    assert!(!data.path().join("raft-v2").exists(), "{e}");
+    assert!(!data.path().join(CURRENT).exists(), "{e}");
     drop(held);
     drop(open(data.path()));
 }
@@ -378,28 +428,28 @@ fn a_v1_directory_in_use_is_refused_as_locked() {
 fn a_v1_directory_beside_an_unknown_version_is_refused() {
     let data = tempfile::tempdir().unwrap();
     write_v1(data.path());
-    fs::create_dir(data.path().join("raft-v3")).unwrap();
+    fs::create_dir(data.path().join("raft-v4")).unwrap();
     let e = open_err(data.path(), "c1");
-    assert!(matches!(e, StorageError::UnsupportedVersion { found: 3, supported: 2, .. }), "{e}");
-    assert!(!data.path().join("raft-v2").exists(), "nothing was created");
+    assert!(matches!(e, StorageError::UnsupportedVersion { found: 4, supported: 3, .. }), "{e}");
+    assert!(!data.path().join(CURRENT).exists(), "nothing was created");
 }
 
 #[test]
-fn a_raft_v2_directory_with_a_v1_header_is_refused() {
+fn a_current_directory_with_a_v1_header_is_refused() {
     let data = tempfile::tempdir().unwrap();
     let v1 = write_v1(data.path());
-    fs::rename(&v1, data.path().join("raft-v2")).unwrap();
+    fs::rename(&v1, data.path().join(CURRENT)).unwrap();
     let e = open_err(data.path(), "c1");
     assert!(matches!(e, StorageError::Corrupted { .. }), "{e}");
     assert!(e.to_string().contains("header says v1"), "{e}");
 }
 
 #[test]
-fn a_raft_v2_directory_left_without_a_header_says_how_to_retry() {
+fn a_current_directory_left_without_a_header_says_how_to_retry() {
     let data = tempfile::tempdir().unwrap();
     let v1 = write_v1(data.path());
-    let v2 = data.path().join("raft-v2");
-    // A crash right after sled created raft-v2/, before the header.
+    let v2 = data.path().join(CURRENT);
+    // A crash right after sled created the directory, before the header.
     drop(sled::Config::new().path(&v2).open().unwrap());
     wait_released(&v2);
     let e = open_err(data.path(), "c1");
@@ -410,4 +460,55 @@ fn a_raft_v2_directory_left_without_a_header_says_how_to_retry() {
     assert!(msg.contains(&v1.display().to_string()), "{msg}");
     fs::remove_dir_all(&v2).unwrap();
     drop(open(data.path()));
+}
+
+/// A node upgraded from v1 to v2 earlier keeps `raft-v1/` beside `raft-v2/`;
+/// this build upgrades from `raft-v2/`, the newest, and leaves both as they
+/// were.
+#[tokio::test]
+async fn a_v2_directory_is_upgraded_from_beside_an_old_v1_directory() {
+    let data = tempfile::tempdir().unwrap();
+    let v1 = write_old(data.path(), 1);
+    // What raft-v1/ holds no longer matters once raft-v2/ exists.
+    fs::write(v1.join("snapshot"), b"no longer read").unwrap();
+    let v2 = write_old(data.path(), 2);
+    let before = (contents(&v1), contents(&v2));
+    {
+        let (mut log, mut sm) = open(data.path());
+        assert_upgraded(&mut log, &mut sm).await;
+        assert_eq!((contents(&v1), contents(&v2)), before, "raft-v1/ and raft-v2/ are as they were");
+        assert_eq!(
+            names(data.path()),
+            BTreeSet::from(["raft-v1".into(), "raft-v2".into(), CURRENT.into()]),
+            "no scratch copy is left"
+        );
+        let snapshot = sm.get_current_snapshot().await.unwrap().expect("the snapshot was carried over");
+        let current: SnapshotPayload = encoding::decode("payload", snapshot.snapshot.get_ref()).unwrap();
+        assert_eq!((current.format, current.state.sync_quorum), (3, None));
+    }
+    let (mut log, mut sm) = open(data.path());
+    assert_upgraded(&mut log, &mut sm).await;
+}
+
+#[test]
+fn a_v2_directory_left_in_the_middle_of_its_own_upgrade_is_refused_with_the_way_out() {
+    let data = tempfile::tempdir().unwrap();
+    write_old(data.path(), 1);
+    let v2 = write_old(data.path(), 2);
+    {
+        let db = sled::Config::new().path(&v2).open().unwrap();
+        let t = Tables::new((*db).clone(), &v2);
+        let mut h = header(2);
+        h.upgrading = true;
+        t.insert::<HeaderSpace>(&(), &h.encode().unwrap()).unwrap();
+        db.flush().unwrap();
+    }
+    wait_released(&v2);
+    let e = open_err(data.path(), "c1");
+    assert!(e.to_string().contains(&format!("remove {}", v2.display())), "{e}");
+    assert!(!data.path().join(CURRENT).exists(), "{e}: nothing was created");
+    // Doing what it says upgrades from raft-v1/.
+    fs::remove_dir_all(&v2).unwrap();
+    drop(open(data.path()));
+    assert!(data.path().join(CURRENT).exists());
 }

@@ -5,13 +5,14 @@
 //! header key: magic, version, owning cluster and node, an "upgrading"
 //! marker, and a checksum. A directory of an unknown version, with a bad
 //! header, or belonging to another cluster or node is refused with a clear
-//! error and never rewritten. A directory of the previous version is
-//! upgraded at open into a new directory beside it (module `upgrade`).
+//! error and never rewritten. A directory of an earlier version is upgraded
+//! at open into a new directory beside it (module `upgrade`).
 
 mod control_file;
 pub mod header;
 pub(crate) mod upgrade;
 pub mod v1;
+pub mod v2;
 mod version;
 
 pub use control_file::{fsync_dir, read_control_file, write_control_file};

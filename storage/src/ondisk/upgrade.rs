@@ -1,29 +1,31 @@
-//! The upgrade of a v1 data directory to v2, run when a node opens a data
-//! directory that holds `raft-v1/` and no `raft-v2/`.
+//! The upgrade of an earlier format's data directory to the current one,
+//! run when a node opens a data directory that holds no current directory:
+//! from the newest earlier version present (`raft-v2/`, else `raft-v1/`).
 //!
-//! v2 changed only the snapshot payload (the cluster state gained fields)
-//! and appended variants to the log's commands and events, so the vote,
-//! the log entries and the log bookkeeping v1 wrote decode unchanged. The
-//! upgrade:
+//! Every later version changed only the snapshot payload (the cluster state
+//! gained fields) and appended variants to the log's commands and events,
+//! so the vote, the log entries and the log bookkeeping an earlier version
+//! wrote decode unchanged. The upgrade:
 //!
-//! 1. locks `raft-v1/` as its own daemon does, so no v1 daemon writes it
-//!    meanwhile;
+//! 1. locks the source directory as its own daemon does, so no daemon of
+//!    the earlier release writes it meanwhile;
 //! 2. copies it to a scratch directory and reads the copy: opening a sled
-//!    database writes to it, and `raft-v1/` must stay byte for byte as it
+//!    database writes to it, and the source must stay byte for byte as it
 //!    was;
-//! 3. checks everything before writing anything: the header (version 1,
-//!    this cluster and node), every key (each log entry must decode with
-//!    this release's types), the log's continuity, and the snapshot, whose
-//!    payload is decoded as v1 and re-encoded as v2;
-//! 4. creates `raft-v2/` with a v2 header whose `upgrading` flag is set,
-//!    copies the vote, the log and the log bookkeeping verbatim, writes the
-//!    converted snapshot, makes all of it durable, removes the scratch copy,
-//!    and clears the flag as its last step.
+//! 3. checks everything before writing anything: the header (the source's
+//!    version, this cluster and node), every key (each log entry must
+//!    decode with this release's types), the log's continuity, and the
+//!    snapshot, whose payload is decoded with the source's types and
+//!    re-encoded in the current format;
+//! 4. creates the current directory with a header whose `upgrading` flag is
+//!    set, copies the vote, the log and the log bookkeeping verbatim, writes
+//!    the converted snapshot, makes all of it durable, removes the scratch
+//!    copy, and clears the flag as its last step.
 //!
-//! A failed upgrade removes what it wrote. A crash leaves `raft-v2/` with
-//! the flag set (or with no header at all if it came before the header was
-//! written), and such a directory is refused: removing it retries the
-//! upgrade from `raft-v1/`.
+//! A failed upgrade removes what it wrote. A crash leaves the current
+//! directory with the flag set (or with no header at all if it came before
+//! the header was written), and such a directory is refused: removing it
+//! retries the upgrade from the source, which is left untouched.
 
 use std::fs::{self, File, TryLockError};
 use std::io;
@@ -37,25 +39,35 @@ use crate::ondisk::{DataVersion, Header, fsync_dir, read_control_file, write_con
 use crate::snapshot::{SnapshotPayload, StoredSnapshot};
 use crate::store::{SNAPSHOT_FILE, SNAPSHOT_MAGIC, check_tables, corrupted, open_sled, sync_db};
 
-/// The copy of `raft-v1/` the upgrade reads, beside it in the data
-/// directory. Not a `raft-v<N>` name, so no release takes it for data.
-const SCRATCH: &str = "upgrade-from-raft-v1.tmp";
+/// The name of the copy of the source directory the upgrade reads, beside
+/// it in the data directory (`upgrade-from-raft-v2.tmp`). Not a `raft-v<N>`
+/// name, so no release takes it for data.
+pub(crate) fn scratch_name(version: DataVersion) -> String {
+    format!("upgrade-from-{}.tmp", version.dir_name())
+}
 
-/// Upgrades the v1 directory `from` into the new directory `to`, both in
-/// `data_dir`, and returns the open database of `to`.
+/// Upgrades the directory `from`, of format `version`, into the new
+/// directory `to`, both in `data_dir`, and returns the open database of
+/// `to`.
 pub(crate) fn upgrade(
     data_dir: &Path,
-    from: &Path,
+    (from, version): (&Path, DataVersion),
     to: &Path,
     cluster_id: &str,
     node_id: u64,
 ) -> Result<sled::Db, StorageError> {
-    tracing::info!("upgrading {} (on-disk format v1) to {} (v2)", from.display(), to.display());
+    tracing::info!(
+        "upgrading {} (on-disk format v{}) to {} (v{})",
+        from.display(),
+        version.number(),
+        to.display(),
+        DataVersion::CURRENT.number()
+    );
     let _lock = lock_source(from)?;
-    let scratch = data_dir.join(SCRATCH);
+    let scratch = data_dir.join(scratch_name(version));
     remove_dir(&scratch)?;
 
-    let source = match read_source(from, &scratch, cluster_id, node_id) {
+    let source = match read_source((from, version), &scratch, cluster_id, node_id) {
         Ok(source) => source,
         Err(e) => {
             discard(&scratch);
@@ -93,15 +105,15 @@ pub(crate) fn upgrade(
     }
 }
 
-/// What the upgrade read from the v1 directory, checked.
+/// What the upgrade read from the source directory, checked.
 struct Source {
     /// The scratch copy's database.
     db: sled::Db,
-    /// The snapshot, its payload already converted to v2.
+    /// The snapshot, its payload already converted to the current format.
     snapshot: Option<StoredSnapshot>,
 }
 
-/// The v2 directory written but still flagged as upgrading.
+/// The current directory written but still flagged as upgrading.
 struct Target {
     db: sled::Db,
     db_file: File,
@@ -137,7 +149,12 @@ fn lock_source(from: &Path) -> Result<File, StorageError> {
     }
 }
 
-fn read_source(from: &Path, scratch: &Path, cluster_id: &str, node_id: u64) -> Result<Source, StorageError> {
+fn read_source(
+    (from, version): (&Path, DataVersion),
+    scratch: &Path,
+    cluster_id: &str,
+    node_id: u64,
+) -> Result<Source, StorageError> {
     copy_dir(from, scratch)?;
     let db = open_sled(scratch).map_err(|e| match e {
         StorageError::Corrupted { reason, .. } => StorageError::Corrupted { path: from.to_path_buf(), reason },
@@ -145,14 +162,19 @@ fn read_source(from: &Path, scratch: &Path, cluster_id: &str, node_id: u64) -> R
     })?;
     // Errors name the directory the data comes from, not the copy.
     let tables = Tables::new((*db).clone(), from);
-    check_header(&tables, from, cluster_id, node_id)?;
+    check_header(&tables, (from, version), cluster_id, node_id)?;
     check_keys(&db, from)?;
     check_tables(&tables, from)?;
     let snapshot = convert_snapshot(from)?;
     Ok(Source { db, snapshot })
 }
 
-fn check_header(tables: &Tables, from: &Path, cluster_id: &str, node_id: u64) -> Result<(), StorageError> {
+fn check_header(
+    tables: &Tables,
+    (from, version): (&Path, DataVersion),
+    cluster_id: &str,
+    node_id: u64,
+) -> Result<(), StorageError> {
     let corrupt = |reason: String| StorageError::Corrupted { path: from.to_path_buf(), reason };
     let bytes = tables.get::<HeaderSpace>(&()).map_err(|e| corrupted(from, e))?.ok_or_else(|| {
         corrupt("it has no format header (sled could not recover it, or it was not written by raftgres)".into())
@@ -165,15 +187,16 @@ fn check_header(tables: &Tables, from: &Path, cluster_id: &str, node_id: u64) ->
             supported: DataVersion::CURRENT.number(),
         },
     })?;
-    let v1 = DataVersion::UPGRADES_FROM.number();
-    if header.version != v1 {
-        return Err(corrupt(format!(
-            "its format header says v{}, but the directory is named for v{v1}",
-            header.version
-        )));
+    let v = version.number();
+    if header.version != v {
+        return Err(corrupt(format!("its format header says v{}, but the directory is named for v{v}", header.version)));
     }
     if header.upgrading {
-        return Err(corrupt(format!("its format header is marked as being upgraded, which no v{v1} release writes")));
+        return Err(corrupt(format!(
+            "it was left in the middle of an upgrade to v{v}: remove {} to upgrade from the earlier directory beside \
+             it, which that upgrade left untouched",
+            from.display()
+        )));
     }
     if header.cluster_id != cluster_id {
         return Err(StorageError::ClusterMismatch {
@@ -188,7 +211,7 @@ fn check_header(tables: &Tables, from: &Path, cluster_id: &str, node_id: u64) ->
     Ok(())
 }
 
-/// Checks that every key belongs to a table v1 wrote and that its value
+/// Checks that every key belongs to a table the source's format wrote and that its value
 /// decodes with this release's types.
 fn check_keys(db: &sled::Db, from: &Path) -> Result<(), StorageError> {
     let corrupt = |reason: String| StorageError::Corrupted { path: from.to_path_buf(), reason };

@@ -55,6 +55,7 @@ impl From<ClusterStateV1> for ClusterState {
             timeline: None,
             position: None,
             forced_failover: None,
+            sync_quorum: None,
         }
     }
 }

@@ -6,20 +6,23 @@
 pub enum DataVersion {
     V1,
     V2,
+    V3,
 }
 
 impl DataVersion {
     /// The version this build writes.
-    pub const CURRENT: DataVersion = DataVersion::V2;
+    pub const CURRENT: DataVersion = DataVersion::V3;
 
-    /// The version this build converts to [`DataVersion::CURRENT`] when it
-    /// opens a data directory that holds only that version.
-    pub const UPGRADES_FROM: DataVersion = DataVersion::V1;
+    /// The versions this build converts to [`DataVersion::CURRENT`] when it
+    /// opens a data directory that holds no current one (from the newest
+    /// present), oldest first.
+    pub const UPGRADES_FROM: [DataVersion; 2] = [DataVersion::V1, DataVersion::V2];
 
     pub fn number(self) -> u32 {
         match self {
             DataVersion::V1 => 1,
             DataVersion::V2 => 2,
+            DataVersion::V3 => 3,
         }
     }
 
@@ -27,6 +30,7 @@ impl DataVersion {
         match n {
             1 => Some(DataVersion::V1),
             2 => Some(DataVersion::V2),
+            3 => Some(DataVersion::V3),
             _ => None,
         }
     }
@@ -41,6 +45,10 @@ impl DataVersion {
             DataVersion::V2 => {
                 "2026-11-30: v1 plus the primary's recorded timeline, WAL position and forced failover in the \
                  cluster state (snapshot payload v2); new commands and events appended"
+            }
+            DataVersion::V3 => {
+                "2026-11-30: v2 plus the synchronous quorum in the cluster state (snapshot payload v3); \
+                 the quorum command and event appended"
             }
         }
     }
@@ -72,13 +80,14 @@ mod tests {
 
     #[test]
     fn versions_are_numbered_in_order() {
-        let all = [DataVersion::V1, DataVersion::V2];
+        let all = [DataVersion::V1, DataVersion::V2, DataVersion::V3];
         assert_eq!(all.last(), Some(&DataVersion::CURRENT));
         for (i, v) in all.iter().enumerate() {
             assert_eq!(v.number(), i as u32 + 1);
             assert_eq!(DataVersion::from_number(v.number()), Some(*v));
             assert_eq!(v.dir_name(), format!("raft-v{}", i + 1));
         }
-        assert!(all.windows(2).all(|w| w[0] < w[1] && w[0].description() < w[1].description()));
+        assert!(all.windows(2).all(|w| w[0] < w[1] && w[0].description() <= w[1].description()));
+        assert!(DataVersion::UPGRADES_FROM.iter().all(|v| *v < DataVersion::CURRENT));
     }
 }
