@@ -125,6 +125,158 @@ pub fn sync_step(i: &SyncInput) -> SyncStep {
     SyncStep::Nothing
 }
 
+/// Quorum mode (RFC 0003): a record PostgreSQL must apply before Raft
+/// commits it. A smaller set (a standby removed) is committed once
+/// PostgreSQL counts acknowledgements only from it; a larger quorum once
+/// PostgreSQL waits for it and that many standbys have flushed past
+/// `target`, the primary's flush position when it began to wait: every
+/// commit acknowledged before lies at or below it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuorumChange {
+    pub standbys: BTreeSet<NodeId>,
+    pub quorum: u32,
+    /// PostgreSQL was seen running with it (by a session that read its
+    /// configuration after the reload).
+    pub applied: bool,
+    pub target: Option<u64>,
+}
+
+/// What the primary's agent does next about the quorum record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QuorumStep {
+    Nothing,
+    /// Commit this record in Raft (standbys added, quorum lowered, or a
+    /// change PostgreSQL already applied).
+    Commit(BTreeSet<NodeId>, u32),
+    /// Render this record for PostgreSQL first (standbys removed, quorum
+    /// raised).
+    Start(BTreeSet<NodeId>, u32),
+    /// PostgreSQL applies the change: remember it, and where the primary's
+    /// flush position is.
+    Applied(u64),
+    /// The change is done or no longer right.
+    Abandon,
+}
+
+/// What the quorum decision reads.
+pub struct QuorumInput<'a> {
+    /// `synchronous_node_count`: the quorum wanted.
+    pub count: usize,
+    pub committed: &'a BTreeSet<NodeId>,
+    /// The committed quorum; `None` is a set waited for in full.
+    pub committed_quorum: Option<u32>,
+    pub pending: Option<&'a QuorumChange>,
+    /// PostgreSQL runs with what the pending change renders, now.
+    pub applied_now: bool,
+    pub standbys: &'a [Standby],
+    /// Committed standbys that have not streamed for longer than the grace.
+    pub failed: &'a BTreeSet<NodeId>,
+    pub primary_flush: u64,
+}
+
+/// The quorum a record stands for.
+pub fn quorum_of(committed: &BTreeSet<NodeId>, quorum: Option<u32>) -> usize {
+    quorum.map_or(committed.len(), |k| k as usize)
+}
+
+/// The next quorum step, one at a time. The set holds every eligible
+/// standby that streams; the quorum is `synchronous_node_count`, or fewer
+/// while fewer standbys stream (it degrades like `on`).
+pub fn quorum_step(i: &QuorumInput) -> QuorumStep {
+    let standby = |id: NodeId| i.standbys.iter().find(|s| s.id == id);
+    let k = quorum_of(i.committed, i.committed_quorum);
+    let gone = |id: &NodeId| i.failed.contains(id) || standby(*id).is_none_or(|s| s.excluded);
+    if let Some(p) = i.pending {
+        let still_valid = p.standbys.is_subset(i.committed)
+            && !p.standbys.iter().any(gone)
+            && (p.quorum as usize) <= p.standbys.len();
+        if (&p.standbys, Some(p.quorum)) == (i.committed, i.committed_quorum) || !still_valid {
+            return QuorumStep::Abandon;
+        }
+        if !i.applied_now {
+            return QuorumStep::Nothing;
+        }
+        if !p.applied {
+            return QuorumStep::Applied(i.primary_flush);
+        }
+        if p.quorum as usize <= k {
+            // A removal: PostgreSQL no longer counts the removed standbys.
+            return QuorumStep::Commit(p.standbys.clone(), p.quorum);
+        }
+        let caught_up = p
+            .standbys
+            .iter()
+            .filter_map(|id| standby(*id))
+            .filter(|s| s.streaming && s.flush.zip(p.target).is_some_and(|(f, t)| f >= t))
+            .count();
+        return if caught_up >= p.quorum as usize {
+            QuorumStep::Commit(p.standbys.clone(), p.quorum)
+        } else {
+            QuorumStep::Nothing
+        };
+    }
+    let leaving: BTreeSet<NodeId> = i.committed.iter().copied().filter(gone).collect();
+    if !leaving.is_empty() {
+        let staying: BTreeSet<NodeId> = i.committed.difference(&leaving).copied().collect();
+        if k > staying.len() {
+            // Lower the quorum first, in Raft: the record then asks more
+            // of a failover, never less.
+            return QuorumStep::Commit(i.committed.clone(), staying.len() as u32);
+        }
+        return QuorumStep::Start(staying, k as u32);
+    }
+    let joining: BTreeSet<NodeId> = i
+        .standbys
+        .iter()
+        .filter(|s| s.streaming && !s.excluded && !i.committed.contains(&s.id) && !i.failed.contains(&s.id))
+        .map(|s| s.id)
+        .collect();
+    if !joining.is_empty() {
+        // Added in Raft first: PostgreSQL counts its acknowledgements only
+        // once the record names it.
+        let wider = i.committed.union(&joining).copied().collect();
+        return QuorumStep::Commit(wider, k as u32);
+    }
+    let wanted = i.count.min(i.committed.len());
+    if k > wanted {
+        return QuorumStep::Commit(i.committed.clone(), wanted as u32);
+    }
+    let streaming = i.committed.iter().filter(|id| standby(**id).is_some_and(|s| s.streaming)).count();
+    let reachable = wanted.min(streaming);
+    if reachable > k {
+        return QuorumStep::Start(i.committed.clone(), reachable as u32);
+    }
+    if i.committed_quorum.is_none() && !i.committed.is_empty() {
+        // A set from `on` or `strict`: record it as the quorum it is.
+        return QuorumStep::Commit(i.committed.clone(), k as u32);
+    }
+    QuorumStep::Nothing
+}
+
+/// `synchronous_standby_names` for a quorum record: any `k` of the set, or
+/// nothing to wait for.
+pub fn quorum_names(waited: &BTreeSet<NodeId>, k: usize, names: &BTreeMap<NodeId, String>) -> String {
+    let quoted: Vec<String> =
+        waited.iter().filter_map(|id| names.get(id)).map(|n| format!("\"{}\"", n.replace('"', ""))).collect();
+    if quoted.is_empty() || k == 0 {
+        return String::new();
+    }
+    format!("ANY {} ({})", k.min(quoted.len()), quoted.join(", "))
+}
+
+/// The record a standby inherits if it is promoted, as the replicated
+/// state computes it: itself removed, and in quorum mode one fewer.
+pub fn inherited(committed: &BTreeSet<NodeId>, quorum: Option<u32>, me: NodeId) -> (BTreeSet<NodeId>, Option<u32>) {
+    let mut set = committed.clone();
+    let mut quorum = quorum;
+    if set.remove(&me)
+        && let Some(k) = &mut quorum
+    {
+        *k = k.saturating_sub(1).min(set.len() as u32);
+    }
+    (set, quorum)
+}
+
 /// The name PostgreSQL waits for in strict mode when no standby is
 /// synchronous: none has it, so commits wait.
 pub const NO_STANDBY: &str = "raftgres_no_synchronous_standby";
@@ -148,6 +300,141 @@ pub fn standby_names(mode: SyncMode, waited: &BTreeSet<NodeId>, names: &BTreeMap
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct Quorum {
+        count: usize,
+        committed: BTreeSet<NodeId>,
+        quorum: Option<u32>,
+        pending: Option<QuorumChange>,
+        applied_now: bool,
+        standbys: Vec<Standby>,
+        failed: BTreeSet<NodeId>,
+    }
+
+    impl Quorum {
+        fn new() -> Quorum {
+            Quorum {
+                count: 2,
+                committed: BTreeSet::new(),
+                quorum: None,
+                pending: None,
+                applied_now: false,
+                standbys: vec![standby(2, 100), standby(3, 200), standby(4, 150), standby(5, 50)],
+                failed: BTreeSet::new(),
+            }
+        }
+
+        fn step(&self) -> QuorumStep {
+            quorum_step(&QuorumInput {
+                count: self.count,
+                committed: &self.committed,
+                committed_quorum: self.quorum,
+                pending: self.pending.as_ref(),
+                applied_now: self.applied_now,
+                standbys: &self.standbys,
+                failed: &self.failed,
+                primary_flush: 300,
+            })
+        }
+
+        /// Does what a step asks, as the agent and Raft would.
+        fn run(&mut self, step: &QuorumStep) {
+            match step {
+                QuorumStep::Nothing => {}
+                QuorumStep::Commit(set, k) => {
+                    self.committed = set.clone();
+                    self.quorum = Some(*k);
+                }
+                QuorumStep::Start(set, k) => {
+                    self.pending =
+                        Some(QuorumChange { standbys: set.clone(), quorum: *k, applied: false, target: None })
+                }
+                QuorumStep::Applied(lsn) => {
+                    let p = self.pending.as_mut().unwrap();
+                    p.applied = true;
+                    p.target = Some(*lsn);
+                }
+                QuorumStep::Abandon => self.pending = None,
+            }
+        }
+    }
+
+    #[test]
+    fn quorum_adds_standbys_in_raft_first_and_raises_the_quorum_in_postgresql_first() {
+        let mut q = Quorum::new();
+        let step = q.step();
+        assert_eq!(step, QuorumStep::Commit([2, 3, 4, 5].into(), 0), "every streaming standby, recorded first");
+        q.run(&step);
+        let step = q.step();
+        assert_eq!(step, QuorumStep::Start([2, 3, 4, 5].into(), 2), "the quorum rises in PostgreSQL first");
+        q.run(&step);
+        assert_eq!(q.step(), QuorumStep::Nothing, "PostgreSQL has not applied it yet");
+        q.applied_now = true;
+        let step = q.step();
+        assert_eq!(step, QuorumStep::Applied(300));
+        q.run(&step);
+        assert_eq!(q.step(), QuorumStep::Nothing, "no standby has flushed 300 yet");
+        q.standbys[1].flush = Some(300);
+        assert_eq!(q.step(), QuorumStep::Nothing, "one of two");
+        q.standbys[2].flush = Some(301);
+        let step = q.step();
+        assert_eq!(step, QuorumStep::Commit([2, 3, 4, 5].into(), 2));
+        q.run(&step);
+        assert_eq!(q.step(), QuorumStep::Abandon, "the change is committed");
+        q.run(&QuorumStep::Abandon);
+        assert_eq!(q.step(), QuorumStep::Nothing);
+    }
+
+    #[test]
+    fn quorum_removes_standbys_in_postgresql_first_and_lowers_the_quorum_in_raft_first() {
+        let mut q = Quorum::new();
+        q.committed = [2, 3, 4, 5].into();
+        q.quorum = Some(2);
+        q.failed = [4, 5].into();
+        let step = q.step();
+        assert_eq!(step, QuorumStep::Start([2, 3].into(), 2), "two stay: the quorum holds, PostgreSQL first");
+        q.run(&step);
+        q.applied_now = true;
+        let step = q.step();
+        q.run(&step);
+        let step = q.step();
+        assert_eq!(step, QuorumStep::Commit([2, 3].into(), 2), "applied: now in Raft");
+        q.run(&step);
+        q.run(&QuorumStep::Abandon);
+        // Another goes: the quorum falls first, in Raft, then the set.
+        q.failed = [3].into();
+        let step = q.step();
+        assert_eq!(step, QuorumStep::Commit([2, 3].into(), 1));
+        q.run(&step);
+        assert_eq!(q.step(), QuorumStep::Start([2].into(), 1));
+        // A pending removal that a failure overtook is dropped.
+        q.pending = Some(QuorumChange { standbys: [2, 3].into(), quorum: 1, applied: true, target: None });
+        assert_eq!(q.step(), QuorumStep::Abandon);
+    }
+
+    #[test]
+    fn quorum_honours_nosync_and_a_lower_count_and_takes_over_an_on_set() {
+        let mut q = Quorum::new();
+        q.standbys[3].excluded = true;
+        q.committed = [2, 3].into();
+        q.quorum = None;
+        assert_eq!(q.step(), QuorumStep::Commit([2, 3, 4].into(), 2), "the `on` set counts in full; 5 is nosync");
+        q.committed = [2, 3, 4].into();
+        q.quorum = Some(2);
+        q.count = 1;
+        assert_eq!(q.step(), QuorumStep::Commit([2, 3, 4].into(), 1), "a lower count is committed at once");
+    }
+
+    #[test]
+    fn quorum_names_and_what_a_standby_inherits() {
+        let names: BTreeMap<NodeId, String> = (1..=5).map(|i| (i, format!("pg{i}"))).collect();
+        assert_eq!(quorum_names(&[2, 3, 4].into(), 2, &names), r#"ANY 2 ("pg2", "pg3", "pg4")"#);
+        assert_eq!(quorum_names(&[2, 3].into(), 0, &names), "");
+        assert_eq!(quorum_names(&BTreeSet::new(), 1, &names), "");
+        assert_eq!(inherited(&[2, 3, 4].into(), Some(2), 3), ([2, 4].into(), Some(1)));
+        assert_eq!(inherited(&[2, 3, 4].into(), Some(2), 5), ([2, 3, 4].into(), Some(2)));
+        assert_eq!(inherited(&[2, 3].into(), None, 3), ([2].into(), None));
+    }
 
     fn standby(id: NodeId, flush: u64) -> Standby {
         Standby { id, streaming: true, waited_for: false, flush: Some(flush), excluded: false }

@@ -17,7 +17,10 @@ use tokio_util::sync::CancellationToken;
 use super::marker::PrimaryMarker;
 use super::plan::{LocalFacts, PgAction, PlanInput, diverged, member_state, plan};
 use super::request::{AgentError, AgentRequest};
-use super::sync::{Standby, SyncInput, SyncStep, Widening, standby_names, sync_step};
+use super::sync::{
+    QuorumChange, QuorumInput, QuorumStep, Standby, SyncInput, SyncStep, Widening, inherited, quorum_names, quorum_of,
+    quorum_step, standby_names, sync_step,
+};
 use crate::config::Config;
 use crate::fence::PrimaryFlag;
 use crate::lease::Lease;
@@ -109,12 +112,14 @@ pub struct Agent {
     standby_start_failures: u32,
     /// The standby being made synchronous (primary only).
     widening: Option<Widening>,
+    /// Quorum mode: the record PostgreSQL applies before Raft (primary only).
+    quorum_change: Option<QuorumChange>,
     /// Since when each committed synchronous standby has not streamed.
     sync_unhealthy_since: BTreeMap<NodeId, Instant>,
     /// What the configuration files were last rendered from: the applied
-    /// state, the standby being added, and whether the server was in
-    /// recovery.
-    maintained: Option<(Arc<ClusterState>, Option<Widening>, Option<bool>)>,
+    /// state, the standby being added or quorum being changed, and whether
+    /// the server was in recovery.
+    maintained: Option<(Arc<ClusterState>, Option<Widening>, Option<QuorumChange>, Option<bool>)>,
     /// The `pg_hba.conf` last written and read by the server.
     hba_written: Option<String>,
     /// Failed starts in a row, and when the next may be tried: a server
@@ -185,6 +190,7 @@ impl Agent {
             hba_written: None,
             maintained: None,
             widening: None,
+            quorum_change: None,
             sync_unhealthy_since: BTreeMap::new(),
             reported: None,
             report: None,
@@ -488,6 +494,9 @@ impl Agent {
     /// promoted: PostgreSQL ignores it until then, and from the moment of
     /// promotion waits for it, before any agent turn could reload it.
     fn standby_names(&self, state: &ClusterState) -> String {
+        if state.config.synchronous_mode == SyncMode::Quorum || state.sync_quorum.is_some() {
+            return self.quorum_standby_names(state);
+        }
         let mut waited = state.sync_standbys.clone();
         if let Some(w) = &self.widening {
             waited.insert(w.node);
@@ -497,17 +506,41 @@ impl Agent {
         standby_names(state.config.synchronous_mode, &waited, &names)
     }
 
+    /// Quorum mode (RFC 0003): the primary waits for the change it is
+    /// making, or else the committed record; a standby for the record it
+    /// would inherit if promoted (itself removed, one fewer).
+    fn quorum_standby_names(&self, state: &ClusterState) -> String {
+        let names = state.members.values().map(|m| (m.id, m.name.clone())).collect();
+        let me = self.me();
+        if state.primary_node() == Some(me) {
+            if let Some(p) = &self.quorum_change {
+                return quorum_names(&p.standbys, p.quorum as usize, &names);
+            }
+            let mut set = state.sync_standbys.clone();
+            set.remove(&me);
+            return quorum_names(&set, quorum_of(&state.sync_standbys, state.sync_quorum), &names);
+        }
+        let (set, quorum) = inherited(&state.sync_standbys, state.sync_quorum, me);
+        quorum_names(&set, quorum_of(&set, quorum), &names)
+    }
+
     /// Keeps the synchronous set (RFC 0001): reads `pg_stat_replication`,
     /// takes one step, and proposes a changed set through Raft. Widening
     /// reaches PostgreSQL before Raft, narrowing after.
     async fn manage_sync(&mut self, state: &ClusterState, epoch: u64) {
         let mode = state.config.synchronous_mode;
-        if mode == SyncMode::Off && state.sync_standbys.is_empty() && self.widening.is_none() {
+        if mode == SyncMode::Off
+            && state.sync_standbys.is_empty()
+            && state.sync_quorum.is_none()
+            && self.widening.is_none()
+        {
             self.sync_unhealthy_since.clear();
+            self.quorum_change = None;
             return;
         }
         const QUERY: &str = "SELECT pg_wal_lsn_diff(pg_current_wal_flush_lsn(), '0/0')::bigint, r.application_name, \
-                             r.state, r.sync_state, pg_wal_lsn_diff(r.flush_lsn, '0/0')::bigint \
+                             r.state, r.sync_state, pg_wal_lsn_diff(r.flush_lsn, '0/0')::bigint, \
+                             current_setting('synchronous_standby_names') \
                              FROM (SELECT 1) one LEFT JOIN pg_stat_replication r ON true";
         let rows = match self.observer.client().await {
             Ok(client) => match tokio::time::timeout(Duration::from_secs(2), client.query(QUERY, &[])).await {
@@ -540,6 +573,17 @@ impl Agent {
             }
         }
         self.sync_unhealthy_since.retain(|id, _| state.sync_standbys.contains(id));
+        if mode == SyncMode::Quorum {
+            self.widening = None;
+            let running = rows.first().and_then(|r| r.get::<_, Option<String>>(5)).unwrap_or_default();
+            return self.manage_quorum(state, epoch, &standbys, &failed, primary_flush, &running).await;
+        }
+        self.quorum_change = None;
+        if state.sync_quorum.is_some() {
+            // Leaving quorum mode: no standby of the quorum is known to hold
+            // every commit, so the set starts empty, in Raft first.
+            return self.propose_sync(state, epoch, BTreeSet::new()).await;
+        }
         let step = sync_step(&SyncInput {
             mode,
             count: state.config.synchronous_node_count as usize,
@@ -568,32 +612,92 @@ impl Agent {
                 }
                 self.widening = None;
             }
-            SyncStep::Commit(to) => {
-                let from = state.sync_standbys.clone();
-                let cmd = Command::ChangeSyncStandbys { epoch, from: from.clone(), to: to.clone() };
-                match tokio::time::timeout(Duration::from_secs(2), self.handle.propose(cmd)).await {
-                    Ok(Ok(p)) => match p.outcome {
-                        Ok(_) => {
-                            if to.is_empty() && mode != SyncMode::Off {
-                                tracing::warn!(
-                                    "no synchronous standby left: replication is asynchronous until one catches up"
-                                );
-                            } else {
-                                tracing::info!(from = ?from, to = ?to, "synchronous standbys changed");
-                            }
-                            // The standby being added stays in what
-                            // PostgreSQL waits for until the state this
-                            // agent reads shows it committed (the next
-                            // step then drops the widening): never a
-                            // moment when a committed standby is not
-                            // waited for.
-                        }
-                        Err(r) => tracing::warn!("changing the synchronous standbys was refused: {r}"),
-                    },
-                    Ok(Err(e)) => tracing::warn!("failed to change the synchronous standbys: {e}"),
-                    Err(_) => tracing::warn!("changing the synchronous standbys timed out"),
+            SyncStep::Commit(to) => self.propose_sync(state, epoch, to).await,
+        }
+    }
+
+    /// Quorum mode: one step of RFC 0003's order.
+    async fn manage_quorum(
+        &mut self,
+        state: &ClusterState,
+        epoch: u64,
+        standbys: &[Standby],
+        failed: &BTreeSet<NodeId>,
+        primary_flush: u64,
+        running: &str,
+    ) {
+        let names = state.members.values().map(|m| (m.id, m.name.clone())).collect();
+        let applied_now = self
+            .quorum_change
+            .as_ref()
+            .is_some_and(|p| quorum_names(&p.standbys, p.quorum as usize, &names) == running);
+        let step = quorum_step(&QuorumInput {
+            count: state.config.synchronous_node_count as usize,
+            committed: &state.sync_standbys,
+            committed_quorum: state.sync_quorum,
+            pending: self.quorum_change.as_ref(),
+            applied_now,
+            standbys,
+            failed,
+            primary_flush,
+        });
+        match step {
+            QuorumStep::Nothing => {}
+            QuorumStep::Start(set, quorum) => {
+                tracing::info!(standbys = ?set, quorum, "changing the synchronous quorum in PostgreSQL first");
+                self.quorum_change = Some(QuorumChange { standbys: set, quorum, applied: false, target: None });
+            }
+            QuorumStep::Applied(lsn) => {
+                if let Some(p) = &mut self.quorum_change {
+                    p.applied = true;
+                    p.target = Some(lsn);
                 }
             }
+            QuorumStep::Abandon => self.quorum_change = None,
+            QuorumStep::Commit(to, quorum) => {
+                let cmd = Command::ChangeSyncQuorum {
+                    epoch,
+                    from: state.sync_standbys.clone(),
+                    from_quorum: state.sync_quorum,
+                    to: to.clone(),
+                    quorum,
+                };
+                match tokio::time::timeout(Duration::from_secs(2), self.handle.propose(cmd)).await {
+                    Ok(Ok(p)) => match p.outcome {
+                        Ok(_) if quorum == 0 && !to.is_empty() => tracing::warn!(
+                            "fewer standbys stream than the quorum needs: replication is asynchronous until one \
+                             catches up"
+                        ),
+                        Ok(_) => tracing::info!(standbys = ?to, quorum, "synchronous quorum changed"),
+                        Err(r) => tracing::warn!("changing the synchronous quorum was refused: {r}"),
+                    },
+                    Ok(Err(e)) => tracing::warn!("failed to change the synchronous quorum: {e}"),
+                    Err(_) => tracing::warn!("changing the synchronous quorum timed out"),
+                }
+            }
+        }
+    }
+
+    /// Proposes a new synchronous set (`on`, `strict`, or leaving quorum
+    /// mode) by compare-and-set.
+    async fn propose_sync(&mut self, state: &ClusterState, epoch: u64, to: BTreeSet<NodeId>) {
+        let mode = state.config.synchronous_mode;
+        let from = state.sync_standbys.clone();
+        let cmd = Command::ChangeSyncStandbys { epoch, from: from.clone(), to: to.clone() };
+        match tokio::time::timeout(Duration::from_secs(2), self.handle.propose(cmd)).await {
+            Ok(Ok(p)) => match p.outcome {
+                // The standby being added stays in what PostgreSQL waits
+                // for until the state this agent reads shows it committed
+                // (the next step then drops the widening): never a moment
+                // when a committed standby is not waited for.
+                Ok(_) if to.is_empty() && mode != SyncMode::Off => {
+                    tracing::warn!("no synchronous standby left: replication is asynchronous until one catches up")
+                }
+                Ok(_) => tracing::info!(from = ?from, to = ?to, "synchronous standbys changed"),
+                Err(r) => tracing::warn!("changing the synchronous standbys was refused: {r}"),
+            },
+            Ok(Err(e)) => tracing::warn!("failed to change the synchronous standbys: {e}"),
+            Err(_) => tracing::warn!("changing the synchronous standbys timed out"),
         }
     }
 
@@ -728,10 +832,13 @@ impl Agent {
         match my_epoch {
             Some(epoch) if o.is_primary() && lease_ok => self.manage_sync(&state, epoch).await,
             Some(_) => {}
-            None => self.widening = None,
+            None => {
+                self.widening = None;
+                self.quorum_change = None;
+            }
         }
         if self.maintain_parameters(&state, &o).await {
-            self.maintained = Some((state.clone(), self.widening.clone(), o.in_recovery));
+            self.maintained = Some((state.clone(), self.widening.clone(), self.quorum_change.clone(), o.in_recovery));
         } else {
             self.maintained = None;
         }
@@ -1012,8 +1119,11 @@ impl Agent {
         }
         // Nothing the files are rendered from changed since the last turn
         // (the same applied state, widening and role): no rendering.
-        let unchanged = self.maintained.as_ref().is_some_and(|(st, w, r)| {
-            std::ptr::eq(Arc::as_ptr(st), state) && *w == self.widening && *r == o.in_recovery
+        let unchanged = self.maintained.as_ref().is_some_and(|(st, w, q, r)| {
+            std::ptr::eq(Arc::as_ptr(st), state)
+                && *w == self.widening
+                && *q == self.quorum_change
+                && *r == o.in_recovery
         });
         if let Some(last) = self.last_conf.as_ref().filter(|_| !unchanged) {
             let role = match (&last.role, o.in_recovery) {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use raftgres_api::HostPort;
 use raftgres_raft::network::security::{Tls, Token};
 use raftgres_storage::member::validate_tags;
-use raftgres_storage::{ConfigViolation, DynamicConfig, SyncMode, Tags, validate_name};
+use raftgres_storage::{DynamicConfig, Tags, validate_name};
 use serde::{Deserialize, Serialize};
 
 use crate::watchdog::device::{WatchdogConfig, WatchdogMode, timeout_for};

@@ -306,9 +306,8 @@ fn candidate<'a>(
             rejected.push(format!("{}: not a running replica", m.name));
             continue;
         }
-        if config.synchronous_mode != SyncMode::Off
-            && !state.sync_standbys.is_empty()
-            && !state.sync_standbys.contains(&m.id)
+        if let Some((set, _)) = state.sync_record()
+            && !set.contains(&m.id)
         {
             rejected.push(format!("{}: not a synchronous standby", m.name));
             continue;
@@ -363,6 +362,41 @@ fn candidate<'a>(
         }
         true
     });
+    if let Some((set, k)) = state.sync_record()
+        && k < set.len()
+    {
+        // Quorum (RFC 0003): each acknowledged commit is on `k` of the set,
+        // so any `m - k + 1` of them include one holding it; the candidate
+        // must be among that many reporting members and behind none.
+        let need = set.len() - k + 1;
+        let reporting: Vec<(NodeId, u64)> = set
+            .iter()
+            .filter(|id| Some(**id) != old)
+            .filter_map(|id| fresh(id).and_then(|v| v.report.lsn()).map(|lsn| (*id, lsn)))
+            .collect();
+        if reporting.len() < need {
+            let names: Vec<String> = set.iter().map(|id| name_of(state, *id)).collect();
+            return Err(format!(
+                "synchronous quorum: each acknowledged write is on any {k} of {}, so {need} of them must report to \
+                 show who holds them all, and {} do; {FORCE_HINT}",
+                names.join(", "),
+                reporting.len()
+            ));
+        }
+        let (ahead, furthest) =
+            reporting.iter().max_by_key(|(id, lsn)| (*lsn, std::cmp::Reverse(*id))).copied().expect("need >= 1");
+        pool.retain(|(id, v, _)| {
+            let behind = v.report.lsn().is_none_or(|lsn| lsn < furthest);
+            if behind {
+                rejected.push(format!(
+                    "{}: behind {} of the synchronous quorum",
+                    name_of(state, *id),
+                    name_of(state, ahead)
+                ));
+            }
+            !behind
+        });
+    }
     pool.sort_by_key(|(id, v, prio)| (std::cmp::Reverse(v.report.lsn()), std::cmp::Reverse(*prio), *id));
     // An operator's pick (failover --to while the primary was lost) wins
     // when it is eligible.
@@ -542,6 +576,54 @@ mod tests {
         // Neither does a grant for another epoch.
         f.grant(1, 0, 3200);
         assert_eq!(f.decide_at(0, 3201), elect(2, 1, ElectionReason::Failover));
+    }
+
+    #[test]
+    fn quorum_failover_needs_enough_of_the_set_to_report_and_behind_none() {
+        let mut f = Fixture::new(5);
+        f.bootstrap();
+        let config = DynamicConfig { synchronous_mode: SyncMode::Quorum, ..DynamicConfig::default() };
+        f.apply(Command::ChangeConfig { if_version: Some(1), config });
+        // PostgreSQL waits for any 2 of 2..5: three of them must report.
+        f.apply(Command::ChangeSyncQuorum {
+            epoch: 1,
+            from: [].into(),
+            from_quorum: None,
+            to: [2, 3, 4, 5].into(),
+            quorum: 2,
+        });
+        f.report(1, 1000, primary(900, 1));
+        f.report(2, 3000, replica(700, 1));
+        f.report(3, 3000, replica(900, 1));
+        let blocked = |d: Decision| match d {
+            Decision::Blocked(why) => why,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        let why = blocked(f.decide_at(0, 3201));
+        assert!(why.contains("3 of them must report") && why.contains("2 do"), "{why}");
+        // Node 5 reports and is ahead of the others (it acknowledged the
+        // last commits with node 3): it is the one elected.
+        f.report(5, 3000, replica(950, 1));
+        assert_eq!(f.decide_at(0, 3201), elect(5, 1, ElectionReason::Failover));
+        // Not promotable, it blocks everyone behind it instead of being
+        // passed over.
+        let mut tags = raftgres_storage::Tags::new();
+        tags.insert("nofailover".into(), "true".into());
+        f.apply(Command::SetMemberTags { node: 5, tags });
+        let why = blocked(f.decide_at(0, 3201));
+        assert!(why.contains("pg3: behind pg5"), "{why}");
+        // With every commit on all four (any 4 of 4), one reporting
+        // member is enough, as in `on` mode.
+        f.apply(Command::ChangeSyncQuorum {
+            epoch: 1,
+            from: [2, 3, 4, 5].into(),
+            from_quorum: Some(2),
+            to: [2, 3, 4, 5].into(),
+            quorum: 4,
+        });
+        f.views.remove(&5);
+        f.views.remove(&2);
+        assert_eq!(f.decide_at(0, 3201), elect(3, 1, ElectionReason::Failover));
     }
 
     #[test]

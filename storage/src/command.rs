@@ -132,13 +132,7 @@ pub enum Command {
     /// lower quorum reach Raft first; removed standbys and a higher quorum
     /// reach PostgreSQL first (RFC 0003). Precondition: `quorum` is at most
     /// the size of `to`.
-    ChangeSyncQuorum {
-        epoch: u64,
-        from: BTreeSet<NodeId>,
-        from_quorum: Option<u32>,
-        to: BTreeSet<NodeId>,
-        quorum: u32,
-    },
+    ChangeSyncQuorum { epoch: u64, from: BTreeSet<NodeId>, from_quorum: Option<u32>, to: BTreeSet<NodeId>, quorum: u32 },
 }
 
 impl fmt::Display for Command {

@@ -285,8 +285,7 @@ fn check_versions(data_dir: &Path) -> Result<Option<(PathBuf, DataVersion)>, Sto
     for entry in entries {
         let entry = entry.map_err(|error| StorageError::Io { path: data_dir.to_path_buf(), error })?;
         let name = entry.file_name();
-        let upgradable =
-            |n: u32| DataVersion::UPGRADES_FROM.iter().copied().find(|v| v.number() == n);
+        let upgradable = |n: u32| DataVersion::UPGRADES_FROM.iter().copied().find(|v| v.number() == n);
         match name.to_str().and_then(DataVersion::parse_dir_name) {
             None => {}
             Some(found) if found == DataVersion::CURRENT.number() => current = true,

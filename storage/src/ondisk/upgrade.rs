@@ -189,7 +189,10 @@ fn check_header(
     })?;
     let v = version.number();
     if header.version != v {
-        return Err(corrupt(format!("its format header says v{}, but the directory is named for v{v}", header.version)));
+        return Err(corrupt(format!(
+            "its format header says v{}, but the directory is named for v{v}",
+            header.version
+        )));
     }
     if header.upgrading {
         return Err(corrupt(format!(
