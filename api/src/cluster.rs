@@ -42,6 +42,9 @@ pub struct MemberStatus {
     /// In the committed synchronous-standby set (synchronous mode).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sync_standby: bool,
+    /// In the set PostgreSQL takes any `k` of (quorum mode).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quorum_standby: bool,
 }
 
 /// A scheduled or running switchover.

@@ -41,6 +41,7 @@ impl From<MemberStatus> for pb::MemberStatus {
             last_error: m.last_error,
             scheduled_restart: m.scheduled_restart,
             sync_standby: m.sync_standby,
+            quorum_standby: m.quorum_standby,
         }
     }
 }
@@ -71,6 +72,7 @@ impl From<pb::MemberStatus> for MemberStatus {
             last_error: m.last_error,
             scheduled_restart: m.scheduled_restart,
             sync_standby: m.sync_standby,
+            quorum_standby: m.quorum_standby,
         }
     }
 }

@@ -294,6 +294,12 @@ pub struct NodeStatus {
     pub pending_restart_reason: BTreeMap<String, PendingChange>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scheduled_restart: Option<ScheduledRestart>,
+    /// A synchronous standby (`on`, `strict`); shown only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sync_standby: bool,
+    /// A quorum standby (quorum mode); shown only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quorum_standby: bool,
     pub patroni: PatroniInfo,
     pub raftgres: RaftgresInfo,
 }

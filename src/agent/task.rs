@@ -52,6 +52,11 @@ const POSITION_INTERVAL: Duration = Duration::from_secs(1);
 const START_BACKOFF: Duration = Duration::from_secs(1);
 const START_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
+/// What the configuration files were rendered from: the applied state,
+/// the standby being added, the quorum being changed, and whether the
+/// server was in recovery.
+type Rendered = (Arc<ClusterState>, Option<Widening>, Option<QuorumChange>, Option<bool>);
+
 /// How long a committed synchronous standby may not stream before the set
 /// is narrowed without it (a new primary's standbys need a moment to
 /// follow it; meanwhile commits wait).
@@ -119,7 +124,7 @@ pub struct Agent {
     /// What the configuration files were last rendered from: the applied
     /// state, the standby being added or quorum being changed, and whether
     /// the server was in recovery.
-    maintained: Option<(Arc<ClusterState>, Option<Widening>, Option<QuorumChange>, Option<bool>)>,
+    maintained: Option<Rendered>,
     /// The `pg_hba.conf` last written and read by the server.
     hba_written: Option<String>,
     /// Failed starts in a row, and when the next may be tried: a server

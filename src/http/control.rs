@@ -61,7 +61,11 @@ pub async fn cluster(State(s): State<Shared>) -> Response {
         .members
         .iter()
         .map(|m| {
-            let role = if m.sync_standby && m.role == Role::Replica { "sync_standby" } else { m.role.cluster_name() };
+            let role = match m.role {
+                Role::Replica if m.sync_standby => "sync_standby",
+                Role::Replica if m.quorum_standby => "quorum_standby",
+                _ => m.role.cluster_name(),
+            };
             json!({
                 "name": m.name, "role": role, "state": m.state, "api_url": m.api_url, "host": m.host,
                 "port": m.port, "timeline": m.timeline, "tags": m.tags, "lag": m.lag_bytes, "lsn": m.lsn,

@@ -23,6 +23,10 @@ pub enum Check {
     Async,
     /// `/read-only-sync`: primary, or a synchronous standby.
     ReadOnlySync,
+    /// `/quorum`: a quorum standby.
+    Quorum,
+    /// `/read-only-quorum`: primary, or a quorum standby.
+    ReadOnlyQuorum,
     Liveness,
     Readiness,
     /// Anything else: 503.
@@ -44,7 +48,7 @@ pub fn route(path: &str) -> Check {
     } else if p.contains("replica") {
         Check::Replica
     } else if p.contains("read-only") && (p.contains("sync") || p.contains("quorum")) {
-        if p.contains("quorum") { Check::Unknown } else { Check::ReadOnlySync }
+        if p.contains("quorum") { Check::ReadOnlyQuorum } else { Check::ReadOnlySync }
     } else if p.contains("read-only") {
         Check::ReadOnly
     } else if p.contains("health") {
@@ -55,6 +59,8 @@ pub fn route(path: &str) -> Check {
         Check::Readiness
     } else if p == "/sync" || p == "/synchronous" {
         Check::Sync
+    } else if p == "/quorum" {
+        Check::Quorum
     } else if p == "/async" || p == "/asynchronous" {
         Check::Async
     } else {
@@ -115,6 +121,8 @@ pub struct NodeFacts {
     pub noloadbalance: bool,
     /// In the committed synchronous-standby set (synchronous mode on).
     pub sync_standby: bool,
+    /// In the committed quorum set (quorum mode).
+    pub quorum_standby: bool,
     /// The daemon's loops ran recently.
     pub alive: bool,
 }
@@ -151,8 +159,10 @@ impl NodeFacts {
             Check::ReadOnly => self.primary || self.replica_ok(f),
             Check::Health => self.running,
             Check::Sync => self.sync_standby && self.replica_ok(f),
-            Check::Async => !self.sync_standby && self.replica_ok(f),
+            Check::Async => !self.sync_standby && !self.quorum_standby && self.replica_ok(f),
             Check::ReadOnlySync => self.primary || (self.sync_standby && self.replica_ok(f)),
+            Check::Quorum => self.quorum_standby && self.replica_ok(f),
+            Check::ReadOnlyQuorum => self.primary || (self.quorum_standby && self.replica_ok(f)),
             Check::Liveness => self.alive,
             Check::Readiness => {
                 self.primary
@@ -183,7 +193,8 @@ mod tests {
             ("/read-only", Check::ReadOnly),
             ("/read-only-sync", Check::ReadOnlySync),
             ("/read-only-synchronous", Check::ReadOnlySync),
-            ("/read-only-quorum", Check::Unknown),
+            ("/read-only-quorum", Check::ReadOnlyQuorum),
+            ("/quorum", Check::Quorum),
             ("/health", Check::Health),
             ("/sync", Check::Sync),
             ("/synchronous", Check::Sync),
@@ -239,6 +250,8 @@ mod tests {
             (Check::Sync, [false, false, false]),
             (Check::Async, [false, true, false]),
             (Check::ReadOnlySync, [true, false, false]),
+            (Check::Quorum, [false, false, false]),
+            (Check::ReadOnlyQuorum, [true, false, false]),
             (Check::Liveness, [true, true, true]),
             (Check::Readiness, [true, true, false]),
             (Check::Unknown, [false, false, false]),
@@ -250,6 +263,10 @@ mod tests {
         let sync = NodeFacts { sync_standby: true, ..replica() };
         assert!(sync.passes(Check::Sync, &none) && !sync.passes(Check::Async, &none));
         assert!(sync.passes(Check::ReadOnlySync, &none));
+        assert!(!sync.passes(Check::Quorum, &none) && !sync.passes(Check::ReadOnlyQuorum, &none));
+        let quorum = NodeFacts { quorum_standby: true, ..replica() };
+        assert!(quorum.passes(Check::Quorum, &none) && quorum.passes(Check::ReadOnlyQuorum, &none));
+        assert!(!quorum.passes(Check::Sync, &none) && !quorum.passes(Check::Async, &none));
         let promoting = NodeFacts { named_primary: true, ..replica() };
         assert!(!promoting.passes(Check::Replica, &none), "an elected replica leaves the replica checks");
         assert!(!promoting.passes(Check::Primary, &none), "and is not primary before its promotion");

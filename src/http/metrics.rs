@@ -66,8 +66,8 @@ pub fn render(s: &Shared) -> String {
     let primary = is_primary(s);
     let replica = o.is_replica();
     let pending = !s.parameters.borrow().pending_restart.is_empty();
-    let sync = state.config.synchronous_mode != raftgres_storage::SyncMode::Off
-        && state.sync_standbys.contains(&s.handle.id());
+    let sync = state.is_sync_standby(s.handle.id());
+    let quorum = state.is_quorum_standby(s.handle.id());
     let lease_s =
         s.lease.borrow().map(|l| l.expires_at.saturating_duration_since(Instant::now()).as_secs_f64()).unwrap_or(0.0);
     let primary_lsn = (*s.primary_lsn.borrow()).max(o.receive_lsn);
@@ -123,7 +123,14 @@ pub fn render(s: &Shared) -> String {
         gauge(r, "members", "Registered members", state.members.len() as i64);
         gauge(r, "pending_restart", "1 if a changed parameter waits for a restart of this node", pending as i64);
         gauge(r, "sync_standby", "1 if this node is in the committed synchronous-standby set", sync as i64);
+        gauge(r, "quorum_standby", "1 if this node is in the committed quorum set", quorum as i64);
         gauge(r, "sync_standbys", "Members of the committed synchronous-standby set", state.sync_standbys.len() as i64);
+        gauge(
+            r,
+            "sync_quorum",
+            "How many of the synchronous standbys each commit waits for (all of them outside quorum mode)",
+            state.sync_record().map_or(0, |(_, k)| k as i64),
+        );
         counter(r, "failovers", "Failovers (automatic and manual) since the cluster was created", state.failovers);
         counter(r, "switchovers", "Switchovers since the cluster was created", state.switchovers);
     }
@@ -142,6 +149,7 @@ pub fn render(s: &Shared) -> String {
         gauge(r, "is_paused", "Value is 1 if auto failover is disabled.", state.maintenance as i64);
         gauge(r, "pending_restart", "Value is 1 if the node needs a restart, 0 otherwise.", pending as i64);
         gauge(r, "sync_standby", "Value is 1 if this node is a synchronous standby, 0 otherwise.", sync as i64);
+        gauge(r, "quorum_standby", "Value is 1 if this node is a quorum standby, 0 otherwise.", quorum as i64);
     }
     let mut out = String::new();
     if let Err(e) = encode(&mut out, &root) {

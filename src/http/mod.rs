@@ -18,7 +18,6 @@ use raftgres_api::status::{PatroniInfo, PrimaryXlog, RaftInfo, RaftgresInfo, Rep
 use raftgres_api::{NodeStatus, PgState, RaftRole, ReplicationState, Role};
 use raftgres_raft::network::security::Token;
 use raftgres_raft::{RaftHandle, ServerState};
-use raftgres_storage::SyncMode;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -173,7 +172,8 @@ fn facts(s: &ApiState) -> NodeFacts {
         primary_lsn: (*s.primary_lsn.borrow()).max(o.receive_lsn),
         tags: member.map(|m| m.tags.clone()).unwrap_or_default(),
         noloadbalance: member.is_some_and(|m| m.noloadbalance()),
-        sync_standby: state.config.synchronous_mode != SyncMode::Off && state.sync_standbys.contains(&s.handle.id()),
+        sync_standby: state.is_sync_standby(s.handle.id()),
+        quorum_standby: state.is_quorum_standby(s.handle.id()),
         alive: s.handle.status().role != ServerState::Shutdown,
     }
 }
@@ -224,6 +224,8 @@ pub fn node_status(s: &ApiState) -> NodeStatus {
         pending_restart: !params.pending_restart.is_empty(),
         pending_restart_reason: params.pending_restart.clone(),
         scheduled_restart: s.ops.scheduled_restart(),
+        sync_standby: state.is_sync_standby(s.handle.id()),
+        quorum_standby: state.is_quorum_standby(s.handle.id()),
         patroni: PatroniInfo {
             version: env!("CARGO_PKG_VERSION").to_string(),
             scope: s.cluster_id.clone(),

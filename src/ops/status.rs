@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use raftgres_api::{ClusterStatus, MemberStatus, NodeStatus, PgState, RaftRole, Role, SwitchoverStatus};
-use raftgres_storage::{NodeId, SyncMode};
+use raftgres_storage::NodeId;
 
 use super::Ops;
 use crate::http::client;
@@ -81,7 +81,8 @@ impl Ops {
                 raft_role,
                 tags: m.map(|m| m.tags.clone()).unwrap_or_default(),
                 registered: m.is_some(),
-                sync_standby: state.config.synchronous_mode != SyncMode::Off && state.sync_standbys.contains(id),
+                sync_standby: state.is_sync_standby(*id),
+                quorum_standby: state.is_quorum_standby(*id),
                 ..Default::default()
             };
             match doc {

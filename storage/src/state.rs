@@ -104,6 +104,22 @@ impl ClusterState {
         self.primary.as_ref().map(|p| p.node)
     }
 
+    /// `node` is a synchronous standby: in the committed set, waited for
+    /// in full (`on`, `strict`).
+    pub fn is_sync_standby(&self, node: NodeId) -> bool {
+        self.config.synchronous_mode != SyncMode::Off
+            && self.sync_quorum.is_none()
+            && self.sync_standbys.contains(&node)
+    }
+
+    /// `node` is a quorum standby: one of the set PostgreSQL takes any `k`
+    /// of (quorum mode, `k` at least 1).
+    pub fn is_quorum_standby(&self, node: NodeId) -> bool {
+        self.config.synchronous_mode != SyncMode::Off
+            && self.sync_quorum.is_some_and(|k| k > 0)
+            && self.sync_standbys.contains(&node)
+    }
+
     /// The committed synchronous record as (standbys, how many of them
     /// hold every acknowledged commit), or `None` when nothing is known to
     /// be anywhere but on the primary: synchronous mode is off, the set is

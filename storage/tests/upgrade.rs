@@ -132,10 +132,6 @@ fn header(version: u32) -> Header {
     Header { version, cluster_id: "c1".into(), node_id: 1, upgrading: false, created_by: "0.1.0".into() }
 }
 
-fn v1_header() -> Header {
-    header(1)
-}
-
 /// Writes `<data_dir>/raft-v1/` as a v1 build did, and waits until sled has
 /// let go of it.
 fn write_v1(data_dir: &Path) -> PathBuf {

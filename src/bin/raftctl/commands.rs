@@ -221,8 +221,9 @@ fn check_target(s: &ClusterStatus, m: &MemberStatus, must_run: bool) -> Result<(
             ),
         ));
     }
-    let sync: Vec<&str> = s.members.iter().filter(|m| m.sync_standby).map(|m| m.name.as_str()).collect();
-    if !sync.is_empty() && !m.sync_standby {
+    let in_set = |m: &&MemberStatus| m.sync_standby || m.quorum_standby;
+    let sync: Vec<&str> = s.members.iter().filter(in_set).map(|m| m.name.as_str()).collect();
+    if !sync.is_empty() && !in_set(&m) {
         return Err(Failure::new(
             Exit::Refused,
             format!(

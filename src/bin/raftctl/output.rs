@@ -162,7 +162,11 @@ impl TablePrinter {
                 None => m.raft_role.to_string(),
             };
             let tags: Vec<String> = m.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            let role = if m.sync_standby && m.role == Role::Replica { "Sync Standby" } else { role_text(m.role) };
+            let role = match m.role {
+                Role::Replica if m.sync_standby => "Sync Standby",
+                Role::Replica if m.quorum_standby => "Quorum Standby",
+                role => role_text(role),
+            };
             let mut row = vec![
                 name,
                 if m.port != 0 { format!("{}:{}", m.host, m.port) } else { String::new() },
