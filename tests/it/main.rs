@@ -12,3 +12,4 @@ mod t66_parameters;
 mod t70_operator_safety;
 mod t75_watchdog_device;
 mod t80_synchronous;
+mod t85_quorum;

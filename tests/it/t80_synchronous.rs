@@ -255,7 +255,8 @@ async fn on_degrades_and_recovers_and_strict_blocks_and_resumes() {
     .await;
 }
 
-/// The mode changes at run time while a client writes: every change takes
+/// The mode changes at run time while a client writes (`on`, `quorum`,
+/// `strict`, `quorum`, `on`, `off`): every change takes
 /// effect without a restart or a write error, and every acknowledged write
 /// is kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -288,9 +289,19 @@ async fn the_mode_changes_under_writes() {
         let acked = acked.clone();
         let c = &c;
         async move {
-            for (mode, sync) in [("on", 1), ("strict", 1), ("on", 1), ("off", 0)] {
+            let modes =
+                [("on", 1, 0), ("quorum", 0, 2), ("strict", 1, 0), ("quorum", 0, 2), ("on", 1, 0), ("off", 0, 0)];
+            for (mode, sync, quorum) in modes {
                 c.must_raftctl(&["config", "set", &format!("synchronous_mode={mode}")]);
-                must_sync(c, sync).await;
+                wait_for(&format!("{sync} sync and {quorum} quorum standbys"), SYNC_ESTABLISHED, async || {
+                    let list = c.raftctl_json(&["list"]);
+                    let count = |key: &str| {
+                        list["members"].as_array().map_or(0, |ms| ms.iter().filter(|m| m[key] == true).count())
+                    };
+                    let got = (count("sync_standby"), count("quorum_standby"));
+                    if got == (sync, quorum) { Ok(()) } else { Err(got) }
+                })
+                .await;
                 let before = acked.lock().expect("acked").len();
                 wait_for(&format!("writes to go on in {mode} mode"), WRITE, async || {
                     let n = acked.lock().expect("acked").len();
