@@ -3,10 +3,11 @@
 //! cluster with real PostgreSQL (release build).
 //!
 //! Run: `cargo bench --bench synchronous` (add `-- --rounds N`, default 10,
-//! and `-- --modes off,on,strict`, default all three). Each mode gets a
-//! fresh cluster with the mode in its dynamic configuration. Once it is
+//! and `-- --modes off,on,strict,quorum`, default all four). Each mode gets
+//! a fresh cluster with the mode in its dynamic configuration. Once it is
 //! healthy and, for `on` and `strict`, a standby answers `GET /sync` with
-//! 200, it measures:
+//! 200 (`GET /quorum` in quorum mode, where the primary waits for any 1 of
+//! its 2 standbys), it measures:
 //! - commit latency: one client doing 500 autocommit INSERTs on one
 //!   connection, then 8 clients doing 200 each on their own connections;
 //! - node death under writes, N rounds: a writer inserts unique values
@@ -82,15 +83,9 @@ fn args() -> Args {
     let rounds = value("--rounds").map(|r| r.parse().expect("--rounds: a number")).unwrap_or(10);
     let modes = value("--modes")
         .map(|m| {
-            m.split(',')
-                .map(|s| {
-                    let mode: SyncMode = s.trim().parse().expect("--modes: off, on, strict");
-                    assert!(mode != SyncMode::Quorum, "--modes: quorum is not implemented");
-                    mode
-                })
-                .collect()
+            m.split(',').map(|s| s.trim().parse::<SyncMode>().expect("--modes: off, on, strict, quorum")).collect()
         })
-        .unwrap_or_else(|| vec![SyncMode::Off, SyncMode::On, SyncMode::Strict]);
+        .unwrap_or_else(|| vec![SyncMode::Off, SyncMode::On, SyncMode::Strict, SyncMode::Quorum]);
     let flag = |name: &str| args.iter().any(|a| a == name);
     Args { rounds, modes, switch_to_strict: flag("--switch-to-strict"), keep: flag("--keep") }
 }
@@ -207,11 +202,13 @@ async fn healthy(c: &LocalCluster, deadline: Duration) -> anyhow::Result<u64> {
     }
 }
 
-/// The nodes whose `GET /sync` answers 200: the synchronous standbys.
-async fn sync_standbys(c: &LocalCluster) -> BTreeSet<u64> {
+/// The nodes whose `GET /sync` (quorum mode: `GET /quorum`) answers 200:
+/// the synchronous standbys.
+async fn sync_standbys(c: &LocalCluster, mode: SyncMode) -> BTreeSet<u64> {
+    let path = if mode == SyncMode::Quorum { "quorum" } else { "sync" };
     let mut set = BTreeSet::new();
     for n in &c.nodes {
-        if matches!(http_get(&format!("{}/sync", n.api_url())).await, Ok((200, _))) {
+        if matches!(http_get(&format!("{}/{path}", n.api_url())).await, Ok((200, _))) {
             set.insert(n.id);
         }
     }
@@ -219,10 +216,10 @@ async fn sync_standbys(c: &LocalCluster) -> BTreeSet<u64> {
 }
 
 /// Waits until some node answers `GET /sync` with 200; returns the set.
-async fn must_sync(c: &LocalCluster, deadline: Duration) -> anyhow::Result<BTreeSet<u64>> {
+async fn must_sync(c: &LocalCluster, mode: SyncMode, deadline: Duration) -> anyhow::Result<BTreeSet<u64>> {
     let start = Instant::now();
     loop {
-        let set = sync_standbys(c).await;
+        let set = sync_standbys(c, mode).await;
         if !set.is_empty() {
             return Ok(set);
         }
@@ -419,7 +416,7 @@ async fn death_round(cl: &mut Cluster, mode: SyncMode, values: &Arc<Values>) -> 
     if before == 0 {
         bail!("the writer had no write acknowledged by pg{primary} in {WRITES_BEFORE_KILL:?}");
     }
-    let sync_before = sync_standbys(&cl.c).await;
+    let sync_before = sync_standbys(&cl.c, mode).await;
     let killed_at = Instant::now();
     cl.kill_node(primary);
 
@@ -460,7 +457,7 @@ async fn death_round(cl: &mut Cluster, mode: SyncMode, values: &Arc<Values>) -> 
     cl.spawn(primary)?;
     healthy(&cl.c, REJOIN).await.with_context(|| format!("after restarting pg{primary}"))?;
     if mode != SyncMode::Off {
-        must_sync(&cl.c, SYNC_ESTABLISHED).await.with_context(|| format!("after restarting pg{primary}"))?;
+        must_sync(&cl.c, mode, SYNC_ESTABLISHED).await.with_context(|| format!("after restarting pg{primary}"))?;
     }
     Ok(round)
 }
@@ -499,7 +496,7 @@ async fn run_mode(mode: SyncMode, args: &Args) -> ModeRun {
     let result = async {
         let primary = healthy(&cl.c, CLUSTER_UP).await?;
         if mode != SyncMode::Off {
-            let set = must_sync(&cl.c, SYNC_ESTABLISHED).await?;
+            let set = must_sync(&cl.c, mode, SYNC_ESTABLISHED).await?;
             if switch_to_strict {
                 set_mode(&cl.c, primary, SyncMode::Strict).await?;
                 println!("{mode}: bootstrapped under on, switched to strict with PATCH /config");
