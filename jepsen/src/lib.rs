@@ -3,5 +3,6 @@
 //! saw, and checks the history. It treats raftgres as a black box: the
 //! `raftgres` and `raftctl` binaries and their wire APIs.
 
+pub mod checker;
 pub mod history;
 pub mod record;
