@@ -6,3 +6,4 @@
 pub mod checker;
 pub mod history;
 pub mod record;
+pub mod report;
