@@ -329,16 +329,39 @@ pub fn lanes(calls: &Calls, roles: &[RoleSample], frame: &Frame) -> io::Result<S
             by_node.entry(&r.node).or_default().push(r);
         }
         let mut bars = Vec::new();
+        let mut named = Vec::new();
         for (node, mut samples) in by_node {
             samples.sort_by_key(|s| s.time);
             let Some(y) = lane(node) else { continue };
-            for (i, s) in samples.iter().enumerate() {
-                let start = s.time as f64 / 1e9;
-                let end = samples.get(i + 1).map_or(frame.end_s, |n| n.time as f64 / 1e9);
-                bars.push(Rectangle::new([(start, y + 0.52), (end, y + 0.86)], role_colour(&s.role).filled()));
+            // Consecutive samples of one role make one bar.
+            let mut i = 0;
+            while i < samples.len() {
+                let mut j = i + 1;
+                while j < samples.len() && samples[j].role == samples[i].role {
+                    j += 1;
+                }
+                let start = samples[i].time as f64 / 1e9;
+                let end = samples.get(j).map_or(frame.end_s, |n| n.time as f64 / 1e9);
+                let colour = role_colour(&samples[i].role);
+                bars.push(Rectangle::new([(start, y + 0.52), (end, y + 0.86)], colour.filled()));
+                if colour == OTHER_ROLE {
+                    named.push((samples[i].role.clone(), start, end, y + 0.69));
+                }
+                i = j;
             }
         }
         chart.draw_series(bars).map_err(err)?;
+        // Roles other than the usual three are named on their bar, if it
+        // is wide enough.
+        for (role, start, end, y) in named {
+            let (x0, py) = chart.backend_coord(&(start, y));
+            let (x1, _) = chart.backend_coord(&(end, y));
+            if (x1 - x0) as usize > role.chars().count() * 8 + 6 {
+                let style =
+                    TextStyle::from((FONT, 14).into_font()).color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center));
+                root.draw(&Text::new(role, (x0 + 4, py), style)).map_err(err)?;
+            }
+        }
 
         // Accepted probe writes: the window in light green, the definite
         // interval in dark green.
