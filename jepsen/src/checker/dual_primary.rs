@@ -131,6 +131,7 @@ pub fn check(calls: &Calls) -> CheckerResult {
     let (runs, malformed) = runs(calls);
     let all: Vec<&Run> = runs.values().flatten().collect();
     let mut anomalies = Vec::new();
+    let mut findings = Vec::new();
     let mut reported: BTreeSet<(usize, usize)> = BTreeSet::new();
     for (i, a) in all.iter().enumerate() {
         let Some((a0, a1)) = a.definite() else { continue };
@@ -143,6 +144,13 @@ pub fn check(calls: &Calls) -> CheckerResult {
                 && b0 < a1
             {
                 reported.insert((i.min(j), i.max(j)));
+                findings.push(serde_json::json!({
+                    "rule": "definite intervals overlap",
+                    "nodes": [a.node, b.node],
+                    "intervals_ms": [[ms(a0), ms(a1)], [ms(b0), ms(b1)]],
+                    "overlap_ms": [ms(a0.max(b0)), ms(a1.min(b1))],
+                    "probe_ops": [[a.probes[0].op, a.probes[a.probes.len() - 1].op], [b.probes[0].op, b.probes[b.probes.len() - 1].op]],
+                }));
                 anomalies.push(Anomaly::new(
                     "dual-primary",
                     vec![
@@ -167,6 +175,12 @@ pub fn check(calls: &Calls) -> CheckerResult {
             let start = b.probes.partition_point(|p| p.invoke < a0);
             if let Some(p) = b.probes[start..].iter().take_while(|p| p.invoke <= a1).find(|p| p.complete <= a1) {
                 reported.insert((i.min(j), i.max(j)));
+                findings.push(serde_json::json!({
+                    "rule": "a probe window inside a definite interval",
+                    "nodes": [a.node, b.node],
+                    "intervals_ms": [[ms(a0), ms(a1)], [ms(p.invoke), ms(p.complete)]],
+                    "probe_ops": [[a.probes[0].op, a.probes[a.probes.len() - 1].op], [p.op, p.op]],
+                }));
                 anomalies.push(Anomaly::new(
                     "dual-primary",
                     vec![a.probes[0].op, a.probes[a.probes.len() - 1].op, p.op],
@@ -234,6 +248,7 @@ pub fn check(calls: &Calls) -> CheckerResult {
         "runs": all.len(),
         "spans": spans,
         "malformed": malformed,
+        "findings": findings,
         "anomalies": anomalies,
     });
     CheckerResult { verdict, summary, details }
@@ -317,6 +332,9 @@ mod tests {
         assert!(text.contains("n1 accepted writes throughout 0.010–0.200 s"), "{text}");
         assert!(text.contains("both accepted writes from 0.060 s to 0.200 s"), "{text}");
         assert_eq!(r.details["anomalies"].as_array().unwrap().len(), 1, "reported once per pair");
+        let f = &r.details["findings"][0];
+        assert_eq!(f["nodes"], serde_json::json!(["n1", "n2"]));
+        assert_eq!(f["overlap_ms"], serde_json::json!([60.0, 200.0]));
     }
 
     #[test]
@@ -332,6 +350,8 @@ mod tests {
         assert_eq!(r.verdict, Verdict::Invalid);
         let text = r.details["anomalies"][0]["explanation"].to_string();
         assert!(text.contains("n3 accepted a probe write"), "{text}");
+        assert_eq!(r.details["findings"][0]["rule"], "a probe window inside a definite interval");
+        assert_eq!(r.details["findings"][0]["intervals_ms"][1], serde_json::json!([120.0, 130.0]));
     }
 
     #[test]
