@@ -151,9 +151,12 @@ pub enum QuorumStep {
     /// Render this record for PostgreSQL first (standbys removed, quorum
     /// raised).
     Start(BTreeSet<NodeId>, u32),
-    /// PostgreSQL applies the change: remember it, and where the primary's
-    /// flush position is.
-    Applied(u64),
+    /// PostgreSQL's own session applies the change: remember it.
+    Applied,
+    /// A turn later, its WAL senders have too: every commit acknowledged
+    /// under the old record lies at or below the primary's flush position
+    /// now, the target the standbys must pass.
+    SetTarget(u64),
     /// The change is done or no longer right.
     Abandon,
 }
@@ -197,11 +200,14 @@ pub fn quorum_step(i: &QuorumInput) -> QuorumStep {
             return QuorumStep::Nothing;
         }
         if !p.applied {
-            return QuorumStep::Applied(i.primary_flush);
+            return QuorumStep::Applied;
         }
         if p.quorum as usize <= k {
             // A removal: PostgreSQL no longer counts the removed standbys.
             return QuorumStep::Commit(p.standbys.clone(), p.quorum);
+        }
+        if p.target.is_none() {
+            return QuorumStep::SetTarget(i.primary_flush);
         }
         let caught_up = p
             .standbys
@@ -349,11 +355,8 @@ mod tests {
                     self.pending =
                         Some(QuorumChange { standbys: set.clone(), quorum: *k, applied: false, target: None })
                 }
-                QuorumStep::Applied(lsn) => {
-                    let p = self.pending.as_mut().unwrap();
-                    p.applied = true;
-                    p.target = Some(*lsn);
-                }
+                QuorumStep::Applied => self.pending.as_mut().unwrap().applied = true,
+                QuorumStep::SetTarget(lsn) => self.pending.as_mut().unwrap().target = Some(*lsn),
                 QuorumStep::Abandon => self.pending = None,
             }
         }
@@ -371,7 +374,10 @@ mod tests {
         assert_eq!(q.step(), QuorumStep::Nothing, "PostgreSQL has not applied it yet");
         q.applied_now = true;
         let step = q.step();
-        assert_eq!(step, QuorumStep::Applied(300));
+        assert_eq!(step, QuorumStep::Applied);
+        q.run(&step);
+        let step = q.step();
+        assert_eq!(step, QuorumStep::SetTarget(300), "a turn later, the target");
         q.run(&step);
         assert_eq!(q.step(), QuorumStep::Nothing, "no standby has flushed 300 yet");
         q.standbys[1].flush = Some(300);

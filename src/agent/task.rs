@@ -652,9 +652,13 @@ impl Agent {
                 tracing::info!(standbys = ?set, quorum, "changing the synchronous quorum in PostgreSQL first");
                 self.quorum_change = Some(QuorumChange { standbys: set, quorum, applied: false, target: None });
             }
-            QuorumStep::Applied(lsn) => {
+            QuorumStep::Applied => {
                 if let Some(p) = &mut self.quorum_change {
                     p.applied = true;
+                }
+            }
+            QuorumStep::SetTarget(lsn) => {
+                if let Some(p) = &mut self.quorum_change {
                     p.target = Some(lsn);
                 }
             }
