@@ -320,3 +320,88 @@ async fn the_mode_changes_under_writes() {
     let now = c.postmaster_started(primary).await;
     assert_eq!(now, started, "no restart");
 }
+
+/// Sends `signal` to node `id`'s postmaster and every PostgreSQL process.
+fn signal_postgres(c: &DaemonCluster, id: u64, signal: Signal) {
+    let pm = c.postmaster_pid(id).unwrap_or_else(|| panic!("node {id} runs no postmaster"));
+    for pid in std::iter::once(pm).chain(children_of(pm)) {
+        let _ = kill(Pid::from_raw(pid), signal);
+    }
+}
+
+/// Node `id`'s WAL receiver process.
+fn walreceiver(c: &DaemonCluster, id: u64) -> Pid {
+    let pm = c.postmaster_pid(id).unwrap_or_else(|| panic!("node {id} runs no postmaster"));
+    children_of(pm)
+        .into_iter()
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.windows(11).any(|w| w == b"walreceiver"))
+        })
+        .map(Pid::from_raw)
+        .unwrap_or_else(|| panic!("node {id} runs no WAL receiver"))
+}
+
+/// The primary dies while a standby is being added (PostgreSQL already
+/// waits for it, Raft does not name it yet), and the only other member of
+/// the committed set is hung. The standby being added lacks writes
+/// acknowledged before PostgreSQL waited for it, so it must not be
+/// promoted: failover waits for the committed standby, which holds them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failover_in_the_middle_of_adding_a_standby_promotes_only_the_committed_set() {
+    let mut c = DaemonCluster::start(3, |_| {}).await;
+    let _logs = c.logs_on_panic();
+    let primary = c.must_healthy(&[1, 2, 3], REPLICAS_FOLLOW).await;
+    c.must_pg(primary).await.batch_execute("CREATE TABLE t (v bigint PRIMARY KEY)").await.expect("create table");
+    c.must_raftctl(&["config", "set", "synchronous_mode=on"]);
+    let a = *must_sync(&c, 1).await.first().expect("one");
+    let b = [1, 2, 3].into_iter().find(|id| *id != primary && *id != a).expect("the other replica");
+    let receiver = walreceiver(&c, b);
+    let mut acked = Vec::new();
+
+    phase("writes acknowledged while the other standby receives nothing", async {
+        kill(receiver, Signal::SIGSTOP).expect("SIGSTOP the WAL receiver");
+        for v in 1..=100 {
+            assert!(c.try_write(primary, v).await, "write {v} on the primary");
+            acked.push(v);
+        }
+    })
+    .await;
+
+    phase("the stalled standby is being added: PostgreSQL waits for it, Raft does not name it", async {
+        c.must_raftctl(&["config", "set", "synchronous_node_count=2"]);
+        let want = format!("ANY 2 (\"pg{}\", \"pg{}\")", a.min(b), a.max(b));
+        wait_for("the primary to wait for both standbys", SYNC_ESTABLISHED, async || {
+            let client = c.must_pg(primary).await;
+            let names: String = client.query_one("SHOW synchronous_standby_names", &[]).await.expect("SHOW").get(0);
+            if names == want { Ok(()) } else { Err(names) }
+        })
+        .await;
+        assert!(!c.try_write(primary, 1000).await, "a commit waits for the stalled standby");
+        assert_eq!(sync_standbys(&c), [a].into(), "Raft still names only the committed standby");
+    })
+    .await;
+
+    phase("the primary dies and the committed standby hangs: nobody is promoted", async {
+        signal_postgres(&c, a, Signal::SIGSTOP);
+        kill_everything(&c, primary);
+        c.kill_node(primary);
+        wait_for("the controller to refuse the standby being added", FAILOVER, async || {
+            let list = c.must_raftctl(&["list"]);
+            if list.contains("Automatic failover blocked") { Ok(()) } else { Err(list) }
+        })
+        .await;
+        assert_ne!(status_of(&c, b, "/primary").await, 200, "the standby being added was promoted");
+    })
+    .await;
+
+    phase("the committed standby returns and is promoted with every acknowledged write", async {
+        signal_postgres(&c, a, Signal::SIGCONT);
+        let new = c.must_primary(&[a, b], FAILOVER).await;
+        assert_eq!(new, a, "only the committed standby may be promoted");
+        assert_eq!(present(&c, a, &acked).await, acked.len(), "every acknowledged write is on the new primary");
+        kill(receiver, Signal::SIGCONT).expect("SIGCONT the WAL receiver");
+        c.start_node(primary);
+        c.must_healthy(&[1, 2, 3], REJOIN).await;
+    })
+    .await;
+}
