@@ -1,10 +1,15 @@
 //! Failover timing and daemon footprint on a local 3-node cluster with real
 //! PostgreSQL (release build).
 //!
-//! Run: `cargo bench --bench failover` (add `-- --rounds N`, default 5).
+//! Run: `cargo bench --bench failover` (add `-- --rounds N`, default 5, and
+//! `-- --leader-placement any` to let the Raft leader stay on the primary's
+//! node, as before `raft.leader_placement` existed).
 //! Each round starts a fresh cluster and measures, from the moment of the
 //! fault to the first write a new primary accepts:
-//! - node death: the primary's daemon and postmaster are SIGKILLed;
+//! - node death: the primary's daemon and postmaster are SIGKILLed; the
+//!   round records whether the dead node also led Raft (with the default
+//!   placement it waits, at most 10 s, for the leadership to leave the
+//!   primary's node first);
 //! - paused daemon: the primary's daemon gets SIGSTOP (its PostgreSQL keeps
 //!   running); also measured: when the watchdog stops that PostgreSQL;
 //! - clean shutdown: the primary's daemon gets SIGTERM.
@@ -17,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use raftgres::playground::{LocalCluster, node_health};
+use raftgres::config::LeaderPlacement;
+use raftgres::playground::{LocalCluster, http_get, node_health};
 use tokio_postgres::NoTls;
 
 const EXE: &str = env!("CARGO_BIN_EXE_raftgres");
@@ -25,6 +31,22 @@ const EXE: &str = env!("CARGO_BIN_EXE_raftgres");
 fn rounds() -> usize {
     let args: Vec<String> = std::env::args().collect();
     args.windows(2).find(|w| w[0] == "--rounds").and_then(|w| w[1].parse().ok()).unwrap_or(5)
+}
+
+fn placement() -> LeaderPlacement {
+    let args: Vec<String> = std::env::args().collect();
+    match args.windows(2).find(|w| w[0] == "--leader-placement").map(|w| w[1].as_str()) {
+        None | Some("avoid_primary") => LeaderPlacement::AvoidPrimary,
+        Some("any") => LeaderPlacement::Any,
+        Some(other) => panic!("--leader-placement: any or avoid_primary, not {other:?}"),
+    }
+}
+
+/// The Raft leader, as node `id`'s `/patroni` reports it.
+async fn raft_leader(c: &LocalCluster, id: u64) -> Option<u64> {
+    let (_, body) = http_get(&format!("{}/patroni", c.node(id).api_url())).await.ok()?;
+    let doc: serde_json::Value = serde_json::from_str(&body).ok()?;
+    doc["raftgres"]["raft"]["leader"].as_u64()
 }
 
 async fn healthy(c: &LocalCluster, deadline: Duration) -> u64 {
@@ -167,6 +189,8 @@ async fn switchover_gap(c: &LocalCluster, from: u64, to: u64) -> (Duration, Dura
 
 struct Round {
     death: Duration,
+    /// The node that died also led Raft.
+    leader_was_primary: bool,
     shutdown: Duration,
     /// Pause → the old primary's postmaster is gone.
     fenced: Duration,
@@ -183,7 +207,8 @@ async fn round(i: usize) -> Round {
     // Kept on failure for its logs; removed at the end of a good round.
     let dir = tempfile::Builder::new().prefix("raftgres-bench-").tempdir().expect("temporary directory").keep();
     let c = LocalCluster::layout(&dir, 3, "bench").expect("layout");
-    c.write_configs(|_| {}).expect("configs");
+    let placement = placement();
+    c.write_configs(|f| f.raft.leader_placement = placement).expect("configs");
     let mut children: Vec<(u64, Child)> =
         c.nodes.iter().map(|n| (n.id, n.spawn(Path::new(EXE)).expect("spawn daemon"))).collect();
     let primary = healthy(&c, Duration::from_secs(120)).await;
@@ -207,6 +232,14 @@ async fn round(i: usize) -> Round {
 
     // Node death.
     let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != primary).collect();
+    if placement == LeaderPlacement::AvoidPrimary {
+        let start = Instant::now();
+        while raft_leader(&c, others[0]).await.is_none_or(|l| l == primary) && start.elapsed() < Duration::from_secs(10)
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let leader_was_primary = raft_leader(&c, others[0]).await == Some(primary);
     let pm = c.node(primary).postmaster_pid();
     let t = Instant::now();
     let idx = children.iter().position(|(id, _)| *id == primary).expect("primary child");
@@ -250,10 +283,11 @@ async fn round(i: usize) -> Round {
     stop_all(&mut children, &c);
     let _ = std::fs::remove_dir_all(&dir);
     println!(
-        "round {i}: node death {:.2} s, paused daemon: old primary stopped at {:.2} s, new primary wrote at {:.2} s, \
+        "round {i}: node death {:.2} s ({}), paused daemon: old primary stopped at {:.2} s, new primary wrote at {:.2} s, \
          clean shutdown {:.2} s, switchover: writes paused {:.3} s (elected after {:.3} s), idle RSS {:?} KiB, \
          idle CPU {:.2?} %",
         death.as_secs_f64(),
+        if leader_was_primary { "the dead node led Raft" } else { "another node led Raft" },
         fenced.as_secs_f64(),
         pause_failover.as_secs_f64(),
         shutdown.as_secs_f64(),
@@ -262,7 +296,17 @@ async fn round(i: usize) -> Round {
         rss_kb,
         cpu_percent
     );
-    Round { death, shutdown, fenced, pause_failover, switchover_gap, switchover_elected, rss_kb, cpu_percent }
+    Round {
+        death,
+        leader_was_primary,
+        shutdown,
+        fenced,
+        pause_failover,
+        switchover_gap,
+        switchover_elected,
+        rss_kb,
+        cpu_percent,
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -273,7 +317,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[tokio::main]
 async fn main() {
     let n = rounds();
-    println!("3 nodes on loopback, default dynamic config (lease 2000 ms, heartbeat 250 ms), {n} rounds\n");
+    println!(
+        "3 nodes on loopback, default dynamic config (lease 2000 ms, heartbeat 250 ms), raft.leader_placement \
+         {:?}, {n} rounds\n",
+        placement()
+    );
     let mut all = Vec::new();
     for i in 1..=n {
         all.push(round(i).await);
@@ -293,6 +341,12 @@ async fn main() {
     println!("\n| measure | median | max |");
     println!("|---|---|---|");
     println!("| node death → first write on the new primary (s) | {:.2} | {:.2} |", median(death.clone()), max(&death));
+    for (led, what) in [(false, "another node led Raft"), (true, "the dead node led Raft")] {
+        let v: Vec<f64> = all.iter().filter(|r| r.leader_was_primary == led).map(|r| r.death.as_secs_f64()).collect();
+        if !v.is_empty() {
+            println!("| … {what} ({} rounds) | {:.2} | {:.2} |", v.len(), median(v.clone()), max(&v));
+        }
+    }
     println!(
         "| clean shutdown → first write on the new primary (s) | {:.2} | {:.2} |",
         median(shutdown.clone()),

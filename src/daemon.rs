@@ -266,6 +266,7 @@ impl Daemon {
             config.initial_dynamic.clone(),
             blocked_tx,
             reports_tx,
+            config.raft_leader_placement == crate::config::LeaderPlacement::AvoidPrimary,
         );
         let cancel = daemon.tasks_cancel.clone();
         daemon.tasks.spawn(Task::Controller, async move {

@@ -303,6 +303,7 @@ impl LocalCluster {
                 heartbeat_interval_ms: 100,
                 election_timeout_min_ms: 300,
                 election_timeout_max_ms: 600,
+                leader_placement: Default::default(),
             },
             http: HttpSection { listen: format!("{}:{}", node.host, node.http_port), advertise: None },
             postgres: PostgresSection {

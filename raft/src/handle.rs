@@ -390,6 +390,33 @@ impl RaftHandle {
         Ok(client)
     }
 
+    /// Asks the voter `target` to start an election, so that it takes over
+    /// this node's leadership (openraft 0.9 has no leader transfer). The
+    /// target must be up to date to win; if it does not, another election
+    /// follows after the election timeout, as after a lost leader.
+    pub async fn hand_leadership_to(&self, target: NodeId) -> Result<(), HandleError> {
+        let status = self.status();
+        if !status.is_leader() {
+            return Err(HandleError::Refused("this node does not lead".into()));
+        }
+        let node = self
+            .inner
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&target)
+            .cloned()
+            .ok_or_else(|| HandleError::Refused(format!("node {target} is not a member")))?;
+        let req = ForwardRequest::Elect { term: status.term };
+        match self.send_forward(target, &node.raft_addr, &req, self.inner.request_timeout).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(forward_error(e)),
+            Err(status) => Err(self.status_error(target, &node.raft_addr, status)),
+        }
+    }
+
     /// Carries out a request on this node, which must be the leader.
     pub(crate) async fn execute_local(
         &self,
@@ -432,6 +459,21 @@ impl RaftHandle {
                         Some(h) => h.call(from, payload).await.map(ForwardResponse::App).map_err(ForwardError::Refused),
                         None => Err(ForwardError::Refused("this node serves no application messages yet".into())),
                     }
+                }
+                ForwardRequest::Elect { term } => {
+                    let m = raft.metrics().borrow().clone();
+                    if m.current_leader != Some(from) || m.current_term != term {
+                        return Err(ForwardError::Refused(format!(
+                            "node {from} is not this node's leader in term {term} (leader {:?}, term {})",
+                            m.current_leader, m.current_term
+                        )));
+                    }
+                    if !m.membership_config.membership().voter_ids().any(|id| id == self.id()) {
+                        return Err(ForwardError::Refused("this node is not a voter".into()));
+                    }
+                    raft.trigger().elect().await.map_err(|e| ForwardError::Fatal(e.to_string()))?;
+                    tracing::info!(from, term, "starting an election: the leader hands its leadership over");
+                    Ok(ForwardResponse::Electing)
                 }
                 ForwardRequest::ChangeMembership(change) => {
                     self.check_change(&change)?;

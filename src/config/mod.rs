@@ -133,6 +133,21 @@ pub struct RaftSection {
     pub election_timeout_min_ms: u64,
     #[serde(default = "default_election_max")]
     pub election_timeout_max_ms: u64,
+    /// Where the Raft leader may run: `avoid_primary` (the default) hands
+    /// the leadership to a follower when it lands on the primary's node,
+    /// so that the primary's death never also costs a Raft election;
+    /// `any` leaves it where elections put it.
+    #[serde(default)]
+    pub leader_placement: LeaderPlacement,
+}
+
+/// `raft.leader_placement`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaderPlacement {
+    #[default]
+    AvoidPrimary,
+    Any,
 }
 
 fn default_raft_heartbeat() -> u64 {
@@ -305,6 +320,7 @@ pub struct Config {
     pub initial_members: Vec<InitialMember>,
     pub raft_heartbeat: Duration,
     pub raft_election_timeout: (Duration, Duration),
+    pub raft_leader_placement: LeaderPlacement,
     pub http_listen: SocketAddr,
     pub http_advertise: String,
     pub pg_bin_dir: Option<PathBuf>,
@@ -711,6 +727,7 @@ impl FileConfig {
                 Duration::from_millis(self.raft.election_timeout_min_ms),
                 Duration::from_millis(self.raft.election_timeout_max_ms),
             ),
+            raft_leader_placement: self.raft.leader_placement,
             http_listen,
             http_advertise,
             pg_bin_dir: self.postgres.bin_dir.clone(),

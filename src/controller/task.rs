@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::decide::{Decision, Input, decide};
+use super::placement::{PlacementInput, placement_target};
 use crate::lease::{ReportTimes, SharedViews, Views};
 
 /// How often the controller decides while a switchover is pending.
@@ -34,6 +35,10 @@ pub struct Controller {
     /// When each node last reported, while this node leads; shown by the
     /// status and checked by switchover and failover requests.
     reports: watch::Sender<ReportTimes>,
+    /// Keep the Raft leadership off the primary's node.
+    avoid_primary: bool,
+    /// When this node last handed its leadership over.
+    last_handover: Option<Instant>,
 }
 
 impl Controller {
@@ -44,10 +49,13 @@ impl Controller {
         initial_config: DynamicConfig,
         blocked: watch::Sender<Option<String>>,
         reports: watch::Sender<ReportTimes>,
+        avoid_primary: bool,
     ) -> Self {
         Self {
             blocked,
             reports,
+            avoid_primary,
+            last_handover: None,
             handle,
             views,
             cluster_id,
@@ -104,6 +112,9 @@ impl Controller {
             if !blocked_now {
                 self.blocked.send_if_modified(|b| b.take().is_some());
             }
+            if self.avoid_primary {
+                self.place(&state).await;
+            }
             state_rx.borrow_and_update();
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -159,6 +170,54 @@ impl Controller {
             v.depose(*if_epoch);
         }
         Some(decision)
+    }
+
+    /// Hands the leadership to a follower when this leader runs on the
+    /// primary's node ([`super::placement`]).
+    async fn place(&mut self, state: &ClusterState) {
+        let status = self.handle.status();
+        if !status.is_leader() {
+            return;
+        }
+        let now = Instant::now();
+        let ttl = Duration::from_millis(state.config.lease_ttl_ms);
+        let (leading_for, reporting) = {
+            let v = self.views.lock().expect("views lock poisoned");
+            let leading_for = v.leader_since.map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+            let reporting = v
+                .nodes
+                .iter()
+                .filter(|(_, n)| now.saturating_duration_since(n.last_contact) <= ttl)
+                .map(|(id, _)| *id)
+                .collect();
+            (leading_for, reporting)
+        };
+        let matched = self
+            .handle
+            .metrics()
+            .borrow()
+            .replication
+            .as_ref()
+            .map(|r| r.iter().map(|(id, log)| (*id, log.map(|l| l.index))).collect())
+            .unwrap_or_default();
+        let target = placement_target(&PlacementInput {
+            state,
+            me: status.id,
+            voters: &status.voters,
+            matched: &matched,
+            last_log_index: status.last_log_index,
+            reporting: &reporting,
+            leading_for,
+            epoch_for: self.epoch_seen.map_or(Duration::ZERO, |(_, at)| now.saturating_duration_since(at)),
+            since_last_attempt: self.last_handover.map(|at| now.saturating_duration_since(at)),
+        });
+        let Some(target) = target else { return };
+        self.last_handover = Some(now);
+        let name = state.member(target).map_or_else(|| target.to_string(), |m| m.name.clone());
+        tracing::info!(to = %name, "handing the Raft leadership over: this node runs the primary");
+        if let Err(e) = self.handle.hand_leadership_to(target).await {
+            tracing::warn!(to = %name, "handing the Raft leadership over failed: {e}");
+        }
     }
 
     /// A new term: whatever was recorded belongs to an earlier leadership,

@@ -42,6 +42,10 @@ pub enum ForwardRequest {
     ChangeMembership(MembershipChange),
     /// An application message for the leader's [`crate::AppHandler`].
     App(Vec<u8>),
+    /// Sent by the leader of `term` to a follower: start an election, to
+    /// take the leadership over (openraft 0.9 has no transfer). The
+    /// follower obeys only its current leader in its current term.
+    Elect { term: u64 },
 }
 
 impl ForwardRequest {
@@ -52,6 +56,7 @@ impl ForwardRequest {
             ForwardRequest::AddLearner { .. } => "add learner",
             ForwardRequest::ChangeMembership(_) => "change membership",
             ForwardRequest::App(_) => "application call",
+            ForwardRequest::Elect { .. } => "leadership hand-over",
         }
     }
 }
@@ -59,10 +64,19 @@ impl ForwardRequest {
 /// The leader's answer to a [`ForwardRequest`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ForwardResponse {
-    Proposed { log_id: LogId, response: Response },
-    ReadIndex { log_id: Option<LogId> },
-    MembershipChanged { log_id: LogId },
+    Proposed {
+        log_id: LogId,
+        response: Response,
+    },
+    ReadIndex {
+        log_id: Option<LogId>,
+    },
+    MembershipChanged {
+        log_id: LogId,
+    },
     App(Vec<u8>),
+    /// The follower started an election.
+    Electing,
 }
 
 /// Why the receiver did not carry out a forwarded request.
