@@ -810,6 +810,16 @@ mod tests {
     }
 
     #[test]
+    fn check_config_accepts_every_synchronous_mode() {
+        for mode in ["off", "on", "strict", "quorum"] {
+            let mut c = FileConfig::parse(DEFAULT_CONFIG).expect("parse");
+            c.dynamic.synchronous_mode = mode.parse().expect("a mode");
+            c.dynamic.synchronous_node_count = 2;
+            assert!(c.validate().is_ok(), "{mode}: {:?}", c.validate().err());
+        }
+    }
+
+    #[test]
     fn the_watchdog_section_is_checked_against_the_lease() {
         let base = FileConfig::parse(DEFAULT_CONFIG).expect("parse");
         assert_eq!(base.watchdog, WatchdogSection::default(), "the template shows the defaults");

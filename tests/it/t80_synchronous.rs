@@ -360,8 +360,12 @@ async fn a_failover_in_the_middle_of_adding_a_standby_promotes_only_the_committe
 
     phase("writes acknowledged while the other standby receives nothing", async {
         kill(receiver, Signal::SIGSTOP).expect("SIGSTOP the WAL receiver");
-        for v in 1..=100 {
-            assert!(c.try_write(primary, v).await, "write {v} on the primary");
+        let client = c.must_pg(primary).await;
+        for v in 1..=100_i64 {
+            tokio::time::timeout(WRITE, client.execute("INSERT INTO t VALUES ($1)", &[&v]))
+                .await
+                .unwrap_or_else(|_| panic!("write {v} on the primary timed out"))
+                .unwrap_or_else(|e| panic!("write {v} on the primary: {e}"));
             acked.push(v);
         }
     })
