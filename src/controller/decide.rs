@@ -115,7 +115,13 @@ pub fn decide(input: &Input) -> Decision {
             if silence <= expiry {
                 return Decision::Wait(String::new());
             }
-            match candidate(input, Some(p.node), &fresh) {
+            // Positions count once the primary can no longer have written:
+            // a report from before may miss its last commits.
+            let settled = since + ttl;
+            if quorum_settling(input, p.node, settled, &fresh) {
+                return Decision::Wait("waiting for the quorum standbys to report where their WAL ends".into());
+            }
+            match candidate(input, Some(p.node), Some(settled), &fresh) {
                 Ok(node) => failover_to(state, node),
                 Err(why) => Decision::Blocked(format!(
                     "primary {} silent for {silence:?} but no failover candidate: {why}",
@@ -123,7 +129,7 @@ pub fn decide(input: &Input) -> Decision {
                 )),
             }
         }
-        None => match candidate(input, None, &fresh) {
+        None => match candidate(input, None, None, &fresh) {
             Ok(node) => failover_to(state, node),
             Err(_) if never_held_data(input, &fresh) => bootstrap(input, &fresh),
             Err(why) => Decision::Blocked(format!("no primary and no failover candidate: {why}")),
@@ -195,7 +201,7 @@ fn handover<'a>(
                     .into(),
             );
         }
-        return match candidate(input, Some(sw.from), fresh) {
+        return match candidate(input, Some(sw.from), None, fresh) {
             Ok(node) => failover_to(state, node),
             Err(why) => Decision::Blocked(format!(
                 "switchover: no final WAL position from the old primary after {HANDOVER_TIMEOUT:?}, and no \
@@ -276,6 +282,7 @@ fn bootstrap<'a>(input: &Input<'a>, fresh: &dyn Fn(&NodeId) -> Option<&'a NodeVi
 fn candidate<'a>(
     input: &Input<'a>,
     old: Option<NodeId>,
+    settled: Option<Instant>,
     fresh: &dyn Fn(&NodeId) -> Option<&'a NodeView>,
 ) -> Result<NodeId, String> {
     let state = input.state;
@@ -372,7 +379,10 @@ fn candidate<'a>(
         let reporting: Vec<(NodeId, u64)> = set
             .iter()
             .filter(|id| Some(**id) != old)
-            .filter_map(|id| fresh(id).and_then(|v| v.report.lsn()).map(|lsn| (*id, lsn)))
+            .filter_map(|id| {
+                let v = fresh(id).filter(|v| settled.is_none_or(|t| v.last_contact >= t))?;
+                v.report.lsn().map(|lsn| (*id, lsn))
+            })
             .collect();
         if reporting.len() < need {
             let names: Vec<String> = set.iter().map(|id| name_of(state, *id)).collect();
@@ -410,6 +420,27 @@ fn candidate<'a>(
         None if rejected.is_empty() => Err("no other members".into()),
         None => Err(format!("{}; {FORCE_HINT}", rejected.join("; "))),
     }
+}
+
+/// Quorum mode: enough members of the set report, but not enough of them
+/// since `settled`, when the primary can no longer have written; a turn
+/// or two brings the rest.
+fn quorum_settling<'a>(
+    input: &Input<'a>,
+    old: NodeId,
+    settled: Instant,
+    fresh: &dyn Fn(&NodeId) -> Option<&'a NodeView>,
+) -> bool {
+    let Some((set, k)) = input.state.sync_record().filter(|(set, k)| *k < set.len()) else { return false };
+    let need = set.len() - k + 1;
+    let reporting = |after: Option<Instant>| {
+        set.iter()
+            .filter(|id| **id != old)
+            .filter_map(|id| fresh(id))
+            .filter(|v| after.is_none_or(|t| v.last_contact >= t) && v.report.lsn().is_some())
+            .count()
+    };
+    reporting(None) >= need && reporting(Some(settled)) < need
 }
 
 /// How an operator overrides a refusal that protects writes only the lost
@@ -624,6 +655,31 @@ mod tests {
         f.views.remove(&5);
         f.views.remove(&2);
         assert_eq!(f.decide_at(0, 3201), elect(3, 1, ElectionReason::Failover));
+    }
+
+    #[test]
+    fn quorum_failover_counts_only_positions_reported_after_the_primary_could_write() {
+        let mut f = Fixture::new(4);
+        f.bootstrap();
+        let config = DynamicConfig { synchronous_mode: SyncMode::Quorum, ..DynamicConfig::default() };
+        f.apply(Command::ChangeConfig { if_version: Some(1), config });
+        f.apply(Command::ChangeSyncQuorum {
+            epoch: 1,
+            from: [].into(),
+            from_quorum: None,
+            to: [2, 3, 4].into(),
+            quorum: 2,
+        });
+        f.report(1, 1000, primary(900, 1));
+        f.grant(1, 1, 1000);
+        // The lease granted at 1000 allowed writes until 3000: node 3's
+        // report from 2900 may miss the last of them.
+        f.report(2, 3100, replica(900, 1));
+        f.report(3, 2900, replica(800, 1));
+        let d = f.decide_at(0, 3201);
+        assert!(matches!(&d, Decision::Wait(w) if w.contains("where their WAL ends")), "{d:?}");
+        f.report(3, 3150, replica(950, 1));
+        assert_eq!(f.decide_at(0, 3201), elect(3, 1, ElectionReason::Failover), "its final position is ahead");
     }
 
     #[test]
