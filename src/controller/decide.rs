@@ -436,7 +436,7 @@ fn quorum_settling<'a>(
     let reporting = |after: Option<Instant>| {
         set.iter()
             .filter(|id| **id != old)
-            .filter_map(|id| fresh(id))
+            .filter_map(fresh)
             .filter(|v| after.is_none_or(|t| v.last_contact >= t) && v.report.lsn().is_some())
             .count()
     };
