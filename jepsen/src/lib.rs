@@ -5,5 +5,10 @@
 
 pub mod checker;
 pub mod history;
+pub mod hosts;
+pub mod nemesis;
+pub mod net;
 pub mod record;
 pub mod report;
+pub mod run;
+pub mod workload;
