@@ -202,9 +202,15 @@ impl Cluster {
         self.bin_dir.join("raftctl")
     }
 
-    /// The Raft (admin) addresses of the current members.
-    pub fn endpoints(&self) -> String {
-        self.members().iter().map(|(h, _)| h.raft_addr()).collect::<Vec<_>>().join(",")
+    /// The Raft (admin) addresses of the current members, but `except`'s
+    /// (a node that is joining answers but knows no leader yet).
+    pub fn endpoints(&self, except: Option<usize>) -> String {
+        self.members()
+            .iter()
+            .filter(|(h, _)| Some(h.slot) != except)
+            .map(|(h, _)| h.raft_addr())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Places a new member on free slot `slot` (its configuration is
@@ -371,10 +377,20 @@ impl Cluster {
     /// Runs `raftctl` with the current members as endpoints; returns its
     /// exit code and output (stdout, then stderr).
     pub async fn raftctl(&self, args: &[&str], timeout: Duration) -> anyhow::Result<(i32, String)> {
+        self.raftctl_except(None, args, timeout).await
+    }
+
+    /// [`Cluster::raftctl`] without `except`'s member among the endpoints.
+    pub async fn raftctl_except(
+        &self,
+        except: Option<usize>,
+        args: &[&str],
+        timeout: Duration,
+    ) -> anyhow::Result<(i32, String)> {
         let mut cmd = tokio::process::Command::new(self.raftctl_path());
         cmd.args(["--timeout", &timeout.as_secs().max(1).to_string()])
             .args(args)
-            .env("RAFTCTL_ENDPOINTS", self.endpoints())
+            .env("RAFTCTL_ENDPOINTS", self.endpoints(except))
             .env("RAFTCTL_TOKEN", &self.token)
             .stdin(Stdio::null())
             .kill_on_drop(true);

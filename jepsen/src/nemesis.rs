@@ -164,9 +164,15 @@ pub fn parse_kinds(spec: &str) -> anyhow::Result<BTreeSet<Kind>> {
 /// A directed cut: `receiver` drops every packet from `sender` (slots).
 pub type Cut = (usize, usize);
 
-/// The cuts of a partition kind over `members` (slots), given the primary;
+/// The cuts of a partition kind over `members` (slots), given the primary,
+/// and the members it targets (the isolated one, the minority, the bridge);
 /// `None` when the kind does not apply. Symmetric cuts appear both ways.
-pub fn cuts(kind: Kind, members: &[usize], primary: Option<usize>, rng: &mut impl Rng) -> Option<Vec<Cut>> {
+pub fn cuts(
+    kind: Kind,
+    members: &[usize],
+    primary: Option<usize>,
+    rng: &mut impl Rng,
+) -> Option<(Vec<Cut>, Vec<usize>)> {
     let both = |a: &[usize], b: &[usize]| {
         let mut cuts = Vec::new();
         for &x in a {
@@ -181,25 +187,25 @@ pub fn cuts(kind: Kind, members: &[usize], primary: Option<usize>, rng: &mut imp
         return None;
     }
     let others = |x: usize| members.iter().copied().filter(|m| *m != x).collect::<Vec<_>>();
-    let cuts = match kind {
+    let (cuts, targets) = match kind {
         PartitionPrimary => {
             let p = primary?;
-            both(&[p], &others(p))
+            (both(&[p], &others(p)), vec![p])
         }
         PartitionReplica => {
             let replicas: Vec<usize> = members.iter().copied().filter(|m| Some(*m) != primary).collect();
             let r = *replicas.choose(rng)?;
-            both(&[r], &others(r))
+            (both(&[r], &others(r)), vec![r])
         }
         PartitionHalves => {
             let mut shuffled = members.to_vec();
             shuffled.shuffle(rng);
             let (minority, majority) = shuffled.split_at(members.len() / 2);
-            both(minority, majority)
+            (both(minority, majority), minority.to_vec())
         }
         PartitionOneWay => {
             let p = primary?;
-            others(p).into_iter().map(|x| (x, p)).collect()
+            (others(p).into_iter().map(|x| (x, p)).collect(), vec![p])
         }
         PartitionMajoritiesRing => {
             let mut ring = members.to_vec();
@@ -219,18 +225,18 @@ pub fn cuts(kind: Kind, members: &[usize], primary: Option<usize>, rng: &mut imp
                     }
                 }
             }
-            cuts
+            (cuts, ring)
         }
         PartitionBridge => {
             let mut shuffled = members.to_vec();
             shuffled.shuffle(rng);
             let rest = &shuffled[1..];
             let (a, b) = rest.split_at(rest.len() / 2);
-            both(a, b)
+            (both(a, b), vec![shuffled[0]])
         }
         _ => return None,
     };
-    (!cuts.is_empty()).then_some(cuts)
+    (!cuts.is_empty()).then_some((cuts, targets))
 }
 
 /// How to undo a fault.
@@ -441,11 +447,11 @@ impl Nemesis {
             self.cluster.members().iter().filter(|(h, _)| !h.state().busy).map(|(h, _)| h.slot).collect();
         let primary = self.cluster.primary().await.filter(|p| members.contains(p));
         if kind.family() == "partition" {
-            let Some(cuts) = cuts(kind, &members, primary, rng) else {
+            let Some((cuts, targets)) = cuts(kind, &members, primary, rng) else {
                 self.skip(kind, "no primary, or too few members");
                 return Ok(None);
             };
-            return self.partition(kind, cuts).await.map(Some);
+            return self.partition(kind, cuts, targets).await.map(Some);
         }
         let Some(p) = primary else {
             self.skip(kind, "no primary");
@@ -453,7 +459,8 @@ impl Nemesis {
         };
         let host = self.cluster.host(p);
         let start = self.recorder.now();
-        let (daemon, postmaster) = (host.state().daemon, host.postmaster());
+        let daemon = host.state().daemon;
+        let postmaster = host.postmaster();
         let fault = |detail: String, targets: Vec<String>| Fault {
             start,
             end: None,
@@ -568,7 +575,7 @@ impl Nemesis {
     }
 
     /// Installs `cuts` and checks them.
-    async fn partition(&self, kind: Kind, cuts: Vec<Cut>) -> anyhow::Result<u64> {
+    async fn partition(&self, kind: Kind, cuts: Vec<Cut>, targets: Vec<usize>) -> anyhow::Result<u64> {
         let mut from: BTreeMap<usize, Vec<std::net::Ipv4Addr>> = BTreeMap::new();
         let mut to: BTreeMap<usize, Vec<std::net::Ipv4Addr>> = BTreeMap::new();
         for &(r, s) in &cuts {
@@ -632,16 +639,11 @@ impl Nemesis {
         for c in checks {
             verified &= c.await.unwrap_or(false);
         }
-        let mut targets: Vec<String> = Vec::new();
-        let isolated: BTreeSet<usize> = cuts.iter().map(|(_, s)| *s).collect();
-        for s in &isolated {
-            targets.push(self.names(&[*s])[0].clone());
-        }
         let fault = Fault {
             start,
             end: None,
             kind: kind.name().to_string(),
-            targets,
+            targets: self.names(&targets),
             detail: format!(
                 "{}; cuts (receiver<-sender): {}",
                 rules.join("; "),
@@ -755,11 +757,19 @@ impl Nemesis {
         let host = self.cluster.host(slot);
         let id = member.id.to_string();
         let (raft, api) = (host.raft_addr(), host.api_url());
+        // The leader must reach the new node's Raft port: wait until its
+        // daemon answers.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while crate::hosts::http_get(host.addr, "/liveness", Duration::from_millis(500)).await.is_err()
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         let args = ["member", "add", "--id", &id, "--name", &member.name, "--raft-addr", &raft, "--api-url", &api];
         let mut args = args.to_vec();
         args.push("--voter");
-        let (code, out) = self.cluster.raftctl(&args, Duration::from_secs(120)).await?;
-        let first = out.lines().next().unwrap_or_default().to_string();
+        let (code, out) = self.cluster.raftctl_except(Some(slot), &args, Duration::from_secs(120)).await?;
+        let first = out.lines().collect::<Vec<_>>().join(" | ");
         if code != 0 {
             // Not a member: stop it and free the host.
             self.cluster.stop_daemon(slot, Duration::from_secs(20)).await;
@@ -793,7 +803,7 @@ impl Nemesis {
         let start = self.recorder.now();
         self.set_busy(&[slot], true);
         let (code, out) = self.cluster.raftctl(&["member", "remove", &name], Duration::from_secs(30)).await?;
-        let first = out.lines().next().unwrap_or_default().to_string();
+        let first = out.lines().collect::<Vec<_>>().join(" | ");
         if code != 0 {
             self.set_busy(&[slot], false);
             self.operation(RemoveNode, start, vec![name], format!("refused ({code}): {first}"));
@@ -825,7 +835,7 @@ impl Nemesis {
             args.push(to);
         }
         let (code, out) = self.cluster.raftctl(&args, Duration::from_secs(30)).await?;
-        let first = out.lines().next().unwrap_or_default().to_string();
+        let first = out.lines().collect::<Vec<_>>().join(" | ");
         let targets = to.into_iter().collect();
         self.operation(Switchover, start, targets, format!("exit {code}: {first}"));
         Ok(())
@@ -855,7 +865,8 @@ mod tests {
 
     #[test]
     fn isolating_the_primary_cuts_it_from_every_other_member_both_ways() {
-        let cuts = cuts(PartitionPrimary, &[1, 2, 3], Some(2), &mut rng()).unwrap();
+        let (cuts, targets) = cuts(PartitionPrimary, &[1, 2, 3], Some(2), &mut rng()).unwrap();
+        assert_eq!(targets, vec![2]);
         assert!(symmetric(&cuts));
         assert_eq!(cuts.len(), 4);
         assert!(cuts.iter().all(|(a, b)| *a == 2 || *b == 2));
@@ -864,14 +875,16 @@ mod tests {
 
     #[test]
     fn one_way_leaves_the_primary_hearing_the_others() {
-        let cuts = cuts(PartitionOneWay, &[1, 2, 3], Some(1), &mut rng()).unwrap();
+        let (cuts, _) = cuts(PartitionOneWay, &[1, 2, 3], Some(1), &mut rng()).unwrap();
         assert_eq!(cuts, vec![(2, 1), (3, 1)]);
     }
 
     #[test]
     fn halves_split_into_a_minority_and_a_majority() {
         for seed in 0..20 {
-            let cuts = cuts(PartitionHalves, &[1, 2, 3, 4, 5], None, &mut ChaCha8Rng::seed_from_u64(seed)).unwrap();
+            let (cuts, minority) =
+                cuts(PartitionHalves, &[1, 2, 3, 4, 5], None, &mut ChaCha8Rng::seed_from_u64(seed)).unwrap();
+            assert_eq!(minority.len(), 2);
             assert!(symmetric(&cuts));
             assert_eq!(cuts.len(), 2 * 2 * 3);
         }
@@ -880,7 +893,7 @@ mod tests {
     #[test]
     fn in_a_majorities_ring_every_member_sees_a_different_majority() {
         let members = [1, 2, 3, 4, 5];
-        let cuts = cuts(PartitionMajoritiesRing, &members, None, &mut rng()).unwrap();
+        let (cuts, _) = cuts(PartitionMajoritiesRing, &members, None, &mut rng()).unwrap();
         assert!(symmetric(&cuts));
         let mut views = BTreeSet::new();
         for m in members {
@@ -896,9 +909,10 @@ mod tests {
     #[test]
     fn a_bridge_member_talks_to_both_halves() {
         let members = [1, 2, 3, 4, 5];
-        let cuts = cuts(PartitionBridge, &members, None, &mut rng()).unwrap();
+        let (cuts, bridge) = cuts(PartitionBridge, &members, None, &mut rng()).unwrap();
         let touched: BTreeSet<usize> = cuts.iter().map(|(a, _)| *a).collect();
         assert_eq!(touched.len(), 4);
+        assert!(!touched.contains(&bridge[0]));
         assert_eq!(cuts.len(), 8);
     }
 }
