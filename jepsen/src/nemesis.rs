@@ -445,7 +445,15 @@ impl Nemesis {
     async fn apply(&self, kind: Kind, rng: &mut ChaCha8Rng) -> anyhow::Result<Option<u64>> {
         let members: Vec<usize> =
             self.cluster.members().iter().filter(|(h, _)| !h.state().busy).map(|(h, _)| h.slot).collect();
-        let primary = self.cluster.primary().await.filter(|p| members.contains(p));
+        // Right after a heal there may be no primary for a moment.
+        let mut primary = None;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while primary.is_none() && tokio::time::Instant::now() < deadline {
+            primary = self.cluster.primary().await.filter(|p| members.contains(p));
+            if primary.is_none() {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
         if kind.family() == "partition" {
             let Some((cuts, targets)) = cuts(kind, &members, primary, rng) else {
                 self.skip(kind, "no primary, or too few members");
