@@ -500,15 +500,17 @@ async fn drive(
     let _ = stop_nemesis.send(true);
     timed?;
     unless_interrupted(cancel, lanes).await?.context("the nemesis task")?;
+
+    // The clients go on writing through the heal and the convergence, so
+    // the history shows how soon writes resume.
+    eprintln!("final phase: healing everything");
+    unless_interrupted(cancel, nemesis.heal_all()).await?;
+    let convergence = unless_interrupted(cancel, converge(cluster, opts.converge_timeout)).await?;
     let r = running.as_mut().expect("set above");
     let _ = r.stop_workers.send(true);
     for w in std::mem::take(&mut r.workers) {
         let _ = w.await;
     }
-
-    eprintln!("final phase: healing everything");
-    unless_interrupted(cancel, nemesis.heal_all()).await?;
-    let convergence = unless_interrupted(cancel, converge(cluster, opts.converge_timeout)).await?;
     unless_interrupted(cancel, final_reads(cluster, &worker_shared, opts, &keys)).await?;
     Ok(convergence)
 }
