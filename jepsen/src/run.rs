@@ -118,30 +118,37 @@ pub struct RunInfo {
     pub convergence: CheckerResult,
 }
 
-/// Checks a run directory. For now: the convergence result the runner
-/// wrote in `run.json`.
+/// Checks a run directory: every checker over `history.jsonl` and
+/// `nemesis.jsonl` (the set checker against the final primary the
+/// convergence check found), the convergence result the runner wrote in
+/// `run.json`, then `report.html`. A directory the checkers cannot read
+/// gives an `unknown` verdict saying why.
 pub fn check(dir: &Path) -> Results {
     let info: Option<RunInfo> =
         std::fs::read_to_string(dir.join("run.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
-    match info {
-        Some(info) => {
-            let mut results = Results::new(info.seed, info.config);
-            results.add("convergence", info.convergence);
+    let Some(info) = info else {
+        let mut results = Results::new(0, Value::Null);
+        results.add("convergence", unknown("no run.json in the run directory"));
+        return results;
+    };
+    let final_primary = info.convergence.details["primary"].as_str().map(str::to_string);
+    let options = crate::checker::CheckOptions { final_primary, ..crate::checker::CheckOptions::default() };
+    let mut results = match crate::checker::check_dir_with(dir, &options, info.seed, info.config.clone()) {
+        Ok(results) => results,
+        Err(e) => {
+            let mut results = Results::new(info.seed, info.config.clone());
+            results.add("history", unknown(&format!("the checkers could not read the run: {e}")));
             results
         }
-        None => {
-            let mut results = Results::new(0, Value::Null);
-            results.add(
-                "convergence",
-                CheckerResult {
-                    verdict: Verdict::Unknown,
-                    summary: "no run.json in the run directory".into(),
-                    details: Value::Null,
-                },
-            );
-            results
-        }
+    };
+    results.add("convergence", info.convergence);
+    let history = crate::history::read(&dir.join("history.jsonl")).unwrap_or_default();
+    let faults = crate::checker::read_jsonl(&dir.join("nemesis.jsonl")).unwrap_or_default();
+    let roles = crate::checker::read_jsonl(&dir.join("roles.jsonl")).unwrap_or_default();
+    if let Err(e) = crate::report::write_html(dir, &results, &history, &faults, &roles) {
+        eprintln!("failed to write report.html: {e}");
     }
+    results
 }
 
 /// Removes the data directory (and the namespaces) when dropped, so a

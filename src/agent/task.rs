@@ -62,6 +62,12 @@ type Rendered = (Arc<ClusterState>, Option<Widening>, Option<QuorumChange>, Opti
 /// follow it; meanwhile commits wait).
 const SYNC_GRACE: Duration = Duration::from_secs(2);
 
+/// How long a standby that has WAL to flush may go without replying before
+/// it counts as not streaming. A network partition that drops packets
+/// leaves its WAL sender "streaming" until `wal_sender_timeout` (60 s by
+/// default) while every commit waits for it; its replies stop at once.
+const SYNC_STALL: Duration = Duration::from_secs(1);
+
 /// How long after a reload the server is asked which changes wait for a
 /// restart (it applies a reload asynchronously).
 const PENDING_CHECK_DELAY: Duration = Duration::from_secs(1);
@@ -545,7 +551,8 @@ impl Agent {
         }
         const QUERY: &str = "SELECT pg_wal_lsn_diff(pg_current_wal_flush_lsn(), '0/0')::bigint, r.application_name, \
                              r.state, r.sync_state, pg_wal_lsn_diff(r.flush_lsn, '0/0')::bigint, \
-                             current_setting('synchronous_standby_names') \
+                             current_setting('synchronous_standby_names'), \
+                             (extract(epoch from clock_timestamp() - r.reply_time) * 1000)::bigint \
                              FROM (SELECT 1) one LEFT JOIN pg_stat_replication r ON true";
         let rows = match self.observer.client().await {
             Ok(client) => match tokio::time::timeout(Duration::from_secs(2), client.query(QUERY, &[])).await {
@@ -560,11 +567,17 @@ impl Agent {
         for m in state.members.values().filter(|m| m.id != self.me()) {
             let row = rows.iter().find(|r| r.get::<_, Option<String>>(1).as_deref() == Some(m.name.as_str()));
             let text = |i: usize| row.and_then(|r| r.get::<_, Option<String>>(i));
+            let flush = row.and_then(|r| r.get::<_, Option<i64>>(4)).map(|f| f.max(0) as u64);
+            let reply_age =
+                row.and_then(|r| r.get::<_, Option<i64>>(6)).map(|ms| Duration::from_millis(ms.max(0) as u64));
+            // Behind the primary and silent: its connection is gone even if
+            // its WAL sender has not noticed yet.
+            let stalled = flush.is_none_or(|f| f < primary_flush) && reply_age.is_some_and(|age| age > SYNC_STALL);
             standbys.push(Standby {
                 id: m.id,
-                streaming: text(2).as_deref() == Some("streaming"),
+                streaming: text(2).as_deref() == Some("streaming") && !stalled,
                 waited_for: matches!(text(3).as_deref(), Some("sync" | "quorum")),
-                flush: row.and_then(|r| r.get::<_, Option<i64>>(4)).map(|f| f.max(0) as u64),
+                flush,
                 excluded: m.nosync(),
             });
         }

@@ -409,3 +409,33 @@ async fn a_failover_in_the_middle_of_adding_a_standby_promotes_only_the_committe
     })
     .await;
 }
+
+/// A synchronous standby that stops answering without its connection
+/// closing (a network partition that drops packets: its WAL sender keeps
+/// saying "streaming" until `wal_sender_timeout`, 60 s) is replaced within
+/// seconds, not a minute: commits stop waiting for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_silent_synchronous_standby_is_replaced_before_the_wal_sender_notices() {
+    let c = DaemonCluster::start(3, |_| {}).await;
+    let _logs = c.logs_on_panic();
+    let primary = c.must_healthy(&[1, 2, 3], REPLICAS_FOLLOW).await;
+    c.must_pg(primary).await.batch_execute("CREATE TABLE t (v bigint PRIMARY KEY)").await.expect("create table");
+    c.must_raftctl(&["config", "set", "synchronous_mode=on"]);
+    let a = *must_sync(&c, 1).await.first().expect("one");
+    let b = [1, 2, 3].into_iter().find(|id| *id != primary && *id != a).expect("the other replica");
+    let receiver = walreceiver(&c, a);
+
+    phase("the synchronous standby falls silent; a commit waits seconds, not a minute", async {
+        kill(receiver, Signal::SIGSTOP).expect("SIGSTOP the WAL receiver");
+        let client = c.must_pg(primary).await;
+        let started = std::time::Instant::now();
+        let write =
+            tokio::time::timeout(Duration::from_secs(15), client.execute("INSERT INTO t VALUES (1)", &[])).await;
+        assert!(matches!(write, Ok(Ok(1))), "the commit still waits for the silent standby: {write:?}");
+        info!(waited = ?started.elapsed(), "--- commit released");
+        assert_eq!(must_sync(&c, 1).await, [b].into(), "the other standby replaced it");
+    })
+    .await;
+    kill(receiver, Signal::SIGCONT).expect("SIGCONT the WAL receiver");
+    c.must_healthy(&[1, 2, 3], REJOIN).await;
+}
