@@ -1,8 +1,9 @@
 //! Short chaos runs of the real binaries, as root: a smoke run with
-//! partitions, kills and pauses that must leave a complete run directory
-//! and a converged cluster, and the harness's own credibility check: in
-//! asynchronous mode, isolating the primary while clients write must lose
-//! acknowledged writes.
+//! partitions, kills and pauses in synchronous mode that must leave a
+//! complete run directory, a converged cluster and no safety anomaly; and
+//! the harness's own credibility check: in asynchronous mode, isolating the
+//! primary while clients write must make the set checker report lost
+//! acknowledged writes, and in synchronous mode the same run reports none.
 //!
 //! The `raftgres` and `raftctl` binaries come from `RAFTGRES_JEPSEN_BIN_DIR`
 //! or the workspace's `target/debug`. Without root or without them, the
@@ -100,10 +101,10 @@ fn a_short_run_with_partitions_kills_and_pauses_converges_and_writes_its_files()
     let (code, dir) = must_run(
         "smoke",
         &bins,
-        &["--time-limit", "60", "--interval", "6", "--seed", "1", "--nemesis", "partition,kill,pause"],
+        &["--time-limit", "60", "--interval", "6", "--seed", "1", "--nemesis", "partition,kill,pause", "--mode", "on"],
     );
     must_be_clean();
-    for file in ["history.jsonl", "nemesis.jsonl", "roles.jsonl", "results.json", "haproxy.cfg"] {
+    for file in ["history.jsonl", "nemesis.jsonl", "roles.jsonl", "results.json", "report.html", "haproxy.cfg"] {
         assert!(dir.join(file).is_file(), "{file} missing in {}", dir.display());
     }
     assert!(dir.join("logs").read_dir().expect("logs/").count() >= 3, "a log directory per member");
@@ -111,6 +112,13 @@ fn a_short_run_with_partitions_kills_and_pauses_converges_and_writes_its_files()
     let convergence = &results.checkers["convergence"];
     assert_eq!(convergence.verdict, Verdict::Valid, "{}", convergence.summary);
     assert!(convergence.details["seconds"].as_f64().is_some());
+    // The safety properties hold in synchronous mode whatever the faults.
+    for checker in ["set", "list-append", "dual-primary"] {
+        let r = results.checkers.get(checker).unwrap_or_else(|| panic!("no {checker} result: {results:?}"));
+        assert_eq!(r.verdict, Verdict::Valid, "{checker}: {} (run directory {})", r.summary, dir.display());
+    }
+    let report = std::fs::read_to_string(dir.join("report.html")).expect("report.html");
+    assert!(report.contains("<svg") && report.contains("VALID"), "the report shows its plots and verdict");
     assert_eq!(results.seed, 1);
     assert!(code == 0 || code == 1 || code == 2, "exit code {code}");
     let faults = must_read_faults(&dir);
@@ -127,51 +135,84 @@ fn a_short_run_with_partitions_kills_and_pauses_converges_and_writes_its_files()
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `--nemesis partition-primary` with one writer per slot as fast as it
+/// goes, in `mode`.
+fn isolate_the_primary(bins: &Path, mode: &str, seed: u64) -> (i32, PathBuf) {
+    let seed = seed.to_string();
+    must_run(
+        &format!("isolate-{mode}"),
+        bins,
+        &[
+            "--time-limit",
+            "20",
+            "--warmup",
+            "3",
+            "--interval",
+            "8",
+            "--seed",
+            &seed,
+            "--nemesis",
+            "partition-primary",
+            "--mode",
+            mode,
+            "--workload",
+            "set",
+            "--concurrency",
+            "8",
+        ],
+    )
+}
+
 /// The harness must be able to fail a run: asynchronous replication loses
 /// what the isolated primary acknowledged before its lease ran out, once it
-/// is rewound after the heal.
+/// is rewound after the heal. The set checker must say so, with the ids,
+/// and the run's verdict is invalid (exit code 1).
 #[test]
 fn in_asynchronous_mode_isolating_the_primary_loses_acknowledged_writes() {
     let Some(bins) = bin_dir() else { return };
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut seen = Vec::new();
     for seed in [11, 12, 13] {
-        let seed = seed.to_string();
-        let (_, dir) = must_run(
-            "async-loss",
-            &bins,
-            &[
-                "--time-limit",
-                "20",
-                "--warmup",
-                "3",
-                "--interval",
-                "8",
-                "--seed",
-                &seed,
-                "--nemesis",
-                "partition-primary",
-                "--mode",
-                "async",
-                "--workload",
-                "set",
-                "--concurrency",
-                "8",
-            ],
-        );
+        let (code, dir) = isolate_the_primary(&bins, "async", seed);
         must_be_clean();
         let results = must_read_results(&dir);
-        let convergence = &results.checkers["convergence"];
         let faults = must_read_faults(&dir);
         assert!(faults.iter().any(|f| f.kind == "partition-primary" && f.verified == Some(true)), "{faults:?}");
-        let primary = convergence.details["primary"].as_str().expect("a converged primary").to_string();
+        let primary = results.checkers["convergence"].details["primary"].as_str().expect("a primary").to_string();
+        // Counted here without the checker, to check the checker.
         let (lost, acked) = lost_writes(&dir, &primary);
-        seen.push(format!("seed {seed}: {lost} of {acked} acknowledged adds lost"));
-        let _ = std::fs::remove_dir_all(&dir);
+        let set = &results.checkers["set"];
+        seen.push(format!("seed {seed}: {lost} of {acked} acknowledged adds lost; set checker: {}", set.summary));
         if lost > 0 {
+            assert_eq!(set.verdict, Verdict::Invalid, "the set checker missed {lost} lost writes: {}", set.summary);
+            assert_eq!(set.details["lost"].as_array().map(|l| l.len()), Some(lost), "{}", set.details);
+            assert_eq!((code, results.verdict), (1, Verdict::Invalid), "an invalid run exits 1");
             eprintln!("{}", seen.join("; "));
+            let _ = std::fs::remove_dir_all(&dir);
             return;
         }
+        let _ = std::fs::remove_dir_all(&dir);
     }
     panic!("isolating the primary in asynchronous mode lost nothing: {}", seen.join("; "));
+}
+
+/// The same run in synchronous mode: the isolated primary's commits wait
+/// for a standby it cannot reach, so nothing it acknowledged is lost.
+#[test]
+fn in_synchronous_mode_isolating_the_primary_loses_nothing() {
+    let Some(bins) = bin_dir() else { return };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (_, dir) = isolate_the_primary(&bins, "on", 11);
+    must_be_clean();
+    let results = must_read_results(&dir);
+    let faults = must_read_faults(&dir);
+    assert!(faults.iter().any(|f| f.kind == "partition-primary" && f.verified == Some(true)), "{faults:?}");
+    let primary = results.checkers["convergence"].details["primary"].as_str().expect("a primary").to_string();
+    let (lost, acked) = lost_writes(&dir, &primary);
+    assert!(acked > 0, "nothing was acknowledged");
+    assert_eq!(lost, 0, "{lost} of {acked} acknowledged adds lost in synchronous mode");
+    let set = &results.checkers["set"];
+    assert_eq!(set.verdict, Verdict::Valid, "{}", set.summary);
+    assert_eq!(results.checkers["dual-primary"].verdict, Verdict::Valid);
+    let _ = std::fs::remove_dir_all(&dir);
 }

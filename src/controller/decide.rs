@@ -132,6 +132,11 @@ pub fn decide(input: &Input) -> Decision {
         None => match candidate(input, None, None, &fresh) {
             Ok(node) => failover_to(state, node),
             Err(_) if never_held_data(input, &fresh) => bootstrap(input, &fresh),
+            Err(_) if let Some(node) = released_may_return(input, &fresh) => Decision::Propose(Command::ElectPrimary {
+                if_epoch: state.epoch,
+                node,
+                reason: ElectionReason::Failover,
+            }),
             Err(why) => Decision::Blocked(format!("no primary and no failover candidate: {why}")),
         },
     }
@@ -234,6 +239,29 @@ fn handover<'a>(
         Some((node, _, _)) => Decision::Propose(Command::ElectPrimary { if_epoch: state.epoch, node: *node, reason }),
         None => Decision::Wait(format!("switchover: waiting for a target to receive WAL past {end:#x}")),
     }
+}
+
+/// No replica runs to take over (the others may need a running primary to
+/// rewind or clone from), and the primary that released the role reports,
+/// stopped, with its data: it holds every acknowledged write of the epoch,
+/// so it takes the role back, once a lease period after its release has
+/// passed (a server that really cannot start then retries at that pace).
+/// Its release may have come from a start the fence stopped while it had
+/// no lease, which a new epoch's lease cures.
+fn released_may_return<'a>(input: &Input<'a>, fresh: &dyn Fn(&NodeId) -> Option<&'a NodeView>) -> Option<NodeId> {
+    let state = input.state;
+    let node = state.released_primary()?;
+    let released_at = state.history.iter().rev().find_map(|r| match r.event {
+        Event::PrimaryReleased { epoch, node: n, .. } if epoch == state.epoch && n == node => Some(r.at_ms),
+        _ => None,
+    })?;
+    if input.now_ms.saturating_sub(released_at) < state.config.lease_ttl_ms {
+        return None;
+    }
+    let v = fresh(&node)?;
+    let member = state.member(node)?;
+    let timeline_ok = state.timeline.is_none_or(|t| v.report.timeline.is_none_or(|tl| tl >= t.timeline));
+    (member.may_be_promoted() && v.report.data_present && !v.report.running && timeline_ok).then_some(node)
 }
 
 /// The first primary gave the role up before its promotion was recorded
@@ -818,6 +846,36 @@ mod tests {
         f.report(2, 100, replica(0x500, 1));
         f.report(3, 100, replica(0x100, 1));
         assert_eq!(f.decide_at(0, 101), elect(2, 1, ElectionReason::Failover), "the furthest, not the planned target");
+    }
+
+    #[test]
+    fn a_released_primary_takes_the_role_back_when_no_replica_runs() {
+        let mut f = Fixture::new(3);
+        f.bootstrap();
+        let config = DynamicConfig { synchronous_mode: SyncMode::On, ..DynamicConfig::default() };
+        f.apply(Command::ChangeConfig { if_version: Some(1), config });
+        f.apply(Command::ChangeSyncStandbys { epoch: 1, from: [].into(), to: [2].into() });
+        f.index += 1;
+        f.state
+            .apply(
+                &Command::ReleasePrimary { epoch: 1, node: 1, reason: raftgres_storage::ReleaseReason::PostgresFailed },
+                ApplyContext { index: f.index, time_ms: 1_000 },
+            )
+            .expect("applies");
+        let stopped = Observation { data_present: true, running: false, timeline: Some(1), ..Observation::default() };
+        let cloning = Observation { data_present: false, running: false, ..Observation::default() };
+        f.report(1, 2_900, stopped.clone());
+        f.report(2, 2_900, cloning.clone());
+        f.report(3, 2_900, cloning);
+        assert!(matches!(f.decide_at(0, 2_900), Decision::Blocked(_)), "within a lease of its release: nobody");
+        // Past it: the released primary, outside the synchronous set but
+        // holding every write, is elected again.
+        assert_eq!(f.decide_at(0, 3_100), elect(1, 1, ElectionReason::Failover));
+        let r = f.state.decide(&Command::ElectPrimary { if_epoch: 1, node: 1, reason: ElectionReason::Failover });
+        assert!(r.is_ok(), "the state accepts it: {r:?}");
+        // A running replica is preferred to it.
+        f.report(2, 3_000, replica(500, 1));
+        assert_eq!(f.decide_at(0, 3_100), elect(2, 1, ElectionReason::Failover));
     }
 
     #[test]

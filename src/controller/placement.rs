@@ -13,7 +13,12 @@ use raftgres_storage::{ClusterState, NodeId};
 
 /// How long a leadership and a primary's epoch run before the leadership
 /// is moved: the cluster settles after an election first.
-pub const SETTLE: Duration = Duration::from_secs(2);
+pub const SETTLE: Duration = Duration::from_secs(5);
+
+/// The primary's lease must have been granted this recently: the hand-over
+/// leaves the primary without grants until the new leader's first, so it
+/// starts with as much of the lease left as it can have.
+pub const FRESH_GRANT: Duration = Duration::from_millis(300);
 
 /// How long after one hand-over the next may be tried.
 pub const RETRY: Duration = Duration::from_secs(5);
@@ -36,26 +41,43 @@ pub struct PlacementInput<'a> {
     pub leading_for: Duration,
     pub epoch_for: Duration,
     pub since_last_attempt: Option<Duration>,
+    /// How long ago this leader last granted the primary a lease.
+    pub since_grant: Option<Duration>,
 }
 
 /// The follower to hand the leadership to, if this leader runs on the
 /// primary's node and the moment is right: the up-to-date reporting voter
 /// furthest ahead, lowest id first.
+///
+/// The moment is right only in a healthy cluster: settled after the last
+/// election and epoch, every voter reporting and caught up (a hand-over
+/// while one is cut off, or under a fault, could cost the primary its
+/// lease: no grants until the new leader's first), and the primary's
+/// lease just renewed.
 pub fn placement_target(i: &PlacementInput) -> Option<NodeId> {
     let s = i.state;
-    if s.primary_node() != Some(i.me) || s.switchover.is_some() {
+    if s.primary_node() != Some(i.me) || s.switchover.is_some() || s.maintenance {
         return None;
     }
     if i.leading_for < SETTLE || i.epoch_for < SETTLE || i.since_last_attempt.is_some_and(|d| d < RETRY) {
         return None;
     }
+    if i.since_grant.is_none_or(|d| d > FRESH_GRANT) {
+        return None;
+    }
     let last = i.last_log_index.unwrap_or(0);
+    let caught_up = |id: &NodeId| {
+        i.reporting.contains(id)
+            && i.matched.get(id).copied().flatten().is_some_and(|m| last.saturating_sub(m) <= MAX_BEHIND)
+    };
+    if !i.voters.iter().filter(|id| **id != i.me).all(caught_up) {
+        return None;
+    }
     i.voters
         .iter()
         .copied()
-        .filter(|id| *id != i.me && i.reporting.contains(id))
+        .filter(|id| *id != i.me)
         .filter_map(|id| i.matched.get(&id).copied().flatten().map(|m| (id, m)))
-        .filter(|(_, m)| last.saturating_sub(*m) <= MAX_BEHIND)
         .max_by_key(|(id, m)| (*m, std::cmp::Reverse(*id)))
         .map(|(id, _)| id)
 }
@@ -94,15 +116,21 @@ mod tests {
             leading_for,
             epoch_for: settled,
             since_last_attempt,
+            since_grant: Some(Duration::from_millis(100)),
         };
         assert_eq!(placement_target(&input(1, 100, settled, None)), Some(2), "the furthest ahead");
         assert_eq!(placement_target(&input(2, 100, settled, None)), None, "the leader is not on the primary");
         assert_eq!(placement_target(&input(1, 100, Duration::from_millis(500), None)), None, "just elected");
         assert_eq!(placement_target(&input(1, 100, settled, Some(Duration::from_secs(1)))), None, "just tried");
         assert_eq!(placement_target(&input(1, 200, settled, None)), None, "every follower lags");
-        let mut lagging = input(1, 100, settled, None);
+        let stale_grant =
+            PlacementInput { since_grant: Some(Duration::from_millis(900)), ..input(1, 100, settled, None) };
+        assert_eq!(placement_target(&stale_grant), None, "the primary's lease is not fresh");
         let only_3 = BTreeSet::from([1, 3]);
-        lagging.reporting = &only_3;
-        assert_eq!(placement_target(&lagging), Some(3), "a follower whose daemon is silent is passed over");
+        let silent = PlacementInput { reporting: &only_3, ..input(1, 100, settled, None) };
+        assert_eq!(placement_target(&silent), None, "a voter is silent: the cluster is not healthy");
+        let matched_3 = BTreeMap::from([(2, Some(50)), (3, Some(100))]);
+        let one_lags = PlacementInput { matched: &matched_3, ..input(1, 100, settled, None) };
+        assert_eq!(placement_target(&one_lags), None, "a voter lags: the cluster is not healthy");
     }
 }

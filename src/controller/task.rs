@@ -181,16 +181,20 @@ impl Controller {
         }
         let now = Instant::now();
         let ttl = Duration::from_millis(state.config.lease_ttl_ms);
-        let (leading_for, reporting) = {
+        let (leading_for, reporting, since_grant) = {
             let v = self.views.lock().expect("views lock poisoned");
             let leading_for = v.leader_since.map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+            let since_grant = state.primary.as_ref().and_then(|p| {
+                let (epoch, at) = v.nodes.get(&p.node)?.last_grant?;
+                (epoch == p.epoch).then(|| now.saturating_duration_since(at))
+            });
             let reporting = v
                 .nodes
                 .iter()
                 .filter(|(_, n)| now.saturating_duration_since(n.last_contact) <= ttl)
                 .map(|(id, _)| *id)
                 .collect();
-            (leading_for, reporting)
+            (leading_for, reporting, since_grant)
         };
         let matched = self
             .handle
@@ -210,6 +214,7 @@ impl Controller {
             leading_for,
             epoch_for: self.epoch_seen.map_or(Duration::ZERO, |(_, at)| now.saturating_duration_since(at)),
             since_last_attempt: self.last_handover.map(|at| now.saturating_duration_since(at)),
+            since_grant,
         });
         let Some(target) = target else { return };
         self.last_handover = Some(now);

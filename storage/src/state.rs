@@ -104,6 +104,24 @@ impl ClusterState {
         self.primary.as_ref().map(|p| p.node)
     }
 
+    /// The node that released the primary role of the current epoch, if
+    /// the role is free because it did: it held every write acknowledged
+    /// in the epoch.
+    pub fn released_primary(&self) -> Option<NodeId> {
+        if self.primary.is_some() {
+            return None;
+        }
+        self.history
+            .iter()
+            .rev()
+            .find_map(|r| match &r.event {
+                Event::PrimaryReleased { epoch, node, .. } if *epoch == self.epoch => Some(*node),
+                Event::PrimaryElected { .. } => Some(0),
+                _ => None,
+            })
+            .filter(|n| *n != 0)
+    }
+
     /// `node` is a synchronous standby: in the committed set, waited for
     /// in full (`on`, `strict`).
     pub fn is_sync_standby(&self, node: NodeId) -> bool {
@@ -415,13 +433,18 @@ impl ClusterState {
         if !member.may_be_promoted() {
             return Err(Reject::NoFailover { node });
         }
+        // The primary that released the role holds every acknowledged
+        // write of the epoch: the synchronous rules do not apply to it.
+        let released = self.released_primary() == Some(node);
         if let Some((standbys, _)) = self.sync_record()
             && !standbys.contains(&node)
+            && !released
         {
             return Err(Reject::NotSynchronous { node, standbys: standbys.iter().copied().collect() });
         }
         if self.config.synchronous_mode == SyncMode::Strict
             && self.sync_standbys.is_empty()
+            && !released
             && matches!(reason, ElectionReason::Failover | ElectionReason::Switchover)
         {
             // An empty set in strict mode means PostgreSQL acknowledged
