@@ -124,6 +124,8 @@ pub enum Mode {
     Async,
     On,
     Strict,
+    /// Quorum commit: any `synchronous_node_count` of the standbys.
+    Quorum,
 }
 
 impl Mode {
@@ -132,6 +134,7 @@ impl Mode {
             Mode::Async => "off",
             Mode::On => "on",
             Mode::Strict => "strict",
+            Mode::Quorum => "quorum",
         }
     }
 }
@@ -280,6 +283,11 @@ impl Cluster {
         ));
         t.push_str(&format!("[security]\ntoken = \"{}\"\n\n", self.token));
         t.push_str(&format!("[dynamic]\nsynchronous_mode = \"{}\"\n", self.mode.synchronous_mode()));
+        if self.mode == Mode::Quorum {
+            // Any half of the standbys: losing the primary and all but a
+            // majority of the standbys leaves enough to show who has what.
+            t.push_str(&format!("synchronous_node_count = {}\n", ((self.nodes - 1) / 2).max(1)));
+        }
         t
     }
 
