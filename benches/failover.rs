@@ -2,14 +2,14 @@
 //! PostgreSQL (release build).
 //!
 //! Run: `cargo bench --bench failover` (add `-- --rounds N`, default 5, and
-//! `-- --leader-placement any` to let the Raft leader stay on the primary's
-//! node, as before `raft.leader_placement` existed).
+//! `-- --leader-placement avoid_primary` to keep the Raft leader off the
+//! primary's node; the default, `any`, leaves it where elections put it).
 //! Each round starts a fresh cluster and measures, from the moment of the
 //! fault to the first write a new primary accepts:
 //! - node death: the primary's daemon and postmaster are SIGKILLed; the
-//!   round records whether the dead node also led Raft (with the default
-//!   placement it waits, at most 10 s, for the leadership to leave the
-//!   primary's node first);
+//!   round records whether the dead node also led Raft (with
+//!   `avoid_primary` it waits, at most 10 s, for the leadership to leave
+//!   the primary's node first);
 //! - paused daemon: the primary's daemon gets SIGSTOP (its PostgreSQL keeps
 //!   running); also measured: when the watchdog stops that PostgreSQL;
 //! - clean shutdown: the primary's daemon gets SIGTERM.
@@ -36,8 +36,8 @@ fn rounds() -> usize {
 fn placement() -> LeaderPlacement {
     let args: Vec<String> = std::env::args().collect();
     match args.windows(2).find(|w| w[0] == "--leader-placement").map(|w| w[1].as_str()) {
-        None | Some("avoid_primary") => LeaderPlacement::AvoidPrimary,
-        Some("any") => LeaderPlacement::Any,
+        Some("avoid_primary") => LeaderPlacement::AvoidPrimary,
+        None | Some("any") => LeaderPlacement::Any,
         Some(other) => panic!("--leader-placement: any or avoid_primary, not {other:?}"),
     }
 }

@@ -133,10 +133,13 @@ pub struct RaftSection {
     pub election_timeout_min_ms: u64,
     #[serde(default = "default_election_max")]
     pub election_timeout_max_ms: u64,
-    /// Where the Raft leader may run: `avoid_primary` (the default) hands
-    /// the leadership to a follower when it lands on the primary's node,
-    /// so that the primary's death never also costs a Raft election;
-    /// `any` leaves it where elections put it.
+    /// Where the Raft leader may run: `any` (the default) leaves it where
+    /// elections put it; `avoid_primary` hands the leadership to a
+    /// follower when it lands on the primary's node, so that the primary's
+    /// death never also costs a Raft election. Off by default: openraft
+    /// 0.9 has no leader transfer, and the election a hand-over starts can
+    /// leave the primary without lease grants long enough to be fenced
+    /// (seen in a chaos run under membership changes and CPU starvation).
     #[serde(default)]
     pub leader_placement: LeaderPlacement,
 }
@@ -145,8 +148,8 @@ pub struct RaftSection {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LeaderPlacement {
-    #[default]
     AvoidPrimary,
+    #[default]
     Any,
 }
 

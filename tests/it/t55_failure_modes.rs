@@ -127,8 +127,8 @@ async fn has_table(c: &DaemonCluster, id: u64, name: &str) -> bool {
 /// through, and the old primary comes back rewound onto the new timeline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_past_the_lag_limit_is_not_promoted_when_the_primary_and_raft_leader_die() {
-    // The default placement moves the Raft leader off the primary's node;
-    // this case needs them together, as they are until it does.
+    // `avoid_primary` would move the Raft leader off the primary's node;
+    // this case needs them together.
     let mut c = DaemonCluster::start(3, |f| f.raft.leader_placement = raftgres::config::LeaderPlacement::Any).await;
     let _logs = c.logs_on_panic();
     let dynamic = c.layout.file_config(1).dynamic;

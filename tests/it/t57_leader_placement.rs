@@ -1,5 +1,5 @@
-//! The Raft leader keeps off the primary's node (`raft.leader_placement`,
-//! default `avoid_primary`): after bootstrap, and after a switchover onto
+//! The Raft leader keeps off the primary's node (`raft.leader_placement =
+//! "avoid_primary"`, off by default): after bootstrap, and after a switchover onto
 //! the node that leads Raft, the leadership moves to another node; the
 //! primary keeps its lease throughout.
 
@@ -30,7 +30,8 @@ async fn must_leader_off_primary(c: &DaemonCluster) -> (u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_raft_leader_moves_off_the_primarys_node() {
-    let c = DaemonCluster::start(3, |_| {}).await;
+    let c =
+        DaemonCluster::start(3, |f| f.raft.leader_placement = raftgres::config::LeaderPlacement::AvoidPrimary).await;
     let _logs = c.logs_on_panic();
     let first = c.must_healthy(&[1, 2, 3], REPLICAS_FOLLOW).await;
 
