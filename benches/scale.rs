@@ -100,7 +100,9 @@ fn args() -> Args {
     let args: Vec<String> = std::env::args().collect();
     let value = |name: &str| args.windows(2).find(|w| w[0] == name).map(|w| w[1].clone());
     let number = |name: &str, default: u64| {
-        value(name).map(|v| v.parse::<u64>().unwrap_or_else(|_| panic!("{name}: a number, not {v:?}"))).unwrap_or(default)
+        value(name)
+            .map(|v| v.parse::<u64>().unwrap_or_else(|_| panic!("{name}: a number, not {v:?}")))
+            .unwrap_or(default)
     };
     Args {
         sizes: value("--sizes")
@@ -241,7 +243,8 @@ async fn healthy(c: &LocalCluster, ids: &[u64], deadline: Duration) -> anyhow::R
     loop {
         let checks = ids.iter().map(|id| async move { (*id, node_health(&c.node(*id).api_url()).await) });
         let seen = futures::future::join_all(checks).await;
-        let primaries: Vec<u64> = seen.iter().filter(|(_, h)| h.as_ref().is_ok_and(|h| h.primary)).map(|(id, _)| *id).collect();
+        let primaries: Vec<u64> =
+            seen.iter().filter(|(_, h)| h.as_ref().is_ok_and(|h| h.primary)).map(|(id, _)| *id).collect();
         let streaming =
             seen.iter().filter(|(_, h)| h.as_ref().is_ok_and(|h| !h.primary && h.replica && h.streaming)).count();
         if primaries.len() == 1 && streaming == ids.len() - 1 {
@@ -947,7 +950,11 @@ async fn main() {
         let death = if deaths.is_empty() {
             "—".into()
         } else {
-            format!("{:.2} / {:.2}", percentile(&deaths, 0.5).as_secs_f64(), deaths.iter().max().expect("some").as_secs_f64())
+            format!(
+                "{:.2} / {:.2}",
+                percentile(&deaths, 0.5).as_secs_f64(),
+                deaths.iter().max().expect("some").as_secs_f64()
+            )
         };
         let split = |led: bool| {
             let v: Vec<Duration> = run.deaths.iter().filter(|d| d.led_raft == led).map(|d| d.first_write).collect();

@@ -558,7 +558,8 @@ async fn switchover_round(c: &LocalCluster, from: u64, to: u64, args: &Args) -> 
     acks.sort_by_key(|a| a.returned);
     let gap = acks.windows(2).map(|p| p[1].returned - p[0].returned).max().unwrap_or_default();
     let late: Vec<&&Attempt> = acks.iter().filter(|a| a.node == from && a.returned > first_new).collect();
-    let violations = (late.iter().filter(|a| a.sent > first_new).count(), late.iter().filter(|a| a.sent <= first_new).count());
+    let violations =
+        (late.iter().filter(|a| a.sent > first_new).count(), late.iter().filter(|a| a.sent <= first_new).count());
     let acked_elsewhere = acks.iter().filter(|a| a.node != from && a.node != to).count();
     let acked: Vec<i64> = acks.iter().filter_map(|a| a.value).collect();
     let failures: Vec<Failure> = attempts.iter().filter_map(|a| a.outcome.clone().err()).collect();
@@ -602,7 +603,8 @@ async fn switchover_round(c: &LocalCluster, from: u64, to: u64, args: &Args) -> 
 static VALUES: AtomicI64 = AtomicI64::new(0);
 
 fn acks_of(w: &Writers) -> Vec<Attempt> {
-    let mut acks: Vec<Attempt> = w.attempts.lock().expect("attempts").iter().filter(|a| a.outcome.is_ok()).cloned().collect();
+    let mut acks: Vec<Attempt> =
+        w.attempts.lock().expect("attempts").iter().filter(|a| a.outcome.is_ok()).cloned().collect();
     acks.sort_by_key(|a| a.returned);
     acks
 }
@@ -610,10 +612,11 @@ fn acks_of(w: &Writers) -> Vec<Attempt> {
 /// The values of `acked` that node `id`'s table lacks.
 async fn missing(c: &LocalCluster, id: u64, acked: &[i64]) -> anyhow::Result<Vec<i64>> {
     let client = connect(&c.pg_uri(id)).await.with_context(|| format!("connect to pg{id}"))?;
-    let rows = tokio::time::timeout(Duration::from_secs(60), client.query("SELECT v FROM t WHERE v = ANY($1)", &[&acked]))
-        .await
-        .context("read the acknowledged values back")?
-        .context("SELECT")?;
+    let rows =
+        tokio::time::timeout(Duration::from_secs(60), client.query("SELECT v FROM t WHERE v = ANY($1)", &[&acked]))
+            .await
+            .context("read the acknowledged values back")?
+            .context("SELECT")?;
     let present: BTreeSet<i64> = rows.iter().map(|r| r.get(0)).collect();
     Ok(acked.iter().copied().filter(|v| !present.contains(v)).collect())
 }
@@ -693,7 +696,11 @@ async fn main() {
                 round.violations.1,
                 round.acked_elsewhere,
                 round.lost.len(),
-                if round.lost.is_empty() { String::new() } else { format!(" {:?}", &round.lost[..round.lost.len().min(10)]) },
+                if round.lost.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {:?}", &round.lost[..round.lost.len().min(10)])
+                },
             );
             rounds.push(round);
             primary = healthy(&cl.c, SETTLED).await.with_context(|| format!("after round {i}"))?;
@@ -734,8 +741,7 @@ async fn main() {
     let first = secs(|r| r.first_new);
     let failures: Vec<f64> = rounds.iter().map(|r| r.failures.len() as f64).collect();
     let all_failures: Vec<Failure> = rounds.iter().flat_map(|r| r.failures.clone()).collect();
-    let violations: (usize, usize) =
-        rounds.iter().fold((0, 0), |(a, b), r| (a + r.violations.0, b + r.violations.1));
+    let violations: (usize, usize) = rounds.iter().fold((0, 0), |(a, b), r| (a + r.violations.0, b + r.violations.1));
     let lost: usize = rounds.iter().map(|r| r.lost.len()).sum();
     let acked: usize = rounds.iter().map(|r| r.acked.len()).sum();
     let two: usize = rounds.iter().map(|r| r.two_primaries_probes).sum();
