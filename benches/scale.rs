@@ -9,8 +9,9 @@
 //! `--log-on 5`-voter cluster (0: skip), within `--log-budget-min 20`
 //! minutes (when the budget runs out first, the restart is measured after
 //! what was produced, and the time for the full count is extrapolated);
-//! `--log-clients 32` concurrent proposers; `--keep` keeps every cluster
-//! directory.
+//! `--log-clients 32` concurrent proposers; `--leader-placement any` (or
+//! `avoid_primary`), the clusters' `raft.leader_placement`; `--keep` keeps
+//! every cluster directory.
 //!
 //! Each size gets a fresh cluster: the voters are initial members; each
 //! learner's daemon starts as a joining node and is added with the admin
@@ -24,11 +25,11 @@
 //!   entry each);
 //! - node death: the primary's daemon, postmaster and every PostgreSQL
 //!   process are SIGKILLed; measured up to the first INSERT that a node
-//!   answering `GET /primary` with 200 accepts. Before the kill it waits
-//!   (at most 10 s) for the Raft leadership to leave the primary's node, as
-//!   `raft.leader_placement` asks, and records whether the dead node led
-//!   Raft. The killed node is restarted and the cluster waited for
-//!   (healthy, every replica streaming) between rounds;
+//!   answering `GET /primary` with 200 accepts. The round records whether
+//!   the dead node led Raft (with `avoid_primary` it first waits, at most
+//!   10 s, for the leadership to leave the primary's node). The killed node
+//!   is restarted and the cluster waited for (healthy, every replica
+//!   streaming) between rounds;
 //! - restart of a follower (a voter that neither leads Raft nor is
 //!   primary), before and after the long log: a clean restart (SIGTERM,
 //!   which stops its PostgreSQL too, then start) and a crash of the daemon
@@ -54,6 +55,7 @@ use anyhow::{Context, anyhow, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
+use raftgres::config::LeaderPlacement;
 use raftgres::playground::{LocalCluster, http_get, node_health};
 use raftgres::postgres::pidfile::children_of;
 use raftgres_proto::admin::admin_client::AdminClient;
@@ -93,6 +95,7 @@ struct Args {
     log_on: usize,
     log_clients: usize,
     log_budget: Duration,
+    placement: LeaderPlacement,
     keep: bool,
 }
 
@@ -115,6 +118,11 @@ fn args() -> Args {
         log_on: number("--log-on", 5) as usize,
         log_clients: number("--log-clients", 32) as usize,
         log_budget: Duration::from_secs(number("--log-budget-min", 20) * 60),
+        placement: match value("--leader-placement").as_deref() {
+            None | Some("any") => LeaderPlacement::Any,
+            Some("avoid_primary") => LeaderPlacement::AvoidPrimary,
+            Some(other) => panic!("--leader-placement: any or avoid_primary, not {other:?}"),
+        },
         keep: args.iter().any(|a| a == "--keep"),
     }
 }
@@ -136,7 +144,7 @@ struct Cluster {
 impl Cluster {
     /// Lays out `voters` initial members and `learners` joining nodes;
     /// starts nothing.
-    fn layout(voters: usize, learners: usize) -> anyhow::Result<Cluster> {
+    fn layout(voters: usize, learners: usize, placement: LeaderPlacement) -> anyhow::Result<Cluster> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("raftgres-bench-scale-{voters}+{learners}-"))
             .tempdir()
@@ -146,7 +154,7 @@ impl Cluster {
         for n in c.nodes.iter_mut().skip(voters) {
             n.joining = true;
         }
-        c.write_configs(|_| {}).context("write configuration files")?;
+        c.write_configs(|f| f.raft.leader_placement = placement).context("write configuration files")?;
         Ok(Cluster { c, voters, daemons: BTreeMap::new() })
     }
 
@@ -474,12 +482,15 @@ async fn first_write(c: &LocalCluster, since: Instant) -> anyhow::Result<(u64, D
     }
 }
 
-async fn death_round(cl: &mut Cluster) -> anyhow::Result<Death> {
+async fn death_round(cl: &mut Cluster, placement: LeaderPlacement) -> anyhow::Result<Death> {
     let all = cl.ids();
     let primary = healthy(&cl.c, &all, REJOIN).await?;
     let others: Vec<u64> = all.iter().copied().filter(|id| *id != primary).collect();
     let t = Instant::now();
-    while raft_leader(&cl.c, &others).await.is_none_or(|l| l == primary) && t.elapsed() < LEADER_MOVES {
+    while placement == LeaderPlacement::AvoidPrimary
+        && raft_leader(&cl.c, &others).await.is_none_or(|l| l == primary)
+        && t.elapsed() < LEADER_MOVES
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let led_raft = raft_leader(&cl.c, &others).await == Some(primary);
@@ -761,7 +772,7 @@ async fn run_size(voters: usize, args: &Args) -> SizeRun {
         failure: None,
     };
     let tag = format!("{voters}+{}", args.learners);
-    let mut cl = match Cluster::layout(voters, args.learners) {
+    let mut cl = match Cluster::layout(voters, args.learners, args.placement) {
         Ok(cl) => cl,
         Err(e) => {
             run.failure = Some(format!("{e:#}"));
@@ -801,7 +812,7 @@ async fn run_size(voters: usize, args: &Args) -> SizeRun {
         run.latency = Some(latency);
 
         for i in 1..=args.rounds {
-            let d = death_round(&mut cl).await.with_context(|| format!("node death round {i}"))?;
+            let d = death_round(&mut cl, args.placement).await.with_context(|| format!("node death round {i}"))?;
             println!(
                 "{tag}: death {i}: killed pg{} ({}), first write on pg{}{} after {:.2} s (load {})",
                 d.killed,
@@ -913,9 +924,10 @@ async fn main() {
     let args = args();
     println!(
         "clusters of {} voters, each plus {} learners, on loopback with PostgreSQL on every node; default dynamic \
-         config; {} node deaths per size; load average at start {}\n",
+         config, raft.leader_placement {:?}; {} node deaths per size; load average at start {}\n",
         args.sizes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", "),
         args.learners,
+        args.placement,
         args.rounds,
         load()
     );
