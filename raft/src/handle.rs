@@ -11,7 +11,7 @@
 //! older value until the next report.
 
 use crate::network::security::Transport;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -19,13 +19,11 @@ use std::time::{Duration, Instant};
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, Raft, ServerState};
-use raftgres_proto::raft::raft_transport_client::RaftTransportClient;
 use raftgres_storage::typ::{LogId, RaftMetrics};
 use raftgres_storage::{
     AppliedState, ClusterState, Command, Event, NodeId, NodeInfo, Reject, Request, StateMachine, TypeConfig,
 };
 use tokio::sync::watch;
-use tonic::transport::Channel;
 
 use crate::convert::{
     self,
@@ -33,6 +31,7 @@ use crate::convert::{
 };
 use crate::error::HandleError;
 use crate::network::filter::NetworkFilter;
+use crate::network::peers::Peers;
 use crate::node::NodeConfig;
 
 /// Serves application messages that followers send to the Raft leader
@@ -90,14 +89,20 @@ struct Inner {
     sm: StateMachine,
     filter: NetworkFilter,
     request_timeout: Duration,
-    connect_timeout: Duration,
     transport: Transport,
-    peers: Mutex<HashMap<String, RaftTransportClient<Channel>>>,
+    /// Shared with openraft's network: one channel per peer.
+    peers: Peers,
     app: Mutex<Option<Arc<dyn AppHandler>>>,
 }
 
 impl RaftHandle {
-    pub(crate) fn new(config: &NodeConfig, raft: Raft<TypeConfig>, sm: StateMachine, filter: NetworkFilter) -> Self {
+    pub(crate) fn new(
+        config: &NodeConfig,
+        raft: Raft<TypeConfig>,
+        sm: StateMachine,
+        filter: NetworkFilter,
+        peers: Peers,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 id: config.node_id,
@@ -106,9 +111,8 @@ impl RaftHandle {
                 sm,
                 filter,
                 request_timeout: config.request_timeout,
-                connect_timeout: config.connect_timeout,
                 transport: config.transport.clone(),
-                peers: Mutex::new(HashMap::new()),
+                peers,
                 app: Mutex::new(None),
             }),
         }
@@ -370,7 +374,8 @@ impl RaftHandle {
         if target != 0 && self.inner.filter.is_blocked(target) {
             return Err(tonic::Status::unavailable(format!("link to node {target} is cut by the fault filter")));
         }
-        let mut client = self.peer(addr).map_err(|e| tonic::Status::unavailable(format!("Raft peer: {e}")))?;
+        let mut client =
+            self.inner.peers.client(addr).map_err(|e| tonic::Status::unavailable(format!("Raft peer: {e}")))?;
         let message = convert::request(self.cluster_id(), self.id(), target, "forwarded request", req)
             .map_err(|e| tonic::Status::internal(e.to_string()))?;
         let mut request = tonic::Request::new(message);
@@ -378,16 +383,6 @@ impl RaftHandle {
         self.inner.transport.authorize(&mut request);
         let reply = client.forward(request).await?.into_inner();
         convert::reply_payload("forwarded reply", &reply).map_err(|e| tonic::Status::internal(e.to_string()))
-    }
-
-    fn peer(&self, addr: &str) -> Result<RaftTransportClient<Channel>, crate::network::security::SecurityError> {
-        let mut peers = self.inner.peers.lock().expect("peer cache lock poisoned");
-        if let Some(c) = peers.get(addr) {
-            return Ok(c.clone());
-        }
-        let client = crate::network::connect_lazy(addr, self.inner.connect_timeout, &self.inner.transport)?;
-        peers.insert(addr.to_string(), client.clone());
-        Ok(client)
     }
 
     /// Asks the voter `target` to start an election, so that it takes over

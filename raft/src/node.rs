@@ -22,6 +22,7 @@ use crate::error::{HandleError, NodeError};
 use crate::handle::RaftHandle;
 use crate::network::client::NetworkFactory;
 use crate::network::filter::NetworkFilter;
+use crate::network::peers::Peers;
 use crate::network::security::{self, Transport};
 use crate::network::server::RaftServer;
 
@@ -123,17 +124,18 @@ impl RaftNode {
             .map_err(|e| NodeError::Fatal(format!("open storage task: {e}")))??;
         let storage = sm.release_probe();
         let filter = NetworkFilter::default();
+        let peers = Peers::new(config.connect_timeout, config.transport.clone());
         let network = NetworkFactory::new(
             &config.cluster_id,
             config.node_id,
             filter.clone(),
-            config.connect_timeout,
+            peers.clone(),
             config.transport.clone(),
         );
         let raft = Raft::new(config.node_id, raft_config, network, log, sm.clone())
             .await
             .map_err(|e| NodeError::Fatal(e.to_string()))?;
-        let handle = RaftHandle::new(&config, raft, sm, filter);
+        let handle = RaftHandle::new(&config, raft, sm, filter, peers);
         let service = RaftTransportServer::new(RaftServer::new(handle.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -1,6 +1,7 @@
-//! openraft's network over gRPC: one lazily connected channel per peer,
-//! every request stamped with the cluster id, replies decoded into
-//! openraft's results.
+//! openraft's network over gRPC: one lazily connected channel per peer
+//! address, shared through [`Peers`] (openraft asks for a new client per
+//! leadership check and per election), every request stamped with the
+//! cluster id, replies decoded into openraft's results.
 
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use serde::de::DeserializeOwned;
 use tonic::transport::Channel;
 
 use super::filter::NetworkFilter;
+use super::peers::Peers;
 use super::security::Transport;
 use crate::convert;
 
@@ -30,19 +32,13 @@ pub struct NetworkFactory {
     cluster_id: String,
     self_id: NodeId,
     filter: NetworkFilter,
-    connect_timeout: Duration,
+    peers: Peers,
     transport: Transport,
 }
 
 impl NetworkFactory {
-    pub fn new(
-        cluster_id: &str,
-        self_id: NodeId,
-        filter: NetworkFilter,
-        connect_timeout: Duration,
-        transport: Transport,
-    ) -> Self {
-        Self { cluster_id: cluster_id.to_string(), self_id, filter, connect_timeout, transport }
+    pub fn new(cluster_id: &str, self_id: NodeId, filter: NetworkFilter, peers: Peers, transport: Transport) -> Self {
+        Self { cluster_id: cluster_id.to_string(), self_id, filter, peers, transport }
     }
 }
 
@@ -54,7 +50,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             factory: self.clone(),
             target,
             addr: node.raft_addr.clone(),
-            client: super::connect_lazy(&node.raft_addr, self.connect_timeout, &self.transport),
+            client: self.peers.client(&node.raft_addr),
         }
     }
 }

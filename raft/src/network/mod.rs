@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod filter;
+pub mod peers;
 pub mod security;
 pub mod server;
 
@@ -14,7 +15,8 @@ use tonic::transport::Channel;
 
 use self::security::{SecurityError, Transport};
 
-/// Opens a lazily connecting channel to `addr` (`host:port`).
+/// Opens a lazily connecting channel to `addr` (`host:port`). Use a
+/// [`peers::Peers`] cache instead of calling this per request.
 pub fn connect_lazy(
     addr: &str,
     connect_timeout: Duration,
