@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use tonic::metadata::MetadataValue;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
 use tonic::{Request, Status};
 
@@ -29,7 +29,11 @@ pub enum SecurityError {
 
 /// The shared secret of a cluster. Its `Debug` output never shows it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Token(Arc<str>);
+pub struct Token {
+    secret: Arc<str>,
+    /// `Bearer <secret>`, made once: every request a node sends carries it.
+    header: MetadataValue<Ascii>,
+}
 
 impl Token {
     /// A token: at least 16 characters, printable ASCII without spaces (it
@@ -47,16 +51,18 @@ impl Token {
                 "a token may hold only printable ASCII characters without spaces".into(),
             ));
         }
-        Ok(Token(secret.into()))
+        let header = MetadataValue::try_from(format!("Bearer {secret}"))
+            .map_err(|e| SecurityError::InvalidToken(format!("a token must fit in a header: {e}")))?;
+        Ok(Token { secret: secret.into(), header })
     }
 
     pub fn secret(&self) -> &str {
-        &self.0
+        &self.secret
     }
 
     /// Compares in time independent of where the strings differ.
     pub fn matches(&self, presented: &str) -> bool {
-        constant_time_eq::constant_time_eq(self.0.as_bytes(), presented.as_bytes())
+        constant_time_eq::constant_time_eq(self.secret.as_bytes(), presented.as_bytes())
     }
 
     /// Checks an `Authorization` header value: `Bearer <token>`.
@@ -153,10 +159,8 @@ impl Transport {
 
     /// Adds the token to an outgoing request.
     pub fn authorize<T>(&self, request: &mut Request<T>) {
-        if let Some(token) = &self.token
-            && let Ok(value) = MetadataValue::try_from(format!("Bearer {}", token.secret()))
-        {
-            request.metadata_mut().insert("authorization", value);
+        if let Some(token) = &self.token {
+            request.metadata_mut().insert("authorization", token.header.clone());
         }
     }
 
