@@ -219,7 +219,7 @@ impl Device {
     }
 }
 
-/// What the fence does with a held device on one poll.
+/// What the fence does with a held device on one look.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tend {
     Feed,
@@ -231,7 +231,7 @@ pub enum Tend {
     Wait,
 }
 
-/// Decides one poll. `lease_end` is when this node's lease ends; the device
+/// Decides one look. `lease_end` is when this node's lease ends; the device
 /// is fed only while at least its timeout of the lease remains.
 pub fn tend(
     now: Instant,
@@ -253,6 +253,20 @@ pub fn tend(
     match lease_end {
         Some(end) if now + timeout <= end && now >= fed_at + FEED_EVERY => Tend::Feed,
         _ => Tend::Wait,
+    }
+}
+
+/// The next moment [`tend`] may decide otherwise by time alone: the
+/// earliest feed allowed (at least [`FEED_EVERY`] after the last, while at
+/// least `timeout` of the lease would remain), or the moment the timer
+/// fires. Any other change comes with a change of the lease or the flags,
+/// which wakes the fence anyway.
+pub fn next_due(now: Instant, fed_at: Instant, timeout: Duration, lease_end: Option<Instant>) -> Instant {
+    let fires = fed_at + timeout;
+    let feed = (fed_at + FEED_EVERY).max(now);
+    match lease_end {
+        Some(end) if feed + timeout <= end => feed.min(fires),
+        _ => fires,
     }
 }
 
@@ -293,7 +307,15 @@ impl DeviceSlot {
         }
     }
 
-    /// One poll of the fence: feeds, closes or abandons the held device.
+    /// When the held device next needs the fence (see [`next_due`]);
+    /// `None` without a device.
+    pub fn next_due(&self, now: Instant, lease_end: Option<Instant>) -> Option<Instant> {
+        let slot = self.lock();
+        let device = slot.as_ref()?;
+        Some(next_due(now, device.fed_at, device.timeout, lease_end))
+    }
+
+    /// One look of the fence: feeds, closes or abandons the held device.
     pub fn tend(&self, now: Instant, may_be_primary: bool, writes_allowed: bool, lease_end: Option<Instant>) {
         let mut slot = self.lock();
         let Some(device) = slot.as_mut() else {
@@ -391,6 +413,25 @@ mod tests {
         // Less left: a feed would let the timer outlast the lease.
         assert_eq!(tend(t0 + MS(1001), t0 + MS(700), timeout, true, true, lease_end), Tend::Wait);
         assert_eq!(tend(t0 + MS(300), t0, timeout, true, true, None), Tend::Wait);
+    }
+
+    #[test]
+    fn the_fence_is_woken_when_the_next_feed_or_the_timer_is_due() {
+        let t0 = Instant::now();
+        let timeout = Duration::from_secs(1);
+        let lease_end = Some(t0 + MS(2000));
+        // The next feed, which tend then grants.
+        let due = next_due(t0 + MS(100), t0, timeout, lease_end);
+        assert_eq!(due, t0 + FEED_EVERY);
+        assert_eq!(tend(due, t0, timeout, true, true, lease_end), Tend::Feed);
+        // Overdue: now.
+        assert_eq!(next_due(t0 + MS(300), t0, timeout, lease_end), t0 + MS(300));
+        // No feed fits in the lease any more: when the timer fires, which
+        // tend then abandons.
+        let due = next_due(t0 + MS(1100), t0 + MS(900), timeout, lease_end);
+        assert_eq!(due, t0 + MS(1900));
+        assert_eq!(tend(due, t0 + MS(900), timeout, true, true, lease_end), Tend::Abandon);
+        assert_eq!(next_due(t0, t0, timeout, None), t0 + timeout);
     }
 
     #[test]
