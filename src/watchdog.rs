@@ -20,15 +20,12 @@ pub mod device;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{self, SigHandler, Signal};
+use nix::sys::signal::{self, SigHandler, SigSet, Signal};
 use nix::time::{ClockId, clock_gettime};
 use nix::unistd::Pid;
-
-const POLL: Duration = Duration::from_millis(20);
 
 /// Nanoseconds on CLOCK_MONOTONIC.
 pub fn monotonic_ns() -> u64 {
@@ -68,13 +65,6 @@ impl Feed {
     }
 }
 
-/// Set by SIGUSR1: a successor daemon's watchdog guards the postmaster.
-static STAND_DOWN: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_stand_down(_: nix::libc::c_int) {
-    STAND_DOWN.store(true, Ordering::SeqCst);
-}
-
 /// Tells the watchdog `pid`, left by a daemon that handed off, that this
 /// daemon's watchdog now guards `pgdata`'s postmaster; only a raftgres
 /// watchdog for that directory is signalled.
@@ -93,39 +83,84 @@ fn postmaster_pid(pgdata: &Path) -> Option<i32> {
     crate::postgres::pidfile::live_postmaster(pgdata)
 }
 
+/// What wakes the watchdog process.
+enum Event {
+    /// A line from the daemon.
+    Feed(Feed),
+    /// The pipe closed: the daemon is gone.
+    DaemonGone,
+    /// SIGUSR1: a successor daemon's watchdog guards the postmaster.
+    StandDown,
+}
+
 /// The watchdog process's main loop (`raftgres watchdog --pgdata DIR`).
-/// Returns when the daemon is gone and nothing is armed.
+/// Returns when the daemon is gone and nothing is armed, or when told to
+/// stand down. It sleeps until a feed line, a signal or the armed deadline,
+/// whichever comes first: a disarmed watchdog does not wake at all.
 pub fn run(pgdata: PathBuf) {
     // SAFETY: installing SIG_IGN is async-signal-safe and done before any
     // other thread exists.
     unsafe {
         let _ = signal::signal(Signal::SIGINT, SigHandler::SigIgn);
         let _ = signal::signal(Signal::SIGTERM, SigHandler::SigIgn);
-        let _ = signal::signal(Signal::SIGUSR1, SigHandler::Handler(on_stand_down));
     }
-    let (tx, rx) = mpsc::channel::<Option<Feed>>();
+    // SIGUSR1 is blocked before any other thread exists, so every thread
+    // inherits the mask and the signal waits for the thread below, which
+    // turns it into an event.
+    let mut usr1 = SigSet::empty();
+    usr1.add(Signal::SIGUSR1);
+    if let Err(e) = usr1.thread_block() {
+        eprintln!("raftgres watchdog: failed to block SIGUSR1: {e}");
+    }
+    let (tx, rx) = mpsc::channel::<Event>();
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            if usr1.wait().is_ok() {
+                let _ = tx.send(Event::StandDown);
+            }
+        });
+    }
     std::thread::spawn(move || {
         let stdin = std::io::stdin();
         for line in stdin.lock().lines() {
             match line {
                 Ok(l) => {
                     if let Some(f) = Feed::parse(&l) {
-                        let _ = tx.send(Some(f));
+                        let _ = tx.send(Event::Feed(f));
                     }
                 }
                 Err(_) => break,
             }
         }
-        let _ = tx.send(None);
+        let _ = tx.send(Event::DaemonGone);
     });
     let mut armed: Option<u64> = None;
     let mut daemon_gone = false;
     loop {
-        match rx.recv_timeout(POLL) {
-            Ok(Some(Feed::Arm { deadline_ns })) => armed = Some(deadline_ns),
-            Ok(Some(Feed::Disarm)) => armed = None,
-            Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => daemon_gone = true,
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        if daemon_gone && armed.is_none() {
+            return;
+        }
+        let event = match armed {
+            None => Some(rx.recv().unwrap_or(Event::DaemonGone)),
+            Some(deadline) => {
+                let left = Duration::from_nanos(deadline.saturating_sub(monotonic_ns()));
+                match rx.recv_timeout(left) {
+                    Ok(e) => Some(e),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => Some(Event::DaemonGone),
+                }
+            }
+        };
+        match event {
+            Some(Event::Feed(Feed::Arm { deadline_ns })) => armed = Some(deadline_ns),
+            Some(Event::Feed(Feed::Disarm)) => armed = None,
+            Some(Event::DaemonGone) => daemon_gone = true,
+            Some(Event::StandDown) => {
+                eprintln!("raftgres watchdog: a successor guards the postmaster; exiting");
+                return;
+            }
+            None => {}
         }
         if let Some(deadline) = armed
             && monotonic_ns() >= deadline
@@ -136,13 +171,6 @@ pub fn run(pgdata: PathBuf) {
             }
             armed = None;
         }
-        if daemon_gone && armed.is_none() {
-            return;
-        }
-        if STAND_DOWN.load(Ordering::SeqCst) {
-            eprintln!("raftgres watchdog: a successor guards the postmaster; exiting");
-            return;
-        }
     }
 }
 
@@ -151,6 +179,10 @@ pub struct Watchdog {
     child: Child,
     stdin: ChildStdin,
     last: Option<Feed>,
+    /// The deadline last armed, as the daemon knows it: converted to
+    /// CLOCK_MONOTONIC once, since two conversions of one deadline differ
+    /// by the nanoseconds between their clock reads.
+    armed: Option<Instant>,
 }
 
 impl Watchdog {
@@ -165,16 +197,25 @@ impl Watchdog {
             .process_group(0)
             .spawn()?;
         let stdin = child.stdin.take().ok_or_else(|| std::io::Error::other("watchdog stdin not piped"))?;
-        Ok(Watchdog { child, stdin, last: None })
+        Ok(Watchdog { child, stdin, last: None, armed: None })
     }
 
-    fn send(&mut self, feed: Feed) {
+    /// Writes `feed` unless it was the last line written; false when the
+    /// write failed.
+    fn send(&mut self, feed: Feed) -> bool {
         if self.last == Some(feed) {
-            return;
+            return true;
         }
+        self.armed = None;
         match self.stdin.write_all(feed.line().as_bytes()).and_then(|()| self.stdin.flush()) {
-            Ok(()) => self.last = Some(feed),
-            Err(e) => tracing::error!("failed to feed the watchdog: {e}"),
+            Ok(()) => {
+                self.last = Some(feed);
+                true
+            }
+            Err(e) => {
+                tracing::error!("failed to feed the watchdog: {e}");
+                false
+            }
         }
     }
 
@@ -184,7 +225,12 @@ impl Watchdog {
 
     /// PostgreSQL may run as primary until `deadline`.
     pub fn arm(&mut self, deadline: Instant) {
-        self.send(Feed::Arm { deadline_ns: to_monotonic_ns(deadline) });
+        if self.armed == Some(deadline) {
+            return;
+        }
+        if self.send(Feed::Arm { deadline_ns: to_monotonic_ns(deadline) }) {
+            self.armed = Some(deadline);
+        }
     }
 
     /// PostgreSQL is not a primary; nothing to enforce.
