@@ -44,6 +44,15 @@ impl Lease {
     pub fn allows_writes(&self, epoch: u64, now: Instant, demote_margin: Duration) -> bool {
         self.epoch == epoch && now + demote_margin < self.expires_at
     }
+
+    /// True when `next` only extends this lease, which still allows writes
+    /// at `now`: whoever acts on [`Lease::allows_writes`] decides the same
+    /// under either, so the renewal is no news to them.
+    pub fn renewed_by(&self, next: &Lease, now: Instant, demote_margin: Duration) -> bool {
+        next.epoch == self.epoch
+            && next.expires_at >= self.expires_at
+            && self.allows_writes(self.epoch, now, demote_margin)
+    }
 }
 
 /// What every daemon sends to the leader.
@@ -355,6 +364,21 @@ mod tests {
         assert!(!lease.allows_writes(4, now, margin), "another epoch");
         assert!(lease.allows_writes(3, now + Duration::from_millis(699), margin));
         assert!(!lease.allows_writes(3, now + Duration::from_millis(700), margin));
+    }
+
+    #[test]
+    fn a_renewal_of_a_lease_that_allows_writes_is_no_news() {
+        let now = Instant::now();
+        let margin = Duration::from_millis(500);
+        let ms = Duration::from_millis;
+        let held = Lease { epoch: 3, expires_at: now + ms(1500) };
+        let renewed = Lease { epoch: 3, expires_at: now + ms(2000) };
+        assert!(held.renewed_by(&renewed, now, margin));
+        assert!(!held.renewed_by(&Lease { epoch: 4, ..renewed }, now, margin), "another epoch");
+        assert!(!held.renewed_by(&Lease { expires_at: now + ms(1000), ..renewed }, now, margin), "shorter");
+        // The held lease no longer allows writes: the renewal lets writes
+        // resume, which is news.
+        assert!(!held.renewed_by(&renewed, now + ms(1000), margin));
     }
 
     #[test]

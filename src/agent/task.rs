@@ -367,8 +367,12 @@ impl Agent {
     }
 
     /// Runs until cancelled, finishing the current step first. A turn runs
-    /// every heartbeat interval, and at once when the replicated state or
-    /// the lease changes (a handover must not wait out an interval).
+    /// every heartbeat interval, and at once when the replicated state
+    /// changes or the lease does in a way a turn acts on (acquired, lost,
+    /// another epoch, writes allowed again): a handover must not wait out
+    /// an interval. A primary's renewal of a lease that still allows writes
+    /// changes nothing a turn decides, so it does not bring the next turn
+    /// forward.
     pub async fn run(mut self, cancel: CancellationToken) {
         self.register(&cancel).await;
         let mut state_rx = self.handle.subscribe();
@@ -383,13 +387,14 @@ impl Agent {
             if state.handover_active(now_ms()) {
                 interval = interval.min(HANDOVER_INTERVAL);
             }
+            let margin = Duration::from_millis(state.config.demote_margin_ms);
             state_rx.borrow_and_update();
-            lease_rx.borrow_and_update();
+            let seen = *lease_rx.borrow_and_update();
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
                 _ = state_rx.changed() => {}
-                _ = lease_rx.changed() => {}
+                _ = lease_news(&mut lease_rx, seen, margin) => {}
                 Some(req) = self.links.requests.recv() => self.serve(req, &cancel).await,
             }
         }
@@ -1473,6 +1478,22 @@ impl Agent {
         self.sql("ensure replication slots", &query).await?;
         self.slots_ensured = Some((ids.to_vec(), Instant::now()));
         Ok(())
+    }
+}
+
+/// Returns at the first change of the lease that is news to a turn: not a
+/// renewal (see [`Lease::renewed_by`]) of `seen`. Never returns once the
+/// heartbeat task is gone.
+async fn lease_news(rx: &mut watch::Receiver<Option<Lease>>, mut seen: Option<Lease>, margin: Duration) {
+    loop {
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        let next = *rx.borrow_and_update();
+        match (seen, next) {
+            (Some(held), Some(renewed)) if held.renewed_by(&renewed, Instant::now(), margin) => seen = next,
+            _ => return,
+        }
     }
 }
 
