@@ -299,14 +299,13 @@ pub async fn heartbeat_task(
     let mut state_rx = handle.subscribe();
     loop {
         ran.send_replace(Instant::now());
-        let config = handle.local_state().state.config.clone();
-        let mut interval = Duration::from_millis(config.heartbeat_interval_ms);
-        if handle.local_state().state.handover_active(raftgres_storage::now_ms()) {
+        let state = handle.local_state().state;
+        let mut interval = Duration::from_millis(state.config.heartbeat_interval_ms);
+        if state.handover_active(raftgres_storage::now_ms()) {
             // The controller waits on fresh reports during a handover.
             interval = interval.min(Duration::from_millis(50));
         }
-        let ttl = Duration::from_millis(config.lease_ttl_ms);
-        let state = handle.local_state().state;
+        let ttl = Duration::from_millis(state.config.lease_ttl_ms);
         let epoch = state.primary.as_ref().filter(|p| p.node == me).map(|p| p.epoch);
         let hb = Heartbeat { node: me, epoch, report: observation.borrow().clone() };
         let sent = Instant::now();
