@@ -730,10 +730,19 @@ impl Agent {
 
     /// Observes the server; for a stopped data directory also its control
     /// state, and where a cleanly stopped primary's WAL ends.
+    ///
+    /// Over a connection that is still open, an answer is proof enough that
+    /// the postmaster runs (its backends end with it), and `postmaster.pid`
+    /// is read only when there is no such connection or it did not answer.
     async fn observe(&mut self) -> (Observation, Option<ClusterControlState>) {
         let data_present = self.runner.data_present();
-        let running = self.runner.postmaster_pid().is_some();
-        let mut o = self.observer.observe(data_present, running).await;
+        let mut o = if self.observer.connected() {
+            let o = self.observer.observe(data_present, true).await;
+            if o.accepting { o } else { Observation { running: self.runner.postmaster_pid().is_some(), ..o } }
+        } else {
+            let running = self.runner.postmaster_pid().is_some();
+            self.observer.observe(data_present, running).await
+        };
         let control = if o.data_present && !o.running {
             match self.runner.control_state().await {
                 Ok(c) => c.map(|(state, _)| state),

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{Client, NoTls, Statement};
 
 use super::lsn;
 
@@ -71,6 +71,10 @@ const QUERY: &str = "SELECT pg_is_in_recovery(),
 pub struct Observer {
     config: tokio_postgres::Config,
     client: Option<Client>,
+    /// [`QUERY`] prepared on `client`: an observation is then one round
+    /// trip (bind, execute) where an unprepared query takes two (parse and
+    /// describe first), and the server plans it once per connection.
+    statement: Option<Statement>,
     data_dir: PathBuf,
     /// The last observation got no answer at all within its deadline (as
     /// opposed to an error answer): the server may be hung.
@@ -93,7 +97,7 @@ impl Observer {
             // Longer than the deadline of one observation, so a server that
             // does not answer shows as a timed-out observation.
             .connect_timeout(Duration::from_secs(5));
-        Self { config, client: None, data_dir, unanswered: false }
+        Self { config, client: None, statement: None, data_dir, unanswered: false }
     }
 
     /// A connected client, reconnecting if the last one broke.
@@ -106,8 +110,27 @@ impl Observer {
                 }
             });
             self.client = Some(client);
+            self.statement = None;
         }
         Ok(self.client.as_ref().expect("set above"))
+    }
+
+    /// The observation query, prepared on the current connection.
+    async fn prepared(&mut self) -> Result<(&Client, &Statement), tokio_postgres::Error> {
+        self.client().await?;
+        let client = self.client.as_ref().expect("connected above");
+        if self.statement.is_none() {
+            self.statement = Some(client.prepare(QUERY).await?);
+        }
+        Ok((client, self.statement.as_ref().expect("prepared above")))
+    }
+
+    /// A connection is open. It belongs to the postmaster that ran when it
+    /// was opened: PostgreSQL ends a backend whose postmaster died, which
+    /// closes the connection. While it is open and answers, that server
+    /// runs.
+    pub fn connected(&self) -> bool {
+        self.client.as_ref().is_some_and(|c| !c.is_closed())
     }
 
     /// The last observation of a running server got no answer in time.
@@ -118,6 +141,7 @@ impl Observer {
     /// Drops the connection (before a stop or restart).
     pub fn disconnect(&mut self) {
         self.client = None;
+        self.statement = None;
     }
 
     /// Observes the server; `running` and `data_present` come from the
@@ -130,8 +154,8 @@ impl Observer {
             return o;
         }
         let row = match tokio::time::timeout(Duration::from_secs(2), async {
-            let client = self.client().await?;
-            client.query_one(QUERY, &[]).await
+            let (client, statement) = self.prepared().await?;
+            client.query_one(statement, &[]).await
         })
         .await
         {
