@@ -6,7 +6,8 @@
 //! A pid alone is not proof: after a crash or a reboot the file stays
 //! behind, and its pid may belong to any process by now. A postmaster works
 //! in its data directory (it changes into it at start), so a process whose
-//! working directory can be read and is another directory is not it. The
+//! working directory can be read and is another directory (another device
+//! and inode) is not it. The
 //! check fails closed: a process that cannot be inspected (no permission,
 //! a hardened `/proc`) counts as the postmaster, since calling a live
 //! postmaster dead would let the fence, the watchdog and a release pass it
@@ -32,12 +33,14 @@ pub fn live_postmaster(pgdata: &Path) -> Option<i32> {
     (works_in(pid, pgdata) != Some(false)).then_some(pid)
 }
 
-/// Whether `pid`'s working directory is `dir`; `None` when it cannot be
-/// told.
+/// Whether `pid`'s working directory is `dir` (the same device and inode:
+/// two `stat` calls, where resolving both paths took one `readlink` per
+/// path component); `None` when it cannot be told.
 fn works_in(pid: i32, dir: &Path) -> Option<bool> {
-    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
-    let dir = std::fs::canonicalize(dir).ok()?;
-    Some(cwd == dir)
+    use std::os::unix::fs::MetadataExt;
+    let cwd = std::fs::metadata(format!("/proc/{pid}/cwd")).ok()?;
+    let dir = std::fs::metadata(dir).ok()?;
+    Some(cwd.dev() == dir.dev() && cwd.ino() == dir.ino())
 }
 
 /// A process as `/proc/<pid>/stat` describes it.
