@@ -1,9 +1,10 @@
 //! The controller loop: each heartbeat interval (and whenever the state
-//! changes), on the Raft leader only, decide and propose.
+//! changes), on the Raft leader only, decide and propose. A node that does
+//! not lead waits for a change of leadership instead of ticking.
 
 use std::time::{Duration, Instant};
 
-use raftgres_raft::{RaftHandle, RaftStatus};
+use raftgres_raft::{RaftHandle, RaftStatus, ServerState};
 use raftgres_storage::{ClusterState, Command, DynamicConfig, now_ms};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -14,6 +15,11 @@ use crate::lease::{ReportTimes, SharedViews, Views};
 
 /// How often the controller decides while a switchover is pending.
 const HANDOVER_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How long a node that does not lead waits without a change of
+/// leadership or state before it looks again (a backstop: it is woken by
+/// every such change).
+const FOLLOWER_BACKSTOP: Duration = Duration::from_secs(1);
 
 /// The controller of one daemon: feeds [`decide`] with the replicated
 /// state, the leader's views of the nodes and the clock, and proposes what
@@ -68,7 +74,15 @@ impl Controller {
 
     pub async fn run(mut self, cancel: CancellationToken) {
         let mut state_rx = self.handle.subscribe();
+        // Changes of role, term, leader and membership only.
+        let mut server_rx = self.handle.raft().server_metrics();
         loop {
+            // Marked seen before `decide` reads the role: a later change
+            // wakes the wait below.
+            let leads = {
+                let m = server_rx.borrow_and_update();
+                m.state == ServerState::Leader && m.current_leader == Some(m.id)
+            };
             let state = self.handle.local_state().state;
             let mut interval = Duration::from_millis(state.config.heartbeat_interval_ms.max(50));
             if state.handover_active(now_ms()) {
@@ -81,7 +95,9 @@ impl Controller {
                 self.handover_since = None;
             }
             let mut blocked_now = false;
-            match self.decide(&state) {
+            let decision = self.decide(&state);
+            let leads = leads || decision.is_some();
+            match decision {
                 Some(Decision::Propose(cmd)) => {
                     self.last_wait.clear();
                     let applied = self.propose(cmd.clone()).await;
@@ -115,11 +131,17 @@ impl Controller {
             if self.avoid_primary {
                 self.place(&state).await;
             }
+            if !leads {
+                // Nothing to decide until this node leads, and openraft
+                // announces that in the server metrics at once.
+                interval = FOLLOWER_BACKSTOP;
+            }
             state_rx.borrow_and_update();
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
                 _ = state_rx.changed() => {}
+                Ok(()) = server_rx.changed() => {}
             }
         }
     }
