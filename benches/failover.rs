@@ -14,8 +14,17 @@
 //!   running); also measured: when the watchdog stops that PostgreSQL;
 //! - clean shutdown: the primary's daemon gets SIGTERM.
 //!
-//! Before the faults it samples each idle daemon's RSS and CPU over 10 s.
+//! Before the faults it samples each idle daemon over 30 s (`--idle-secs
+//! N`): its RSS and CPU, and those of its watchdog process, separately;
+//! its context switches (wake-ups); what it wrote to disk
+//! (`/proc/<pid>/io` `write_bytes`, extrapolated to an hour); and what
+//! crossed its own TCP sockets (`ss -tinp`: the kernel's per-socket
+//! `bytes_sent` and `bytes_received`, TCP payload, summed over the sockets
+//! the daemon holds at both ends of the window; sockets opened or closed
+//! inside it are counted and reported, since a socket that came and went
+//! between the two looks is not seen).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -28,9 +37,17 @@ use tokio_postgres::NoTls;
 
 const EXE: &str = env!("CARGO_BIN_EXE_raftgres");
 
-fn rounds() -> usize {
+fn arg(name: &str) -> Option<u64> {
     let args: Vec<String> = std::env::args().collect();
-    args.windows(2).find(|w| w[0] == "--rounds").and_then(|w| w[1].parse().ok()).unwrap_or(5)
+    args.windows(2).find(|w| w[0] == name).and_then(|w| w[1].parse().ok())
+}
+
+fn rounds() -> usize {
+    arg("--rounds").unwrap_or(5) as usize
+}
+
+fn idle_window() -> Duration {
+    Duration::from_secs(arg("--idle-secs").unwrap_or(30))
 }
 
 fn placement() -> LeaderPlacement {
@@ -112,6 +129,126 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 fn ticks_per_second() -> f64 {
     nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64
+}
+
+/// Bytes the process caused to be written to storage (`write_bytes`).
+fn disk_written(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    io.lines().find_map(|l| l.strip_prefix("write_bytes:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
+/// Context switches of every live thread of the process: how often it woke.
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+/// The watchdog process a daemon started.
+fn watchdog_of(daemon: u32) -> Option<u32> {
+    raftgres::postgres::pidfile::children_of(daemon as i32).into_iter().map(|p| p as u32).find(|p| {
+        std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"watchdog"))
+    })
+}
+
+/// Per TCP socket of `pid` (local and peer address): payload bytes sent
+/// and received so far, from `ss -tinp` (the kernel's `tcp_info`).
+fn tcp_bytes(pid: u32) -> Option<HashMap<(String, String), (u64, u64)>> {
+    let out = std::process::Command::new("ss").args(["-tinpH", "state", "established"]).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let owner = format!("pid={pid},");
+    let mut sockets = HashMap::new();
+    let mut current: Option<(String, String)> = None;
+    for line in text.lines() {
+        if !line.starts_with(char::is_whitespace) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            current = (line.contains(&owner) && f.len() >= 4).then(|| (f[2].to_string(), f[3].to_string()));
+            continue;
+        }
+        let Some(key) = current.take() else { continue };
+        let field = |name: &str| {
+            line.split_whitespace().find_map(|w| w.strip_prefix(name)).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        };
+        sockets.insert(key, (field("bytes_sent:"), field("bytes_received:")));
+    }
+    Some(sockets)
+}
+
+/// The node's Raft role as its `/patroni` reports it.
+async fn raft_role(c: &LocalCluster, id: u64) -> Option<String> {
+    let (_, body) = raftgres::playground::http_get(&format!("{}/patroni", c.node(id).api_url())).await.ok()?;
+    let doc: serde_json::Value = serde_json::from_str(&body).ok()?;
+    doc["raftgres"]["raft"]["role"].as_str().map(str::to_string)
+}
+
+/// One daemon's idle footprint over a window.
+#[derive(Clone, Debug, Default)]
+struct Idle {
+    rss_kb: u64,
+    cpu_percent: f64,
+    watchdog_rss_kb: u64,
+    watchdog_cpu_percent: f64,
+    switches_per_s: f64,
+    /// Daemon and watchdog, extrapolated to an hour.
+    disk_kb_per_hour: f64,
+    net_sent_per_s: f64,
+    net_received_per_s: f64,
+    /// Sockets opened and closed during the window (their bytes are
+    /// counted partly or not at all).
+    sockets_opened: usize,
+    sockets_closed: usize,
+}
+
+/// Samples the idle footprint of the daemons `pids` over `window`.
+async fn idle_footprint(pids: &[u32], window: Duration) -> Vec<Idle> {
+    let dogs: Vec<Option<u32>> = pids.iter().map(|p| watchdog_of(*p)).collect();
+    let cpu = |p: Option<u32>| p.map(cpu_ticks).unwrap_or(0);
+    let disk = |p: Option<u32>| p.map(disk_written).unwrap_or(0);
+    let before: Vec<_> = pids
+        .iter()
+        .zip(&dogs)
+        .map(|(p, d)| {
+            (cpu(Some(*p)), cpu(*d), context_switches(*p), disk(Some(*p)) + disk(*d), tcp_bytes(*p).unwrap_or_default())
+        })
+        .collect();
+    tokio::time::sleep(window).await;
+    let secs = window.as_secs_f64();
+    let percent = |ticks: u64| ticks as f64 / ticks_per_second() / secs * 100.0;
+    pids.iter()
+        .zip(&dogs)
+        .zip(before)
+        .map(|((p, d), (cpu0, dog0, sw0, disk0, net0))| {
+            let net1 = tcp_bytes(*p).unwrap_or_default();
+            let (mut sent, mut received) = (0, 0);
+            for (k, (s1, r1)) in &net1 {
+                let (s0, r0) = net0.get(k).copied().unwrap_or((0, 0));
+                sent += s1.saturating_sub(s0);
+                received += r1.saturating_sub(r0);
+            }
+            Idle {
+                rss_kb: rss_kb(*p),
+                cpu_percent: percent(cpu(Some(*p)).saturating_sub(cpu0)),
+                watchdog_rss_kb: d.map(rss_kb).unwrap_or(0),
+                watchdog_cpu_percent: percent(cpu(*d).saturating_sub(dog0)),
+                switches_per_s: (context_switches(*p).saturating_sub(sw0)) as f64 / secs,
+                disk_kb_per_hour: (disk(Some(*p)) + disk(*d)).saturating_sub(disk0) as f64 / 1024.0 * 3600.0 / secs,
+                net_sent_per_s: sent as f64 / secs,
+                net_received_per_s: received as f64 / secs,
+                sockets_opened: net1.keys().filter(|k| !net0.contains_key(*k)).count(),
+                sockets_closed: net0.keys().filter(|k| !net1.contains_key(*k)).count(),
+            }
+        })
+        .collect()
 }
 
 fn stop_all(children: &mut [(u64, Child)], c: &LocalCluster) {
@@ -199,8 +336,7 @@ struct Round {
     /// Longest gap between acknowledged writes across a switchover.
     switchover_gap: Duration,
     switchover_elected: Duration,
-    rss_kb: Vec<u64>,
-    cpu_percent: Vec<f64>,
+    idle: Vec<Idle>,
 }
 
 async fn round(i: usize) -> Round {
@@ -218,17 +354,12 @@ async fn round(i: usize) -> Round {
         client.batch_execute("CREATE TABLE t (v int)").await.expect("create table");
     }
 
-    // Idle footprint.
+    // Idle footprint, once the cluster has settled (the bootstrap's last
+    // reports and the table's creation are committed).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ids: Vec<u64> = children.iter().map(|(id, _)| *id).collect();
     let pids: Vec<u32> = children.iter().map(|(_, ch)| ch.id()).collect();
-    let before: Vec<u64> = pids.iter().map(|p| cpu_ticks(*p)).collect();
-    let window = Duration::from_secs(10);
-    tokio::time::sleep(window).await;
-    let cpu_percent: Vec<f64> = pids
-        .iter()
-        .zip(&before)
-        .map(|(p, b)| (cpu_ticks(*p) - b) as f64 / ticks_per_second() / window.as_secs_f64() * 100.0)
-        .collect();
-    let rss_kb: Vec<u64> = pids.iter().map(|p| rss_kb(*p)).collect();
+    let idle = idle_footprint(&pids, idle_window()).await;
 
     // Node death.
     let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != primary).collect();
@@ -284,8 +415,7 @@ async fn round(i: usize) -> Round {
     let _ = std::fs::remove_dir_all(&dir);
     println!(
         "round {i}: node death {:.2} s ({}), paused daemon: old primary stopped at {:.2} s, new primary wrote at {:.2} s, \
-         clean shutdown {:.2} s, switchover: writes paused {:.3} s (elected after {:.3} s), idle RSS {:?} KiB, \
-         idle CPU {:.2?} %",
+         clean shutdown {:.2} s, switchover: writes paused {:.3} s (elected after {:.3} s)",
         death.as_secs_f64(),
         if leader_was_primary { "the dead node led Raft" } else { "another node led Raft" },
         fenced.as_secs_f64(),
@@ -293,20 +423,28 @@ async fn round(i: usize) -> Round {
         shutdown.as_secs_f64(),
         switchover_gap.as_secs_f64(),
         switchover_elected.as_secs_f64(),
-        rss_kb,
-        cpu_percent
     );
-    Round {
-        death,
-        leader_was_primary,
-        shutdown,
-        fenced,
-        pause_failover,
-        switchover_gap,
-        switchover_elected,
-        rss_kb,
-        cpu_percent,
+    for (id, d) in ids.iter().zip(&idle) {
+        let mut role = if *id == primary { "primary" } else { "replica" }.to_string();
+        if raft_role(&c, *id).await.as_deref() == Some("leader") {
+            role += ", Raft leader";
+        }
+        println!(
+            "  idle pg{id} ({role}): CPU {:.2} %, RSS {} KiB; watchdog CPU {:.2} %, RSS {} KiB; {:.0} context \
+             switches/s; disk {:.0} KiB/h; TCP sent {:.0} B/s, received {:.0} B/s (sockets opened {}, closed {})",
+            d.cpu_percent,
+            d.rss_kb,
+            d.watchdog_cpu_percent,
+            d.watchdog_rss_kb,
+            d.switches_per_s,
+            d.disk_kb_per_hour,
+            d.net_sent_per_s,
+            d.net_received_per_s,
+            d.sockets_opened,
+            d.sockets_closed,
+        );
     }
+    Round { death, leader_was_primary, shutdown, fenced, pause_failover, switchover_gap, switchover_elected, idle }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -319,8 +457,9 @@ async fn main() {
     let n = rounds();
     println!(
         "3 nodes on loopback, default dynamic config (lease 2000 ms, heartbeat 250 ms), raft.leader_placement \
-         {:?}, {n} rounds\n",
-        placement()
+         {:?}, {n} rounds, idle sampled over {} s\n",
+        placement(),
+        idle_window().as_secs()
     );
     let mut all = Vec::new();
     for i in 1..=n {
@@ -335,8 +474,9 @@ async fn main() {
     let elected = secs(|r| r.switchover_elected);
     // Positive: time with two primaries; negative: the gap between them.
     let two_primaries: Vec<f64> = all.iter().map(|r| r.fenced.as_secs_f64() - r.pause_failover.as_secs_f64()).collect();
-    let rss: Vec<f64> = all.iter().flat_map(|r| r.rss_kb.iter().map(|k| *k as f64 / 1024.0)).collect();
-    let cpu: Vec<f64> = all.iter().flat_map(|r| r.cpu_percent.clone()).collect();
+    let idle = |f: fn(&Idle) -> f64| all.iter().flat_map(|r| r.idle.iter().map(f)).collect::<Vec<f64>>();
+    let rss = idle(|d| d.rss_kb as f64 / 1024.0);
+    let cpu = idle(|d| d.cpu_percent);
     let max = |v: &[f64]| v.iter().cloned().fold(f64::MIN, f64::max);
     println!("\n| measure | median | max |");
     println!("|---|---|---|");
@@ -379,4 +519,24 @@ async fn main() {
     );
     println!("| idle daemon RSS (MiB) | {:.1} | {:.1} |", median(rss.clone()), max(&rss));
     println!("| idle daemon CPU (% of one core) | {:.2} | {:.2} |", median(cpu.clone()), max(&cpu));
+
+    println!("\nIdle cost per daemon ({} daemons, {} s each):\n", cpu.len(), idle_window().as_secs());
+    println!("| per daemon, idle | median | max |");
+    println!("|---|---|---|");
+    type Row = (&'static str, fn(&Idle) -> f64, usize);
+    let rows: [Row; 9] = [
+        ("daemon CPU (% of one core)", |d| d.cpu_percent, 2),
+        ("daemon RSS (MiB)", |d| d.rss_kb as f64 / 1024.0, 1),
+        ("watchdog process CPU (% of one core)", |d| d.watchdog_cpu_percent, 2),
+        ("watchdog process RSS (MiB)", |d| d.watchdog_rss_kb as f64 / 1024.0, 1),
+        ("daemon context switches per second", |d| d.switches_per_s, 0),
+        ("disk written per hour, daemon and watchdog (KiB)", |d| d.disk_kb_per_hour, 0),
+        ("TCP payload sent per second (bytes)", |d| d.net_sent_per_s, 0),
+        ("TCP payload received per second (bytes)", |d| d.net_received_per_s, 0),
+        ("TCP sockets opened or closed in the window", |d| (d.sockets_opened + d.sockets_closed) as f64, 0),
+    ];
+    for (name, f, digits) in rows {
+        let v = idle(f);
+        println!("| {name} | {:.*} | {:.*} |", digits, median(v.clone()), digits, max(&v));
+    }
 }
