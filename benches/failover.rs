@@ -15,7 +15,8 @@
 //! - clean shutdown: the primary's daemon gets SIGTERM.
 //!
 //! Before the faults it samples each idle daemon over 30 s (`--idle-secs
-//! N`): its RSS and CPU, and those of its watchdog process, separately;
+//! N`): its RSS, private memory and CPU, and those of its watchdog process,
+//! separately;
 //! its context switches (wake-ups); what it wrote to disk
 //! (`/proc/<pid>/io` `write_bytes`, extrapolated to an hour); and what
 //! crossed its own TCP sockets (`ss -tinp`: the kernel's per-socket
@@ -131,6 +132,18 @@ fn ticks_per_second() -> f64 {
     nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64
 }
 
+/// Memory only this process uses (USS: `Private_Clean` + `Private_Dirty`
+/// of `/proc/<pid>/smaps_rollup`). RSS also counts the pages of the
+/// executable and libraries it shares with the daemon.
+fn private_kb(pid: u32) -> u64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    rollup
+        .lines()
+        .filter(|l| l.starts_with("Private_Clean:") || l.starts_with("Private_Dirty:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
 /// Bytes the process caused to be written to storage (`write_bytes`).
 fn disk_written(pid: u32) -> u64 {
     let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
@@ -195,8 +208,10 @@ async fn raft_role(c: &LocalCluster, id: u64) -> Option<String> {
 #[derive(Clone, Debug, Default)]
 struct Idle {
     rss_kb: u64,
+    private_kb: u64,
     cpu_percent: f64,
     watchdog_rss_kb: u64,
+    watchdog_private_kb: u64,
     watchdog_cpu_percent: f64,
     switches_per_s: f64,
     /// Daemon and watchdog, extrapolated to an hour.
@@ -237,8 +252,10 @@ async fn idle_footprint(pids: &[u32], window: Duration) -> Vec<Idle> {
             }
             Idle {
                 rss_kb: rss_kb(*p),
+                private_kb: private_kb(*p),
                 cpu_percent: percent(cpu(Some(*p)).saturating_sub(cpu0)),
                 watchdog_rss_kb: d.map(rss_kb).unwrap_or(0),
+                watchdog_private_kb: d.map(private_kb).unwrap_or(0),
                 watchdog_cpu_percent: percent(cpu(*d).saturating_sub(dog0)),
                 switches_per_s: (context_switches(*p).saturating_sub(sw0)) as f64 / secs,
                 disk_kb_per_hour: (disk(Some(*p)) + disk(*d)).saturating_sub(disk0) as f64 / 1024.0 * 3600.0 / secs,
@@ -360,6 +377,14 @@ async fn round(i: usize) -> Round {
     let ids: Vec<u64> = children.iter().map(|(id, _)| *id).collect();
     let pids: Vec<u32> = children.iter().map(|(_, ch)| ch.id()).collect();
     let idle = idle_footprint(&pids, idle_window()).await;
+    let mut roles = Vec::new();
+    for id in &ids {
+        let mut role = if *id == primary { "primary" } else { "replica" }.to_string();
+        if raft_role(&c, *id).await.as_deref() == Some("leader") {
+            role += ", Raft leader";
+        }
+        roles.push(role);
+    }
 
     // Node death.
     let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != primary).collect();
@@ -424,18 +449,17 @@ async fn round(i: usize) -> Round {
         switchover_gap.as_secs_f64(),
         switchover_elected.as_secs_f64(),
     );
-    for (id, d) in ids.iter().zip(&idle) {
-        let mut role = if *id == primary { "primary" } else { "replica" }.to_string();
-        if raft_role(&c, *id).await.as_deref() == Some("leader") {
-            role += ", Raft leader";
-        }
+    for ((id, role), d) in ids.iter().zip(&roles).zip(&idle) {
         println!(
-            "  idle pg{id} ({role}): CPU {:.2} %, RSS {} KiB; watchdog CPU {:.2} %, RSS {} KiB; {:.0} context \
-             switches/s; disk {:.0} KiB/h; TCP sent {:.0} B/s, received {:.0} B/s (sockets opened {}, closed {})",
+            "  idle pg{id} ({role}): CPU {:.2} %, RSS {} KiB (private {}); watchdog CPU {:.2} %, RSS {} KiB \
+             (private {}); {:.0} context switches/s; disk {:.0} KiB/h; TCP sent {:.0} B/s, received {:.0} B/s \
+             (sockets opened {}, closed {})",
             d.cpu_percent,
             d.rss_kb,
+            d.private_kb,
             d.watchdog_cpu_percent,
             d.watchdog_rss_kb,
+            d.watchdog_private_kb,
             d.switches_per_s,
             d.disk_kb_per_hour,
             d.net_sent_per_s,
@@ -524,11 +548,13 @@ async fn main() {
     println!("| per daemon, idle | median | max |");
     println!("|---|---|---|");
     type Row = (&'static str, fn(&Idle) -> f64, usize);
-    let rows: [Row; 9] = [
+    let rows: [Row; 11] = [
         ("daemon CPU (% of one core)", |d| d.cpu_percent, 2),
         ("daemon RSS (MiB)", |d| d.rss_kb as f64 / 1024.0, 1),
+        ("daemon private memory (MiB)", |d| d.private_kb as f64 / 1024.0, 1),
         ("watchdog process CPU (% of one core)", |d| d.watchdog_cpu_percent, 2),
         ("watchdog process RSS (MiB)", |d| d.watchdog_rss_kb as f64 / 1024.0, 1),
+        ("watchdog process private memory (MiB)", |d| d.watchdog_private_kb as f64 / 1024.0, 1),
         ("daemon context switches per second", |d| d.switches_per_s, 0),
         ("disk written per hour, daemon and watchdog (KiB)", |d| d.disk_kb_per_hour, 0),
         ("TCP payload sent per second (bytes)", |d| d.net_sent_per_s, 0),
