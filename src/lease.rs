@@ -22,7 +22,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use raftgres_raft::{AppHandler, RaftHandle};
+use raftgres_raft::{AppHandler, Inherited, RaftHandle};
 use raftgres_storage::encoding;
 use raftgres_storage::{ClusterState, NodeId};
 use serde::{Deserialize, Serialize};
@@ -154,6 +154,9 @@ pub struct Views {
     pub leader_since: Option<Instant>,
     /// The Raft term `leader_since` belongs to.
     pub leader_term: Option<u64>,
+    /// What this leadership inherited of leases granted before it
+    /// (raftgres_raft::witness); `None` until it first decides.
+    pub inherited: Option<Inherited>,
     pub nodes: BTreeMap<NodeId, NodeView>,
     /// The epoch whose end this leader has decided (a failover is being
     /// proposed): no lease is granted for it any more, so a heartbeat
@@ -193,6 +196,7 @@ impl Views {
     /// Forgets everything: a new leadership starts from nothing.
     pub fn reset(&mut self) {
         self.leader_since = None;
+        self.inherited = None;
         self.nodes.clear();
         self.deposing = None;
     }
@@ -263,9 +267,20 @@ impl LeaseGrantor {
                 // Leadership confirmed by a quorum *here* (never forwarded:
                 // a grant must come from the leader that will count the
                 // silence), then the state applied up to the read index.
+                // The followers that confirm it witness the bound of the
+                // lease first, so a successor knows when it ends
+                // (raftgres_raft::witness).
+                let ttl = Duration::from_millis(handle.local_state().state.config.lease_ttl_ms);
+                handle.witness().notice(Instant::now() + ttl);
                 handle.raft().ensure_linearizable().await.map_err(|e| HeartbeatError::NotLeader(e.to_string()))?;
                 let state = handle.local_state().state;
-                views.lock().expect("views lock poisoned").grant(&state, from, epoch, Instant::now())
+                if Duration::from_millis(state.config.lease_ttl_ms) > ttl {
+                    // A longer lease was committed meanwhile: the bound
+                    // witnessed is too short for it. The next beat gets it.
+                    None
+                } else {
+                    views.lock().expect("views lock poisoned").grant(&state, from, epoch, Instant::now())
+                }
             }
         };
         let primary_lsn = {
@@ -306,6 +321,7 @@ pub async fn heartbeat_task(
             interval = interval.min(Duration::from_millis(50));
         }
         let ttl = Duration::from_millis(state.config.lease_ttl_ms);
+        handle.witness().set_longest_lease(ttl);
         let epoch = state.primary.as_ref().filter(|p| p.node == me).map(|p| p.epoch);
         let hb = Heartbeat { node: me, epoch, report: observation.borrow().clone() };
         let sent = Instant::now();

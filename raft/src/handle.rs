@@ -33,6 +33,7 @@ use crate::error::HandleError;
 use crate::network::filter::NetworkFilter;
 use crate::network::peers::Peers;
 use crate::node::NodeConfig;
+use crate::witness::{Inherited, LeaseWitness};
 
 /// Serves application messages that followers send to the Raft leader
 /// over the Raft transport (`RaftHandle::call_leader`). Runs on the leader
@@ -92,6 +93,8 @@ struct Inner {
     transport: Transport,
     /// Shared with openraft's network: one channel per peer.
     peers: Peers,
+    /// Shared with openraft's network: lease bounds noticed and witnessed.
+    witness: LeaseWitness,
     app: Mutex<Option<Arc<dyn AppHandler>>>,
 }
 
@@ -102,6 +105,7 @@ impl RaftHandle {
         sm: StateMachine,
         filter: NetworkFilter,
         peers: Peers,
+        witness: LeaseWitness,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -113,9 +117,27 @@ impl RaftHandle {
                 request_timeout: config.request_timeout,
                 transport: config.transport.clone(),
                 peers,
+                witness,
                 app: Mutex::new(None),
             }),
         }
+    }
+
+    /// The lease bounds this node noticed as leader and witnessed as
+    /// follower ([`crate::witness`]).
+    pub fn witness(&self) -> &LeaseWitness {
+        &self.inner.witness
+    }
+
+    /// What this node, leading `term`, knows of leases granted before its
+    /// election.
+    pub fn inherited_lease(&self, term: u64, now: Instant) -> Inherited {
+        let configs: Vec<BTreeSet<NodeId>> = {
+            let m = self.inner.raft.metrics();
+            let m = m.borrow();
+            m.membership_config.membership().get_joint_config().clone()
+        };
+        self.inner.witness.inherited(term, self.inner.id, &configs, now)
     }
 
     /// The token and source address this node's transport uses.

@@ -15,6 +15,7 @@ pub mod error;
 pub mod handle;
 pub mod network;
 pub mod node;
+pub mod witness;
 
 pub use convert::forward::{ForwardRequest, ForwardResponse, MembershipChange};
 pub use error::{HandleError, NodeError};
@@ -23,3 +24,4 @@ pub use network::filter::NetworkFilter;
 pub use node::{NodeConfig, RaftNode};
 pub use openraft::ServerState;
 pub use raftgres_storage::{NodeId, NodeInfo};
+pub use witness::{Inherited, LeaseWitness};

@@ -25,6 +25,7 @@ use crate::network::filter::NetworkFilter;
 use crate::network::peers::Peers;
 use crate::network::security::{self, Transport};
 use crate::network::server::RaftServer;
+use crate::witness::LeaseWitness;
 
 /// Largest gRPC message accepted: a snapshot chunk or a batch of entries.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -125,17 +126,19 @@ impl RaftNode {
         let storage = sm.release_probe();
         let filter = NetworkFilter::default();
         let peers = Peers::new(config.connect_timeout, config.transport.clone());
+        let witness = LeaseWitness::default();
         let network = NetworkFactory::new(
             &config.cluster_id,
             config.node_id,
             filter.clone(),
             peers.clone(),
             config.transport.clone(),
+            witness.clone(),
         );
         let raft = Raft::new(config.node_id, raft_config, network, log, sm.clone())
             .await
             .map_err(|e| NodeError::Fatal(e.to_string()))?;
-        let handle = RaftHandle::new(&config, raft, sm, filter, peers);
+        let handle = RaftHandle::new(&config, raft, sm, filter, peers, witness);
         let service = RaftTransportServer::new(RaftServer::new(handle.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -15,6 +15,10 @@ pub struct Input<'a> {
     pub views: &'a BTreeMap<NodeId, NodeView>,
     /// When this node became Raft leader.
     pub leader_since: Instant,
+    /// From when a silent primary's lease is counted, in place of
+    /// `leader_since`: earlier when the leaders before this one left a
+    /// witnessed bound on the leases they granted (raftgres_raft::witness).
+    pub lease_floor: Instant,
     /// When this controller first saw the current epoch.
     pub epoch_since: Instant,
     pub now: Instant,
@@ -99,8 +103,9 @@ pub fn decide(input: &Input) -> Decision {
         Some(p) => {
             // Count from the later of the last lease granted for this
             // epoch, our election (a new leader knows nothing of grants by
-            // its predecessor) and the epoch's start (a new primary gets a
-            // lease period to take its first one). Heartbeats without a
+            // its predecessor, unless a quorum witnessed their bound: then
+            // a lease before that bound) and the epoch's start (a new
+            // primary gets a lease period to take its first one). Heartbeats without a
             // grant do not count: a primary that cannot get a lease is not
             // serving writes.
             let granted = input
@@ -109,7 +114,7 @@ pub fn decide(input: &Input) -> Decision {
                 .and_then(|v| v.last_grant)
                 .filter(|(epoch, _)| *epoch == p.epoch)
                 .map(|(_, at)| at);
-            let since = input.leader_since.max(input.epoch_since).max(granted.unwrap_or(input.leader_since));
+            let since = input.lease_floor.max(input.epoch_since).max(granted.unwrap_or(input.lease_floor));
             let silence = input.now.saturating_duration_since(since);
             let expiry = ttl + Duration::from_millis(config.drift_margin_ms);
             if silence <= expiry {
@@ -532,10 +537,17 @@ mod tests {
         }
 
         fn decide_at(&self, leader_since_ms: u64, now_ms: u64) -> Decision {
+            self.decide_with_floor(leader_since_ms, leader_since_ms, now_ms)
+        }
+
+        /// As a leader whose predecessors left a lease bound of
+        /// `floor_ms` + the lease.
+        fn decide_with_floor(&self, leader_since_ms: u64, floor_ms: u64, now_ms: u64) -> Decision {
             decide(&Input {
                 state: &self.state,
                 views: &self.views,
                 leader_since: self.start + Duration::from_millis(leader_since_ms),
+                lease_floor: self.start + Duration::from_millis(floor_ms),
                 epoch_since: self.start,
                 now: self.start + Duration::from_millis(now_ms),
                 now_ms,
@@ -719,6 +731,22 @@ mod tests {
         // This leader never heard from node 1; it was elected at 4000.
         assert!(matches!(f.decide_at(4000, 6200), Decision::Wait(_)));
         assert_eq!(f.decide_at(4000, 6201), elect(2, 1, ElectionReason::Failover));
+    }
+
+    #[test]
+    fn a_new_leader_that_inherited_a_lease_bound_waits_only_until_it() {
+        let mut f = Fixture::new(3);
+        f.bootstrap();
+        // Elected at 4000; its electing quorum witnessed a lease that ends
+        // by 5000 (granted at 3000 at the latest).
+        f.report(2, 5100, replica(500, 1));
+        f.report(3, 5100, replica(500, 1));
+        assert!(matches!(f.decide_with_floor(4000, 3000, 5200), Decision::Wait(_)), "the drift margin");
+        assert_eq!(f.decide_with_floor(4000, 3000, 5201), elect(2, 1, ElectionReason::Failover));
+        // A grant this leader made itself still counts in full.
+        f.report(1, 4500, primary(500, 1));
+        f.grant(1, 1, 4500);
+        assert!(matches!(f.decide_with_floor(4000, 3000, 6700), Decision::Wait(_)));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use raftgres_raft::{RaftHandle, RaftStatus, ServerState};
+use raftgres_raft::{Inherited, RaftHandle, RaftStatus, ServerState};
 use raftgres_storage::{ClusterState, Command, DynamicConfig, now_ms};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -156,16 +156,43 @@ impl Controller {
             return None;
         }
         self.lead(&mut v, &status);
-        let leader_since = *v.leader_since.get_or_insert_with(|| {
-            tracing::info!("controller: this node leads; waiting out a full lease before any failover");
-            Instant::now()
+        let now = Instant::now();
+        let leader_since = *v.leader_since.get_or_insert(now);
+        let inherited = *v.inherited.get_or_insert_with(|| {
+            let inherited = self.handle.inherited_lease(status.term, now);
+            match inherited {
+                Inherited::Unknown => {
+                    tracing::info!("controller: this node leads; waiting out a full lease before any failover")
+                }
+                Inherited::Bound(Some(b)) => tracing::info!(
+                    "controller: this node leads; the primary lease granted before may last {} ms more",
+                    b.saturating_duration_since(now).as_millis()
+                ),
+                Inherited::Bound(None) => {
+                    tracing::info!("controller: this node leads; no primary lease granted before is left")
+                }
+            }
+            inherited
         });
+        let ttl = Duration::from_millis(state.config.lease_ttl_ms);
+        let lease_floor = lease_floor(inherited, leader_since, ttl);
         let epoch_since = match self.epoch_seen {
             Some((e, at)) if e == state.epoch => at,
-            _ => {
-                let now = Instant::now();
-                self.epoch_seen = Some((state.epoch, now));
-                now
+            seen => {
+                let at = match (seen, inherited, &state.primary) {
+                    // The epoch began before this leadership, and its
+                    // primary held a lease: it had its chance.
+                    (None, Inherited::Bound(Some(_)), _) => lease_floor,
+                    // It held none that is left: it may be new and not
+                    // have asked yet, so its grace runs from its election.
+                    (None, Inherited::Bound(None), Some(p)) => {
+                        let age = Duration::from_millis(now_ms().saturating_sub(p.since_ms));
+                        now.checked_sub(age).unwrap_or(now)
+                    }
+                    _ => now,
+                };
+                self.epoch_seen = Some((state.epoch, at));
+                at
             }
         };
         let times = ReportTimes {
@@ -177,6 +204,7 @@ impl Controller {
             state,
             views: &v.nodes,
             leader_since,
+            lease_floor,
             epoch_since,
             now: Instant::now(),
             now_ms: now_ms(),
@@ -303,6 +331,18 @@ fn without_silence(why: &str) -> String {
     }
 }
 
+/// From when the controller counts a silent primary's lease, in place of
+/// its own election: a full lease before the inherited bound, or the
+/// election when nothing was inherited.
+fn lease_floor(inherited: Inherited, leader_since: Instant, ttl: Duration) -> Instant {
+    let floor = match inherited {
+        Inherited::Unknown => leader_since,
+        Inherited::Bound(Some(bound)) => bound.checked_sub(ttl).unwrap_or(leader_since),
+        Inherited::Bound(None) => leader_since.checked_sub(ttl).unwrap_or(leader_since),
+    };
+    floor.min(leader_since)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,5 +354,17 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a, "primary 1 but no failover candidate: pg2: 5 bytes behind");
         assert_eq!(without_silence("no primary and no failover candidate"), "no primary and no failover candidate");
+    }
+
+    #[test]
+    fn a_silent_primary_is_counted_from_a_lease_before_the_inherited_bound() {
+        let t0 = Instant::now() + Duration::from_secs(100);
+        let ms = Duration::from_millis;
+        let elected = t0 + ms(600);
+        assert_eq!(lease_floor(Inherited::Unknown, elected, ms(2000)), elected);
+        assert_eq!(lease_floor(Inherited::Bound(Some(t0 + ms(1900))), elected, ms(2000)), t0 - ms(100));
+        assert_eq!(lease_floor(Inherited::Bound(None), elected, ms(2000)), elected - ms(2000));
+        // Never later than the election.
+        assert_eq!(lease_floor(Inherited::Bound(Some(t0 + ms(9000))), elected, ms(2000)), elected);
     }
 }

@@ -2,11 +2,11 @@
 //! leader loss, restart from disk, membership changes, quorum loss,
 //! partitions and cluster isolation.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use raftgres_proto::raft::RaftRequest;
 use raftgres_proto::raft::raft_transport_client::RaftTransportClient;
-use raftgres_raft::{HandleError, NodeConfig, RaftNode};
+use raftgres_raft::{HandleError, Inherited, NodeConfig, RaftNode};
 use raftgres_storage::{Command, NodeInfo};
 use tokio::net::TcpListener;
 use tracing::info;
@@ -65,6 +65,35 @@ async fn killing_the_leader_elects_another_and_loses_no_committed_entry() {
     let leader = c.must_leader(&[1, 2, 3]).await;
     assert_ne!(leader, old, "a restarted node rejoins under the existing leader");
     assert_eq!(must_read(c.handle(old), |s| s.members.len()).await, 21);
+    c.shutdown().await;
+}
+
+/// The bound of a lease the leader is about to grant reaches the quorum
+/// that confirms its leadership, and the next leader inherits it through
+/// the votes it gets (raftgres_raft::witness): never earlier than the
+/// bound, whatever the nodes' own restarts say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_next_leader_inherits_the_bound_of_a_lease_its_predecessor_granted() {
+    let mut c = TestCluster::start(3).await;
+    for id in [1, 2, 3] {
+        c.handle(id).witness().set_longest_lease(Duration::from_secs(2));
+    }
+    let old = c.must_leader(&[1, 2, 3]).await;
+    // Far past what a node that just started vouches for by itself (its
+    // start plus the longest lease), so only a witnessed notice explains it.
+    let bound = Instant::now() + Duration::from_secs(20);
+    c.handle(old).witness().notice(bound);
+    c.handle(old).raft().ensure_linearizable().await.expect("leadership confirmed by a quorum");
+
+    info!("--- stop leader {old}; the next one inherits the bound");
+    c.stop(old).await;
+    let rest: Vec<_> = [1, 2, 3].into_iter().filter(|id| *id != old).collect();
+    let new = c.must_leader(&rest).await;
+    let term = c.handle(new).status().term;
+    match c.handle(new).inherited_lease(term, Instant::now()) {
+        Inherited::Bound(Some(b)) => assert!(b >= bound, "inherited {:?} before the bound", bound - b),
+        other => panic!("leader {new} of term {term} inherited {other:?}"),
+    }
     c.shutdown().await;
 }
 
@@ -266,14 +295,26 @@ async fn a_node_of_another_cluster_is_refused() {
     info!("--- a raw Raft message with another cluster id is refused");
     let mut client = RaftTransportClient::connect(format!("http://{seed}")).await.expect("connect");
     let status = client
-        .append_entries(RaftRequest { cluster_id: "another-cluster".into(), from: 9, to: 1, payload: vec![1, 2, 3] })
+        .append_entries(RaftRequest {
+            cluster_id: "another-cluster".into(),
+            from: 9,
+            to: 1,
+            payload: vec![1, 2, 3],
+            ..Default::default()
+        })
         .await
         .expect_err("must be refused");
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
 
     info!("--- garbage from a peer of this cluster is refused without harm");
     let status = client
-        .vote(RaftRequest { cluster_id: c.cluster_id.clone(), from: 2, to: 1, payload: vec![0xFF; 7] })
+        .vote(RaftRequest {
+            cluster_id: c.cluster_id.clone(),
+            from: 2,
+            to: 1,
+            payload: vec![0xFF; 7],
+            ..Default::default()
+        })
         .await
         .expect_err("must be refused");
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");

@@ -172,6 +172,23 @@ async fn a_daemon_configured_for_another_cluster_cannot_join() {
 async fn a_paused_daemon_cannot_leave_a_second_primary() {
     let c = DaemonCluster::start(3, |_| {}).await;
     let old = c.must_healthy(&[1, 2, 3], SETTLED).await;
+    paused_primary_daemon(&c, old).await;
+}
+
+/// The paused daemon leads Raft too: the next leader knows when the lease
+/// it granted ends only from what its electing quorum witnessed
+/// (raftgres_raft::witness), and must not elect before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_daemon_that_leads_raft_cannot_leave_a_second_primary() {
+    let c = DaemonCluster::start(3, |_| {}).await;
+    let old = c.make_primary_lead_raft().await;
+    paused_primary_daemon(&c, old).await;
+}
+
+/// SIGSTOPs the primary's daemon: its PostgreSQL must be stopped by the
+/// watchdog before another node accepts a write, and the node rejoins as a
+/// replica when it resumes.
+async fn paused_primary_daemon(c: &DaemonCluster, old: u64) {
     c.must_pg(old).await.batch_execute("CREATE TABLE t (v bigint)").await.expect("create table");
     let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != old).collect();
     let pm = c.postmaster_pid(old).expect("primary's postmaster");

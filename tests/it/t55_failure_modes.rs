@@ -135,7 +135,7 @@ async fn a_replica_past_the_lag_limit_is_not_promoted_when_the_primary_and_raft_
     let lease = Duration::from_millis(dynamic.lease_ttl_ms + dynamic.drift_margin_ms);
     assert_eq!(dynamic.maximum_lag_on_failover, 1 << 20, "the default limit, as in the report");
 
-    let primary = phase("the primary leads Raft", phase_primary_leads_raft(&c)).await;
+    let primary = phase("the primary leads Raft", c.make_primary_lead_raft()).await;
     let replicas: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != primary).collect();
     info!("--- node {primary} is primary and Raft leader, replicas {replicas:?}");
     let mut stopped = KillOnDrop::default();
@@ -154,37 +154,6 @@ async fn a_replica_past_the_lag_limit_is_not_promoted_when_the_primary_and_raft_
     .await;
     let new = phase("failover --accept-data-loss", phase_forced_failover(&c, &replicas, timeline)).await;
     phase("the old primary rejoins rewound", phase_old_primary_rejoins(&mut c, primary, new, timeline + 1)).await;
-}
-
-/// Makes the primary the Raft leader too, switching over to the leader
-/// (which may move meanwhile: a few attempts). Returns the primary.
-async fn phase_primary_leads_raft(c: &DaemonCluster) -> u64 {
-    for attempt in 1..=3 {
-        let primary = c.must_healthy(&[1, 2, 3], REPLICAS_FOLLOW).await;
-        let status = wait_for("raftctl list to name a Raft leader", SETTLED, async || {
-            let s = list_json(c)?;
-            if s["raft_leader"].as_u64().is_some() { Ok(s) } else { Err(format!("no leader: {s}")) }
-        })
-        .await;
-        let leader = status["raft_leader"].as_u64().expect("checked");
-        if leader == primary {
-            let m = status["members"].as_array().expect("members").iter().find(|m| m["id"] == primary).cloned();
-            assert_eq!(m.as_ref().map(|m| m["raft_role"].clone()), Some("leader".into()), "{status}");
-            return primary;
-        }
-        info!(attempt, primary, leader, "--- switching over to the Raft leader");
-        let target = format!("pg{leader}");
-        wait_for("switchover --to the Raft leader to be accepted", HANDOVER_ACCEPTED, async || {
-            match c.raftctl(&["switchover", "--to", &target, "--force"]) {
-                (0, out, _) => Ok(out),
-                (1, _, err) if err.contains("not a streaming replica") => Err(err),
-                (code, out, err) => panic!("switchover failed ({code}): {err}{out}"),
-            }
-        })
-        .await;
-        assert_eq!(c.must_primary(&[leader], SWITCHOVER).await, leader);
-    }
-    panic!("Raft leadership moved away from the primary three times");
 }
 
 /// SIGSTOPs both replicas' WAL receivers; their pids go to `stopped`

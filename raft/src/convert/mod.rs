@@ -20,7 +20,13 @@ pub fn request<T: Serialize>(
     what: &'static str,
     payload: &T,
 ) -> Result<RaftRequest, EncodeError> {
-    Ok(RaftRequest { cluster_id: cluster_id.to_string(), from, to, payload: encoding::encode(what, payload)? })
+    Ok(RaftRequest {
+        cluster_id: cluster_id.to_string(),
+        from,
+        to,
+        payload: encoding::encode(what, payload)?,
+        lease_notice_ms: None,
+    })
 }
 
 /// Decodes a request's payload.
@@ -30,7 +36,7 @@ pub fn request_payload<T: DeserializeOwned>(what: &'static str, req: &RaftReques
 
 /// Wraps a handler's result.
 pub fn reply<T: Serialize>(what: &'static str, result: &T) -> Result<RaftReply, EncodeError> {
-    Ok(RaftReply { payload: encoding::encode(what, result)? })
+    Ok(RaftReply { payload: encoding::encode(what, result)?, lease_bound_ms: None })
 }
 
 /// Decodes a reply's payload.

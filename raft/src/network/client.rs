@@ -3,7 +3,7 @@
 //! leadership check and per election), every request stamped with the
 //! cluster id, replies decoded into openraft's results.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -21,6 +21,7 @@ use super::filter::NetworkFilter;
 use super::peers::Peers;
 use super::security::Transport;
 use crate::convert;
+use crate::witness::LeaseWitness;
 
 /// How long after an unreachable peer before trying it again. openraft's
 /// default is 500 ms, which would dominate a restarted node's catch-up.
@@ -34,11 +35,19 @@ pub struct NetworkFactory {
     filter: NetworkFilter,
     peers: Peers,
     transport: Transport,
+    witness: LeaseWitness,
 }
 
 impl NetworkFactory {
-    pub fn new(cluster_id: &str, self_id: NodeId, filter: NetworkFilter, peers: Peers, transport: Transport) -> Self {
-        Self { cluster_id: cluster_id.to_string(), self_id, filter, peers, transport }
+    pub fn new(
+        cluster_id: &str,
+        self_id: NodeId,
+        filter: NetworkFilter,
+        peers: Peers,
+        transport: Transport,
+        witness: LeaseWitness,
+    ) -> Self {
+        Self { cluster_id: cluster_id.to_string(), self_id, filter, peers, transport, witness }
     }
 }
 
@@ -85,12 +94,14 @@ impl Rpc {
 struct TransportError(String);
 
 impl Connection {
+    /// Sends `req`; returns the reply and the lease bound it carried
+    /// ([`crate::witness`]).
     async fn call<Req, Resp, E>(
         &mut self,
         rpc: Rpc,
         req: &Req,
         ttl: Duration,
-    ) -> Result<Resp, RPCError<NodeId, NodeInfo, E>>
+    ) -> Result<(Resp, Option<u64>), RPCError<NodeId, NodeInfo, E>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -110,6 +121,10 @@ impl Connection {
         };
         let message = convert::request(&self.factory.cluster_id, self.factory.self_id, self.target, rpc.name(), req)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut message = message;
+        if let Rpc::AppendEntries = rpc {
+            message.lease_notice_ms = self.factory.witness.outgoing_notice(Instant::now());
+        }
         let mut request = tonic::Request::new(message);
         request.set_timeout(ttl);
         self.factory.transport.authorize(&mut request);
@@ -135,7 +150,8 @@ impl Connection {
         };
         let result: Result<Resp, E> =
             convert::reply_payload(rpc.name(), &reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        let resp = result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))?;
+        Ok((resp, reply.lease_bound_ms))
     }
 }
 
@@ -145,7 +161,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
-        self.call(Rpc::AppendEntries, &rpc, option.hard_ttl()).await
+        self.call(Rpc::AppendEntries, &rpc, option.hard_ttl()).await.map(|(r, _)| r)
     }
 
     async fn install_snapshot(
@@ -154,7 +170,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>>
     {
-        self.call(Rpc::InstallSnapshot, &rpc, option.hard_ttl()).await
+        self.call(Rpc::InstallSnapshot, &rpc, option.hard_ttl()).await.map(|(r, _)| r)
     }
 
     async fn vote(
@@ -162,7 +178,14 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
-        self.call(Rpc::Vote, &rpc, option.hard_ttl()).await
+        let term = rpc.vote.leader_id().term;
+        let witness = self.factory.witness.clone();
+        witness.start_election(term);
+        let (resp, bound) = self.call::<_, VoteResponse<NodeId>, _>(Rpc::Vote, &rpc, option.hard_ttl()).await?;
+        if resp.vote_granted && resp.vote == rpc.vote {
+            witness.granted(term, self.target, Instant::now(), bound);
+        }
+        Ok(resp)
     }
 
     fn backoff(&self) -> openraft::network::Backoff {

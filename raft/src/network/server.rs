@@ -62,6 +62,11 @@ impl RaftTransport for RaftServer {
         self.admit(&req, false)?;
         let rpc: AppendEntriesRequest<TypeConfig> =
             convert::request_payload("append entries", &req).map_err(bad_request)?;
+        if let Some(left) = req.lease_notice_ms {
+            // Witnessed before openraft sees the request: a confirmation
+            // of the leadership for a grant implies this record.
+            self.handle.witness().witness(std::time::Instant::now(), left);
+        }
         let result = self.handle.raft().append_entries(rpc).await;
         Ok(Response::new(convert::reply("append entries", &result).map_err(internal)?))
     }
@@ -71,7 +76,13 @@ impl RaftTransport for RaftServer {
         self.admit(&req, false)?;
         let rpc: VoteRequest<NodeId> = convert::request_payload("vote", &req).map_err(bad_request)?;
         let result = self.handle.raft().vote(rpc).await;
-        Ok(Response::new(convert::reply("vote", &result).map_err(internal)?))
+        let mut reply = convert::reply("vote", &result).map_err(internal)?;
+        if result.as_ref().is_ok_and(|r| r.vote_granted) {
+            // Read after the vote is saved: no later grant of the old
+            // leadership can be confirmed here.
+            reply.lease_bound_ms = self.handle.witness().vote_reply(std::time::Instant::now());
+        }
+        Ok(Response::new(reply))
     }
 
     async fn install_snapshot(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {

@@ -272,6 +272,41 @@ impl DaemonCluster {
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("raftctl {args:?} printed no JSON ({e}): {out}"))
     }
 
+    /// Makes the primary the Raft leader too, switching over to the leader
+    /// (which may move meanwhile: a few attempts). Returns the primary.
+    pub async fn make_primary_lead_raft(&self) -> u64 {
+        use super::deadline::{HANDOVER_ACCEPTED, REPLICAS_FOLLOW, SETTLED, SWITCHOVER};
+        for attempt in 1..=3 {
+            let primary = self.must_healthy(&[1, 2, 3], REPLICAS_FOLLOW).await;
+            let status = wait_for("raftctl list to name a Raft leader", SETTLED, async || {
+                let s: serde_json::Value = match self.raftctl(&["list", "-o", "json"]) {
+                    (0, out, _) => serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))?,
+                    (code, out, err) => return Err(format!("raftctl list exited {code}: {err}{out}")),
+                };
+                if s["raft_leader"].as_u64().is_some() { Ok(s) } else { Err(format!("no leader: {s}")) }
+            })
+            .await;
+            let leader = status["raft_leader"].as_u64().expect("checked");
+            if leader == primary {
+                let m = status["members"].as_array().expect("members").iter().find(|m| m["id"] == primary).cloned();
+                assert_eq!(m.as_ref().map(|m| m["raft_role"].clone()), Some("leader".into()), "{status}");
+                return primary;
+            }
+            info!(attempt, primary, leader, "--- switching over to the Raft leader");
+            let target = format!("pg{leader}");
+            wait_for("switchover --to the Raft leader to be accepted", HANDOVER_ACCEPTED, async || {
+                match self.raftctl(&["switchover", "--to", &target, "--force"]) {
+                    (0, out, _) => Ok(out),
+                    (1, _, err) if err.contains("not a streaming replica") => Err(err),
+                    (code, out, err) => panic!("switchover failed ({code}): {err}{out}"),
+                }
+            })
+            .await;
+            assert_eq!(self.must_primary(&[leader], SWITCHOVER).await, leader);
+        }
+        panic!("Raft leadership moved away from the primary three times");
+    }
+
     pub fn log(&self, id: u64) -> String {
         std::fs::read_to_string(self.layout.node(id).log_path()).unwrap_or_default()
     }
