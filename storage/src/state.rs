@@ -416,7 +416,21 @@ impl ClusterState {
                 self.check_candidate(node, reason)?;
             }
         }
-        let mut events = vec![Event::PrimaryElected { epoch: self.epoch + 1, node, reason }];
+        let epoch = self.epoch + 1;
+        let mut events = vec![Event::PrimaryElected { epoch, node, reason }];
+        // The new primary inherits the set without itself. When that leaves
+        // it waiting for no standby, the degradation is recorded as such,
+        // as when the set empties later.
+        if self.sync_standbys.contains(&node) {
+            let rest: BTreeSet<NodeId> = self.sync_standbys.iter().copied().filter(|s| *s != node).collect();
+            match self.sync_quorum {
+                None if rest.is_empty() => events.push(Event::SyncStandbysChanged { epoch, standbys: rest }),
+                Some(k) if k <= 1 || rest.is_empty() => {
+                    events.push(Event::SyncQuorumChanged { epoch, standbys: rest, quorum: 0 })
+                }
+                _ => {}
+            }
+        }
         if let Some(sw) = &self.switchover
             && !(reason == ElectionReason::Switchover && sw.to.is_none_or(|t| t == node))
         {
@@ -818,6 +832,46 @@ mod tests {
         s.apply(&Command::ChangeSyncStandbys { epoch: 1, from: [2].into(), to: [2, 3].into() }, ctx(16)).unwrap();
         s.apply(&Command::ElectPrimary { if_epoch: 1, node: 2, reason: ElectionReason::Failover }, ctx(17)).unwrap();
         assert_eq!(s.sync_standbys, [3].into(), "the new primary inherits the old set, without itself");
+    }
+
+    #[test]
+    fn a_new_primary_that_inherits_no_standby_records_the_degradation() {
+        let mut s = cluster(3);
+        let config = DynamicConfig { synchronous_mode: SyncMode::On, ..DynamicConfig::default() };
+        s.apply(&Command::ChangeConfig { if_version: Some(1), config }, ctx(10)).unwrap();
+        s.apply(&Command::ChangeSyncStandbys { epoch: 1, from: [].into(), to: [2, 3].into() }, ctx(11)).unwrap();
+        // Two standbys: the new primary still waits for one; nothing more
+        // is recorded.
+        let events = s
+            .apply(&Command::ElectPrimary { if_epoch: 1, node: 2, reason: ElectionReason::Failover }, ctx(12))
+            .unwrap();
+        assert_eq!(events, [Event::PrimaryElected { epoch: 2, node: 2, reason: ElectionReason::Failover }]);
+        // Its only standby is promoted: it waits for none, and says so.
+        let events = s
+            .apply(&Command::ElectPrimary { if_epoch: 2, node: 3, reason: ElectionReason::Failover }, ctx(13))
+            .unwrap();
+        assert_eq!(
+            events,
+            [
+                Event::PrimaryElected { epoch: 3, node: 3, reason: ElectionReason::Failover },
+                Event::SyncStandbysChanged { epoch: 3, standbys: [].into() },
+            ]
+        );
+        assert!(s.sync_standbys.is_empty());
+        assert_eq!(s.sync_quorum, None);
+        let mut q = cluster(5);
+        let config = DynamicConfig { synchronous_mode: SyncMode::Quorum, ..DynamicConfig::default() };
+        q.apply(&Command::ChangeConfig { if_version: Some(1), config }, ctx(10)).unwrap();
+        let to = [2, 3, 4].into();
+        q.apply(&Command::ChangeSyncQuorum { epoch: 1, from: [].into(), from_quorum: None, to, quorum: 1 }, ctx(11))
+            .unwrap();
+        // Quorum mode: any 1 of 3; the promoted one was that 1, so the
+        // rest are known to hold nothing: quorum 0, recorded.
+        let events = q
+            .apply(&Command::ElectPrimary { if_epoch: 1, node: 2, reason: ElectionReason::Failover }, ctx(12))
+            .unwrap();
+        assert_eq!(events.last(), Some(&Event::SyncQuorumChanged { epoch: 2, standbys: [3, 4].into(), quorum: 0 }));
+        assert_eq!((q.sync_standbys.clone(), q.sync_quorum), ([3, 4].into(), Some(0)));
     }
 
     #[test]
