@@ -270,9 +270,28 @@ impl LeaseGrantor {
                 // The followers that confirm it witness the bound of the
                 // lease first, so a successor knows when it ends
                 // (raftgres_raft::witness).
-                let ttl = Duration::from_millis(handle.local_state().state.config.lease_ttl_ms);
+                let (ttl, wait) = {
+                    let state = handle.local_state().state;
+                    (state.config.lease_ttl_ms, state.config.heartbeat_interval_ms)
+                };
+                let (ttl, wait) = (Duration::from_millis(ttl), Duration::from_millis(wait));
                 handle.witness().notice(Instant::now() + ttl);
-                handle.raft().ensure_linearizable().await.map_err(|e| HeartbeatError::NotLeader(e.to_string()))?;
+                let renewal = views
+                    .lock()
+                    .expect("views lock poisoned")
+                    .nodes
+                    .get(&from)
+                    .and_then(|n| n.last_grant)
+                    .is_some_and(|(e, _)| e == epoch);
+                if renewal {
+                    // A renewal rides on the Raft heartbeats sent after the
+                    // notice (raftgres_raft::confirm): no round of its own.
+                    handle.confirm_leadership(Instant::now(), wait).await.map_err(HeartbeatError::NotLeader)?;
+                } else {
+                    // A first grant (a new primary waits for it to promote)
+                    // gets its own round at once.
+                    handle.raft().ensure_linearizable().await.map_err(|e| HeartbeatError::NotLeader(e.to_string()))?;
+                }
                 let state = handle.local_state().state;
                 if Duration::from_millis(state.config.lease_ttl_ms) > ttl {
                     // A longer lease was committed meanwhile: the bound

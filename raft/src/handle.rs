@@ -25,6 +25,7 @@ use raftgres_storage::{
 };
 use tokio::sync::watch;
 
+use crate::confirm::AckClock;
 use crate::convert::{
     self,
     forward::{ForwardError, ForwardRequest, ForwardResponse, MembershipChange},
@@ -95,6 +96,8 @@ struct Inner {
     peers: Peers,
     /// Shared with openraft's network: lease bounds noticed and witnessed.
     witness: LeaseWitness,
+    /// Shared with openraft's network: which peers accepted what.
+    acks: AckClock,
     app: Mutex<Option<Arc<dyn AppHandler>>>,
 }
 
@@ -106,6 +109,7 @@ impl RaftHandle {
         filter: NetworkFilter,
         peers: Peers,
         witness: LeaseWitness,
+        acks: AckClock,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -118,6 +122,7 @@ impl RaftHandle {
                 transport: config.transport.clone(),
                 peers,
                 witness,
+                acks,
                 app: Mutex::new(None),
             }),
         }
@@ -127,6 +132,40 @@ impl RaftHandle {
     /// follower ([`crate::witness`]).
     pub fn witness(&self) -> &LeaseWitness {
         &self.inner.witness
+    }
+
+    /// Confirms that this node led Raft at `since`, from the AppendEntries
+    /// it sends anyway ([`crate::confirm`]), and that it has applied every
+    /// entry of earlier terms; after `wait` without that, by openraft's own
+    /// round (`ensure_linearizable`). Either way, a quorum has accepted a
+    /// request sent at `since` or later.
+    pub async fn confirm_leadership(&self, since: Instant, wait: Duration) -> Result<(), String> {
+        let deadline = tokio::time::Instant::from_std(since + wait);
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            let changed = self.inner.acks.changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let (term, leads, applied_in_term, configs) = {
+                let m = metrics.borrow_and_update();
+                let applied_in_term = m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term);
+                let leads = m.state == ServerState::Leader && m.current_leader == Some(self.inner.id);
+                (m.current_term, leads, applied_in_term, m.membership_config.membership().get_joint_config().clone())
+            };
+            if !leads {
+                return Err("this node no longer leads Raft".into());
+            }
+            if applied_in_term && self.inner.acks.quorum_since(term, self.inner.id, &configs, since) {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = &mut changed => {}
+                r = metrics.changed() => if r.is_err() { return Err("Raft stopped".into()) },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        tracing::debug!(?wait, "leadership not confirmed by the heartbeats; confirming with a round of its own");
+        self.inner.raft.ensure_linearizable().await.map(|_| ()).map_err(|e| e.to_string())
     }
 
     /// What this node, leading `term`, knows of leases granted before its

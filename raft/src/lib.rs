@@ -10,6 +10,7 @@
 
 #![allow(clippy::result_large_err)]
 
+pub mod confirm;
 pub mod convert;
 pub mod error;
 pub mod handle;

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tonic::service::{InterceptorLayer, Routes, RoutesBuilder};
 use tonic::transport::server::TcpIncoming;
 
+use crate::confirm::AckClock;
 use crate::error::{HandleError, NodeError};
 use crate::handle::RaftHandle;
 use crate::network::client::NetworkFactory;
@@ -127,6 +128,7 @@ impl RaftNode {
         let filter = NetworkFilter::default();
         let peers = Peers::new(config.connect_timeout, config.transport.clone());
         let witness = LeaseWitness::default();
+        let acks = AckClock::default();
         let network = NetworkFactory::new(
             &config.cluster_id,
             config.node_id,
@@ -134,11 +136,12 @@ impl RaftNode {
             peers.clone(),
             config.transport.clone(),
             witness.clone(),
+            acks.clone(),
         );
         let raft = Raft::new(config.node_id, raft_config, network, log, sm.clone())
             .await
             .map_err(|e| NodeError::Fatal(e.to_string()))?;
-        let handle = RaftHandle::new(&config, raft, sm, filter, peers, witness);
+        let handle = RaftHandle::new(&config, raft, sm, filter, peers, witness, acks);
         let service = RaftTransportServer::new(RaftServer::new(handle.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -247,6 +247,28 @@ async fn five_nodes_survive_losing_two_but_not_three() {
     c.shutdown().await;
 }
 
+/// A lease renewal's leadership confirmation rides on the heartbeats
+/// (raftgres_raft::confirm): it holds in a healthy cluster, and a leader
+/// cut off from its quorum cannot have it, though its peers accepted every
+/// heartbeat it sent before the cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_heartbeats_accepted_after_the_instant_confirm_the_leadership() {
+    let c = TestCluster::start(3).await;
+    let old = c.must_leader(&[1, 2, 3]).await;
+    let others: Vec<_> = [1, 2, 3].into_iter().filter(|id| *id != old).collect();
+    let wait = Duration::from_millis(300);
+    c.handle(old).confirm_leadership(Instant::now(), wait).await.expect("confirmed in a healthy cluster");
+
+    info!("--- cut leader {old} off from {others:?}");
+    c.partition(&[old], &others);
+    let cut = Instant::now();
+    let r = c.handle(old).confirm_leadership(cut, wait).await;
+    assert!(r.is_err(), "a leader cut off from its quorum confirmed its leadership");
+    // A follower is never confirmed.
+    assert!(c.handle(others[0]).confirm_leadership(Instant::now(), wait).await.is_err());
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_partitioned_minority_cannot_commit() {
     let c = TestCluster::start(3).await;

@@ -20,6 +20,7 @@ use tonic::transport::Channel;
 use super::filter::NetworkFilter;
 use super::peers::Peers;
 use super::security::Transport;
+use crate::confirm::AckClock;
 use crate::convert;
 use crate::witness::LeaseWitness;
 
@@ -36,6 +37,7 @@ pub struct NetworkFactory {
     peers: Peers,
     transport: Transport,
     witness: LeaseWitness,
+    acks: AckClock,
 }
 
 impl NetworkFactory {
@@ -46,8 +48,9 @@ impl NetworkFactory {
         peers: Peers,
         transport: Transport,
         witness: LeaseWitness,
+        acks: AckClock,
     ) -> Self {
-        Self { cluster_id: cluster_id.to_string(), self_id, filter, peers, transport, witness }
+        Self { cluster_id: cluster_id.to_string(), self_id, filter, peers, transport, witness, acks }
     }
 }
 
@@ -161,7 +164,14 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
-        self.call(Rpc::AppendEntries, &rpc, option.hard_ttl()).await.map(|(r, _)| r)
+        let sent = Instant::now();
+        let (resp, _) =
+            self.call::<_, AppendEntriesResponse<NodeId>, _>(Rpc::AppendEntries, &rpc, option.hard_ttl()).await?;
+        if !matches!(resp, AppendEntriesResponse::HigherVote(_)) {
+            // The peer accepted this leadership's vote ([`crate::confirm`]).
+            self.factory.acks.accepted(self.target, rpc.vote.leader_id().term, sent);
+        }
+        Ok(resp)
     }
 
     async fn install_snapshot(
