@@ -23,6 +23,7 @@ use tonic::service::Routes;
 
 use crate::admin::AdminService;
 use crate::agent::task::{Agent, AgentLinks};
+use crate::callbacks::VetoHold;
 use crate::config::{Config, FileConfig};
 use crate::controller::task::Controller;
 use crate::fence::PrimaryFlag;
@@ -204,6 +205,7 @@ impl Daemon {
         let ops = Ops::new(handle.clone(), agent_tx, obs_rx.clone(), params_rx.clone(), reports_rx.clone());
         let _ = ops_cell.set(ops.clone());
         let refusal = Refusal::default();
+        let veto = VetoHold::default();
         Self::probe_watchdog(&config, &handle, &refusal);
         let reloader = Arc::new(Reloader::new(
             file.as_ref().map(|(p, _)| p.clone()),
@@ -211,6 +213,7 @@ impl Daemon {
             config.node_id,
             handle.clone(),
             refusal.clone(),
+            veto.clone(),
         ));
         if config.initial_members.iter().any(|m| m.id == config.node_id) {
             let members: BTreeMap<_, _> = config
@@ -307,6 +310,7 @@ impl Daemon {
             requests: agent_rx,
             device: daemon.device.clone(),
             refusal,
+            veto,
         };
         let agent = Agent::new(handle.clone(), runner, config.clone(), links);
         let cancel = daemon.agent_cancel.clone();

@@ -323,6 +323,7 @@ impl LocalCluster {
             tags: Default::default(),
             dynamic: Default::default(),
             watchdog: Default::default(),
+            callbacks: Default::default(),
         }
     }
 

@@ -19,6 +19,7 @@ use raftgres_storage::member::validate_tags;
 use raftgres_storage::{DynamicConfig, Tags, validate_name};
 use serde::{Deserialize, Serialize};
 
+use crate::callbacks::{CallbacksConfig, split_command};
 use crate::watchdog::device::{WatchdogConfig, WatchdogMode, timeout_for};
 
 pub use template::DEFAULT_CONFIG;
@@ -44,7 +45,65 @@ pub struct FileConfig {
     /// The kernel watchdog device (`/dev/watchdog`).
     #[serde(default)]
     pub watchdog: WatchdogSection,
+    /// Programs run on PostgreSQL's start, stop, restart and role change,
+    /// and before a promotion (Patroni's `postgresql.callbacks` and
+    /// `pre_promote`).
+    #[serde(default)]
+    pub callbacks: CallbacksSection,
 }
+
+/// The `[callbacks]` section. Each command is a program and, optionally,
+/// its own arguments, split as a shell splits words but run without one.
+/// Read at start only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallbacksSection {
+    /// Run after the agent started PostgreSQL, as
+    /// `<command> on_start <role> <cluster_id>`; role is `primary` or
+    /// `replica` (Patroni 4's names).
+    #[serde(default)]
+    pub on_start: Option<String>,
+    /// Run after the agent stopped PostgreSQL, with the role it ran as.
+    #[serde(default)]
+    pub on_stop: Option<String>,
+    /// Run after a restart an operator asked for (`raftctl restart`,
+    /// `POST /restart`).
+    #[serde(default)]
+    pub on_restart: Option<String>,
+    /// Run when this node's PostgreSQL changes role: promoted (`primary`)
+    /// or running as a replica after it was primary (`replica`).
+    #[serde(default)]
+    pub on_role_change: Option<String>,
+    /// Run with no arguments before this node promotes its PostgreSQL; a
+    /// non-zero exit or a timeout vetoes the promotion and the node gives
+    /// the role back.
+    #[serde(default)]
+    pub pre_promote: Option<String>,
+    /// A callback still running after this long is killed (with what it
+    /// started); for `pre_promote`, that is a veto.
+    #[serde(default = "default_callback_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl Default for CallbacksSection {
+    fn default() -> Self {
+        Self {
+            on_start: None,
+            on_stop: None,
+            on_restart: None,
+            on_role_change: None,
+            pre_promote: None,
+            timeout_ms: default_callback_timeout_ms(),
+        }
+    }
+}
+
+fn default_callback_timeout_ms() -> u64 {
+    crate::callbacks::DEFAULT_TIMEOUT_MS
+}
+
+/// The shortest and longest `callbacks.timeout_ms` allowed.
+const CALLBACK_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=600_000;
 
 /// The `[watchdog]` section: whether and how a primary holds the kernel
 /// watchdog device, which resets the machine when the daemon stops feeding
@@ -350,6 +409,8 @@ pub struct Config {
     pub tags: Tags,
     /// The kernel watchdog device.
     pub watchdog: WatchdogConfig,
+    /// The programs run on PostgreSQL's events and before a promotion.
+    pub callbacks: CallbacksConfig,
 }
 
 /// PostgreSQL role names: the naming rule without `-` and `.`, so they
@@ -642,6 +703,48 @@ impl FileConfig {
         }
     }
 
+    /// The `[callbacks]` section: every command splits into words, and a
+    /// program named by a path is an executable file. A bare name is
+    /// looked up on `PATH` when it runs.
+    fn check_callbacks(&self, v: &mut Violations) -> CallbacksConfig {
+        let c = &self.callbacks;
+        let mut command = |name: &str, text: &Option<String>| -> Option<Vec<String>> {
+            let field = format!("callbacks.{name}");
+            let words = v.keep(&field, split_command(text.as_ref()?))?;
+            let program = Path::new(&words[0]);
+            if words[0].contains('/') {
+                use std::os::unix::fs::PermissionsExt as _;
+                match std::fs::metadata(program) {
+                    _ if !program.is_absolute() => v.bad(&field, format!("{} must be an absolute path", words[0])),
+                    Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {}
+                    Ok(_) => v.bad(&field, format!("{} is not an executable file", words[0])),
+                    Err(e) => v.bad(&field, format!("{}: {e}", words[0])),
+                }
+            }
+            Some(words)
+        };
+        let resolved = CallbacksConfig {
+            on_start: command("on_start", &c.on_start),
+            on_stop: command("on_stop", &c.on_stop),
+            on_restart: command("on_restart", &c.on_restart),
+            on_role_change: command("on_role_change", &c.on_role_change),
+            pre_promote: command("pre_promote", &c.pre_promote),
+            timeout: Duration::from_millis(c.timeout_ms),
+        };
+        if !CALLBACK_TIMEOUT_MS.contains(&c.timeout_ms) {
+            v.bad(
+                "callbacks.timeout_ms",
+                format!(
+                    "{} must be between {} and {}",
+                    c.timeout_ms,
+                    CALLBACK_TIMEOUT_MS.start(),
+                    CALLBACK_TIMEOUT_MS.end()
+                ),
+            );
+        }
+        resolved
+    }
+
     /// The cluster token, inline or from its file.
     fn check_token(&self, v: &mut Violations) -> Option<Token> {
         match (&self.security.token, &self.security.token_file) {
@@ -704,6 +807,7 @@ impl FileConfig {
         self.check_postgres(&mut v);
         self.check_dynamic(&mut v);
         self.check_watchdog(&mut v);
+        let callbacks = self.check_callbacks(&mut v);
         if let Err((key, value, reason)) = validate_tags(&self.tags) {
             v.bad(&format!("tags.{key}"), format!("{value:?}: {reason}"));
         }
@@ -755,6 +859,7 @@ impl FileConfig {
                 device: self.watchdog.device.clone(),
                 safety_margin: Duration::from_millis(self.watchdog.safety_margin_ms),
             },
+            callbacks,
         })
     }
 }
@@ -865,6 +970,56 @@ mod tests {
         // And the section round-trips.
         c.watchdog = WatchdogSection { mode: WatchdogMode::Automatic, device: "/tmp/wd".into(), safety_margin_ms: 600 };
         assert_eq!(FileConfig::parse(&c.to_toml()).expect("reparse"), c);
+    }
+
+    #[test]
+    fn the_callbacks_section_is_checked() {
+        let base = FileConfig::parse(DEFAULT_CONFIG).expect("parse");
+        assert_eq!(base.callbacks, CallbacksSection::default(), "the template shows the defaults");
+        assert_eq!(base.validate().expect("valid").callbacks.timeout, Duration::from_millis(10_000));
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let script = dir.path().join("cb.sh");
+        std::fs::write(&script, "#!/bin/sh\n").expect("write");
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "").expect("write");
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        let mut c = base.clone();
+        c.callbacks.on_start = Some(format!("{} --flag", script.display()));
+        c.callbacks.on_stop = Some("logger -t raftgres".into());
+        c.callbacks.on_role_change = Some(format!("'{}'", script.display()));
+        c.callbacks.pre_promote = Some(script.display().to_string());
+        c.callbacks.timeout_ms = 2_000;
+        let resolved = c.validate().expect("valid").callbacks;
+        assert_eq!(resolved.on_start, Some(vec![script.display().to_string(), "--flag".into()]));
+        assert_eq!(resolved.on_stop, Some(vec!["logger".into(), "-t".into(), "raftgres".into()]));
+        assert_eq!(resolved.on_restart, None);
+        assert_eq!(resolved.timeout, Duration::from_millis(2_000));
+        assert_eq!(FileConfig::parse(&c.to_toml()).expect("reparse"), c, "the section round-trips");
+
+        c.callbacks.on_start = Some("relative/cb.sh".into());
+        c.callbacks.on_stop = Some(String::new());
+        c.callbacks.on_restart = Some("'/unterminated".into());
+        c.callbacks.on_role_change = Some(plain.display().to_string());
+        c.callbacks.pre_promote = Some("/nonexistent/pre-promote".into());
+        c.callbacks.timeout_ms = 0;
+        let Err(ConfigError::Invalid(errs)) = c.validate() else { panic!("must be invalid") };
+        let errs: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        for want in [
+            "callbacks.on_start: relative/cb.sh must be an absolute path",
+            "callbacks.on_stop: is empty",
+            "callbacks.on_restart: unterminated single quote",
+            "is not an executable file",
+            "callbacks.pre_promote: /nonexistent/pre-promote: No such file",
+            "callbacks.timeout_ms: 0 must be between 100 and 600000",
+        ] {
+            assert!(errs.iter().any(|e| e.contains(want)), "{want} not in {errs:#?}");
+        }
+        let text = DEFAULT_CONFIG.replace("[callbacks]", "[callbacks]\non_promote = \"/bin/true\"");
+        let e = FileConfig::parse(&text).expect_err("unknown key").to_string();
+        assert!(e.contains("on_promote"), "{e}");
     }
 
     #[test]

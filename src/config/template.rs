@@ -125,6 +125,23 @@ device = "/dev/watchdog"
 # 2 x dynamic.heartbeat_interval_ms, below dynamic.lease_ttl_ms.
 safety_margin_ms = 500
 
+# Programs run on PostgreSQL's events (Patroni's callbacks). Each is a
+# program and optionally its own arguments, split like shell words but run
+# without a shell. on_start, on_stop, on_restart and on_role_change get
+# three more arguments: the action, the role (primary or replica) and
+# cluster_id. They run beside the agent, one at a time: a new callback kills
+# the one still running. pre_promote runs with no arguments before this node
+# promotes its PostgreSQL; a non-zero exit or a timeout vetoes the promotion,
+# and the node gives the role back for another to take. Read at start.
+[callbacks]
+# on_start = "/etc/raftgres/callback.sh"
+# on_stop = "/etc/raftgres/callback.sh"
+# on_restart = "/etc/raftgres/callback.sh"
+# on_role_change = "/etc/raftgres/callback.sh"
+# pre_promote = "/etc/raftgres/pre-promote.sh"
+# A callback still running after this long is killed, with what it started.
+timeout_ms = 10000
+
 # This member's tags, as in Patroni: nofailover, noloadbalance, nosync
 # (true/false, quoted or not), failover_priority (0 = never promote), and any other
 # key = "value" for `/replica?tag_key=value` checks. Applied on reload.
