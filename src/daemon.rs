@@ -335,8 +335,13 @@ impl Daemon {
             reloader,
         };
         let cancel = daemon.http_cancel.clone();
+        let http_tls = config.http_tls.as_ref().map(|t| t.server.clone());
+        if let Some(t) = &config.http_tls {
+            // Other members' APIs are HTTPS too.
+            http::client::use_tls(t.client.clone());
+        }
         daemon.tasks.spawn(Task::Http, async move {
-            http::serve(http_listener, api, cancel).await.context("serve the HTTP API")
+            http::serve(http_listener, http_tls, api, cancel).await.context("serve the HTTP API")
         });
         tracing::info!(raft = %config.raft_advertise, http = %config.http_advertise, "ready");
         Ok(daemon)
@@ -386,7 +391,10 @@ impl Daemon {
 
     fn node_config(config: &Config) -> NodeConfig {
         let mut info = NodeInfo::new(config.node_name.clone(), config.raft_advertise.clone());
-        info.api_addr = config.http_advertise.clone();
+        info.api_addr = match config.http_tls {
+            Some(_) => config.api_url(),
+            None => config.http_advertise.clone(),
+        };
         let mut node_config = NodeConfig::new(config.node_id, &config.cluster_id, &config.data_dir, info);
         node_config.heartbeat_interval = config.raft_heartbeat;
         node_config.election_timeout = config.raft_election_timeout;

@@ -185,8 +185,11 @@ pub struct Agent {
 /// The `raftctl` command that adds this node to the cluster.
 pub fn join_command(c: &Config) -> String {
     format!(
-        "raftctl member add --id {} --name {} --raft-addr {} --api-url http://{}",
-        c.node_id, c.node_name, c.raft_advertise, c.http_advertise
+        "raftctl member add --id {} --name {} --raft-addr {} --api-url {}",
+        c.node_id,
+        c.node_name,
+        c.raft_advertise,
+        c.api_url()
     )
 }
 
@@ -253,7 +256,7 @@ impl Agent {
         let mut member = Member::new(c.node_id, c.node_name.clone());
         member.pg_host = c.pg_advertise_host.clone();
         member.pg_port = c.pg_port;
-        member.api_url = format!("http://{}", c.http_advertise);
+        member.api_url = c.api_url();
         member.tags = published_tags(&c.tags, self.links.refusal.is_set());
         loop {
             let state = self.handle.local_state().state;

@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use raftgres_api::HostPort;
@@ -20,6 +21,7 @@ use raftgres_storage::{DynamicConfig, Tags, validate_name};
 use serde::{Deserialize, Serialize};
 
 use crate::callbacks::{CallbacksConfig, split_command};
+use crate::http::tls::{HttpTls, VerifyClient};
 use crate::watchdog::device::{WatchdogConfig, WatchdogMode, timeout_for};
 
 pub use template::DEFAULT_CONFIG;
@@ -228,11 +230,35 @@ pub struct HttpSection {
     pub listen: String,
     #[serde(default)]
     pub advertise: Option<String>,
+    /// This node's certificate (PEM; Patroni's `restapi.certfile`): with
+    /// `keyfile`, the API serves HTTPS only and members' URLs are
+    /// `https://`.
+    #[serde(default)]
+    pub certfile: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[serde(default)]
+    pub keyfile: Option<PathBuf>,
+    /// The CA that signs the members' and clients' certificates: this
+    /// daemon checks other members' APIs against it, and clients' when
+    /// `verify_client` asks.
+    #[serde(default)]
+    pub cafile: Option<PathBuf>,
+    /// `none`, `optional` (a client certificate sent is checked) or
+    /// `required` (every request needs one signed by `cafile`).
+    #[serde(default)]
+    pub verify_client: VerifyClient,
 }
 
 impl Default for HttpSection {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8008".into(), advertise: None }
+        Self {
+            listen: "127.0.0.1:8008".into(),
+            advertise: None,
+            certfile: None,
+            keyfile: None,
+            cafile: None,
+            verify_client: VerifyClient::None,
+        }
     }
 }
 
@@ -385,6 +411,8 @@ pub struct Config {
     pub raft_leader_placement: LeaderPlacement,
     pub http_listen: SocketAddr,
     pub http_advertise: String,
+    /// HTTPS of the API, when configured.
+    pub http_tls: Option<Arc<HttpTls>>,
     pub pg_bin_dir: Option<PathBuf>,
     pub pg_data_dir: PathBuf,
     /// Directory of PostgreSQL's Unix socket, used by the daemon itself.
@@ -411,6 +439,14 @@ pub struct Config {
     pub watchdog: WatchdogConfig,
     /// The programs run on PostgreSQL's events and before a promotion.
     pub callbacks: CallbacksConfig,
+}
+
+impl Config {
+    /// This node's API URL, as members and `raftctl` reach it.
+    pub fn api_url(&self) -> String {
+        let scheme = if self.http_tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.http_advertise)
+    }
 }
 
 /// PostgreSQL role names: the naming rule without `-` and `.`, so they
@@ -745,6 +781,39 @@ impl FileConfig {
         resolved
     }
 
+    /// HTTPS of the API: `Some(None)` when not configured, `None` when the
+    /// files are incomplete or unusable.
+    fn check_http_tls(&self, v: &mut Violations) -> Option<Option<Arc<HttpTls>>> {
+        let h = &self.http;
+        match (&h.certfile, &h.keyfile) {
+            (None, None) => {
+                if h.cafile.is_some() || h.verify_client != VerifyClient::None {
+                    v.bad("http.cafile", "cafile and verify_client need certfile and keyfile");
+                    return None;
+                }
+                Some(None)
+            }
+            (Some(cert), Some(key)) => {
+                if h.verify_client != VerifyClient::None && h.cafile.is_none() {
+                    v.bad(
+                        "http.verify_client",
+                        format!(
+                            "{} needs cafile, the CA client certificates are checked against",
+                            h.verify_client.as_str()
+                        ),
+                    );
+                    return None;
+                }
+                let tls = HttpTls::load(cert, key, h.cafile.as_deref(), h.verify_client);
+                v.keep("http.certfile", tls).map(|t| Some(Arc::new(t)))
+            }
+            _ => {
+                v.bad("http.certfile", "set certfile and keyfile together");
+                None
+            }
+        }
+    }
+
     /// The cluster token, inline or from its file.
     fn check_token(&self, v: &mut Violations) -> Option<Token> {
         match (&self.security.token, &self.security.token_file) {
@@ -813,8 +882,9 @@ impl FileConfig {
         }
         let token = self.check_token(&mut v);
         let tls = self.check_tls(&mut v);
-        let (Some(raft_listen), Some(http_listen), Some(token), Some(tls), true) =
-            (raft_listen, http_listen, token, tls, v.0.is_empty())
+        let http_tls = self.check_http_tls(&mut v);
+        let (Some(raft_listen), Some(http_listen), Some(token), Some(tls), Some(http_tls), true) =
+            (raft_listen, http_listen, token, tls, http_tls, v.0.is_empty())
         else {
             return Err(ConfigError::Invalid(v.0));
         };
@@ -837,6 +907,7 @@ impl FileConfig {
             raft_leader_placement: self.raft.leader_placement,
             http_listen,
             http_advertise,
+            http_tls,
             pg_bin_dir: self.postgres.bin_dir.clone(),
             pg_data_dir: self.postgres.data_dir.clone().unwrap_or_else(|| self.node.data_dir.join("pgdata")),
             pg_socket_dir: self.node.data_dir.join("run"),

@@ -59,6 +59,15 @@ raft_addr = "127.0.0.1:7003"
 listen = "127.0.0.1:8008"
 # URL host:port others use to reach it (default: listen).
 # advertise = "10.0.0.1:8008"
+# HTTPS (Patroni's restapi.certfile, keyfile, cafile, verify_client): with
+# certfile and keyfile (PEM) the API serves HTTPS only and members' URLs are
+# https://. The certificate must name the host of advertise. cafile signs
+# the members' certificates (the daemon checks other members' APIs against
+# it) and, with verify_client = "optional" or "required", the clients'.
+# certfile = "/etc/raftgres/api.pem"
+# keyfile = "/etc/raftgres/api-key.pem"
+# cafile = "/etc/raftgres/ca.pem"
+verify_client = "none"
 
 [postgres]
 # Directory of initdb, pg_ctl, postgres, pg_basebackup, pg_rewind. Default:

@@ -11,6 +11,7 @@ mod t60_operator;
 mod t65_raftctl_habits;
 mod t66_parameters;
 mod t68_callbacks;
+mod t69_https;
 mod t70_operator_safety;
 mod t75_watchdog_device;
 mod t80_synchronous;

@@ -836,6 +836,7 @@ async fn haproxy_config(ctl: &mut Ctl, out: &mut dyn Write, a: HaproxyArgs) -> R
             pg_port: m.port,
             api_host: api.host,
             api_port: api.port,
+            api_tls: m.api_url.starts_with("https://"),
         });
     }
     let options = haproxy::Options {
