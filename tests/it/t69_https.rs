@@ -1,7 +1,8 @@
 //! The HTTP API over HTTPS against real daemons: health checks answer over
 //! TLS only, `verify_client = "required"` refuses a client without a
 //! certificate, members reach each other's APIs over TLS (so `raftctl list`
-//! shows every member's role), and an invalid configuration is refused.
+//! shows every member's role), `raftctl reload` calls them over TLS, and an
+//! invalid configuration is refused.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -125,6 +126,16 @@ async fn the_api_over_https_with_client_certificates() {
         assert!(m["api_url"].as_str().is_some_and(|u| u.starts_with("https://")), "{m}");
         assert!(m["role"].as_str().is_some_and(|r| r == "primary" || r == "replica"), "role from its API: {m}");
     }
+
+    info!("--- raftctl reload calls the members' APIs over HTTPS with --cacert, --cert and --key");
+    let path = |p: &PathBuf| p.to_str().expect("a UTF-8 path").to_string();
+    let (ca, cert, key) = (path(&certs.ca), path(&certs.client_cert), path(&certs.client_key));
+    let env = [("RAFTCTL_CACERT", ca.as_str()), ("RAFTCTL_CERT", cert.as_str()), ("RAFTCTL_KEY", key.as_str())];
+    let (code, out, err) = c.raftctl_with(&["reload"], &env);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = c.raftctl(&["reload"]);
+    assert_ne!(code, 0, "without the CA: {out}{err}");
+    assert!(format!("{out}{err}").contains("--cacert"), "says what is missing: {out}{err}");
     let haproxy = c.must_raftctl(&["haproxy-config"]);
     assert!(haproxy.contains("check-ssl verify none"), "{haproxy}");
 
