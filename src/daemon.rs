@@ -23,6 +23,7 @@ use tonic::service::Routes;
 
 use crate::admin::AdminService;
 use crate::agent::task::{Agent, AgentLinks};
+use crate::callbacks::VetoHold;
 use crate::config::{Config, FileConfig};
 use crate::controller::task::Controller;
 use crate::fence::PrimaryFlag;
@@ -204,6 +205,7 @@ impl Daemon {
         let ops = Ops::new(handle.clone(), agent_tx, obs_rx.clone(), params_rx.clone(), reports_rx.clone());
         let _ = ops_cell.set(ops.clone());
         let refusal = Refusal::default();
+        let veto = VetoHold::default();
         Self::probe_watchdog(&config, &handle, &refusal);
         let reloader = Arc::new(Reloader::new(
             file.as_ref().map(|(p, _)| p.clone()),
@@ -211,6 +213,7 @@ impl Daemon {
             config.node_id,
             handle.clone(),
             refusal.clone(),
+            veto.clone(),
         ));
         if config.initial_members.iter().any(|m| m.id == config.node_id) {
             let members: BTreeMap<_, _> = config
@@ -307,6 +310,7 @@ impl Daemon {
             requests: agent_rx,
             device: daemon.device.clone(),
             refusal,
+            veto,
         };
         let agent = Agent::new(handle.clone(), runner, config.clone(), links);
         let cancel = daemon.agent_cancel.clone();
@@ -331,8 +335,13 @@ impl Daemon {
             reloader,
         };
         let cancel = daemon.http_cancel.clone();
+        let http_tls = config.http_tls.as_ref().map(|t| t.server.clone());
+        if let Some(t) = &config.http_tls {
+            // Other members' APIs are HTTPS too.
+            http::client::use_tls(t.client.clone());
+        }
         daemon.tasks.spawn(Task::Http, async move {
-            http::serve(http_listener, api, cancel).await.context("serve the HTTP API")
+            http::serve(http_listener, http_tls, api, cancel).await.context("serve the HTTP API")
         });
         tracing::info!(raft = %config.raft_advertise, http = %config.http_advertise, "ready");
         Ok(daemon)
@@ -382,7 +391,10 @@ impl Daemon {
 
     fn node_config(config: &Config) -> NodeConfig {
         let mut info = NodeInfo::new(config.node_name.clone(), config.raft_advertise.clone());
-        info.api_addr = config.http_advertise.clone();
+        info.api_addr = match config.http_tls {
+            Some(_) => config.api_url(),
+            None => config.http_advertise.clone(),
+        };
         let mut node_config = NodeConfig::new(config.node_id, &config.cluster_id, &config.data_dir, info);
         node_config.heartbeat_interval = config.raft_heartbeat;
         node_config.election_timeout = config.raft_election_timeout;

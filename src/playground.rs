@@ -305,7 +305,7 @@ impl LocalCluster {
                 election_timeout_max_ms: 600,
                 leader_placement: Default::default(),
             },
-            http: HttpSection { listen: format!("{}:{}", node.host, node.http_port), advertise: None },
+            http: HttpSection { listen: format!("{}:{}", node.host, node.http_port), ..HttpSection::default() },
             postgres: PostgresSection {
                 bin_dir: None,
                 data_dir: None,
@@ -323,6 +323,7 @@ impl LocalCluster {
             tags: Default::default(),
             dynamic: Default::default(),
             watchdog: Default::default(),
+            callbacks: Default::default(),
         }
     }
 

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use raftgres_raft::RaftHandle;
 use raftgres_storage::{Command, NodeId};
 
+use crate::callbacks::VetoHold;
 use crate::config::FileConfig;
 use crate::ops::OpError;
 use crate::watchdog::device::{Refusal, published_tags};
@@ -19,6 +20,9 @@ pub struct Reloader {
     current: Mutex<Option<FileConfig>>,
     /// Folded into the tags while a `required` watchdog device is unusable.
     refusal: Refusal,
+    /// Folded into the tags while a vetoed promotion keeps this node out
+    /// of elections.
+    veto: VetoHold,
 }
 
 impl Reloader {
@@ -28,8 +32,9 @@ impl Reloader {
         node: NodeId,
         handle: RaftHandle,
         refusal: Refusal,
+        veto: VetoHold,
     ) -> Self {
-        Self { path, node, handle, current: Mutex::new(current), refusal }
+        Self { path, node, handle, current: Mutex::new(current), refusal, veto }
     }
 
     /// Re-reads the file; applies what can change at runtime.
@@ -45,7 +50,7 @@ impl Reloader {
         // once at start; `dynamic` only seeds a new cluster.
         let strip = |c: &FileConfig| FileConfig { tags: Default::default(), dynamic: Default::default(), ..c.clone() };
         let restart_needed = old.as_ref().is_some_and(|o| strip(o) != strip(&file));
-        self.apply_tags(&published_tags(&resolved.tags, self.refusal.is_set())).await?;
+        self.apply_tags(&self.veto.fold(published_tags(&resolved.tags, self.refusal.is_set()))).await?;
         if let Some(current) = self.current.lock().expect("reload lock poisoned").as_mut() {
             // Only what was applied: a later reload still reports the rest.
             current.tags = file.tags.clone();

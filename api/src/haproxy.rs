@@ -112,7 +112,7 @@ listen {{ s.section }}
     http-check expect status 200
     default-server inter {{ o.check_interval_ms }}ms fastinter {{ o.fastinter_ms }}ms downinter {{ o.downinter_ms }}ms rise {{ o.rise }} fall {{ o.fall }} on-marked-down shutdown-sessions slowstart 0s maxconn {{ o.maxconn }} maxqueue {{ o.maxconn }} weight 100
 {% for m in members %}
-    server {{ m.name }} {{ m.pg_addr }} check port {{ m.api_port }} addr {{ m.api_host }}
+    server {{ m.name }} {{ m.pg_addr }} check port {{ m.api_port }} addr {{ m.api_host }}{{ " check-ssl verify none" if m.api_tls else "" }}
 {% endfor %}
 {% endfor %}
 {% if stats %}
@@ -141,6 +141,9 @@ pub struct Backend {
     /// HAProxy resolves this at start too.
     pub api_host: String,
     pub api_port: u16,
+    /// The API serves HTTPS (`http.certfile`): checks use TLS without
+    /// verifying the certificate (`check-ssl verify none`).
+    pub api_tls: bool,
 }
 
 /// What to render; [`Options::default`] gives Pigsty's ports and checks
@@ -274,6 +277,7 @@ struct MemberView<'a> {
     /// The API host, an IPv6 host in brackets, as `addr` wants it.
     api_host: String,
     api_port: u16,
+    api_tls: bool,
 }
 
 #[derive(Serialize)]
@@ -417,6 +421,7 @@ fn member<'a>(b: &'a Backend, seen: &mut HashSet<&'a str>) -> Result<MemberView<
         pg_addr: format!("{}:{}", host("pg_host", &b.pg_host)?, b.pg_port),
         api_host: host("api_host", &b.api_host)?,
         api_port: b.api_port,
+        api_tls: b.api_tls,
     })
 }
 
@@ -467,6 +472,7 @@ mod tests {
                 pg_port: 5432,
                 api_host: format!("10.0.0.{i}"),
                 api_port: 8008,
+                api_tls: false,
             })
             .collect()
     }
@@ -491,6 +497,21 @@ mod tests {
 
     fn must_contain(lines: &[&str], want: &str, cfg: &str) {
         assert!(lines.contains(&want), "no line `{want}` where expected in:\n{cfg}");
+    }
+
+    #[test]
+    fn an_https_api_is_checked_over_tls() {
+        let plain = must_render(&Options::default(), &three_members());
+        assert!(!plain.contains("check-ssl"), "{plain}");
+        let mut members = three_members();
+        members[0].api_tls = true;
+        let cfg = must_render(&Options::default(), &members);
+        let servers: Vec<&str> = cfg.lines().filter(|l| l.trim_start().starts_with("server pg-")).collect();
+        assert!(!servers.is_empty(), "{cfg}");
+        for line in servers {
+            let tls = line.ends_with(" check-ssl verify none");
+            assert_eq!(tls, line.contains("pg-1 "), "{line}");
+        }
     }
 
     #[test]
@@ -585,6 +606,7 @@ mod tests {
             pg_port: 5432,
             api_host: "[fd00::1]".to_string(),
             api_port: 8009,
+            api_tls: false,
         }];
         let cfg = must_render(&options, &members);
 
@@ -777,6 +799,7 @@ mod tests {
             pg_port: 5432,
             api_host: "::1".to_string(),
             api_port: 8008,
+            api_tls: false,
         });
         let with_stats = Options { bind: "::".to_string(), stats_port: Some(9101), ..Options::default() };
         for (options, members) in [(Options::default(), three_members()), (with_stats, members)] {

@@ -21,6 +21,7 @@ use super::sync::{
     QuorumChange, QuorumInput, QuorumStep, Standby, SyncInput, SyncStep, Widening, inherited, quorum_names, quorum_of,
     quorum_step, standby_names, sync_step,
 };
+use crate::callbacks::{Action, Callbacks, Role, VetoHold};
 use crate::config::Config;
 use crate::fence::PrimaryFlag;
 use crate::lease::Lease;
@@ -82,6 +83,10 @@ const JOIN_HINT_INTERVAL: Duration = Duration::from_secs(30);
 /// PostgreSQL that ran this long as primary has its crash count reset.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
 
+/// How long a node whose `pre_promote` vetoed its promotion stays out of
+/// elections (tagged `nofailover`) before it may be elected again.
+pub const VETO_HOLD: Duration = Duration::from_secs(30);
+
 /// What the agent shares with the rest of the daemon.
 pub struct AgentLinks {
     /// This node's lease, from the heartbeat task.
@@ -102,6 +107,9 @@ pub struct AgentLinks {
     pub device: DeviceSlot,
     /// Set when `required` mode cannot use the device.
     pub refusal: Refusal,
+    /// Set while this node keeps out of elections after `pre_promote`
+    /// vetoed its promotion.
+    pub veto: VetoHold,
 }
 
 pub struct Agent {
@@ -164,13 +172,24 @@ pub struct Agent {
     /// The epoch in which `automatic` mode failed to open the watchdog
     /// device and went on without it (tried again in the next).
     device_failed: Option<u64>,
+    /// The operator's callbacks and `pre_promote`.
+    callbacks: Callbacks,
+    /// The role PostgreSQL last ran in, kept while it is stopped: a start
+    /// or an observation in another role is a role change.
+    role_seen: Option<Role>,
+    /// An operator's restart is being carried out: its start fires
+    /// `on_restart`.
+    restarting: bool,
 }
 
 /// The `raftctl` command that adds this node to the cluster.
 pub fn join_command(c: &Config) -> String {
     format!(
-        "raftctl member add --id {} --name {} --raft-addr {} --api-url http://{}",
-        c.node_id, c.node_name, c.raft_advertise, c.http_advertise
+        "raftctl member add --id {} --name {} --raft-addr {} --api-url {}",
+        c.node_id,
+        c.node_name,
+        c.raft_advertise,
+        c.api_url()
     )
 }
 
@@ -180,7 +199,11 @@ impl Agent {
             Observer::new(config.pg_socket_dir.clone(), config.pg_port, &config.superuser, config.pg_data_dir.clone());
         let marker = PrimaryMarker::new(&config.data_dir);
         let facts = LocalFacts { was_primary: marker.epoch().is_some(), ..LocalFacts::default() };
+        let callbacks = Callbacks::new(config.callbacks.clone(), &config.cluster_id);
         Self {
+            callbacks,
+            role_seen: None,
+            restarting: false,
             handle,
             runner,
             observer,
@@ -233,7 +256,7 @@ impl Agent {
         let mut member = Member::new(c.node_id, c.node_name.clone());
         member.pg_host = c.pg_advertise_host.clone();
         member.pg_port = c.pg_port;
-        member.api_url = format!("http://{}", c.http_advertise);
+        member.api_url = c.api_url();
         member.tags = published_tags(&c.tags, self.links.refusal.is_set());
         loop {
             let state = self.handle.local_state().state;
@@ -355,6 +378,7 @@ impl Agent {
                 tracing::error!("PostgreSQL running as primary without its watchdog does not stop");
                 return;
             }
+            self.stopped(Role::Primary);
             self.links.may_be_primary.set(false);
         }
         let reason = ReleaseReason::Manual;
@@ -452,7 +476,10 @@ impl Agent {
             self.runner.stop(StopMode::Fast).await.map_err(|e| AgentError::Failed(format!("stop PostgreSQL: {e}")))?;
         }
         let name = self.config.node_name.clone();
-        match self.turns_until_up(cancel, RESTART_TIMEOUT).await {
+        self.restarting = true;
+        let up = self.turns_until_up(cancel, RESTART_TIMEOUT).await;
+        self.restarting = false;
+        match up {
             Ok(()) => Ok(format!("restarted PostgreSQL on {name}")),
             Err(why) => Err(AgentError::Failed(format!("PostgreSQL on {name} did not come back: {why}"))),
         }
@@ -778,11 +805,20 @@ impl Agent {
                 *e = Some(msg);
                 changed
             });
+        } else if let Some(msg) = self.links.veto.message() {
+            // Shown for as long as this node keeps out of elections.
+            self.links.last_error.send_if_modified(|e| {
+                let changed = e.as_ref() != Some(&msg);
+                *e = Some(msg);
+                changed
+            });
         } else if o.accepting {
             self.links.last_error.send_if_modified(|e| e.take().is_some());
         }
         self.links.observation.send_replace(o.clone());
+        self.notice_role(&o);
         let state = self.handle.local_state().state;
+        self.end_veto_hold(&state).await;
         let my_epoch = self.my_epoch(&state);
         if let (Some(epoch), Some((released, reason))) = (my_epoch, self.released_epoch)
             && epoch == released
@@ -835,6 +871,12 @@ impl Agent {
                 // configuration changed since (it may be the fix).
                 break;
             }
+            if action == PgAction::Promote
+                && let Some(epoch) = my_epoch
+                && !self.may_promote(epoch, demote_margin).await
+            {
+                break;
+            }
             if matches!(action, PgAction::Initdb | PgAction::StartPrimary | PgAction::Promote) {
                 // The flag first: the fence closes a device it finds held
                 // while PostgreSQL may not be a primary.
@@ -879,6 +921,90 @@ impl Agent {
             self.maintained = None;
         }
         self.report_state(member_state(&o));
+    }
+
+    /// Runs `pre_promote` before this node, primary of `epoch`, promotes
+    /// its PostgreSQL. A veto gives the role back (see
+    /// [`Agent::veto_promotion`]). While it ran, the role or the lease may
+    /// have gone: then this turn promotes nothing, and the next plans again.
+    async fn may_promote(&mut self, epoch: u64, demote_margin: Duration) -> bool {
+        if let Err(veto) = self.callbacks.pre_promote().await {
+            self.veto_promotion(epoch, &veto.to_string()).await;
+            return false;
+        }
+        let state = self.handle.local_state().state;
+        let lease_ok = self.links.lease.borrow().is_some_and(|l| l.allows_writes(epoch, Instant::now(), demote_margin));
+        if self.my_epoch(&state) != Some(epoch) || !lease_ok {
+            tracing::info!(epoch, "the role or its lease changed while pre_promote ran; not promoting this turn");
+            return false;
+        }
+        true
+    }
+
+    /// `pre_promote` vetoed the promotion of this node, primary of `epoch`
+    /// and still a replica: it publishes `nofailover` (and
+    /// `pre_promote = "vetoed"`) for [`VETO_HOLD`], so that the controller
+    /// elects another candidate or, after a switchover, gives the role back
+    /// to the old primary, and then releases the role. PostgreSQL keeps
+    /// running as a replica: it never wrote as this epoch's primary.
+    async fn veto_promotion(&mut self, epoch: u64, why: &str) {
+        let msg = format!("promotion vetoed: {why}; gave the primary role back (out of elections for {VETO_HOLD:?})");
+        tracing::error!(epoch, "{msg}");
+        self.links.last_error.send_replace(Some(msg.clone()));
+        let state = self.handle.local_state().state;
+        let published = state.member(self.me()).map(|m| m.tags.clone()).unwrap_or_default();
+        let tags = self.links.veto.start(Instant::now() + VETO_HOLD, msg, &published);
+        self.publish_tags(&tags).await;
+        let reason = ReleaseReason::Manual;
+        self.released_epoch = Some((epoch, reason));
+        let cmd = Command::ReleasePrimary { epoch, node: self.me(), reason };
+        match tokio::time::timeout(Duration::from_secs(2), self.handle.propose(cmd)).await {
+            Ok(Ok(p)) => tracing::warn!(outcome = ?p.outcome, "released the primary role: pre_promote vetoed it"),
+            Ok(Err(e)) => tracing::error!("failed to release the primary role: {e}"),
+            Err(_) => tracing::error!("releasing the primary role timed out"),
+        }
+    }
+
+    /// Ends a veto hold that ran out: the tags are published without it,
+    /// and this node may be elected again (and run `pre_promote` again).
+    async fn end_veto_hold(&mut self, state: &ClusterState) {
+        let published = state.member(self.me()).map(|m| m.tags.clone()).unwrap_or_default();
+        if let Some(tags) = self.links.veto.end_if_over(Instant::now(), &published) {
+            tracing::info!("the hold after a vetoed promotion is over; this node may be elected again");
+            self.publish_tags(&tags).await;
+        }
+    }
+
+    /// Fires `on_role_change` when PostgreSQL is seen running in another
+    /// role than before (a promotion or a start by this agent fires it
+    /// themselves; this catches the rest).
+    fn notice_role(&mut self, o: &Observation) {
+        let role = match (o.accepting, o.in_recovery) {
+            (true, Some(false)) => Role::Primary,
+            (true, Some(true)) => Role::Replica,
+            _ => return,
+        };
+        if self.role_seen.replace(role).is_some_and(|r| r != role) {
+            self.callbacks.fire(Action::OnRoleChange, role);
+        }
+    }
+
+    /// PostgreSQL was started as `role`: `on_restart` for an operator's
+    /// restart, `on_role_change` when it last ran in the other role,
+    /// `on_start` otherwise.
+    fn started_as(&mut self, role: Role) {
+        let action = match self.role_seen.replace(role) {
+            _ if self.restarting => Action::OnRestart,
+            Some(r) if r != role => Action::OnRoleChange,
+            _ => Action::OnStart,
+        };
+        self.callbacks.fire(action, role);
+    }
+
+    /// The agent stopped PostgreSQL on purpose.
+    fn stopped(&mut self, was: Role) {
+        self.role_seen = Some(was);
+        self.callbacks.fire(Action::OnStop, was);
     }
 
     /// Records, once per epoch, the timeline this primary runs on and where
@@ -1119,6 +1245,10 @@ impl Agent {
             Ok(()) => {
                 self.start_failures = 0;
                 self.start_retry_at = None;
+                self.started_as(match conf.role {
+                    ServerRole::Primary => Role::Primary,
+                    ServerRole::Standby { .. } => Role::Replica,
+                });
                 Ok(())
             }
             Err(e) => {
@@ -1263,6 +1393,8 @@ impl Agent {
             }
         }
         self.runner.promote().await?;
+        self.role_seen = Some(Role::Primary);
+        self.callbacks.fire(Action::OnRoleChange, Role::Primary);
         self.slots_ensured = None;
         // pg_rewind reads the source's timeline from its control file;
         // without a checkpoint after promotion, a former primary rewound
@@ -1294,7 +1426,17 @@ impl Agent {
             // A replica stopped because it could not follow.
             self.facts.needs_rewind = true;
         }
-        self.runner.stop(mode).await
+        let was = self.running_role();
+        self.runner.stop(mode).await?;
+        if let Some(role) = was {
+            self.stopped(role);
+        }
+        Ok(())
+    }
+
+    /// The role of a PostgreSQL that runs now, as last seen.
+    fn running_role(&self) -> Option<Role> {
+        self.runner.postmaster_pid().is_some().then(|| self.role_seen.unwrap_or(Role::Replica))
     }
 
     async fn recover(&mut self) -> Result<(), PgError> {
@@ -1376,6 +1518,7 @@ impl Agent {
             if !self.runner.wait_stopped(Duration::from_secs(30)).await {
                 return Err(PgError::StillRunning("handing over"));
             }
+            self.stopped(Role::Primary);
         }
         self.links.may_be_primary.set(false);
         if let Some(epoch) = self.my_epoch(state) {
@@ -1397,6 +1540,7 @@ impl Agent {
     /// server is killed: a shutdown request would wait on it forever.
     async fn release(&mut self, state: &ClusterState, reason: ReleaseReason) -> Result<(), PgError> {
         self.observer.disconnect();
+        let was = self.running_role();
         if self.facts.hung {
             let killed = self.runner.kill_now();
             tracing::error!(
@@ -1413,6 +1557,9 @@ impl Agent {
         }
         if !self.runner.wait_stopped(Duration::from_secs(10)).await {
             return Err(PgError::StillRunning("releasing the primary role"));
+        }
+        if let Some(role) = was {
+            self.stopped(role);
         }
         self.links.may_be_primary.set(false);
         if let Some(epoch) = self.my_epoch(state) {

@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use raftgres_api::HostPort;
@@ -19,6 +20,8 @@ use raftgres_storage::member::validate_tags;
 use raftgres_storage::{DynamicConfig, Tags, validate_name};
 use serde::{Deserialize, Serialize};
 
+use crate::callbacks::{CallbacksConfig, split_command};
+use crate::http::tls::{HttpTls, VerifyClient};
 use crate::watchdog::device::{WatchdogConfig, WatchdogMode, timeout_for};
 
 pub use template::DEFAULT_CONFIG;
@@ -44,7 +47,65 @@ pub struct FileConfig {
     /// The kernel watchdog device (`/dev/watchdog`).
     #[serde(default)]
     pub watchdog: WatchdogSection,
+    /// Programs run on PostgreSQL's start, stop, restart and role change,
+    /// and before a promotion (Patroni's `postgresql.callbacks` and
+    /// `pre_promote`).
+    #[serde(default)]
+    pub callbacks: CallbacksSection,
 }
+
+/// The `[callbacks]` section. Each command is a program and, optionally,
+/// its own arguments, split as a shell splits words but run without one.
+/// Read at start only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallbacksSection {
+    /// Run after the agent started PostgreSQL, as
+    /// `<command> on_start <role> <cluster_id>`; role is `primary` or
+    /// `replica` (Patroni 4's names).
+    #[serde(default)]
+    pub on_start: Option<String>,
+    /// Run after the agent stopped PostgreSQL, with the role it ran as.
+    #[serde(default)]
+    pub on_stop: Option<String>,
+    /// Run after a restart an operator asked for (`raftctl restart`,
+    /// `POST /restart`).
+    #[serde(default)]
+    pub on_restart: Option<String>,
+    /// Run when this node's PostgreSQL changes role: promoted (`primary`)
+    /// or running as a replica after it was primary (`replica`).
+    #[serde(default)]
+    pub on_role_change: Option<String>,
+    /// Run with no arguments before this node promotes its PostgreSQL; a
+    /// non-zero exit or a timeout vetoes the promotion and the node gives
+    /// the role back.
+    #[serde(default)]
+    pub pre_promote: Option<String>,
+    /// A callback still running after this long is killed (with what it
+    /// started); for `pre_promote`, that is a veto.
+    #[serde(default = "default_callback_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl Default for CallbacksSection {
+    fn default() -> Self {
+        Self {
+            on_start: None,
+            on_stop: None,
+            on_restart: None,
+            on_role_change: None,
+            pre_promote: None,
+            timeout_ms: default_callback_timeout_ms(),
+        }
+    }
+}
+
+fn default_callback_timeout_ms() -> u64 {
+    crate::callbacks::DEFAULT_TIMEOUT_MS
+}
+
+/// The shortest and longest `callbacks.timeout_ms` allowed.
+const CALLBACK_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=600_000;
 
 /// The `[watchdog]` section: whether and how a primary holds the kernel
 /// watchdog device, which resets the machine when the daemon stops feeding
@@ -169,11 +230,35 @@ pub struct HttpSection {
     pub listen: String,
     #[serde(default)]
     pub advertise: Option<String>,
+    /// This node's certificate (PEM; Patroni's `restapi.certfile`): with
+    /// `keyfile`, the API serves HTTPS only and members' URLs are
+    /// `https://`.
+    #[serde(default)]
+    pub certfile: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[serde(default)]
+    pub keyfile: Option<PathBuf>,
+    /// The CA that signs the members' and clients' certificates: this
+    /// daemon checks other members' APIs against it, and clients' when
+    /// `verify_client` asks.
+    #[serde(default)]
+    pub cafile: Option<PathBuf>,
+    /// `none`, `optional` (a client certificate sent is checked) or
+    /// `required` (every request needs one signed by `cafile`).
+    #[serde(default)]
+    pub verify_client: VerifyClient,
 }
 
 impl Default for HttpSection {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8008".into(), advertise: None }
+        Self {
+            listen: "127.0.0.1:8008".into(),
+            advertise: None,
+            certfile: None,
+            keyfile: None,
+            cafile: None,
+            verify_client: VerifyClient::None,
+        }
     }
 }
 
@@ -326,6 +411,8 @@ pub struct Config {
     pub raft_leader_placement: LeaderPlacement,
     pub http_listen: SocketAddr,
     pub http_advertise: String,
+    /// HTTPS of the API, when configured.
+    pub http_tls: Option<Arc<HttpTls>>,
     pub pg_bin_dir: Option<PathBuf>,
     pub pg_data_dir: PathBuf,
     /// Directory of PostgreSQL's Unix socket, used by the daemon itself.
@@ -350,6 +437,16 @@ pub struct Config {
     pub tags: Tags,
     /// The kernel watchdog device.
     pub watchdog: WatchdogConfig,
+    /// The programs run on PostgreSQL's events and before a promotion.
+    pub callbacks: CallbacksConfig,
+}
+
+impl Config {
+    /// This node's API URL, as members and `raftctl` reach it.
+    pub fn api_url(&self) -> String {
+        let scheme = if self.http_tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.http_advertise)
+    }
 }
 
 /// PostgreSQL role names: the naming rule without `-` and `.`, so they
@@ -642,6 +739,81 @@ impl FileConfig {
         }
     }
 
+    /// The `[callbacks]` section: every command splits into words, and a
+    /// program named by a path is an executable file. A bare name is
+    /// looked up on `PATH` when it runs.
+    fn check_callbacks(&self, v: &mut Violations) -> CallbacksConfig {
+        let c = &self.callbacks;
+        let mut command = |name: &str, text: &Option<String>| -> Option<Vec<String>> {
+            let field = format!("callbacks.{name}");
+            let words = v.keep(&field, split_command(text.as_ref()?))?;
+            let program = Path::new(&words[0]);
+            if words[0].contains('/') {
+                use std::os::unix::fs::PermissionsExt as _;
+                match std::fs::metadata(program) {
+                    _ if !program.is_absolute() => v.bad(&field, format!("{} must be an absolute path", words[0])),
+                    Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {}
+                    Ok(_) => v.bad(&field, format!("{} is not an executable file", words[0])),
+                    Err(e) => v.bad(&field, format!("{}: {e}", words[0])),
+                }
+            }
+            Some(words)
+        };
+        let resolved = CallbacksConfig {
+            on_start: command("on_start", &c.on_start),
+            on_stop: command("on_stop", &c.on_stop),
+            on_restart: command("on_restart", &c.on_restart),
+            on_role_change: command("on_role_change", &c.on_role_change),
+            pre_promote: command("pre_promote", &c.pre_promote),
+            timeout: Duration::from_millis(c.timeout_ms),
+        };
+        if !CALLBACK_TIMEOUT_MS.contains(&c.timeout_ms) {
+            v.bad(
+                "callbacks.timeout_ms",
+                format!(
+                    "{} must be between {} and {}",
+                    c.timeout_ms,
+                    CALLBACK_TIMEOUT_MS.start(),
+                    CALLBACK_TIMEOUT_MS.end()
+                ),
+            );
+        }
+        resolved
+    }
+
+    /// HTTPS of the API: `Some(None)` when not configured, `None` when the
+    /// files are incomplete or unusable.
+    fn check_http_tls(&self, v: &mut Violations) -> Option<Option<Arc<HttpTls>>> {
+        let h = &self.http;
+        match (&h.certfile, &h.keyfile) {
+            (None, None) => {
+                if h.cafile.is_some() || h.verify_client != VerifyClient::None {
+                    v.bad("http.cafile", "cafile and verify_client need certfile and keyfile");
+                    return None;
+                }
+                Some(None)
+            }
+            (Some(cert), Some(key)) => {
+                if h.verify_client != VerifyClient::None && h.cafile.is_none() {
+                    v.bad(
+                        "http.verify_client",
+                        format!(
+                            "{} needs cafile, the CA client certificates are checked against",
+                            h.verify_client.as_str()
+                        ),
+                    );
+                    return None;
+                }
+                let tls = HttpTls::load(cert, key, h.cafile.as_deref(), h.verify_client);
+                v.keep("http.certfile", tls).map(|t| Some(Arc::new(t)))
+            }
+            _ => {
+                v.bad("http.certfile", "set certfile and keyfile together");
+                None
+            }
+        }
+    }
+
     /// The cluster token, inline or from its file.
     fn check_token(&self, v: &mut Violations) -> Option<Token> {
         match (&self.security.token, &self.security.token_file) {
@@ -704,13 +876,15 @@ impl FileConfig {
         self.check_postgres(&mut v);
         self.check_dynamic(&mut v);
         self.check_watchdog(&mut v);
+        let callbacks = self.check_callbacks(&mut v);
         if let Err((key, value, reason)) = validate_tags(&self.tags) {
             v.bad(&format!("tags.{key}"), format!("{value:?}: {reason}"));
         }
         let token = self.check_token(&mut v);
         let tls = self.check_tls(&mut v);
-        let (Some(raft_listen), Some(http_listen), Some(token), Some(tls), true) =
-            (raft_listen, http_listen, token, tls, v.0.is_empty())
+        let http_tls = self.check_http_tls(&mut v);
+        let (Some(raft_listen), Some(http_listen), Some(token), Some(tls), Some(http_tls), true) =
+            (raft_listen, http_listen, token, tls, http_tls, v.0.is_empty())
         else {
             return Err(ConfigError::Invalid(v.0));
         };
@@ -733,6 +907,7 @@ impl FileConfig {
             raft_leader_placement: self.raft.leader_placement,
             http_listen,
             http_advertise,
+            http_tls,
             pg_bin_dir: self.postgres.bin_dir.clone(),
             pg_data_dir: self.postgres.data_dir.clone().unwrap_or_else(|| self.node.data_dir.join("pgdata")),
             pg_socket_dir: self.node.data_dir.join("run"),
@@ -755,6 +930,7 @@ impl FileConfig {
                 device: self.watchdog.device.clone(),
                 safety_margin: Duration::from_millis(self.watchdog.safety_margin_ms),
             },
+            callbacks,
         })
     }
 }
@@ -865,6 +1041,56 @@ mod tests {
         // And the section round-trips.
         c.watchdog = WatchdogSection { mode: WatchdogMode::Automatic, device: "/tmp/wd".into(), safety_margin_ms: 600 };
         assert_eq!(FileConfig::parse(&c.to_toml()).expect("reparse"), c);
+    }
+
+    #[test]
+    fn the_callbacks_section_is_checked() {
+        let base = FileConfig::parse(DEFAULT_CONFIG).expect("parse");
+        assert_eq!(base.callbacks, CallbacksSection::default(), "the template shows the defaults");
+        assert_eq!(base.validate().expect("valid").callbacks.timeout, Duration::from_millis(10_000));
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let script = dir.path().join("cb.sh");
+        std::fs::write(&script, "#!/bin/sh\n").expect("write");
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "").expect("write");
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        let mut c = base.clone();
+        c.callbacks.on_start = Some(format!("{} --flag", script.display()));
+        c.callbacks.on_stop = Some("logger -t raftgres".into());
+        c.callbacks.on_role_change = Some(format!("'{}'", script.display()));
+        c.callbacks.pre_promote = Some(script.display().to_string());
+        c.callbacks.timeout_ms = 2_000;
+        let resolved = c.validate().expect("valid").callbacks;
+        assert_eq!(resolved.on_start, Some(vec![script.display().to_string(), "--flag".into()]));
+        assert_eq!(resolved.on_stop, Some(vec!["logger".into(), "-t".into(), "raftgres".into()]));
+        assert_eq!(resolved.on_restart, None);
+        assert_eq!(resolved.timeout, Duration::from_millis(2_000));
+        assert_eq!(FileConfig::parse(&c.to_toml()).expect("reparse"), c, "the section round-trips");
+
+        c.callbacks.on_start = Some("relative/cb.sh".into());
+        c.callbacks.on_stop = Some(String::new());
+        c.callbacks.on_restart = Some("'/unterminated".into());
+        c.callbacks.on_role_change = Some(plain.display().to_string());
+        c.callbacks.pre_promote = Some("/nonexistent/pre-promote".into());
+        c.callbacks.timeout_ms = 0;
+        let Err(ConfigError::Invalid(errs)) = c.validate() else { panic!("must be invalid") };
+        let errs: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        for want in [
+            "callbacks.on_start: relative/cb.sh must be an absolute path",
+            "callbacks.on_stop: is empty",
+            "callbacks.on_restart: unterminated single quote",
+            "is not an executable file",
+            "callbacks.pre_promote: /nonexistent/pre-promote: No such file",
+            "callbacks.timeout_ms: 0 must be between 100 and 600000",
+        ] {
+            assert!(errs.iter().any(|e| e.contains(want)), "{want} not in {errs:#?}");
+        }
+        let text = DEFAULT_CONFIG.replace("[callbacks]", "[callbacks]\non_promote = \"/bin/true\"");
+        let e = FileConfig::parse(&text).expect_err("unknown key").to_string();
+        assert!(e.contains("on_promote"), "{e}");
     }
 
     #[test]

@@ -59,6 +59,15 @@ raft_addr = "127.0.0.1:7003"
 listen = "127.0.0.1:8008"
 # URL host:port others use to reach it (default: listen).
 # advertise = "10.0.0.1:8008"
+# HTTPS (Patroni's restapi.certfile, keyfile, cafile, verify_client): with
+# certfile and keyfile (PEM) the API serves HTTPS only and members' URLs are
+# https://. The certificate must name the host of advertise. cafile signs
+# the members' certificates (the daemon checks other members' APIs against
+# it) and, with verify_client = "optional" or "required", the clients'.
+# certfile = "/etc/raftgres/api.pem"
+# keyfile = "/etc/raftgres/api-key.pem"
+# cafile = "/etc/raftgres/ca.pem"
+verify_client = "none"
 
 [postgres]
 # Directory of initdb, pg_ctl, postgres, pg_basebackup, pg_rewind. Default:
@@ -124,6 +133,23 @@ device = "/dev/watchdog"
 # arrive within the first lease_ttl_ms - timeout of each lease: at least
 # 2 x dynamic.heartbeat_interval_ms, below dynamic.lease_ttl_ms.
 safety_margin_ms = 500
+
+# Programs run on PostgreSQL's events (Patroni's callbacks). Each is a
+# program and optionally its own arguments, split like shell words but run
+# without a shell. on_start, on_stop, on_restart and on_role_change get
+# three more arguments: the action, the role (primary or replica) and
+# cluster_id. They run beside the agent, one at a time: a new callback kills
+# the one still running. pre_promote runs with no arguments before this node
+# promotes its PostgreSQL; a non-zero exit or a timeout vetoes the promotion,
+# and the node gives the role back for another to take. Read at start.
+[callbacks]
+# on_start = "/etc/raftgres/callback.sh"
+# on_stop = "/etc/raftgres/callback.sh"
+# on_restart = "/etc/raftgres/callback.sh"
+# on_role_change = "/etc/raftgres/callback.sh"
+# pre_promote = "/etc/raftgres/pre-promote.sh"
+# A callback still running after this long is killed, with what it started.
+timeout_ms = 10000
 
 # This member's tags, as in Patroni: nofailover, noloadbalance, nosync
 # (true/false, quoted or not), failover_priority (0 = never promote), and any other

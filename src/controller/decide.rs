@@ -87,6 +87,15 @@ pub fn decide(input: &Input) -> Decision {
             None => {}
         }
     }
+    if state.primary.is_none()
+        && let Some(from) = target_gave_back(input, &fresh)
+    {
+        return Decision::Propose(Command::ElectPrimary {
+            if_epoch: state.epoch,
+            node: from,
+            reason: ElectionReason::Failover,
+        });
+    }
     if let (Some(p), Some(sw)) = (&state.primary, &state.switchover)
         && sw.from == p.node
         && sw.at_ms.is_none_or(|at| at <= input.now_ms)
@@ -164,6 +173,39 @@ fn released_for_switchover(state: &ClusterState) -> Option<NodeId> {
         }
         _ => None,
     })?
+}
+
+/// A switchover target gave the role back before it promoted (its
+/// `pre_promote` vetoed the promotion): it still reports as a running
+/// replica and no promotion was recorded in its epoch, so it never wrote.
+/// The old primary, stopped cleanly for the switchover and reporting with
+/// its data, holds every write and takes the role back, as when a target
+/// does not take over in time. Returns that old primary.
+fn target_gave_back<'a>(input: &Input<'a>, fresh: &dyn Fn(&NodeId) -> Option<&'a NodeView>) -> Option<NodeId> {
+    let state = input.state;
+    let target = state.released_primary()?;
+    if state.timeline.is_some_and(|t| t.epoch == state.epoch) {
+        return None;
+    }
+    let mut events =
+        state.history.iter().rev().map(|r| &r.event).skip_while(|e| !matches!(e, Event::PrimaryElected { .. }));
+    let Some(Event::PrimaryElected { epoch, node, reason: ElectionReason::Switchover }) = events.next() else {
+        return None;
+    };
+    if *epoch != state.epoch || *node != target {
+        return None;
+    }
+    let from = events.find_map(|e| match e {
+        Event::PrimaryReleased { epoch, node, reason: ReleaseReason::Switchover } if *epoch + 1 == state.epoch => {
+            Some(Some(*node))
+        }
+        Event::PrimaryReleased { .. } | Event::PrimaryElected { .. } => Some(None),
+        _ => None,
+    })??;
+    let t = fresh(&target)?;
+    let old = fresh(&from)?;
+    let may = state.member(from).is_some_and(|m| m.may_be_promoted());
+    (t.report.is_replica() && may && old.report.data_present && !old.report.running).then_some(from)
 }
 
 /// No member the switchover could go to reports any more: its target, or
@@ -771,6 +813,45 @@ mod tests {
         assert_eq!(f.decide_at(0, 20_000), elect(1, 1, ElectionReason::Failover));
         // Without a fresh report from the old primary, nobody is elected.
         assert!(matches!(f.decide_at(0, 30_000), Decision::Wait(_)));
+    }
+
+    #[test]
+    fn a_switchover_target_that_gives_the_role_back_unpromoted_returns_it_to_the_old_primary() {
+        let mut f = Fixture::new(3);
+        f.bootstrap();
+        f.apply(Command::ScheduleSwitchover { from: 1, to: Some(3), at_ms: None });
+        f.apply(Command::ReleasePrimary { epoch: 1, node: 1, reason: ReleaseReason::Switchover });
+        f.apply(Command::ElectPrimary { if_epoch: 1, node: 3, reason: ElectionReason::Switchover });
+        // Its pre_promote vetoed: tagged out of elections, role released.
+        let mut tags = raftgres_storage::Tags::new();
+        tags.insert("nofailover".into(), "true".into());
+        f.apply(Command::SetMemberTags { node: 3, tags });
+        f.apply(Command::ReleasePrimary { epoch: 2, node: 3, reason: ReleaseReason::Manual });
+        let stopped = Observation {
+            data_present: true,
+            timeline: Some(1),
+            checkpoint_lsn: Some(0x200),
+            ..Observation::default()
+        };
+        f.report(1, 100, stopped.clone());
+        f.report(2, 100, replica(0x228, 1));
+        f.report(3, 100, replica(0x228, 1));
+        assert_eq!(f.decide_at(0, 200), elect(1, 2, ElectionReason::Failover), "the old primary, not node 2");
+        // A target that promoted (its promotion recorded) may have written:
+        // no give-back, an ordinary failover decision follows.
+        let mut g = Fixture::new(3);
+        g.bootstrap();
+        g.apply(Command::ScheduleSwitchover { from: 1, to: Some(3), at_ms: None });
+        g.apply(Command::ReleasePrimary { epoch: 1, node: 1, reason: ReleaseReason::Switchover });
+        g.apply(Command::ElectPrimary { if_epoch: 1, node: 3, reason: ElectionReason::Switchover });
+        g.apply(Command::RecordPromotion { epoch: 2, node: 3, timeline: 2, switchpoint: 0x200 });
+        g.apply(Command::ReleasePrimary { epoch: 2, node: 3, reason: ReleaseReason::PostgresFailed });
+        g.report(1, 100, stopped.clone());
+        g.report(3, 100, replica(0x228, 2));
+        assert_ne!(g.decide_at(0, 200), elect(1, 2, ElectionReason::Failover));
+        // Nor when the target no longer runs as a replica.
+        f.report(3, 100, Observation { data_present: true, timeline: Some(1), ..Observation::default() });
+        assert_ne!(f.decide_at(0, 200), elect(1, 2, ElectionReason::Failover));
     }
 
     #[test]

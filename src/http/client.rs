@@ -1,6 +1,8 @@
 //! A small HTTP/1 client for the daemons' APIs: member status fetches,
-//! `raftctl`, and tests.
+//! `raftctl`, and tests. `https://` URLs use the TLS configuration given
+//! to [`use_tls`] once per process.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,6 +28,14 @@ pub struct Reply {
     pub body: String,
     /// The `ETag` header, if any.
     pub etag: Option<String>,
+}
+
+static TLS: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+
+/// Sets the TLS configuration of `https://` requests, once per process
+/// (a second call changes nothing).
+pub fn use_tls(config: Arc<rustls::ClientConfig>) {
+    let _ = TLS.set(config);
 }
 
 /// Sends one request. `token` becomes `Authorization: Bearer <token>`;
@@ -55,10 +65,17 @@ pub async fn request(
         url: u.clone(),
         reason: e.to_string(),
     })?;
-    let resp = tokio::time::timeout(timeout, client.request(req))
+    let sent = async {
+        if req.uri().scheme_str() == Some("https") {
+            https(req).await
+        } else {
+            client.request(req).await.map_err(|e| e.to_string())
+        }
+    };
+    let resp = tokio::time::timeout(timeout, sent)
         .await
         .map_err(|_| ClientError::Timeout { method: m.clone(), url: u.clone(), timeout })?
-        .map_err(|e| ClientError::Transport { method: m.clone(), url: u.clone(), reason: e.to_string() })?;
+        .map_err(|reason| ClientError::Transport { method: m.clone(), url: u.clone(), reason })?;
     let status = resp.status().as_u16();
     let etag = resp.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_string);
     let body = tokio::time::timeout(timeout, resp.into_body().collect())
@@ -67,6 +84,30 @@ pub async fn request(
         .map_err(|e| ClientError::Transport { method: m, url: u, reason: e.to_string() })?
         .to_bytes();
     Ok(Reply { status, body: String::from_utf8_lossy(&body).into_owned(), etag })
+}
+
+/// One request over TLS on a connection of its own.
+async fn https(req: http::Request<Full<Bytes>>) -> Result<http::Response<hyper::body::Incoming>, String> {
+    let config = TLS.get().ok_or("no TLS configuration for https:// (a CA file is needed)")?;
+    let host = req.uri().host().ok_or("no host in the URL")?.trim_matches(['[', ']']).to_string();
+    let port = req.uri().port_u16().unwrap_or(443);
+    let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| format!("{host}: {e}"))?;
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(|e| e.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(config.clone()).connect(name, tcp).await.map_err(|e| e.to_string())?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut req = req;
+    if let Some(authority) = req.uri().authority().cloned() {
+        let value = http::HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
+        req.headers_mut().insert(http::header::HOST, value);
+    }
+    // Origin form on the wire: the path and query only.
+    let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+    *req.uri_mut() = path.parse().map_err(|e: http::uri::InvalidUri| e.to_string())?;
+    sender.send_request(req).await.map_err(|e| e.to_string())
 }
 
 /// `GET url` with a 3 s deadline: status and body.

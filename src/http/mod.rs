@@ -63,6 +63,7 @@ pub mod client;
 pub mod control;
 pub mod health;
 pub mod metrics;
+pub mod tls;
 
 pub fn router(state: ApiState) -> Router {
     let state = Arc::new(state);
@@ -83,8 +84,21 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-pub async fn serve(listener: TcpListener, state: ApiState, cancel: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(async move { cancel.cancelled().await }).await
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    state: ApiState,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let shutdown = async move { cancel.cancelled().await };
+    match tls {
+        // HTTPS only: a plain request fails its handshake.
+        Some(config) => {
+            let listener = tls::TlsListener::new(listener, config)?;
+            axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+        }
+        None => axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await,
+    }
 }
 
 /// Unsafe methods need the cluster token: 401 without it.

@@ -204,7 +204,19 @@ impl Ops {
             {
                 let name = self.name_of(s, p.node);
                 if to.is_some_and(|t| t != p.node) {
-                    return Err(OpError::Refused(format!("{name} became primary instead of the requested member")));
+                    return Err(OpError::Refused(match to.and_then(|t| s.member(t)).filter(|m| vetoed(m)) {
+                        Some(m) => format!(
+                            "{}'s pre_promote vetoed its promotion; {name} is primary (epoch {})",
+                            m.name, p.epoch
+                        ),
+                        None => format!("{name} became primary instead of the requested member"),
+                    }));
+                }
+                if s.timeline.is_none_or(|t| t.epoch != p.epoch) {
+                    // Elected, not yet promoted: its pre_promote may still
+                    // veto it.
+                    self.wait_change(&mut rx, deadline).await?;
+                    continue;
                 }
                 let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
                 return Ok(Done::new(format!("{name} is the new primary (epoch {})", p.epoch), index));
@@ -217,15 +229,31 @@ impl Ops {
             {
                 return Err(OpError::Refused("the switchover was cancelled; the primary is unchanged".into()));
             }
-            match tokio::time::timeout_at(deadline, rx.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(OpError::Unavailable("the node is shutting down".into())),
-                Err(_) => {
-                    return Err(OpError::Unavailable(format!(
-                        "no new primary within {HANDOVER_WAIT:?}; see raftctl list and history"
-                    )));
-                }
+            if seen
+                && s.primary.is_none()
+                && let Some(m) = to.and_then(|t| s.member(t)).filter(|m| vetoed(m))
+            {
+                return Err(OpError::Refused(format!(
+                    "{}'s pre_promote vetoed its promotion and it gave the role back; see raftctl list and history",
+                    m.name
+                )));
             }
+            self.wait_change(&mut rx, deadline).await?;
+        }
+    }
+
+    /// Waits for the next applied change, until `deadline`.
+    async fn wait_change(
+        &self,
+        rx: &mut tokio::sync::watch::Receiver<raftgres_storage::AppliedState>,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), OpError> {
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(OpError::Unavailable("the node is shutting down".into())),
+            Err(_) => Err(OpError::Unavailable(format!(
+                "no new primary within {HANDOVER_WAIT:?}; see raftctl list and history"
+            ))),
         }
     }
 
@@ -356,4 +384,10 @@ impl Ops {
             index,
         ))
     }
+}
+
+/// The member keeps out of elections because its `pre_promote` vetoed a
+/// promotion.
+fn vetoed(m: &raftgres_storage::Member) -> bool {
+    m.tags.get(crate::callbacks::TAG_PRE_PROMOTE).is_some_and(|v| v == "vetoed")
 }

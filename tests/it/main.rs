@@ -10,6 +10,8 @@ mod t57_leader_placement;
 mod t60_operator;
 mod t65_raftctl_habits;
 mod t66_parameters;
+mod t68_callbacks;
+mod t69_https;
 mod t70_operator_safety;
 mod t75_watchdog_device;
 mod t80_synchronous;

@@ -31,6 +31,18 @@ pub struct Cli {
     /// daemon against it.
     #[arg(long, env = "RAFTCTL_CA_FILE", global = true)]
     pub ca_file: Option<PathBuf>,
+    /// The CA (PEM) that signs the members' HTTPS API certificates
+    /// (`[http] cafile`), for the commands that call a member's API
+    /// (`reload`, a conditional `restart`). Default: from `--config`.
+    #[arg(long, env = "RAFTCTL_CACERT", global = true)]
+    pub cacert: Option<PathBuf>,
+    /// A client certificate (PEM) for members' APIs with
+    /// `verify_client`; with `--key`.
+    #[arg(long, env = "RAFTCTL_CERT", global = true)]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "RAFTCTL_KEY", global = true)]
+    pub key: Option<PathBuf>,
     /// Deadline of one call, in seconds (switchover and failover wait longer).
     #[arg(long, default_value_t = 10, global = true)]
     pub timeout: u64,

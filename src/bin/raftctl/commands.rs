@@ -61,6 +61,16 @@ impl Settings {
         if endpoints.is_empty() {
             return Err(Failure::usage("no endpoint given (--endpoints or RAFTCTL_ENDPOINTS)"));
         }
+        let api_ca = cli.cacert.as_ref().or(file.api_cacert.as_ref());
+        let identity = match (cli.cert.as_ref().or(file.api_cert.as_ref()), cli.key.as_ref().or(file.api_key.as_ref()))
+        {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            (None, None) => None,
+            _ => return Err(Failure::usage("--cert and --key go together")),
+        };
+        if let Some(ca) = api_ca {
+            http::use_tls(ca, identity).map_err(Failure::usage)?;
+        }
         Ok(Settings { endpoints, token, tls, timeout: Duration::from_secs(cli.timeout) })
     }
 
@@ -836,6 +846,7 @@ async fn haproxy_config(ctl: &mut Ctl, out: &mut dyn Write, a: HaproxyArgs) -> R
             pg_port: m.port,
             api_host: api.host,
             api_port: api.port,
+            api_tls: m.api_url.starts_with("https://"),
         });
     }
     let options = haproxy::Options {

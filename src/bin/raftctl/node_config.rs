@@ -14,6 +14,11 @@ pub struct FromFile {
     pub token: Option<String>,
     pub token_file: Option<PathBuf>,
     pub ca_file: Option<PathBuf>,
+    /// The members' HTTPS API: `[http] cafile`, `certfile`, `keyfile` (a
+    /// node's certificate is a client certificate its CA signed).
+    pub api_cacert: Option<PathBuf>,
+    pub api_cert: Option<PathBuf>,
+    pub api_key: Option<PathBuf>,
 }
 
 fn text<'a>(t: &'a Table, section: &str, key: &str) -> Option<&'a str> {
@@ -47,6 +52,9 @@ pub fn parse(content: &str) -> Result<FromFile, String> {
         token: text(&t, "security", "token").map(str::to_string),
         token_file: text(&t, "security", "token_file").map(PathBuf::from),
         ca_file: text(&t, "security", "tls_ca_file").map(PathBuf::from),
+        api_cacert: text(&t, "http", "cafile").map(PathBuf::from),
+        api_cert: text(&t, "http", "certfile").map(PathBuf::from),
+        api_key: text(&t, "http", "keyfile").map(PathBuf::from),
     })
 }
 

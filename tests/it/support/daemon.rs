@@ -24,6 +24,9 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 pub struct DaemonCluster {
     pub layout: LocalCluster,
+    /// The APIs serve HTTPS (`http.certfile`); the test process's client
+    /// TLS is set with `raftgres::http::client::use_tls`.
+    https: bool,
     children: BTreeMap<u64, Child>,
     _dir: TempDir,
     _serial: MutexGuard<'static, ()>,
@@ -39,12 +42,27 @@ impl DaemonCluster {
     /// Like [`DaemonCluster::start`], every node on its own loopback
     /// address `host(id)` (so firewall rules can single one out).
     pub async fn start_on(n: usize, host: impl Fn(u64) -> String, tune: impl Fn(&mut FileConfig)) -> DaemonCluster {
+        Self::start_all(n, host, false, tune).await
+    }
+
+    /// Like [`DaemonCluster::start`], with APIs that `tune` puts behind
+    /// HTTPS.
+    pub async fn start_https(n: usize, tune: impl Fn(&mut FileConfig)) -> DaemonCluster {
+        Self::start_all(n, |_| "127.0.0.1".into(), true, tune).await
+    }
+
+    async fn start_all(
+        n: usize,
+        host: impl Fn(u64) -> String,
+        https: bool,
+        tune: impl Fn(&mut FileConfig),
+    ) -> DaemonCluster {
         super::init_tracing();
         let serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::Builder::new().prefix("raftgres-it-").tempdir().expect("temporary directory");
         let layout = LocalCluster::layout_on(dir.path(), n, "it-daemons", host).expect("lay out the cluster");
         layout.write_configs(tune).expect("write configurations");
-        let mut c = DaemonCluster { layout, children: BTreeMap::new(), _dir: dir, _serial: serial };
+        let mut c = DaemonCluster { layout, https, children: BTreeMap::new(), _dir: dir, _serial: serial };
         for id in 1..=n as u64 {
             c.start_node(id);
         }
@@ -126,7 +144,8 @@ impl DaemonCluster {
     }
 
     pub fn api(&self, id: u64) -> String {
-        self.layout.node(id).api_url()
+        let url = self.layout.node(id).api_url();
+        if self.https { url.replacen("http://", "https://", 1) } else { url }
     }
 
     pub async fn health(&self, id: u64) -> Result<NodeHealth, String> {
