@@ -63,6 +63,8 @@ pub enum Task {
     Agent,
     /// The HTTP API.
     Http,
+    /// Keeps PgBouncer pointed at the primary.
+    PgBouncer,
 }
 
 impl fmt::Display for Task {
@@ -73,6 +75,7 @@ impl fmt::Display for Task {
             Task::Fence => "fence",
             Task::Agent => "agent",
             Task::Http => "http",
+            Task::PgBouncer => "pgbouncer",
         })
     }
 }
@@ -160,6 +163,9 @@ pub struct Daemon {
 /// configuration file the daemon was started from (read again on SIGHUP
 /// and `POST /reload`).
 pub async fn run(config: Config, file: Option<(PathBuf, FileConfig)>) -> anyhow::Result<()> {
+    if !config.runs_postgres {
+        return crate::proxy_daemon::run(config).await;
+    }
     let mut daemon = Daemon::start(config, file).await?;
     let failure = daemon.wait().await?;
     if let Some((task, why)) = &failure {
@@ -329,8 +335,16 @@ impl Daemon {
             ops,
             token: config.token.clone(),
             reloader,
+            pgbouncer: config.pgbouncer.clone().map(|c| crate::pgbouncer::Proxy::new(c, &config.cluster_id)),
         };
         let cancel = daemon.http_cancel.clone();
+        if let Some(proxy) = api.pgbouncer.clone() {
+            let (handle, cancel) = (api.handle.clone(), daemon.tasks_cancel.clone());
+            daemon.tasks.spawn(Task::PgBouncer, async move {
+                proxy.follow(handle, cancel).await;
+                Ok(())
+            });
+        }
         daemon.tasks.spawn(Task::Http, async move {
             http::serve(http_listener, api, cancel).await.context("serve the HTTP API")
         });
@@ -380,7 +394,7 @@ impl Daemon {
         Ok(runner)
     }
 
-    fn node_config(config: &Config) -> NodeConfig {
+    pub(crate) fn node_config(config: &Config) -> NodeConfig {
         let mut info = NodeInfo::new(config.node_name.clone(), config.raft_advertise.clone());
         info.api_addr = config.http_advertise.clone();
         let mut node_config = NodeConfig::new(config.node_id, &config.cluster_id, &config.data_dir, info);
@@ -448,7 +462,7 @@ impl Daemon {
             self.release_if_primary().await;
         }
         self.tasks_cancel.cancel();
-        self.tasks.join(&[Task::Controller, Task::Heartbeat, Task::Fence], TASK_STOP_TIMEOUT).await;
+        self.tasks.join(&[Task::Controller, Task::Heartbeat, Task::Fence, Task::PgBouncer], TASK_STOP_TIMEOUT).await;
         self.http_cancel.cancel();
         self.tasks.join(&[Task::Http], TASK_STOP_TIMEOUT).await;
         // Every handle clone keeps the storage open; drop them before the
@@ -472,7 +486,7 @@ impl Daemon {
         self.agent_cancel.cancel();
         self.tasks.join(&[Task::Agent], AGENT_STOP_TIMEOUT).await;
         self.tasks_cancel.cancel();
-        self.tasks.join(&[Task::Controller, Task::Heartbeat, Task::Fence], TASK_STOP_TIMEOUT).await;
+        self.tasks.join(&[Task::Controller, Task::Heartbeat, Task::Fence, Task::PgBouncer], TASK_STOP_TIMEOUT).await;
         // The watchdog process guards the lease until a successor renews
         // it; a device left unfed would reset the machine before the
         // successor could take it over. The successor opens it again.
