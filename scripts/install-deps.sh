@@ -11,6 +11,7 @@ fi
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || missing+=(nftables)
+command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
 
 if [ "${#missing[@]}" -eq 0 ]; then
   echo "install-deps: everything present"

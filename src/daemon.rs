@@ -64,6 +64,8 @@ pub enum Task {
     Agent,
     /// The HTTP API.
     Http,
+    /// Keeps PgBouncer pointed at the primary.
+    PgBouncer,
 }
 
 impl fmt::Display for Task {
@@ -74,6 +76,7 @@ impl fmt::Display for Task {
             Task::Fence => "fence",
             Task::Agent => "agent",
             Task::Http => "http",
+            Task::PgBouncer => "pgbouncer",
         })
     }
 }
@@ -161,6 +164,9 @@ pub struct Daemon {
 /// configuration file the daemon was started from (read again on SIGHUP
 /// and `POST /reload`).
 pub async fn run(config: Config, file: Option<(PathBuf, FileConfig)>) -> anyhow::Result<()> {
+    if !config.runs_postgres {
+        return crate::proxy_daemon::run(config).await;
+    }
     let mut daemon = Daemon::start(config, file).await?;
     let failure = daemon.wait().await?;
     if let Some((task, why)) = &failure {
@@ -333,12 +339,20 @@ impl Daemon {
             ops,
             token: config.token.clone(),
             reloader,
+            pgbouncer: config.pgbouncer.clone().map(|c| crate::pgbouncer::Proxy::new(c, &config.cluster_id)),
         };
         let cancel = daemon.http_cancel.clone();
         let http_tls = config.http_tls.as_ref().map(|t| t.server.clone());
         if let Some(t) = &config.http_tls {
             // Other members' APIs are HTTPS too.
             http::client::use_tls(t.client.clone());
+        }
+        if let Some(proxy) = api.pgbouncer.clone() {
+            let (handle, cancel) = (api.handle.clone(), daemon.tasks_cancel.clone());
+            daemon.tasks.spawn(Task::PgBouncer, async move {
+                proxy.follow(handle, cancel).await;
+                Ok(())
+            });
         }
         daemon.tasks.spawn(Task::Http, async move {
             http::serve(http_listener, http_tls, api, cancel).await.context("serve the HTTP API")
@@ -389,7 +403,7 @@ impl Daemon {
         Ok(runner)
     }
 
-    fn node_config(config: &Config) -> NodeConfig {
+    pub(crate) fn node_config(config: &Config) -> NodeConfig {
         let mut info = NodeInfo::new(config.node_name.clone(), config.raft_advertise.clone());
         info.api_addr = match config.http_tls {
             Some(_) => config.api_url(),
@@ -460,7 +474,7 @@ impl Daemon {
             self.release_if_primary().await;
         }
         self.tasks_cancel.cancel();
-        self.tasks.join(&[Task::Controller, Task::Heartbeat, Task::Fence], TASK_STOP_TIMEOUT).await;
+        self.tasks.join(&[Task::Controller, Task::Heartbeat, Task::Fence, Task::PgBouncer], TASK_STOP_TIMEOUT).await;
         self.http_cancel.cancel();
         self.tasks.join(&[Task::Http], TASK_STOP_TIMEOUT).await;
         // Every handle clone keeps the storage open; drop them before the
@@ -484,7 +498,7 @@ impl Daemon {
         self.agent_cancel.cancel();
         self.tasks.join(&[Task::Agent], AGENT_STOP_TIMEOUT).await;
         self.tasks_cancel.cancel();
-        self.tasks.join(&[Task::Controller, Task::Heartbeat, Task::Fence], TASK_STOP_TIMEOUT).await;
+        self.tasks.join(&[Task::Controller, Task::Heartbeat, Task::Fence, Task::PgBouncer], TASK_STOP_TIMEOUT).await;
         // The watchdog process guards the lease until a successor renews
         // it; a device left unfed would reset the machine before the
         // successor could take it over. The successor opens it again.

@@ -306,7 +306,7 @@ impl LocalCluster {
                 leader_placement: Default::default(),
             },
             http: HttpSection { listen: format!("{}:{}", node.host, node.http_port), ..HttpSection::default() },
-            postgres: PostgresSection {
+            postgres: Some(PostgresSection {
                 bin_dir: None,
                 data_dir: None,
                 listen_addresses: node.host.clone(),
@@ -318,12 +318,13 @@ impl LocalCluster {
                 replication_password: self.replication_password.clone(),
                 run_as: "postgres".into(),
                 hang_timeout_ms: crate::config::DEFAULT_HANG_TIMEOUT_MS,
-            },
+            }),
             security: SecuritySection { token: Some(self.token.clone()), ..SecuritySection::default() },
             tags: Default::default(),
             dynamic: Default::default(),
             watchdog: Default::default(),
             callbacks: Default::default(),
+            pgbouncer: None,
         }
     }
 

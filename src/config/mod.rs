@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::callbacks::{CallbacksConfig, split_command};
 use crate::http::tls::{HttpTls, VerifyClient};
+use crate::pgbouncer::{PgBouncerConfig, PgBouncerSection};
 use crate::watchdog::device::{WatchdogConfig, WatchdogMode, timeout_for};
 
 pub use template::DEFAULT_CONFIG;
@@ -35,7 +36,10 @@ pub struct FileConfig {
     pub raft: RaftSection,
     #[serde(default)]
     pub http: HttpSection,
-    pub postgres: PostgresSection,
+    /// Absent on a proxy-only node (one with a `[pgbouncer]` section that
+    /// runs no PostgreSQL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresSection>,
     pub security: SecuritySection,
     /// This member's tags (Patroni's `tags`): nofailover, noloadbalance,
     /// nosync, failover_priority, and free-form ones for `?tag_k=v` checks.
@@ -52,6 +56,9 @@ pub struct FileConfig {
     /// `pre_promote`).
     #[serde(default)]
     pub callbacks: CallbacksSection,
+    /// PgBouncer follows the primary on this node (see `crate::pgbouncer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pgbouncer: Option<PgBouncerSection>,
 }
 
 /// The `[callbacks]` section. Each command is a program and, optionally,
@@ -289,6 +296,25 @@ pub struct PostgresSection {
     pub hang_timeout_ms: u64,
 }
 
+impl PostgresSection {
+    /// What a proxy-only node's unused `pg_*` fields hold.
+    fn absent() -> PostgresSection {
+        PostgresSection {
+            bin_dir: None,
+            data_dir: None,
+            listen_addresses: default_listen_addresses(),
+            advertise_host: None,
+            port: default_pg_port(),
+            superuser: default_superuser(),
+            superuser_password: String::new(),
+            replication_user: default_replication_user(),
+            replication_password: String::new(),
+            run_as: default_run_as(),
+            hang_timeout_ms: 0,
+        }
+    }
+}
+
 fn default_listen_addresses() -> String {
     "127.0.0.1".into()
 }
@@ -439,6 +465,11 @@ pub struct Config {
     pub watchdog: WatchdogConfig,
     /// The programs run on PostgreSQL's events and before a promotion.
     pub callbacks: CallbacksConfig,
+    /// False on a proxy-only node: no `[postgres]` section, and the
+    /// `pg_*` fields above hold unused defaults.
+    pub runs_postgres: bool,
+    /// PgBouncer to keep pointed at the primary, when configured.
+    pub pgbouncer: Option<PgBouncerConfig>,
 }
 
 impl Config {
@@ -641,7 +672,15 @@ impl FileConfig {
     }
 
     fn check_postgres(&self, v: &mut Violations) {
-        let p = &self.postgres;
+        let Some(p) = &self.postgres else {
+            if self.pgbouncer.is_none() {
+                v.bad(
+                    "postgres",
+                    "the [postgres] section is required (only a proxy-only node, with a [pgbouncer] section, has none)",
+                );
+            }
+            return;
+        };
         if p.port == 0 {
             v.bad("postgres.port", "must not be 0");
         }
@@ -814,6 +853,29 @@ impl FileConfig {
         }
     }
 
+    /// The `[pgbouncer]` section; a proxy-only node (no `[postgres]`)
+    /// joins the cluster through the initial members and must not be one.
+    fn check_pgbouncer(&self, v: &mut Violations) -> Option<PgBouncerConfig> {
+        if self.postgres.is_none() && self.raft.initial_members.iter().any(|m| m.id == self.node.id) {
+            v.bad(
+                "raft.initial_members",
+                format!(
+                    "this proxy-only node (id {}) must not be an initial member: it joins as a learner through them",
+                    self.node.id
+                ),
+            );
+        }
+        match self.pgbouncer.as_ref()?.validate(&self.cluster_id) {
+            Ok(c) => Some(c),
+            Err(errors) => {
+                for (field, message) in errors {
+                    v.bad(&field, message);
+                }
+                None
+            }
+        }
+    }
+
     /// The cluster token, inline or from its file.
     fn check_token(&self, v: &mut Violations) -> Option<Token> {
         match (&self.security.token, &self.security.token_file) {
@@ -880,6 +942,7 @@ impl FileConfig {
         if let Err((key, value, reason)) = validate_tags(&self.tags) {
             v.bad(&format!("tags.{key}"), format!("{value:?}: {reason}"));
         }
+        let pgbouncer = self.check_pgbouncer(&mut v);
         let token = self.check_token(&mut v);
         let tls = self.check_tls(&mut v);
         let http_tls = self.check_http_tls(&mut v);
@@ -890,7 +953,8 @@ impl FileConfig {
         };
         let raft_advertise = self.raft_advertise();
         let http_advertise = self.http.advertise.clone().unwrap_or_else(|| self.http.listen.clone());
-        let pg_advertise_host = self.postgres.advertise_host.clone().unwrap_or_else(|| host_of(&raft_advertise));
+        let pg = self.postgres.clone().unwrap_or_else(PostgresSection::absent);
+        let pg_advertise_host = pg.advertise_host.clone().unwrap_or_else(|| host_of(&raft_advertise));
         Ok(Config {
             cluster_id: self.cluster_id.clone(),
             node_id: self.node.id,
@@ -908,19 +972,18 @@ impl FileConfig {
             http_listen,
             http_advertise,
             http_tls,
-            pg_bin_dir: self.postgres.bin_dir.clone(),
-            pg_data_dir: self.postgres.data_dir.clone().unwrap_or_else(|| self.node.data_dir.join("pgdata")),
+            pg_bin_dir: pg.bin_dir.clone(),
+            pg_data_dir: pg.data_dir.clone().unwrap_or_else(|| self.node.data_dir.join("pgdata")),
             pg_socket_dir: self.node.data_dir.join("run"),
-            pg_listen_addresses: self.postgres.listen_addresses.clone(),
+            pg_listen_addresses: pg.listen_addresses.clone(),
             pg_advertise_host,
-            pg_port: self.postgres.port,
-            superuser: self.postgres.superuser.clone(),
-            superuser_password: self.postgres.superuser_password.clone(),
-            replication_user: self.postgres.replication_user.clone(),
-            replication_password: self.postgres.replication_password.clone(),
-            run_as: self.postgres.run_as.clone(),
-            pg_hang_timeout: (self.postgres.hang_timeout_ms > 0)
-                .then(|| Duration::from_millis(self.postgres.hang_timeout_ms)),
+            pg_port: pg.port,
+            superuser: pg.superuser.clone(),
+            superuser_password: pg.superuser_password.clone(),
+            replication_user: pg.replication_user.clone(),
+            replication_password: pg.replication_password.clone(),
+            run_as: pg.run_as.clone(),
+            pg_hang_timeout: (pg.hang_timeout_ms > 0).then(|| Duration::from_millis(pg.hang_timeout_ms)),
             initial_dynamic: self.dynamic.clone(),
             token,
             tls,
@@ -931,6 +994,8 @@ impl FileConfig {
                 safety_margin: Duration::from_millis(self.watchdog.safety_margin_ms),
             },
             callbacks,
+            runs_postgres: self.postgres.is_some(),
+            pgbouncer,
         })
     }
 }
@@ -963,7 +1028,7 @@ mod tests {
         c.raft.listen = "nowhere".into();
         c.raft.initial_members.push(c.raft.initial_members[0].clone());
         c.http.listen = "x".into();
-        c.postgres.replication_password = String::new();
+        c.postgres.as_mut().expect("the template has [postgres]").replication_password = String::new();
         c.dynamic.lease_ttl_ms = 10;
         c.dynamic.synchronous_node_count = 0;
         c.security.token = Some("short".into());
@@ -1121,6 +1186,61 @@ mod tests {
             assert!(reported.contains(&lines_of(needle)), "{needle} not reported: {errors:?}");
         }
         assert_eq!(errors.len(), 4, "{errors:?}");
+    }
+
+    /// The template's commented `[pgbouncer]` section, uncommented.
+    fn with_pgbouncer(text: &str) -> String {
+        let start = text.find("# [pgbouncer]").expect("the template shows [pgbouncer]");
+        let end = start + text[start..].find("\n\n").expect("the section ends");
+        let section: String = text[start..end]
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest.starts_with('[') || rest.contains(" = ") => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        format!("{}{section}{}", &text[..start], &text[end..])
+    }
+
+    #[test]
+    fn the_pgbouncer_section_of_the_template_is_valid() {
+        let text = with_pgbouncer(DEFAULT_CONFIG).replace("admin_password_env = ", "# admin_password_env = ");
+        let text = text.replace("admin_password_file = ", "# admin_password_file = ");
+        let c = FileConfig::parse(&text).expect("parses");
+        let p = c.pgbouncer.as_ref().expect("the section is there");
+        assert_eq!(p.admin_port, 6432);
+        let resolved = c.validate().expect("valid");
+        let pgb = resolved.pgbouncer.expect("resolved");
+        assert_eq!(pgb.databases_file, PathBuf::from("/etc/pgbouncer/raftgres-databases.ini"));
+        assert!(resolved.runs_postgres);
+        assert_eq!(FileConfig::parse(&c.to_toml()).expect("reparse"), c);
+    }
+
+    #[test]
+    fn a_proxy_only_node_has_no_postgres_section_and_is_no_initial_member() {
+        let text = with_pgbouncer(DEFAULT_CONFIG).replace("admin_password_env = ", "# admin_password_env = ");
+        let text = text.replace("admin_password_file = ", "# admin_password_file = ");
+        let mut c = FileConfig::parse(&text).expect("parses");
+        c.postgres = None;
+        let Err(ConfigError::Invalid(errs)) = c.validate() else { panic!("node 1 is an initial member") };
+        assert!(errs.iter().any(|e| e.field == "raft.initial_members" && e.message.contains("proxy-only")), "{errs:?}");
+        c.node.id = 9;
+        c.node.name = "app1".into();
+        let resolved = c.validate().expect("a proxy-only node");
+        assert!(!resolved.runs_postgres && resolved.pgbouncer.is_some());
+        assert_eq!(FileConfig::parse(&c.to_toml()).expect("reparse"), c);
+        // Neither section: the [postgres] section is required.
+        c.pgbouncer = None;
+        let Err(ConfigError::Invalid(errs)) = c.validate() else { panic!("nothing to run") };
+        assert!(errs.iter().any(|e| e.field == "postgres"), "{errs:?}");
+        // A bad [pgbouncer] field is reported with the others.
+        let mut c = FileConfig::parse(&text).expect("parses");
+        c.pgbouncer.as_mut().expect("section").databases_file = "relative".into();
+        c.node.id = 0;
+        let Err(ConfigError::Invalid(errs)) = c.validate() else { panic!("invalid") };
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert!(fields.contains(&"pgbouncer.databases_file") && fields.contains(&"node.id"), "{fields:?}");
     }
 
     #[test]

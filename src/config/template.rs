@@ -150,6 +150,33 @@ safety_margin_ms = 500
 # pre_promote = "/etc/raftgres/pre-promote.sh"
 # A callback still running after this long is killed, with what it started.
 timeout_ms = 10000
+# PgBouncer follows the primary (docs/operations.md, "PgBouncer"): on every
+# change of the primary that can take writes, this node renders
+# databases_file from databases_template and has PgBouncer RELOAD; a
+# switchover PAUSEs PgBouncer's pools first and RESUMEs them once they point
+# at the new primary. pgbouncer.ini pulls the file in with
+# `%include /etc/pgbouncer/raftgres-databases.ini` (and has no [databases]
+# section of its own). A node with this section and no postgres section is
+# proxy-only: it joins as a Raft learner through raft.initial_members (which
+# must not list it) and runs no PostgreSQL.
+# [pgbouncer]
+# Admin console: PgBouncer's address and a user of its admin_users.
+# admin_host = "127.0.0.1"
+# admin_port = 6432
+# admin_user = "pgbouncer"
+# Its password: from a file, or from an environment variable; neither
+# means none (PgBouncer trusts the connection). Never logged.
+# admin_password_file = "/etc/raftgres/pgbouncer-admin-password"
+# admin_password_env = "RAFTGRES_PGBOUNCER_PASSWORD"
+# databases_file = "/etc/pgbouncer/raftgres-databases.ini"
+# The lines of the [databases] section, a minijinja template with host,
+# port, name (the primary member's), epoch and cluster.
+# databases_template = "app = host={{ host }} port={{ port }} dbname=app"
+# PAUSE must finish the running transactions within pause_wait_ms, else
+# it is given up (RESUMEd) and the switchover goes on without it; paused
+# pools RESUME by themselves after pause_timeout_ms.
+# pause_wait_ms = 5000
+# pause_timeout_ms = 15000
 
 # This member's tags, as in Patroni: nofailover, noloadbalance, nosync
 # (true/false, quoted or not), failover_priority (0 = never promote), and any other

@@ -55,6 +55,8 @@ pub struct ApiState {
     pub ops: Ops,
     pub token: Token,
     pub reloader: Arc<Reloader>,
+    /// This node's PgBouncer follower, when configured.
+    pub pgbouncer: Option<crate::pgbouncer::Proxy>,
 }
 
 type Shared = Arc<ApiState>;
@@ -63,6 +65,7 @@ pub mod client;
 pub mod control;
 pub mod health;
 pub mod metrics;
+pub mod pgbouncer;
 pub mod tls;
 
 pub fn router(state: ApiState) -> Router {
@@ -79,6 +82,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/reinitialize", post(control::reinitialize))
         .route("/reload", post(control::reload))
         .route("/metrics", get(metrics::metrics))
+        .merge(pgbouncer::routes())
         .fallback(any(health_check))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)

@@ -171,15 +171,34 @@ impl Ops {
         if let Some(at) = at_ms {
             check_schedule(at, now_ms())?;
         }
-        let index = self.propose(Command::ScheduleSwitchover { from: primary.node, to, at_ms }).await?;
+        // Clients of every PgBouncer wait rather than fail: pools pause
+        // (running transactions finish, server connections close) before
+        // the primary is asked to step down.
+        let paused = if at_ms.is_none() { self.pause_pgbouncers().await } else { Vec::new() };
+        let index = match self.propose(Command::ScheduleSwitchover { from: primary.node, to, at_ms }).await {
+            Ok(index) => index,
+            Err(e) => {
+                self.resume_pgbouncers(&paused, None).await;
+                return Err(e);
+            }
+        };
         let target = to.map(|t| self.name_of(&state, t)).unwrap_or_else(|| "the best replica".into());
         if at_ms.is_some() {
             return Ok(Done::new(format!("switchover to {target} scheduled"), index));
         }
         if !wait {
+            if !paused.is_empty() {
+                let ops = self.clone();
+                tokio::spawn(async move {
+                    let done = ops.wait_handover(primary.epoch, to, index, true).await;
+                    ops.resume_pgbouncers(&paused, done.ok().map(|_| ops.state().epoch)).await;
+                });
+            }
             return Ok(Done::new(format!("switchover to {target} started"), index));
         }
-        self.wait_handover(primary.epoch, to, index, true).await
+        let done = self.wait_handover(primary.epoch, to, index, true).await;
+        self.resume_pgbouncers(&paused, done.as_ref().ok().map(|_| self.state().epoch)).await;
+        done
     }
 
     /// Waits until a primary of a later epoch runs, or (for a scheduled

@@ -12,6 +12,7 @@
 pub mod config;
 pub mod handover;
 pub mod membership;
+pub mod pgbouncer;
 pub mod restart;
 pub mod status;
 

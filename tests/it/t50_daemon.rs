@@ -230,7 +230,10 @@ async fn paused_primary_daemon(c: &DaemonCluster, old: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hung_primary_postgres_gives_up_the_role() {
     let hang = Duration::from_millis(5000);
-    let c = DaemonCluster::start(3, |f| f.postgres.hang_timeout_ms = hang.as_millis() as u64).await;
+    let c = DaemonCluster::start(3, |f| {
+        f.postgres.as_mut().expect("a database node").hang_timeout_ms = hang.as_millis() as u64
+    })
+    .await;
     let old = c.must_healthy(&[1, 2, 3], SETTLED).await;
     c.must_pg(old).await.batch_execute("CREATE TABLE t (v bigint)").await.expect("create table");
     let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != old).collect();

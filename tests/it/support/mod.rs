@@ -2,6 +2,7 @@
 
 pub mod cluster;
 pub mod daemon;
+pub mod pgbouncer;
 
 use std::fmt::Debug;
 use std::panic::AssertUnwindSafe;
