@@ -6,10 +6,11 @@
 //! primary's node; the default, `any`, leaves it where elections put it).
 //! Each round starts a fresh cluster and measures, from the moment of the
 //! fault to the first write a new primary accepts:
-//! - node death: the primary's daemon and postmaster are SIGKILLed; the
-//!   round records whether the dead node also led Raft (with
-//!   `avoid_primary` it waits, at most 10 s, for the leadership to leave
-//!   the primary's node first);
+//! - node death: the primary's daemon and postmaster are SIGKILLed; odd
+//!   rounds first make the primary the Raft leader (a switchover to the
+//!   leader), even rounds a node that does not lead, and the round records
+//!   which held (with `avoid_primary` the daemons place the leadership: it
+//!   waits, at most 10 s, for it to leave the primary's node first);
 //! - paused daemon: the primary's daemon gets SIGSTOP (its PostgreSQL keeps
 //!   running); also measured: when the watchdog stops that PostgreSQL;
 //! - clean shutdown: the primary's daemon gets SIGTERM.
@@ -341,6 +342,48 @@ async fn switchover_gap(c: &LocalCluster, from: u64, to: u64) -> (Duration, Dura
     (gap, elected)
 }
 
+/// Moves the primary (by switchover) so that it leads Raft (`lead`) or
+/// does not; returns the primary. A few attempts: the leadership may move
+/// meanwhile. With `avoid_primary` the placement is the daemon's to choose.
+async fn arrange(c: &LocalCluster, mut primary: u64, lead: bool) -> u64 {
+    if placement() == LeaderPlacement::AvoidPrimary {
+        return primary;
+    }
+    for _ in 0..3 {
+        let Some(leader) = raft_leader(c, primary).await else { continue };
+        let to = if lead {
+            if leader == primary {
+                return primary;
+            }
+            leader
+        } else {
+            if leader != primary {
+                return primary;
+            }
+            match [1, 2, 3].into_iter().find(|id| *id != primary) {
+                Some(id) => id,
+                None => return primary,
+            }
+        };
+        let body = format!(r#"{{"leader":"{}","candidate":"{}"}}"#, c.node(primary).name, c.node(to).name);
+        let reply = raftgres::http::client::request(
+            "POST",
+            &format!("{}/switchover", c.node(primary).api_url()),
+            Some(&c.token),
+            &[],
+            Some(body),
+            Duration::from_secs(60),
+        )
+        .await;
+        if reply.as_ref().is_ok_and(|r| r.status == 200) {
+            primary = healthy(c, Duration::from_secs(120)).await;
+            // Past the new epoch's first lease, as in an ordinary round.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+    }
+    primary
+}
+
 struct Round {
     death: Duration,
     /// The node that died also led Raft.
@@ -386,7 +429,9 @@ async fn round(i: usize) -> Round {
         roles.push(role);
     }
 
-    // Node death.
+    // Node death: odd rounds kill a primary that also leads Raft, even
+    // rounds one that does not, so both placements get their rounds.
+    let primary = arrange(&c, primary, i % 2 == 1).await;
     let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != primary).collect();
     if placement == LeaderPlacement::AvoidPrimary {
         let start = Instant::now();
