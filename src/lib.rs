@@ -22,4 +22,5 @@ pub mod ops;
 pub mod playground;
 pub mod postgres;
 pub mod reload;
+pub mod vip;
 pub mod watchdog;

@@ -36,6 +36,14 @@ enum Cmd {
         #[arg(long)]
         pgdata: PathBuf,
     },
+    /// The virtual IP's guard process the daemon starts (internal).
+    #[command(hide = true)]
+    VipGuard {
+        #[arg(long)]
+        address: String,
+        #[arg(long)]
+        interface: String,
+    },
     /// Start a local cluster on loopback with real PostgreSQL; Ctrl-C stops it.
     Playground {
         /// Number of nodes.
@@ -61,6 +69,25 @@ fn main() -> ExitCode {
         Cmd::Watchdog { pgdata } => {
             raftgres::watchdog::run(pgdata);
             ExitCode::SUCCESS
+        }
+        Cmd::VipGuard { address, interface } => {
+            let vip = raftgres::vip::parse_cidr(&address).and_then(|(address, prefix_len)| {
+                raftgres::vip::check_interface(&interface).map(|()| raftgres::vip::VipConfig {
+                    address,
+                    prefix_len,
+                    interface,
+                })
+            });
+            match vip {
+                Ok(vip) => {
+                    raftgres::vip::guard_main(vip);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("raftgres vip-guard: {e}");
+                    ExitCode::from(2)
+                }
+            }
         }
         Cmd::ShowConfig => {
             print!("{DEFAULT_CONFIG}");

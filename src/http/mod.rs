@@ -55,6 +55,8 @@ pub struct ApiState {
     pub ops: Ops,
     pub token: Token,
     pub reloader: Arc<Reloader>,
+    /// The virtual IP's task, when one is configured.
+    pub vip: Option<watch::Receiver<crate::vip::VipStatus>>,
 }
 
 type Shared = Arc<ApiState>;
