@@ -371,7 +371,10 @@ pub async fn run(
             // if this daemon cannot.
             g.arm(until.expect("wanted") + LEAD);
         }
-        let due = holder.believed != Some(want) || now >= holder.checked_at + RECHECK;
+        // A stand-down is carried out (and reported) by a call of its own,
+        // even when the address is believed absent: the agent waits for it.
+        let stand_down_news = !want && stood_down > holder.status.borrow().stood_down;
+        let due = holder.believed != Some(want) || now >= holder.checked_at + RECHECK || stand_down_news;
         let mut after = holder.checked_at + RECHECK;
         if due {
             if holder.apply(want, now, stood_down).await {

@@ -5,20 +5,24 @@
 //! ~20 ms finds the address on at most one node at every sample, and never
 //! again on a deposed node once the new primary holds it. Needs root
 //! (namespaces, nftables); skipped otherwise.
+//!
+//! With `RAFTGRES_VIP_ROUNDS=N` it then repeats N rounds of a node death
+//! and a switchover, checked the same way, and prints how long the address
+//! took to move (the figures in docs/benchmarks.md).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use raftgres::playground::http_get;
-use raftgres::vip::VipConfig;
 use raftgres::vip::link::Link;
+use raftgres::vip::{RECHECK, VipConfig};
 use raftgres_jepsen::net::{self, HEAL_RULESET, Net};
 use tokio_postgres::NoTls;
 use tracing::info;
 
 use crate::support::daemon::DaemonCluster;
-use crate::support::deadline::{FAILOVER, REJOIN, SWITCHOVER};
+use crate::support::deadline::{DAEMON_START, FAILOVER, REJOIN, SWITCHOVER};
 use crate::support::{phase, wait_for};
 
 /// How often the sampler reads every node's addresses.
@@ -257,43 +261,9 @@ async fn scenario(net: Net) {
     })
     .await;
 
-    let second = phase("node death", async {
-        let from = Instant::now();
-        c.kill_node(first);
-        let others: Vec<u64> = (1..=3).filter(|id| *id != first).collect();
-        let p = c.must_primary(&others, FAILOVER).await;
-        let taken = sampler.must_see_alone(p, from, FAILOVER).await;
-        let reached = must_reach(&c, &vip, p, FAILOVER).await;
-        info!(
-            moved = ?taken - from,
-            reachable = ?reached - from,
-            "failover: the address moved from node {first} to node {p}"
-        );
-        sampler.must_be_exclusive(from, Some(first), taken);
-        c.start_node(first);
-        c.must_healthy(&[1, 2, 3], REJOIN).await;
-        p
-    })
-    .await;
-
-    let third = phase("switchover", async {
-        let target = (1..=3).find(|id| *id != second).expect("another node");
-        let from = Instant::now();
-        c.must_raftctl(&["switchover", "--to", &format!("pg{target}"), "--force"]);
-        let taken = sampler.must_see_alone(target, from, SWITCHOVER).await;
-        let reached = must_reach(&c, &vip, target, SWITCHOVER).await;
-        info!(
-            moved = ?taken - from,
-            reachable = ?reached - from,
-            "switchover: the address moved from node {second} to node {target}"
-        );
-        sampler.must_be_exclusive(from, Some(second), taken);
-        c.must_healthy(&[1, 2, 3], REJOIN).await;
-        target
-    })
-    .await;
-
-    phase("partition of the primary", async {
+    let (second, _) = phase("node death", node_death(&mut c, &sampler, &vip, first)).await;
+    let (third, _) = phase("switchover", switchover(&c, &sampler, &vip, second)).await;
+    let fourth = phase("partition of the primary", async {
         let others: Vec<u64> = (1..=3).filter(|id| *id != third).collect();
         let mut cut: Vec<_> = others.iter().map(|id| net.host_addr(*id as usize)).collect();
         cut.push(net.client_addr());
@@ -313,8 +283,129 @@ async fn scenario(net: Net) {
         c.must_healthy(&[1, 2, 3], REJOIN).await;
         // Healed, the old primary rejoins as a replica: still one holder.
         sampler.must_be_exclusive(from, Some(third), taken);
+        p
     })
     .await;
+
+    let fifth = phase("clean shutdown of the primary", async {
+        let from = Instant::now();
+        assert_eq!(c.stop_node(fourth).await, Some(0), "a clean exit");
+        let others: Vec<u64> = (1..=3).filter(|id| *id != fourth).collect();
+        let p = c.must_primary(&others, FAILOVER).await;
+        let taken = sampler.must_see_alone(p, from, FAILOVER).await;
+        info!(moved = ?taken - from, "shutdown: the address moved from node {fourth} to node {p}");
+        sampler.must_be_exclusive(from, Some(fourth), taken);
+        c.start_node(fourth);
+        c.must_healthy(&[1, 2, 3], REJOIN).await;
+        p
+    })
+    .await;
+
+    phase("an address left behind is removed", async {
+        let replica = (1..=3).find(|id| *id != fifth).expect("a replica");
+        let ns = net.host_ns(replica as usize);
+        // Left over from a crash: the daemon starts with it bound.
+        c.kill_node(replica);
+        net::ip(&["-n", &ns, "addr", "add", &vip.cidr(), "dev", &vip.interface]).expect("bind the address by hand");
+        let bound = Instant::now();
+        c.start_node(replica);
+        let gone = sampler.must_see_alone(fifth, bound, DAEMON_START).await;
+        info!(after = ?gone - bound, "the restarted node {replica} removed the address it found");
+        c.must_healthy(&[1, 2, 3], REJOIN).await;
+        // Added by hand to a running replica: the recheck removes it.
+        net::ip(&["-n", &ns, "addr", "add", &vip.cidr(), "dev", &vip.interface]).expect("bind the address by hand");
+        let bound = Instant::now();
+        let gone = sampler.must_see_alone(fifth, bound, RECHECK + SAMPLE_EVERY * 50).await;
+        info!(after = ?gone - bound, "the running node {replica} removed the address added by hand");
+        // Removed by hand from the primary: put back.
+        let primary_ns = net.host_ns(fifth as usize);
+        net::ip(&["-n", &primary_ns, "addr", "del", &vip.cidr(), "dev", &vip.interface])
+            .expect("remove the address by hand");
+        let removed = Instant::now();
+        let back = sampler.must_see_alone(fifth, removed + SAMPLE_EVERY * 2, RECHECK + SAMPLE_EVERY * 50).await;
+        info!(after = ?back - removed, "the primary {fifth} bound the address again");
+        must_reach(&c, &vip, fifth, FAILOVER).await;
+    })
+    .await;
+    let rounds: usize = std::env::var("RAFTGRES_VIP_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(0);
+    if rounds > 0 {
+        let mut primary = c.must_primary(&[1, 2, 3], FAILOVER).await;
+        let (mut failovers, mut switchovers) = (Vec::new(), Vec::new());
+        for round in 1..=rounds {
+            let (p, moved) =
+                phase(&format!("round {round}: node death"), node_death(&mut c, &sampler, &vip, primary)).await;
+            failovers.push(moved);
+            let (p, moved) = phase(&format!("round {round}: switchover"), switchover(&c, &sampler, &vip, p)).await;
+            switchovers.push(moved);
+            primary = p;
+        }
+        for (what, figures) in [("node death", failovers), ("switchover", switchovers)] {
+            let (mut bound, mut reach): (Vec<Duration>, Vec<Duration>) = figures.into_iter().unzip();
+            bound.sort();
+            reach.sort();
+            let q = |v: &[Duration], q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+            println!(
+                "vip move after {what}, {} rounds: bound on the new primary min {:?} median {:?} max {:?}; \
+                 reachable min {:?} median {:?} max {:?}",
+                bound.len(),
+                q(&bound, 0.0),
+                q(&bound, 0.5),
+                q(&bound, 1.0),
+                q(&reach, 0.0),
+                q(&reach, 0.5),
+                q(&reach, 1.0),
+            );
+        }
+    }
     drop(sampler);
     drop(c);
+}
+
+/// Kills the primary `old` (daemon and postmaster), waits for the address
+/// on the new primary, checks the samples and brings `old` back. Returns
+/// the new primary, and how long after the kill the address was bound there
+/// and a client reached it.
+async fn node_death(
+    c: &mut DaemonCluster,
+    sampler: &Sampler,
+    vip: &VipConfig,
+    old: u64,
+) -> (u64, (Duration, Duration)) {
+    let from = Instant::now();
+    c.kill_node(old);
+    let others: Vec<u64> = (1..=3).filter(|id| *id != old).collect();
+    let p = c.must_primary(&others, FAILOVER).await;
+    let taken = sampler.must_see_alone(p, from, FAILOVER).await;
+    let reached = must_reach(c, vip, p, FAILOVER).await;
+    info!(moved = ?taken - from, reachable = ?reached - from, "failover: the address moved from node {old} to node {p}");
+    sampler.must_be_exclusive(from, Some(old), taken);
+    c.start_node(old);
+    c.must_healthy(&[1, 2, 3], REJOIN).await;
+    (p, (taken - from, reached - from))
+}
+
+/// Switches over from `old` to another node; like [`node_death`].
+async fn switchover(c: &DaemonCluster, sampler: &Sampler, vip: &VipConfig, old: u64) -> (u64, (Duration, Duration)) {
+    let target = (1..=3).find(|id| *id != old).expect("another node");
+    let from = Instant::now();
+    let to = format!("pg{target}");
+    // A replica that just rejoined may restart once more after it first
+    // streams; the request is refused until it streams again.
+    wait_for(&format!("a switchover to {to} to be accepted"), SWITCHOVER, async || {
+        match c.raftctl(&["switchover", "--to", &to, "--force"]) {
+            (0, _, _) => Ok(()),
+            (code, out, err) => Err((code, out, err)),
+        }
+    })
+    .await;
+    let taken = sampler.must_see_alone(target, from, SWITCHOVER).await;
+    let reached = must_reach(c, vip, target, SWITCHOVER).await;
+    info!(
+        moved = ?taken - from,
+        reachable = ?reached - from,
+        "switchover: the address moved from node {old} to node {target}"
+    );
+    sampler.must_be_exclusive(from, Some(old), taken);
+    c.must_healthy(&[1, 2, 3], REJOIN).await;
+    (target, (taken - from, reached - from))
 }
