@@ -36,6 +36,13 @@ enum Cmd {
         #[arg(long)]
         pgdata: PathBuf,
     },
+    /// Remove the configured virtual IP from this host, if bound (for
+    /// systemd's ExecStopPost: a daemon that is not running holds no lease).
+    VipRemove {
+        /// The node's configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// The virtual IP's guard process the daemon starts (internal).
     #[command(hide = true)]
     VipGuard {
@@ -89,6 +96,32 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::VipRemove { config } => match load(&config) {
+            Err(e) => {
+                eprintln!("{}: {e}", config.display());
+                ExitCode::from(2)
+            }
+            Ok(c) => match c.vip {
+                None => {
+                    println!("{}: no [vip] section; nothing to remove", config.display());
+                    ExitCode::SUCCESS
+                }
+                Some(vip) => match raftgres::vip::remove_now(&vip) {
+                    Ok(true) => {
+                        println!("removed {} from {}", vip.cidr(), vip.interface);
+                        ExitCode::SUCCESS
+                    }
+                    Ok(false) => {
+                        println!("{} is not bound on {}", vip.cidr(), vip.interface);
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("failed to remove {}: {e}", vip.cidr());
+                        ExitCode::from(1)
+                    }
+                },
+            },
+        },
         Cmd::ShowConfig => {
             print!("{DEFAULT_CONFIG}");
             ExitCode::SUCCESS

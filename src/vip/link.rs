@@ -210,6 +210,47 @@ pub fn send_garp(ifc: Interface, ip: Ipv4Addr) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    /// Runs `f` on a thread in a new, empty network namespace (root only;
+    /// `None` otherwise), with a runtime of its own.
+    fn in_new_netns<T: Send + 'static>(f: impl AsyncFnOnce() -> T + Send + 'static) -> Option<T> {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipped: needs root (a network namespace of its own)");
+            return None;
+        }
+        std::thread::spawn(move || {
+            // SAFETY: unshare(2) moves only this thread into a new
+            // namespace; the thread ends with the test.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "{}", io::Error::last_os_error());
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+            rt.block_on(f())
+        })
+        .join()
+        .map_or_else(|panic| std::panic::resume_unwind(panic), Some)
+    }
+
+    #[test]
+    fn the_address_is_bound_found_and_removed_through_netlink() {
+        in_new_netns(async || {
+            let vip = VipConfig { address: Ipv4Addr::new(10, 0, 0, 10), prefix_len: 24, interface: "lo".into() };
+            let link = Link::open().expect("netlink");
+            assert!(!link.holds(&vip).await.expect("list"));
+            let ifc = link.add(&vip).await.expect("add").expect("bound by this call");
+            assert_eq!(ifc.mac, None, "loopback has no hardware address: no ARP");
+            send_garp(ifc, vip.address).expect("nothing to announce");
+            assert!(link.holds(&vip).await.expect("list"));
+            assert_eq!(link.add(&vip).await.expect("add again"), None, "already bound");
+            assert!(link.remove(&vip).await.expect("remove"));
+            assert!(!link.remove(&vip).await.expect("remove again"), "nothing left");
+            assert!(!link.holds(&vip).await.expect("list"));
+            // An interface that does not exist: a clear error to bind,
+            // nothing to remove.
+            let missing = VipConfig { interface: "nope0".into(), ..vip };
+            let e = link.add(&missing).await.expect_err("no such interface");
+            assert_eq!(e.to_string(), "interface nope0 does not exist");
+            assert!(!link.remove(&missing).await.expect("nothing bound on it"));
+        });
+    }
+
     #[test]
     fn a_gratuitous_arp_names_the_address_as_sender_and_target() {
         let mac = [0x02, 0, 0, 0, 0, 0x2a];

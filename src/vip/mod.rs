@@ -422,18 +422,18 @@ pub async fn run(
     }
 }
 
+/// Removes the address if it is bound, outside the daemon (its own
+/// runtime); true when this call removed it.
+pub fn remove_now(vip: &VipConfig) -> Result<bool, LinkError> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(LinkError::Open)?;
+    runtime.block_on(async { Link::open()?.remove(vip).await })
+}
+
 /// The guard process (`raftgres vip-guard`): removes the address when an
 /// armed deadline passes without a newer one.
 pub fn guard_main(vip: VipConfig) {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("raftgres vip-guard: failed to start a runtime: {e}");
-            return;
-        }
-    };
     crate::watchdog::guard("vip-guard", || {
-        let removed = runtime.block_on(async { Link::open()?.remove(&vip).await });
+        let removed = remove_now(&vip);
         match removed {
             Ok(true) => {
                 eprintln!(
