@@ -34,6 +34,7 @@ use crate::postgres::runner::StopMode;
 use crate::postgres::settings::ParameterState;
 use crate::postgres::{Binaries, Observation, Runner};
 use crate::reload::Reloader;
+use crate::vip::{self, VipConfig, VipHandle};
 use crate::watchdog::Watchdog;
 use crate::watchdog::device::{self, DeviceError, DeviceSlot, Refusal, WatchdogMode, timeout_for};
 use crate::{fence, handoff, http};
@@ -66,6 +67,8 @@ pub enum Task {
     Http,
     /// Keeps PgBouncer pointed at the primary.
     PgBouncer,
+    /// Holds the virtual IP while the lease allows writes.
+    Vip,
 }
 
 impl fmt::Display for Task {
@@ -77,6 +80,7 @@ impl fmt::Display for Task {
             Task::Agent => "agent",
             Task::Http => "http",
             Task::PgBouncer => "pgbouncer",
+            Task::Vip => "vip",
         })
     }
 }
@@ -142,7 +146,9 @@ pub struct Daemon {
     ops: Arc<OnceLock<Ops>>,
     reloader: Arc<Reloader>,
     tasks: Tasks,
-    /// Stops the agent, first.
+    /// Stops the virtual IP's task (which removes the address), first.
+    vip_cancel: CancellationToken,
+    /// Stops the agent, next.
     agent_cancel: CancellationToken,
     /// Stops the controller, the lease heartbeat and the fence, once
     /// PostgreSQL is down.
@@ -258,6 +264,7 @@ impl Daemon {
             ops: ops_cell,
             reloader: reloader.clone(),
             tasks: Tasks::default(),
+            vip_cancel: CancellationToken::new(),
             agent_cancel: CancellationToken::new(),
             tasks_cancel: CancellationToken::new(),
             http_cancel: CancellationToken::new(),
@@ -307,6 +314,10 @@ impl Daemon {
             fence.await;
             Ok(())
         });
+        let vip = match &config.vip {
+            None => None,
+            Some(v) => Some(daemon.start_vip(v, &exe, lease_rx.clone()).await?),
+        };
         let links = AgentLinks {
             lease: lease_rx.clone(),
             observation: obs_tx,
@@ -317,6 +328,7 @@ impl Daemon {
             device: daemon.device.clone(),
             refusal,
             veto,
+            vip: vip.clone(),
         };
         let agent = Agent::new(handle.clone(), runner, config.clone(), links);
         let cancel = daemon.agent_cancel.clone();
@@ -340,6 +352,7 @@ impl Daemon {
             token: config.token.clone(),
             reloader,
             pgbouncer: config.pgbouncer.clone().map(|c| crate::pgbouncer::Proxy::new(c, &config.cluster_id)),
+            vip: vip.map(|v| v.status()),
         };
         let cancel = daemon.http_cancel.clone();
         let http_tls = config.http_tls.as_ref().map(|t| t.server.clone());
@@ -359,6 +372,39 @@ impl Daemon {
         });
         tracing::info!(raft = %config.raft_advertise, http = %config.http_advertise, "ready");
         Ok(daemon)
+    }
+
+    /// Starts the virtual IP's guard process and task. An interface that
+    /// does not exist (yet) is logged; the task binds the address once it
+    /// does.
+    async fn start_vip(
+        &mut self,
+        vip: &VipConfig,
+        exe: &std::path::Path,
+        lease: watch::Receiver<Option<Lease>>,
+    ) -> anyhow::Result<VipHandle> {
+        match vip::link::Link::open() {
+            Ok(link) => match link.interface(vip).await {
+                Ok(_) => tracing::info!(address = %vip.cidr(), interface = %vip.interface, "virtual IP configured"),
+                Err(e) => tracing::error!(
+                    "vip.interface: {e}; the virtual IP cannot be bound until it exists (the address {} is \
+                     retried)",
+                    vip.cidr()
+                ),
+            },
+            Err(e) => tracing::error!("failed to {e}: the virtual IP cannot be managed"),
+        }
+        let cidr = vip.cidr();
+        let args: [&std::ffi::OsStr; 5] =
+            ["vip-guard".as_ref(), "--address".as_ref(), cidr.as_ref(), "--interface".as_ref(), vip.interface.as_ref()];
+        let guard = Watchdog::spawn_guard(exe, &args).context("start the virtual IP's guard process")?;
+        let (handle, links) = VipHandle::new();
+        let task = vip::run(vip.clone(), self.handle.clone(), lease, links, Some(guard), self.vip_cancel.clone());
+        self.tasks.spawn(Task::Vip, async move {
+            task.await;
+            Ok(())
+        });
+        Ok(handle)
     }
 
     /// `required` mode: a device that cannot be opened (checked without
@@ -462,6 +508,10 @@ impl Daemon {
     /// primary role so failover need not wait for the lease. The lease
     /// heartbeat and the fence stop after that, the HTTP API last.
     pub async fn shutdown(mut self) {
+        // The address goes first: clients stop reaching a server that is
+        // about to stop.
+        self.vip_cancel.cancel();
+        self.tasks.join(&[Task::Vip], TASK_STOP_TIMEOUT).await;
         self.agent_cancel.cancel();
         self.tasks.join(&[Task::Agent], AGENT_STOP_TIMEOUT).await;
         if !self.handoff {
@@ -495,6 +545,10 @@ impl Daemon {
     /// first, then the loops; the lease as it stands then, with the
     /// watchdog left enforcing its end, is written for the successor.
     pub async fn hand_off(mut self) {
+        // No daemon would remove the address while none runs: it goes,
+        // and the successor binds it again once it holds the lease.
+        self.vip_cancel.cancel();
+        self.tasks.join(&[Task::Vip], TASK_STOP_TIMEOUT).await;
         self.agent_cancel.cancel();
         self.tasks.join(&[Task::Agent], AGENT_STOP_TIMEOUT).await;
         self.tasks_cancel.cancel();

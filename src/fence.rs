@@ -48,7 +48,7 @@ pub fn writes_allowed(handle: &RaftHandle, lease: &Option<Lease>, now: Instant) 
 
 /// Until when `me` may serve writes under `lease`, if the state names it
 /// primary in the lease's epoch: `demote_margin_ms` before the lease ends.
-fn write_deadline(state: &ClusterState, me: raftgres_storage::NodeId, lease: &Option<Lease>) -> Option<Instant> {
+pub fn write_deadline(state: &ClusterState, me: raftgres_storage::NodeId, lease: &Option<Lease>) -> Option<Instant> {
     let margin = Duration::from_millis(state.config.demote_margin_ms);
     let epoch = state.primary.as_ref().filter(|p| p.node == me)?.epoch;
     lease.filter(|l| l.epoch == epoch).and_then(|l| l.expires_at.checked_sub(margin))

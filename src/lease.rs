@@ -385,6 +385,22 @@ pub async fn heartbeat_task(
     }
 }
 
+/// Returns at the first change of the lease that is news to a turn: not a
+/// renewal (see [`Lease::renewed_by`]) of `seen`. Never returns once the
+/// heartbeat task is gone.
+pub async fn news(rx: &mut watch::Receiver<Option<Lease>>, mut seen: Option<Lease>, margin: Duration) {
+    loop {
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        let next = *rx.borrow_and_update();
+        match (seen, next) {
+            (Some(held), Some(renewed)) if held.renewed_by(&renewed, Instant::now(), margin) => seen = next,
+            _ => return,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

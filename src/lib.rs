@@ -25,4 +25,5 @@ pub mod playground;
 pub mod postgres;
 pub mod proxy_daemon;
 pub mod reload;
+pub mod vip;
 pub mod watchdog;

@@ -158,15 +158,20 @@ impl LocalNode {
     /// Starts `exe run --config <this node's file>`, appending its output
     /// to the node's log.
     pub fn spawn(&self, exe: &Path) -> std::io::Result<std::process::Child> {
+        self.command(exe)?.spawn()
+    }
+
+    /// The command [`LocalNode::spawn`] runs, for a caller that adjusts it.
+    pub fn command(&self, exe: &Path) -> std::io::Result<std::process::Command> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path())?;
-        std::process::Command::new(exe)
-            .arg("run")
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg("run")
             .arg("--config")
             .arg(self.config_path())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
+            .stderr(log);
+        Ok(cmd)
     }
 
     /// The pid of this node's live postmaster.
@@ -229,6 +234,19 @@ impl LocalCluster {
         cluster_id: &str,
         host: impl Fn(u64) -> String,
     ) -> std::io::Result<LocalCluster> {
+        Self::layout_with(dir, n, cluster_id, host, |_, host| free_port_on(host))
+    }
+
+    /// Like [`LocalCluster::layout_on`], each port from `port(id, host)`
+    /// (a node in a network namespace of its own finds its free ports
+    /// there).
+    pub fn layout_with(
+        dir: &Path,
+        n: usize,
+        cluster_id: &str,
+        host: impl Fn(u64) -> String,
+        port: impl Fn(u64, &str) -> std::io::Result<u16>,
+    ) -> std::io::Result<LocalCluster> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(dir)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
@@ -241,9 +259,9 @@ impl LocalCluster {
             nodes.push(LocalNode {
                 id: i,
                 name: format!("pg{i}"),
-                raft_port: free_port_on(&host)?,
-                http_port: free_port_on(&host)?,
-                pg_port: free_port_on(&host)?,
+                raft_port: port(i, &host)?,
+                http_port: port(i, &host)?,
+                pg_port: port(i, &host)?,
                 dir: node_dir,
                 host,
                 joining: false,
@@ -325,6 +343,7 @@ impl LocalCluster {
             watchdog: Default::default(),
             callbacks: Default::default(),
             pgbouncer: None,
+            vip: None,
         }
     }
 

@@ -12,6 +12,9 @@
 //! SIGINT and SIGTERM and runs in its own process group, so it outlives the
 //! daemon on purpose.
 //!
+//! The same loop ([`guard`]) runs the virtual IP's guard, which removes
+//! the address instead (see [`crate::vip`]).
+//!
 //! `/dev/watchdog` (a kernel or hardware timer that resets the machine) is
 //! held by the daemon itself, not by this process: see [`device`].
 
@@ -93,11 +96,29 @@ enum Event {
     StandDown,
 }
 
-/// The watchdog process's main loop (`raftgres watchdog --pgdata DIR`).
-/// Returns when the daemon is gone and nothing is armed, or when told to
-/// stand down. It sleeps until a feed line, a signal or the armed deadline,
-/// whichever comes first: a disarmed watchdog does not wake at all.
+/// The watchdog process's main loop (`raftgres watchdog --pgdata DIR`):
+/// [`guard`] with SIGQUIT to the postmaster as its action.
 pub fn run(pgdata: PathBuf) {
+    guard("watchdog", || {
+        if let Some(pid) = postmaster_pid(&pgdata) {
+            let _ = signal::kill(Pid::from_raw(pid), Signal::SIGQUIT);
+            eprintln!("raftgres watchdog: lease deadline passed without renewal; sent SIGQUIT to postmaster {pid}");
+        }
+        true
+    });
+}
+
+/// How soon a guard runs an action again that failed.
+const GUARD_RETRY: Duration = Duration::from_millis(200);
+
+/// The loop of a guard process (the watchdog, the virtual IP's guard).
+/// Runs `on_deadline` when an armed deadline passes without a newer one;
+/// an action that returns false (it failed) runs again after
+/// [`GUARD_RETRY`]. Returns when the daemon is gone and nothing is armed,
+/// or when told to stand down. It sleeps until a feed line, a signal or
+/// the armed deadline, whichever comes first: a disarmed guard does not
+/// wake at all.
+pub fn guard(name: &str, mut on_deadline: impl FnMut() -> bool) {
     // SAFETY: installing SIG_IGN is async-signal-safe and done before any
     // other thread exists.
     unsafe {
@@ -110,7 +131,7 @@ pub fn run(pgdata: PathBuf) {
     let mut usr1 = SigSet::empty();
     usr1.add(Signal::SIGUSR1);
     if let Err(e) = usr1.thread_block() {
-        eprintln!("raftgres watchdog: failed to block SIGUSR1: {e}");
+        eprintln!("raftgres {name}: failed to block SIGUSR1: {e}");
     }
     let (tx, rx) = mpsc::channel::<Event>();
     {
@@ -157,7 +178,7 @@ pub fn run(pgdata: PathBuf) {
             Some(Event::Feed(Feed::Disarm)) => armed = None,
             Some(Event::DaemonGone) => daemon_gone = true,
             Some(Event::StandDown) => {
-                eprintln!("raftgres watchdog: a successor guards the postmaster; exiting");
+                eprintln!("raftgres {name}: a successor guards the postmaster; exiting");
                 return;
             }
             None => {}
@@ -165,11 +186,7 @@ pub fn run(pgdata: PathBuf) {
         if let Some(deadline) = armed
             && monotonic_ns() >= deadline
         {
-            if let Some(pid) = postmaster_pid(&pgdata) {
-                let _ = signal::kill(Pid::from_raw(pid), Signal::SIGQUIT);
-                eprintln!("raftgres watchdog: lease deadline passed without renewal; sent SIGQUIT to postmaster {pid}");
-            }
-            armed = None;
+            armed = if on_deadline() { None } else { Some(monotonic_ns() + GUARD_RETRY.as_nanos() as u64) };
         }
     }
 }
@@ -188,14 +205,14 @@ pub struct Watchdog {
 impl Watchdog {
     /// Starts `exe watchdog --pgdata <pgdata>` in its own process group.
     pub fn spawn(exe: &Path, pgdata: &Path) -> std::io::Result<Watchdog> {
+        Self::spawn_guard(exe, &["watchdog".as_ref(), "--pgdata".as_ref(), pgdata.as_os_str()])
+    }
+
+    /// Starts the guard process `exe <args>` (one that runs [`guard`]) in
+    /// its own process group.
+    pub fn spawn_guard(exe: &Path, args: &[&std::ffi::OsStr]) -> std::io::Result<Watchdog> {
         use std::os::unix::process::CommandExt;
-        let mut child = Command::new(exe)
-            .arg("watchdog")
-            .arg("--pgdata")
-            .arg(pgdata)
-            .stdin(Stdio::piped())
-            .process_group(0)
-            .spawn()?;
+        let mut child = Command::new(exe).args(args).stdin(Stdio::piped()).process_group(0).spawn()?;
         let stdin = child.stdin.take().ok_or_else(|| std::io::Error::other("watchdog stdin not piped"))?;
         Ok(Watchdog { child, stdin, last: None, armed: None })
     }
@@ -221,6 +238,11 @@ impl Watchdog {
 
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// The deadline last armed, while armed.
+    pub fn armed(&self) -> Option<Instant> {
+        self.armed
     }
 
     /// PostgreSQL may run as primary until `deadline`.

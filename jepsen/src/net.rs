@@ -19,6 +19,9 @@
 //! host's namespace (the partition checks) are created on a short-lived
 //! thread that entered it: a socket keeps the namespace it was made in.
 //!
+//! [`Net`] lays out the same shape under another prefix and subnet, for the
+//! daemon's own namespace tests.
+//!
 //! This module must never touch a namespace, link or process whose name or
 //! namespace is not the harness's own.
 
@@ -66,66 +69,156 @@ pub fn ip(args: &[&str]) -> anyhow::Result<()> {
 
 /// The namespaces under /run/netns whose names start with [`PREFIX`].
 pub fn our_namespaces() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir("/run/netns")
-        .map(|d| d.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect())
-        .unwrap_or_default();
-    names.retain(|n| n.starts_with(PREFIX));
-    names.sort();
-    names
+    Net::HARNESS.namespaces()
 }
 
 /// Creates the bridge namespace, the client namespace and one namespace per
 /// host slot, wired to the bridge.
 pub fn create(slots: usize) -> anyhow::Result<()> {
-    ip(&["netns", "add", BRIDGE_NS])?;
-    ip(&["-n", BRIDGE_NS, "link", "set", "lo", "up"])?;
-    ip(&["-n", BRIDGE_NS, "link", "add", BRIDGE, "type", "bridge"])?;
-    ip(&["-n", BRIDGE_NS, "link", "set", BRIDGE, "up"])?;
-    attach(CLIENT_NS, "v-client", CLIENT_ADDR)?;
-    for slot in 1..=slots {
-        attach(&host_ns(slot), &format!("v-n{slot}"), host_addr(slot))?;
-    }
-    Ok(())
-}
-
-/// Creates namespace `ns` with `eth0` at `addr`/24, its peer `veth` on the
-/// bridge.
-fn attach(ns: &str, veth: &str, addr: Ipv4Addr) -> anyhow::Result<()> {
-    ip(&["netns", "add", ns])?;
-    ip(&["-n", ns, "link", "set", "lo", "up"])?;
-    ip(&["-n", BRIDGE_NS, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])?;
-    ip(&["-n", BRIDGE_NS, "link", "set", veth, "master", BRIDGE, "up"])?;
-    ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
-    ip(&["-n", ns, "link", "set", "eth0", "up"])?;
-    Ok(())
+    Net::HARNESS.create(slots)
 }
 
 /// Kills every process inside one of our namespaces, then deletes the
 /// namespaces (their links and rules go with them). Used at the end of a
 /// run and, at the start of one, for a previous run's leftovers.
 pub fn destroy() -> Vec<String> {
-    let mut notes = Vec::new();
-    let names = our_namespaces();
-    for _ in 0..50 {
-        let pids = pids_in(&names);
-        if pids.is_empty() {
-            break;
-        }
-        for pid in pids {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    Net::HARNESS.destroy()
+}
+
+/// One set of namespaces on a bridge, as the harness lays them out: the
+/// harness's own is [`Net::HARNESS`]; others (the daemon's integration
+/// tests) use another prefix and subnet, so both can exist at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Net {
+    /// Every namespace's name starts with this.
+    pub prefix: String,
+    /// The first three octets of the /24 the hosts and the client share.
+    pub subnet: [u8; 3],
+}
+
+impl Net {
+    /// The harness's layout (see the module's documentation).
+    pub const HARNESS: NetRef<'static> = NetRef { prefix: PREFIX, subnet: [10, 77, 0] };
+
+    pub fn new(prefix: &str, subnet: [u8; 3]) -> Net {
+        Net { prefix: prefix.to_string(), subnet }
     }
-    let left = pids_in(&names);
-    if !left.is_empty() {
-        notes.push(format!("processes still in the namespaces: {left:?}"));
+
+    fn as_ref(&self) -> NetRef<'_> {
+        NetRef { prefix: &self.prefix, subnet: self.subnet }
     }
-    for name in names {
-        if let Err(e) = ip(&["netns", "del", &name]) {
-            notes.push(format!("{e:#}"));
+
+    pub fn bridge_ns(&self) -> String {
+        self.as_ref().bridge_ns()
+    }
+    pub fn client_ns(&self) -> String {
+        self.as_ref().client_ns()
+    }
+    pub fn client_addr(&self) -> Ipv4Addr {
+        self.as_ref().addr(2)
+    }
+    pub fn host_ns(&self, slot: usize) -> String {
+        self.as_ref().host_ns(slot)
+    }
+    pub fn host_addr(&self, slot: usize) -> Ipv4Addr {
+        self.as_ref().addr(10 + slot as u8)
+    }
+    /// Another address of the subnet, `.last`.
+    pub fn addr(&self, last: u8) -> Ipv4Addr {
+        self.as_ref().addr(last)
+    }
+    pub fn create(&self, slots: usize) -> anyhow::Result<()> {
+        self.as_ref().create(slots)
+    }
+    pub fn destroy(&self) -> Vec<String> {
+        self.as_ref().destroy()
+    }
+    pub fn namespaces(&self) -> Vec<String> {
+        self.as_ref().namespaces()
+    }
+}
+
+/// A [`Net`] borrowed or built in a constant.
+#[derive(Clone, Copy, Debug)]
+pub struct NetRef<'a> {
+    pub prefix: &'a str,
+    pub subnet: [u8; 3],
+}
+
+impl NetRef<'_> {
+    fn bridge_ns(&self) -> String {
+        format!("{}net", self.prefix)
+    }
+    fn client_ns(&self) -> String {
+        format!("{}client", self.prefix)
+    }
+    fn host_ns(&self, slot: usize) -> String {
+        format!("{}n{slot}", self.prefix)
+    }
+    fn addr(&self, last: u8) -> Ipv4Addr {
+        let [a, b, c] = self.subnet;
+        Ipv4Addr::new(a, b, c, last)
+    }
+
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir("/run/netns")
+            .map(|d| d.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect())
+            .unwrap_or_default();
+        names.retain(|n| n.starts_with(self.prefix));
+        names.sort();
+        names
+    }
+
+    pub fn create(&self, slots: usize) -> anyhow::Result<()> {
+        let bridge_ns = self.bridge_ns();
+        ip(&["netns", "add", &bridge_ns])?;
+        ip(&["-n", &bridge_ns, "link", "set", "lo", "up"])?;
+        ip(&["-n", &bridge_ns, "link", "add", BRIDGE, "type", "bridge"])?;
+        ip(&["-n", &bridge_ns, "link", "set", BRIDGE, "up"])?;
+        self.attach(&self.client_ns(), "v-client", self.addr(2))?;
+        for slot in 1..=slots {
+            self.attach(&self.host_ns(slot), &format!("v-n{slot}"), self.addr(10 + slot as u8))?;
         }
+        Ok(())
     }
-    notes
+
+    /// Creates namespace `ns` with `eth0` at `addr`/24, its peer `veth` on
+    /// the bridge.
+    fn attach(&self, ns: &str, veth: &str, addr: Ipv4Addr) -> anyhow::Result<()> {
+        let bridge_ns = self.bridge_ns();
+        ip(&["netns", "add", ns])?;
+        ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        ip(&["-n", &bridge_ns, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])?;
+        ip(&["-n", &bridge_ns, "link", "set", veth, "master", BRIDGE, "up"])?;
+        ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+        ip(&["-n", ns, "link", "set", "eth0", "up"])?;
+        Ok(())
+    }
+
+    pub fn destroy(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        let names = self.namespaces();
+        for _ in 0..50 {
+            let pids = pids_in(&names);
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let left = pids_in(&names);
+        if !left.is_empty() {
+            notes.push(format!("processes still in the namespaces: {left:?}"));
+        }
+        for name in names {
+            if let Err(e) = ip(&["netns", "del", &name]) {
+                notes.push(format!("{e:#}"));
+            }
+        }
+        notes
+    }
 }
 
 /// The (device, inode) identity of a namespace file.
@@ -179,7 +272,13 @@ pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static
 /// Makes `cmd` start inside namespace `ns` (it enters the namespace between
 /// fork and exec), so the pid it returns is the program's own.
 pub fn command_in(ns: &str, cmd: &mut tokio::process::Command) -> anyhow::Result<()> {
+    std_command_in(ns, cmd.as_std_mut())
+}
+
+/// [`command_in`] for a `std::process::Command`.
+pub fn std_command_in(ns: &str, cmd: &mut std::process::Command) -> anyhow::Result<()> {
     use std::os::fd::{AsRawFd, BorrowedFd};
+    use std::os::unix::process::CommandExt;
     let file = File::open(Path::new("/run/netns").join(ns)).with_context(|| format!("open namespace {ns}"))?;
     let fd = file.as_raw_fd();
     // SAFETY: the closure only calls setns(2), async-signal-safe, on a

@@ -31,6 +31,7 @@ use crate::postgres::history::{newest_timeline, timeline_start};
 use crate::postgres::runner::{Rewind, StopMode};
 use crate::postgres::settings::{Catalog, ParameterState, pending_restart};
 use crate::postgres::{Observation, Observer, PgError, Runner};
+use crate::vip::VipHandle;
 use crate::watchdog::device::{Device, DeviceError, DeviceSlot, Refusal, WatchdogMode, published_tags, timeout_for};
 
 /// A standby that fails to start this many times in a row is rewound.
@@ -38,6 +39,9 @@ const STANDBY_START_ATTEMPTS: u32 = 3;
 
 /// How often the agent turns while a switchover is pending.
 const HANDOVER_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How long a switchover's demotion waits for the virtual IP to go.
+const VIP_RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a requested restart may take.
 const RESTART_TIMEOUT: Duration = Duration::from_secs(120);
@@ -110,6 +114,9 @@ pub struct AgentLinks {
     /// Set while this node keeps out of elections after `pre_promote`
     /// vetoed its promotion.
     pub veto: VetoHold,
+    /// The virtual IP's task, when one is configured: the address goes
+    /// before a switchover stops this primary.
+    pub vip: Option<VipHandle>,
 }
 
 pub struct Agent {
@@ -418,7 +425,7 @@ impl Agent {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
                 _ = state_rx.changed() => {}
-                _ = lease_news(&mut lease_rx, seen, margin) => {}
+                _ = crate::lease::news(&mut lease_rx, seen, margin) => {}
                 Some(req) = self.links.requests.recv() => self.serve(req, &cancel).await,
             }
         }
@@ -1507,6 +1514,17 @@ impl Agent {
     /// the target is elected once it has received all WAL.
     async fn demote(&mut self, state: &ClusterState) -> Result<(), PgError> {
         self.report_state(MemberState::Demoting);
+        let vip_epoch = self.links.vip.clone().zip(self.my_epoch(state));
+        if let Some((vip, epoch)) = &vip_epoch {
+            // Clients stop reaching this server before it stops: the
+            // address is gone before the release lets the target take it.
+            if !vip.release(*epoch, VIP_RELEASE_TIMEOUT).await {
+                vip.resume(*epoch);
+                return Err(PgError::VipHeld(format!(
+                    "the virtual IP is still bound after {VIP_RELEASE_TIMEOUT:?}; not demoting for the switchover"
+                )));
+            }
+        }
         self.primary_running_since = None;
         self.observer.disconnect();
         let was_running = self.runner.postmaster_pid().is_some();
@@ -1514,9 +1532,20 @@ impl Agent {
             // A clean shutdown: the walsenders hand every WAL record, the
             // shutdown checkpoint included, to the streaming replicas before
             // the postmaster exits.
-            self.runner.stop(StopMode::Fast).await?;
-            if !self.runner.wait_stopped(Duration::from_secs(30)).await {
-                return Err(PgError::StillRunning("handing over"));
+            let stopped = match self.runner.stop(StopMode::Fast).await {
+                Err(e) => Err(e),
+                Ok(()) if !self.runner.wait_stopped(Duration::from_secs(30)).await => {
+                    Err(PgError::StillRunning("handing over"))
+                }
+                Ok(()) => Ok(()),
+            };
+            if let Err(e) = stopped {
+                // Nothing was released: this node stays primary and may
+                // hold the address again.
+                if let Some((vip, epoch)) = &vip_epoch {
+                    vip.resume(*epoch);
+                }
+                return Err(e);
             }
             self.stopped(Role::Primary);
         }
@@ -1634,22 +1663,6 @@ impl Agent {
         self.sql("ensure replication slots", &query).await?;
         self.slots_ensured = Some((ids.to_vec(), Instant::now()));
         Ok(())
-    }
-}
-
-/// Returns at the first change of the lease that is news to a turn: not a
-/// renewal (see [`Lease::renewed_by`]) of `seen`. Never returns once the
-/// heartbeat task is gone.
-async fn lease_news(rx: &mut watch::Receiver<Option<Lease>>, mut seen: Option<Lease>, margin: Duration) {
-    loop {
-        if rx.changed().await.is_err() {
-            return std::future::pending().await;
-        }
-        let next = *rx.borrow_and_update();
-        match (seen, next) {
-            (Some(held), Some(renewed)) if held.renewed_by(&renewed, Instant::now(), margin) => seen = next,
-            _ => return,
-        }
     }
 }
 

@@ -36,6 +36,21 @@ enum Cmd {
         #[arg(long)]
         pgdata: PathBuf,
     },
+    /// Remove the configured virtual IP from this host, if bound (for
+    /// systemd's ExecStopPost: a daemon that is not running holds no lease).
+    VipRemove {
+        /// The node's configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// The virtual IP's guard process the daemon starts (internal).
+    #[command(hide = true)]
+    VipGuard {
+        #[arg(long)]
+        address: String,
+        #[arg(long)]
+        interface: String,
+    },
     /// Start a local cluster on loopback with real PostgreSQL; Ctrl-C stops it.
     Playground {
         /// Number of nodes.
@@ -62,6 +77,51 @@ fn main() -> ExitCode {
             raftgres::watchdog::run(pgdata);
             ExitCode::SUCCESS
         }
+        Cmd::VipGuard { address, interface } => {
+            let vip = raftgres::vip::parse_cidr(&address).and_then(|(address, prefix_len)| {
+                raftgres::vip::check_interface(&interface).map(|()| raftgres::vip::VipConfig {
+                    address,
+                    prefix_len,
+                    interface,
+                })
+            });
+            match vip {
+                Ok(vip) => {
+                    raftgres::vip::guard_main(vip);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("raftgres vip-guard: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Cmd::VipRemove { config } => match load(&config) {
+            Err(e) => {
+                eprintln!("{}: {e}", config.display());
+                ExitCode::from(2)
+            }
+            Ok(c) => match c.vip {
+                None => {
+                    println!("{}: no [vip] section; nothing to remove", config.display());
+                    ExitCode::SUCCESS
+                }
+                Some(vip) => match raftgres::vip::remove_now(&vip) {
+                    Ok(true) => {
+                        println!("removed {} from {}", vip.cidr(), vip.interface);
+                        ExitCode::SUCCESS
+                    }
+                    Ok(false) => {
+                        println!("{} is not bound on {}", vip.cidr(), vip.interface);
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("failed to remove {}: {e}", vip.cidr());
+                        ExitCode::from(1)
+                    }
+                },
+            },
+        },
         Cmd::ShowConfig => {
             print!("{DEFAULT_CONFIG}");
             ExitCode::SUCCESS

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::callbacks::{CallbacksConfig, split_command};
 use crate::http::tls::{HttpTls, VerifyClient};
 use crate::pgbouncer::{PgBouncerConfig, PgBouncerSection};
+use crate::vip::VipConfig;
 use crate::watchdog::device::{WatchdogConfig, WatchdogMode, timeout_for};
 
 pub use template::DEFAULT_CONFIG;
@@ -59,6 +60,21 @@ pub struct FileConfig {
     /// PgBouncer follows the primary on this node (see `crate::pgbouncer`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pgbouncer: Option<PgBouncerSection>,
+    /// The virtual IP the primary holds while its lease allows writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vip: Option<VipSection>,
+}
+
+/// The `[vip]` section: an address bound on the primary's interface only
+/// while its lease allows writes (see [`crate::vip`]). Static: a change
+/// needs a restart.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VipSection {
+    /// The address with its prefix length, IPv4 CIDR: `10.0.0.10/24`.
+    pub address: String,
+    /// The interface it is bound on: `eth0`.
+    pub interface: String,
 }
 
 /// The `[callbacks]` section. Each command is a program and, optionally,
@@ -470,6 +486,8 @@ pub struct Config {
     pub runs_postgres: bool,
     /// PgBouncer to keep pointed at the primary, when configured.
     pub pgbouncer: Option<PgBouncerConfig>,
+    /// The virtual IP, when configured.
+    pub vip: Option<VipConfig>,
 }
 
 impl Config {
@@ -876,6 +894,18 @@ impl FileConfig {
         }
     }
 
+    /// The `[vip]` section: an IPv4 CIDR and an interface name. Whether
+    /// the interface exists is checked at start, not here: the file may be
+    /// checked on another machine.
+    fn check_vip(&self, v: &mut Violations) -> Option<Option<VipConfig>> {
+        let Some(s) = &self.vip else { return Some(None) };
+        let address = v.keep("vip.address", crate::vip::parse_cidr(&s.address));
+        let interface =
+            v.keep("vip.interface", crate::vip::check_interface(&s.interface).map(|()| s.interface.clone()));
+        let (address, prefix_len) = address?;
+        Some(Some(VipConfig { address, prefix_len, interface: interface? }))
+    }
+
     /// The cluster token, inline or from its file.
     fn check_token(&self, v: &mut Violations) -> Option<Token> {
         match (&self.security.token, &self.security.token_file) {
@@ -946,8 +976,9 @@ impl FileConfig {
         let token = self.check_token(&mut v);
         let tls = self.check_tls(&mut v);
         let http_tls = self.check_http_tls(&mut v);
-        let (Some(raft_listen), Some(http_listen), Some(token), Some(tls), Some(http_tls), true) =
-            (raft_listen, http_listen, token, tls, http_tls, v.0.is_empty())
+        let vip = self.check_vip(&mut v);
+        let (Some(raft_listen), Some(http_listen), Some(token), Some(tls), Some(http_tls), Some(vip), true) =
+            (raft_listen, http_listen, token, tls, http_tls, vip, v.0.is_empty())
         else {
             return Err(ConfigError::Invalid(v.0));
         };
@@ -996,6 +1027,7 @@ impl FileConfig {
             callbacks,
             runs_postgres: self.postgres.is_some(),
             pgbouncer,
+            vip,
         })
     }
 }
@@ -1156,6 +1188,68 @@ mod tests {
         let text = DEFAULT_CONFIG.replace("[callbacks]", "[callbacks]\non_promote = \"/bin/true\"");
         let e = FileConfig::parse(&text).expect_err("unknown key").to_string();
         assert!(e.contains("on_promote"), "{e}");
+    }
+
+    #[test]
+    fn the_vip_section_is_optional_and_checked() {
+        let base = FileConfig::parse(DEFAULT_CONFIG).expect("parse");
+        assert_eq!(base.vip, None, "the template leaves the VIP off");
+        assert!(base.validate().expect("valid").vip.is_none());
+        let with = |address: &str, interface: &str| {
+            let text = format!("{DEFAULT_CONFIG}\n[vip]\naddress = {address:?}\ninterface = {interface:?}\n");
+            FileConfig::parse(&text).expect("parses")
+        };
+        let c = with("10.0.0.10/24", "eth0");
+        let vip = c.validate().expect("valid").vip.expect("configured");
+        assert_eq!((vip.address, vip.prefix_len, vip.interface.as_str()), ([10, 0, 0, 10].into(), 24, "eth0"));
+        assert_eq!(FileConfig::parse(&c.to_toml()).expect("reparse"), c, "round-trips");
+        let invalid = |c: &FileConfig| -> Vec<String> {
+            match c.validate() {
+                Err(ConfigError::Invalid(errs)) => errs.iter().map(|e| e.to_string()).collect(),
+                other => panic!("expected invalid, got {other:?}"),
+            }
+        };
+        for (address, why) in [
+            ("10.0.0.10", "prefix length"),
+            ("10.0.0.10/33", "prefix length"),
+            ("10.0.0.10/0", "prefix length"),
+            ("10.0.0/24", "IPv4 address"),
+            ("10.0.0.256/24", "IPv4 address"),
+            ("fd00::10/64", "IPv4"),
+            ("127.0.0.10/8", "loopback"),
+            ("224.0.0.1/24", "multicast"),
+            ("0.0.0.0/24", "unspecified"),
+            ("10.0.0.0/24", "network address"),
+            ("10.0.0.255/24", "broadcast address"),
+            ("10.0.0.10/x", "prefix length"),
+            ("", "no prefix length"),
+        ] {
+            let errs = invalid(&with(address, "eth0"));
+            assert!(
+                errs.iter().any(|e| e.starts_with("vip.address: ") && e.contains(why)),
+                "{address:?}: want {why:?} in {errs:?}"
+            );
+        }
+        for (interface, why) in [
+            ("", "empty"),
+            ("a-very-long-interface-name", "15"),
+            ("eth 0", "may not contain"),
+            ("eth/0", "may not contain"),
+            (".", "may not be"),
+        ] {
+            let errs = invalid(&with("10.0.0.10/24", interface));
+            assert!(
+                errs.iter().any(|e| e.starts_with("vip.interface: ") && e.contains(why)),
+                "{interface:?}: want {why:?} in {errs:?}"
+            );
+        }
+        // Both fields are required, and nothing else is accepted.
+        let e = FileConfig::parse(&format!("{DEFAULT_CONFIG}\n[vip]\naddress = \"10.0.0.10/24\"\n"))
+            .expect_err("no interface")
+            .to_string();
+        assert!(e.contains("interface"), "{e}");
+        let text = format!("{DEFAULT_CONFIG}\n[vip]\naddress = \"10.0.0.10/24\"\ninterface = \"eth0\"\nmac = 1\n");
+        assert!(FileConfig::parse(&text).expect_err("unknown key").to_string().contains("mac"));
     }
 
     #[test]

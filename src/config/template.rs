@@ -177,6 +177,16 @@ timeout_ms = 10000
 # pools RESUME by themselves after pause_timeout_ms.
 # pause_wait_ms = 5000
 # pause_timeout_ms = 15000
+# A virtual IP (off unless this section is uncommented). The address is
+# bound on the interface of the node whose primary lease allows writes, and
+# only while it does; the node announces it with gratuitous ARP when it
+# takes it, and removes it before its lease stops allowing writes, before
+# a switchover demotes it and when the daemon stops. Every node lists the
+# same address; the interface may differ. Needs CAP_NET_ADMIN and
+# CAP_NET_RAW (or root). IPv4 only.
+# [vip]
+# address = "10.0.0.10/24"
+# interface = "eth0"
 
 # This member's tags, as in Patroni: nofailover, noloadbalance, nosync
 # (true/false, quoted or not), failover_priority (0 = never promote), and any other

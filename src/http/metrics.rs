@@ -131,6 +131,17 @@ pub fn render(s: &Shared) -> String {
             "How many of the synchronous standbys each commit waits for (all of them outside quorum mode)",
             state.sync_record().map_or(0, |(_, k)| k as i64),
         );
+        if let Some(vip) = &s.vip {
+            let v = vip.borrow().clone();
+            gauge(r, "vip_held", "1 if the virtual IP is bound on this node", v.held as i64);
+            counter(
+                r,
+                "vip_failures",
+                "Netlink calls on the virtual IP that failed since the daemon started",
+                v.failures,
+            );
+            gauge(r, "vip_error", "1 while the last netlink call on the virtual IP failed", v.error.is_some() as i64);
+        }
         counter(r, "failovers", "Failovers (automatic and manual) since the cluster was created", state.failovers);
         counter(r, "switchovers", "Switchovers since the cluster was created", state.switchovers);
     }

@@ -57,6 +57,8 @@ pub struct ApiState {
     pub reloader: Arc<Reloader>,
     /// This node's PgBouncer follower, when configured.
     pub pgbouncer: Option<crate::pgbouncer::Proxy>,
+    /// The virtual IP's task, when one is configured.
+    pub vip: Option<watch::Receiver<crate::vip::VipStatus>>,
 }
 
 type Shared = Arc<ApiState>;

@@ -33,6 +33,8 @@ pub enum PgError {
     /// PostgreSQL still runs where it must be down.
     #[error("PostgreSQL still runs; not {0}")]
     StillRunning(&'static str),
+    #[error("{0}")]
+    VipHeld(String),
     /// The replicated state did not take a proposal.
     #[error("{what}: {message}")]
     Propose { what: &'static str, message: String },

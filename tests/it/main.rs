@@ -8,6 +8,7 @@ mod t50_daemon;
 mod t55_failure_modes;
 mod t57_leader_placement;
 mod t58_pgbouncer;
+mod t58_vip;
 mod t60_operator;
 mod t65_raftctl_habits;
 mod t66_parameters;

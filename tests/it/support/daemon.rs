@@ -28,6 +28,9 @@ pub struct DaemonCluster {
     /// TLS is set with `raftgres::http::client::use_tls`.
     https: bool,
     children: BTreeMap<u64, Child>,
+    /// The network namespace of each node, for a cluster laid out in
+    /// namespaces ([`DaemonCluster::start_in`]).
+    netns: BTreeMap<u64, String>,
     _dir: TempDir,
     _serial: MutexGuard<'static, ()>,
 }
@@ -62,7 +65,55 @@ impl DaemonCluster {
         let dir = tempfile::Builder::new().prefix("raftgres-it-").tempdir().expect("temporary directory");
         let layout = LocalCluster::layout_on(dir.path(), n, "it-daemons", host).expect("lay out the cluster");
         layout.write_configs(tune).expect("write configurations");
-        let mut c = DaemonCluster { layout, https, children: BTreeMap::new(), _dir: dir, _serial: serial };
+        let mut c = DaemonCluster {
+            layout,
+            https,
+            children: BTreeMap::new(),
+            netns: BTreeMap::new(),
+            _dir: dir,
+            _serial: serial,
+        };
+        for id in 1..=n as u64 {
+            c.start_node(id);
+        }
+        c.must_healthy(&(1..=n as u64).collect::<Vec<_>>(), CLUSTER_UP).await;
+        c
+    }
+
+    /// Like [`DaemonCluster::start_on`], node `id` at `host(id)` inside
+    /// network namespace `netns(id)`, its ports found free there. The
+    /// caller's thread must reach the hosts (it runs in a namespace on
+    /// their bridge).
+    pub async fn start_in(
+        n: usize,
+        netns: impl Fn(u64) -> String,
+        host: impl Fn(u64) -> String,
+        tune: impl Fn(&mut FileConfig),
+    ) -> DaemonCluster {
+        super::init_tracing();
+        let serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::Builder::new().prefix("raftgres-it-").tempdir().expect("temporary directory");
+        let port = |id: u64, host: &str| {
+            let host = host.to_string();
+            raftgres_jepsen::net::in_ns(&netns(id), move || raftgres::playground::free_port_on(&host))
+                .map_err(std::io::Error::other)?
+        };
+        // Every PostgreSQL listens on one port, as behind a virtual IP:
+        // the first node's, unless another node's other ports took it.
+        let layout = (0..10)
+            .find_map(|_| {
+                let mut layout =
+                    LocalCluster::layout_with(dir.path(), n, "it-netns", &host, port).expect("lay out the cluster");
+                let pg_port = layout.nodes[0].pg_port;
+                let clash = layout.nodes.iter().any(|n| n.raft_port == pg_port || n.http_port == pg_port);
+                layout.nodes.iter_mut().for_each(|n| n.pg_port = pg_port);
+                (!clash).then_some(layout)
+            })
+            .expect("one PostgreSQL port free on every node");
+        layout.write_configs(tune).expect("write configurations");
+        let netns = (1..=n as u64).map(|id| (id, netns(id))).collect();
+        let mut c =
+            DaemonCluster { layout, https: false, children: BTreeMap::new(), netns, _dir: dir, _serial: serial };
         for id in 1..=n as u64 {
             c.start_node(id);
         }
@@ -74,8 +125,12 @@ impl DaemonCluster {
     /// the node's log.
     pub fn start_node(&mut self, id: u64) {
         assert!(!self.children.contains_key(&id), "node {id} is already running");
-        let child =
-            self.layout.node(id).spawn(std::path::Path::new(env!("CARGO_BIN_EXE_raftgres"))).expect("start raftgres");
+        let mut cmd =
+            self.layout.node(id).command(std::path::Path::new(env!("CARGO_BIN_EXE_raftgres"))).expect("log file");
+        if let Some(ns) = self.netns.get(&id) {
+            raftgres_jepsen::net::std_command_in(ns, &mut cmd).expect("enter the node's namespace");
+        }
+        let child = cmd.spawn().expect("start raftgres");
         info!(node = id, pid = child.id(), "daemon started");
         self.children.insert(id, child);
     }
