@@ -141,8 +141,9 @@ pub fn decode_reply(bytes: &[u8]) -> Result<HeartbeatReply, HeartbeatError> {
 pub struct NodeView {
     pub last_contact: Instant,
     pub report: Observation,
-    /// The last lease granted to this node: its epoch and when the grant
-    /// was confirmed (never earlier than the heartbeat's send time).
+    /// The last lease granted to this node: its epoch and when the leader
+    /// received the heartbeat it granted (never earlier than the send
+    /// time the lease runs from).
     pub last_grant: Option<(u64, Instant)>,
 }
 
@@ -175,7 +176,13 @@ impl Views {
             return None;
         }
         if let Some(n) = self.nodes.get_mut(&from) {
-            n.last_grant = Some((epoch, now));
+            // Never moved back: a confirmation that ends after a later
+            // heartbeat's (a retried call) must not shorten the count.
+            let at = match n.last_grant {
+                Some((e, at)) if e == epoch => at.max(now),
+                _ => now,
+            };
+            n.last_grant = Some((epoch, at));
         }
         Some(epoch)
     }
@@ -256,10 +263,14 @@ impl LeaseGrantor {
         if hb.node != from {
             return Err(HeartbeatError::WrongSender { claimed: hb.node, from });
         }
+        // The lease runs from the heartbeat's send time, so it ends no
+        // later than a lease counted from its receipt: the grant is
+        // recorded at the receipt, however long the confirmation takes.
+        let received = Instant::now();
         {
             let mut v = views.lock().expect("views lock poisoned");
             let last_grant = v.nodes.get(&from).and_then(|n| n.last_grant);
-            v.nodes.insert(from, NodeView { last_contact: Instant::now(), report: hb.report, last_grant });
+            v.nodes.insert(from, NodeView { last_contact: received, report: hb.report, last_grant });
         }
         let granted = match hb.epoch {
             None => None,
@@ -298,7 +309,7 @@ impl LeaseGrantor {
                     // witnessed is too short for it. The next beat gets it.
                     None
                 } else {
-                    views.lock().expect("views lock poisoned").grant(&state, from, epoch, Instant::now())
+                    views.lock().expect("views lock poisoned").grant(&state, from, epoch, received)
                 }
             }
         };
@@ -478,6 +489,13 @@ mod tests {
         let later = t0 + Duration::from_millis(100);
         assert_eq!(v.grant(&state, 1, 1, later), None);
         assert_eq!(v.nodes[&1].last_grant, Some((1, t0)));
+        // A grant of an earlier heartbeat confirmed late does not move
+        // the recorded grant back.
+        v.undepose(1);
+        assert_eq!(v.grant(&state, 1, 1, later), Some(1));
+        assert_eq!(v.grant(&state, 1, 1, t0), Some(1));
+        assert_eq!(v.nodes[&1].last_grant, Some((1, later)));
+        v.depose(1);
         // A rejected election gives the epoch back; a new leadership
         // forgets the mark.
         v.undepose(1);
