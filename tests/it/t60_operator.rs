@@ -578,10 +578,10 @@ impl Drop for Partition {
 
 /// Which backend a connection through HAProxy reached: (port, in
 /// recovery), or why it failed.
-type Reached = Result<(i32, bool), String>;
+pub(crate) type Reached = Result<(i32, bool), String>;
 
 /// Which backend a connection through HAProxy on `port` reaches.
-async fn through(port: u16, password: &str) -> Reached {
+pub(crate) async fn through(port: u16, password: &str) -> Reached {
     let uri = format!("postgresql://postgres:{password}@127.0.0.1:{port}/postgres?connect_timeout=2");
     let (cl, conn) = tokio::time::timeout(Duration::from_secs(3), tokio_postgres::connect(&uri, tokio_postgres::NoTls))
         .await

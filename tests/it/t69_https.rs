@@ -1,8 +1,9 @@
 //! The HTTP API over HTTPS against real daemons: health checks answer over
 //! TLS only, `verify_client = "required"` refuses a client without a
 //! certificate, members reach each other's APIs over TLS (so `raftctl list`
-//! shows every member's role), `raftctl reload` calls them over TLS, and an
-//! invalid configuration is refused.
+//! shows every member's role), `raftctl reload` calls them over TLS,
+//! HAProxy's `check-ssl` routes to the primary, and an invalid configuration
+//! is refused.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,6 +16,20 @@ use tracing::info;
 
 use crate::support::daemon::DaemonCluster;
 use crate::support::deadline::SETTLED;
+use crate::support::wait_for;
+
+/// How long HAProxy's health checks get to settle on the primary.
+const HAPROXY: Duration = Duration::from_secs(30);
+
+/// Kills HAProxy when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// PEM files in a directory: a CA, a certificate for 127.0.0.1 (servers)
 /// and one for a client, each signed by the CA.
@@ -138,6 +153,63 @@ async fn the_api_over_https_with_client_certificates() {
     assert!(format!("{out}{err}").contains("--cacert"), "says what is missing: {out}{err}");
     let haproxy = c.must_raftctl(&["haproxy-config"]);
     assert!(haproxy.contains("check-ssl verify none"), "{haproxy}");
+
+    info!("--- HAProxy's check-ssl against the TLS API routes to the primary");
+    // verify_client = required: HAProxy presents the client certificate.
+    let combined = dir.path().join("haproxy-client.pem");
+    let pem = std::fs::read_to_string(&certs.client_cert).expect("client certificate")
+        + &std::fs::read_to_string(&certs.client_key).expect("client key");
+    std::fs::write(&combined, pem).expect("write the combined PEM");
+    let ports: Vec<u16> = (0..5).map(|_| raftgres::playground::free_port().expect("port")).collect();
+    let cfg_path = dir.path().join("haproxy.cfg");
+    let port_args: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
+    c.must_raftctl(&[
+        "haproxy-config",
+        "--bind",
+        "127.0.0.1",
+        "--primary-port",
+        &port_args[0],
+        "--replica-port",
+        &port_args[1],
+        "--default-port",
+        &port_args[2],
+        "--offline-port",
+        &port_args[3],
+        "--stats-port",
+        &port_args[4],
+        "--check-interval-ms",
+        "500",
+        "--file",
+        &path(&cfg_path),
+    ]);
+    let cfg = std::fs::read_to_string(&cfg_path).expect("config written");
+    let cfg = cfg.replace("check-ssl verify none", &format!("check-ssl verify none crt {}", path(&combined)));
+    std::fs::write(&cfg_path, cfg).expect("rewrite the configuration");
+    let process = std::process::Command::new("haproxy")
+        .args(["-db", "-f", &path(&cfg_path)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start haproxy (scripts/install-deps.sh installs it)");
+    let _haproxy = KillOnDrop(process);
+    let pw = c.layout.superuser_password.clone();
+    let primary_port = c.layout.node(primary).pg_port as i32;
+    // Servers count as up until their first check: only checks that work
+    // keep every connection to each port on the right side.
+    wait_for("HAProxy's checks over TLS to settle on the right backends", HAPROXY, async || {
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            seen.push(("primary port", crate::t60_operator::through(ports[0], &pw).await));
+            seen.push(("replica port", crate::t60_operator::through(ports[1], &pw).await));
+        }
+        let right = seen.iter().all(|(which, r)| match (*which, r) {
+            ("primary port", Ok((port, false))) => *port == primary_port,
+            ("replica port", Ok((_, true))) => true,
+            _ => false,
+        });
+        if right { Ok(()) } else { Err(format!("{seen:?}")) }
+    })
+    .await;
 
     info!("--- bad TLS settings are refused with the field named");
     let mut f = c.layout.file_config(1);
