@@ -211,7 +211,27 @@ impl Store {
 /// does not need (a log-like run of 300,000 appends, purged to the last
 /// 1,200, ended at the same 8 MiB with and without it). sled still
 /// flushes when the last handle is dropped.
+///
+/// A directory whose last handle in this process was just dropped can stay
+/// locked a moment longer (sled's I/O threads finish their work and drop
+/// their references after the caller's): a lock is retried for up to
+/// [`LOCK_WAIT`] before the directory is refused as in use.
 pub(crate) fn open_sled(dir: &Path) -> Result<sled::Db, StorageError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match try_open_sled(dir) {
+            Err(StorageError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => return r,
+        }
+    }
+}
+
+/// How long [`open_sled`] retries a locked directory.
+pub(crate) const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn try_open_sled(dir: &Path) -> Result<sled::Db, StorageError> {
     sled::Config::new().path(dir).flush_every_ms(None).open().map_err(|e| match e {
         // sled wraps the failed flock in a message of its own.
         sled::Error::Io(io)
