@@ -204,7 +204,9 @@ fn target_gave_back<'a>(input: &Input<'a>, fresh: &dyn Fn(&NodeId) -> Option<&'a
     })??;
     let t = fresh(&target)?;
     let old = fresh(&from)?;
-    let may = state.member(from).is_some_and(|m| m.may_be_promoted());
+    // The state must accept it: in synchronous mode the target's epoch has
+    // a set of its own, which a member of takes over instead.
+    let may = state.check_candidate(from, ElectionReason::Failover).is_ok();
     (t.report.is_replica() && may && old.report.data_present && !old.report.running).then_some(from)
 }
 
@@ -852,6 +854,36 @@ mod tests {
         // Nor when the target no longer runs as a replica.
         f.report(3, 100, Observation { data_present: true, timeline: Some(1), ..Observation::default() });
         assert_ne!(f.decide_at(0, 200), elect(1, 2, ElectionReason::Failover));
+    }
+
+    #[test]
+    fn a_vetoed_switchover_in_synchronous_mode_goes_to_a_member_of_the_set_the_state_accepts() {
+        let mut f = Fixture::new(3);
+        f.bootstrap();
+        let config = DynamicConfig { synchronous_mode: SyncMode::On, ..DynamicConfig::default() };
+        f.apply(Command::ChangeConfig { if_version: Some(1), config });
+        f.apply(Command::ChangeSyncStandbys { epoch: 1, from: [].into(), to: [2, 3].into() });
+        f.apply(Command::ScheduleSwitchover { from: 1, to: Some(3), at_ms: None });
+        f.apply(Command::ReleasePrimary { epoch: 1, node: 1, reason: ReleaseReason::Switchover });
+        f.apply(Command::ElectPrimary { if_epoch: 1, node: 3, reason: ElectionReason::Switchover });
+        let mut tags = raftgres_storage::Tags::new();
+        tags.insert("nofailover".into(), "true".into());
+        f.apply(Command::SetMemberTags { node: 3, tags });
+        f.apply(Command::ReleasePrimary { epoch: 2, node: 3, reason: ReleaseReason::Manual });
+        let stopped = Observation {
+            data_present: true,
+            timeline: Some(1),
+            checkpoint_lsn: Some(0x200),
+            ..Observation::default()
+        };
+        f.report(1, 100, stopped);
+        f.report(2, 100, replica(0x228, 1));
+        f.report(3, 100, replica(0x228, 1));
+        // The set of epoch 2 is {2}: the state refuses node 1, so the
+        // controller does not propose it (a refused proposal every turn)
+        // and elects the synchronous standby instead.
+        assert!(f.state.check_candidate(1, ElectionReason::Failover).is_err());
+        assert_eq!(f.decide_at(0, 200), elect(2, 2, ElectionReason::Failover));
     }
 
     #[test]

@@ -442,7 +442,10 @@ impl ClusterState {
     /// Checks that `node` may become primary for `reason`: it is a member,
     /// not tagged `nofailover`, and in synchronous mode a member of the
     /// committed synchronous-standby set (when that set is not empty).
-    fn check_candidate(&self, node: NodeId, reason: ElectionReason) -> Result<(), Reject> {
+    /// Whether `node` may be elected primary for `reason` under the
+    /// member and synchronous rules (the checks `ElectPrimary` applies
+    /// besides its epoch precondition).
+    pub fn check_candidate(&self, node: NodeId, reason: ElectionReason) -> Result<(), Reject> {
         let member = self.must_member(node)?;
         if !member.may_be_promoted() {
             return Err(Reject::NoFailover { node });
