@@ -296,7 +296,10 @@ fn handover<'a>(
 /// so it takes the role back, once a lease period after its release has
 /// passed (a server that really cannot start then retries at that pace).
 /// Its release may have come from a start the fence stopped while it had
-/// no lease, which a new epoch's lease cures.
+/// no lease, which a new epoch's lease cures. Each release in a row (no
+/// other node elected in between, within [`RETURN_WINDOW_MS`]) doubles the
+/// wait, up to [`RETURN_BACKOFF_MAX_MS`]: a server that keeps failing is not
+/// re-elected every lease period.
 fn released_may_return<'a>(input: &Input<'a>, fresh: &dyn Fn(&NodeId) -> Option<&'a NodeView>) -> Option<NodeId> {
     let state = input.state;
     let node = state.released_primary()?;
@@ -304,13 +307,39 @@ fn released_may_return<'a>(input: &Input<'a>, fresh: &dyn Fn(&NodeId) -> Option<
         Event::PrimaryReleased { epoch, node: n, .. } if epoch == state.epoch && n == node => Some(r.at_ms),
         _ => None,
     })?;
-    if input.now_ms.saturating_sub(released_at) < state.config.lease_ttl_ms {
+    if input.now_ms.saturating_sub(released_at) < return_wait_ms(state, node, input.now_ms) {
         return None;
     }
     let v = fresh(&node)?;
     let member = state.member(node)?;
     let timeline_ok = state.timeline.is_none_or(|t| v.report.timeline.is_none_or(|tl| tl >= t.timeline));
     (member.may_be_promoted() && v.report.data_present && !v.report.running && timeline_ok).then_some(node)
+}
+
+/// Releases further back than this do not count towards the backoff of
+/// [`released_may_return`].
+const RETURN_WINDOW_MS: u64 = 10 * 60 * 1000;
+
+/// The longest [`released_may_return`] waits.
+const RETURN_BACKOFF_MAX_MS: u64 = 60 * 1000;
+
+/// How long after its latest release `node` may take the role back: a
+/// lease period, doubled for each earlier release of it in a row.
+fn return_wait_ms(state: &ClusterState, node: NodeId, now_ms: u64) -> u64 {
+    let mut releases = 0u32;
+    for r in state.history.iter().rev() {
+        if now_ms.saturating_sub(r.at_ms) > RETURN_WINDOW_MS {
+            break;
+        }
+        match r.event {
+            Event::PrimaryReleased { node: n, .. } if n == node => releases += 1,
+            Event::PrimaryReleased { .. } => break,
+            Event::PrimaryElected { node: n, .. } if n != node => break,
+            _ => {}
+        }
+    }
+    let doublings = releases.saturating_sub(1).min(16);
+    state.config.lease_ttl_ms.saturating_mul(1 << doublings).min(RETURN_BACKOFF_MAX_MS.max(state.config.lease_ttl_ms))
 }
 
 /// The first primary gave the role up before its promotion was recorded
@@ -1017,6 +1046,42 @@ mod tests {
         // A running replica is preferred to it.
         f.report(2, 3_000, replica(500, 1));
         assert_eq!(f.decide_at(0, 3_100), elect(2, 1, ElectionReason::Failover));
+    }
+
+    #[test]
+    fn a_released_primary_that_keeps_failing_is_taken_back_ever_more_slowly() {
+        let mut f = Fixture::new(3);
+        f.bootstrap();
+        let stopped = Observation { data_present: true, running: false, timeline: Some(1), ..Observation::default() };
+        let cloning = Observation { data_present: false, running: false, ..Observation::default() };
+        let at = |f: &mut Fixture, c: Command, ms: u64| {
+            f.index += 1;
+            f.state.apply(&c, ApplyContext { index: f.index, time_ms: ms }).expect("applies");
+        };
+        let release =
+            |epoch| Command::ReleasePrimary { epoch, node: 1, reason: raftgres_storage::ReleaseReason::PostgresFailed };
+        // Released, re-elected, released again: the second wait is two
+        // lease periods (4 s), not one.
+        at(&mut f, release(1), 1_000);
+        at(&mut f, Command::ElectPrimary { if_epoch: 1, node: 1, reason: ElectionReason::Failover }, 3_100);
+        at(&mut f, release(2), 4_000);
+        for (id, o) in [(1, stopped.clone()), (2, cloning.clone()), (3, cloning.clone())] {
+            f.report(id, 7_000, o);
+        }
+        assert!(matches!(f.decide_at(0, 7_000), Decision::Blocked(_)), "3 s after the second release: not yet");
+        assert_eq!(f.decide_at(0, 8_100), elect(1, 2, ElectionReason::Failover));
+        // The wait stops growing at a minute.
+        assert_eq!(return_wait_ms(&f.state, 1, 8_100), 4_000);
+        for epoch in 3..=12 {
+            at(&mut f, Command::ElectPrimary { if_epoch: epoch - 1, node: 1, reason: ElectionReason::Failover }, 9_000);
+            at(&mut f, release(epoch), 9_000);
+        }
+        assert_eq!(return_wait_ms(&f.state, 1, 9_000), RETURN_BACKOFF_MAX_MS);
+        // Another node's election in between starts the count again.
+        at(&mut f, Command::ElectPrimary { if_epoch: 12, node: 2, reason: ElectionReason::Failover }, 9_000);
+        at(&mut f, Command::ElectPrimary { if_epoch: 13, node: 1, reason: ElectionReason::Failover }, 9_000);
+        at(&mut f, release(14), 9_000);
+        assert_eq!(return_wait_ms(&f.state, 1, 9_000), 2_000);
     }
 
     #[test]
