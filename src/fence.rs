@@ -200,16 +200,7 @@ mod tests {
 
     #[test]
     fn the_write_deadline_is_the_demote_margin_before_the_lease_ends() {
-        use raftgres_storage::{ApplyContext, Command, DynamicConfig, ElectionReason, Member};
-        let mut state = ClusterState::default();
-        let cmds = [
-            Command::InitializeCluster { cluster_id: "c".into(), config: DynamicConfig::default() },
-            Command::AddMember { member: Member::new(1, "pg1") },
-            Command::ElectPrimary { if_epoch: 0, node: 1, reason: ElectionReason::Bootstrap },
-        ];
-        for (i, c) in cmds.iter().enumerate() {
-            state.apply(c, ApplyContext { index: i as u64 + 1, time_ms: 0 }).expect("applies");
-        }
+        let state = crate::lease::tests::one_primary();
         let now = Instant::now();
         let expires_at = now + Duration::from_millis(2000);
         let margin = Duration::from_millis(state.config.demote_margin_ms);

@@ -413,8 +413,23 @@ pub async fn news(rx: &mut watch::Receiver<Option<Lease>>, mut seen: Option<Leas
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A cluster whose node 1 (`pg1`) is primary in epoch 1.
+    pub(crate) fn one_primary() -> ClusterState {
+        use raftgres_storage::{ApplyContext, Command, DynamicConfig, ElectionReason, Member};
+        let mut state = ClusterState::default();
+        let cmds = [
+            Command::InitializeCluster { cluster_id: "c".into(), config: DynamicConfig::default() },
+            Command::AddMember { member: Member::new(1, "pg1") },
+            Command::ElectPrimary { if_epoch: 0, node: 1, reason: ElectionReason::Bootstrap },
+        ];
+        for (i, c) in cmds.iter().enumerate() {
+            state.apply(c, ApplyContext { index: i as u64 + 1, time_ms: 0 }).expect("applies");
+        }
+        state
+    }
 
     #[test]
     fn writes_stop_a_margin_before_the_lease_ends() {
@@ -467,16 +482,7 @@ mod tests {
 
     #[test]
     fn no_lease_for_an_epoch_being_deposed() {
-        use raftgres_storage::{ApplyContext, Command, DynamicConfig, ElectionReason, Member};
-        let mut state = ClusterState::default();
-        let cmds = [
-            Command::InitializeCluster { cluster_id: "c".into(), config: DynamicConfig::default() },
-            Command::AddMember { member: Member::new(1, "pg1") },
-            Command::ElectPrimary { if_epoch: 0, node: 1, reason: ElectionReason::Bootstrap },
-        ];
-        for (i, c) in cmds.iter().enumerate() {
-            state.apply(c, ApplyContext { index: i as u64 + 1, time_ms: 0 }).expect("applies");
-        }
+        let state = crate::lease::tests::one_primary();
         let t0 = Instant::now();
         let mut v = Views::default();
         v.nodes.insert(1, NodeView { last_contact: t0, report: Observation::default(), last_grant: None });

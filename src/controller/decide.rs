@@ -593,6 +593,30 @@ mod tests {
             self.state.apply(&c, ApplyContext { index: self.index, time_ms: 0 }).expect("command applies");
         }
 
+        /// A switchover from node 1 to node 3 whose `pre_promote` vetoed
+        /// the promotion: node 3 tagged out of elections and released, node
+        /// 1 stopped cleanly, every node reporting at 100 ms. Returns node
+        /// 1's report.
+        fn vetoed_switchover_to_3(&mut self) -> Observation {
+            self.apply(Command::ScheduleSwitchover { from: 1, to: Some(3), at_ms: None });
+            self.apply(Command::ReleasePrimary { epoch: 1, node: 1, reason: ReleaseReason::Switchover });
+            self.apply(Command::ElectPrimary { if_epoch: 1, node: 3, reason: ElectionReason::Switchover });
+            let mut tags = raftgres_storage::Tags::new();
+            tags.insert("nofailover".into(), "true".into());
+            self.apply(Command::SetMemberTags { node: 3, tags });
+            self.apply(Command::ReleasePrimary { epoch: 2, node: 3, reason: ReleaseReason::Manual });
+            let stopped = Observation {
+                data_present: true,
+                timeline: Some(1),
+                checkpoint_lsn: Some(0x200),
+                ..Observation::default()
+            };
+            self.report(1, 100, stopped.clone());
+            self.report(2, 100, replica(0x228, 1));
+            self.report(3, 100, replica(0x228, 1));
+            stopped
+        }
+
         /// Node 1 bootstrapped on timeline 1, its promotion recorded.
         fn bootstrap(&mut self) {
             self.apply(Command::ElectPrimary { if_epoch: 0, node: 1, reason: ElectionReason::Bootstrap });
@@ -850,23 +874,7 @@ mod tests {
     fn a_switchover_target_that_gives_the_role_back_unpromoted_returns_it_to_the_old_primary() {
         let mut f = Fixture::new(3);
         f.bootstrap();
-        f.apply(Command::ScheduleSwitchover { from: 1, to: Some(3), at_ms: None });
-        f.apply(Command::ReleasePrimary { epoch: 1, node: 1, reason: ReleaseReason::Switchover });
-        f.apply(Command::ElectPrimary { if_epoch: 1, node: 3, reason: ElectionReason::Switchover });
-        // Its pre_promote vetoed: tagged out of elections, role released.
-        let mut tags = raftgres_storage::Tags::new();
-        tags.insert("nofailover".into(), "true".into());
-        f.apply(Command::SetMemberTags { node: 3, tags });
-        f.apply(Command::ReleasePrimary { epoch: 2, node: 3, reason: ReleaseReason::Manual });
-        let stopped = Observation {
-            data_present: true,
-            timeline: Some(1),
-            checkpoint_lsn: Some(0x200),
-            ..Observation::default()
-        };
-        f.report(1, 100, stopped.clone());
-        f.report(2, 100, replica(0x228, 1));
-        f.report(3, 100, replica(0x228, 1));
+        let stopped = f.vetoed_switchover_to_3();
         assert_eq!(f.decide_at(0, 200), elect(1, 2, ElectionReason::Failover), "the old primary, not node 2");
         // A target that promoted (its promotion recorded) may have written:
         // no give-back, an ordinary failover decision follows.
@@ -892,22 +900,7 @@ mod tests {
         let config = DynamicConfig { synchronous_mode: SyncMode::On, ..DynamicConfig::default() };
         f.apply(Command::ChangeConfig { if_version: Some(1), config });
         f.apply(Command::ChangeSyncStandbys { epoch: 1, from: [].into(), to: [2, 3].into() });
-        f.apply(Command::ScheduleSwitchover { from: 1, to: Some(3), at_ms: None });
-        f.apply(Command::ReleasePrimary { epoch: 1, node: 1, reason: ReleaseReason::Switchover });
-        f.apply(Command::ElectPrimary { if_epoch: 1, node: 3, reason: ElectionReason::Switchover });
-        let mut tags = raftgres_storage::Tags::new();
-        tags.insert("nofailover".into(), "true".into());
-        f.apply(Command::SetMemberTags { node: 3, tags });
-        f.apply(Command::ReleasePrimary { epoch: 2, node: 3, reason: ReleaseReason::Manual });
-        let stopped = Observation {
-            data_present: true,
-            timeline: Some(1),
-            checkpoint_lsn: Some(0x200),
-            ..Observation::default()
-        };
-        f.report(1, 100, stopped);
-        f.report(2, 100, replica(0x228, 1));
-        f.report(3, 100, replica(0x228, 1));
+        f.vetoed_switchover_to_3();
         // The set of epoch 2 is {2}: the state refuses node 1, so the
         // controller does not propose it (a refused proposal every turn)
         // and elects the synchronous standby instead.

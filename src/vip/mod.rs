@@ -471,16 +471,7 @@ mod tests {
 
     #[test]
     fn the_address_is_let_go_before_writes_stop_and_never_for_a_stood_down_epoch() {
-        use raftgres_storage::{ApplyContext, Command, DynamicConfig, ElectionReason, Member};
-        let mut state = ClusterState::default();
-        let cmds = [
-            Command::InitializeCluster { cluster_id: "c".into(), config: DynamicConfig::default() },
-            Command::AddMember { member: Member::new(1, "pg1") },
-            Command::ElectPrimary { if_epoch: 0, node: 1, reason: ElectionReason::Bootstrap },
-        ];
-        for (i, c) in cmds.iter().enumerate() {
-            state.apply(c, ApplyContext { index: i as u64 + 1, time_ms: 0 }).expect("applies");
-        }
+        let state = crate::lease::tests::one_primary();
         let now = Instant::now();
         let expires_at = now + Duration::from_millis(2000);
         let lease = Some(Lease { epoch: 1, expires_at });

@@ -15,7 +15,7 @@ use tracing::info;
 use crate::support::daemon::DaemonCluster;
 use crate::support::deadline::{FAILOVER, HANDOVER_ACCEPTED, REPLICAS_FOLLOW, SETTLED, SWITCHOVER};
 use crate::support::pgbouncer::PgBouncer;
-use crate::support::{phase, wait_for};
+use crate::support::{Partition, phase, wait_for};
 
 /// How long after the new primary runs PgBouncer must point at it.
 const REPOINTED: Duration = Duration::from_secs(15);
@@ -184,40 +184,6 @@ async fn a_switchover_through_pgbouncer_costs_no_client_error_and_a_failover_rep
     .await;
 }
 
-/// An nftables table that cuts one host's Raft and HTTP ports off from
-/// the cluster's Raft ports; removed on drop.
-struct CutOff {
-    table: String,
-}
-
-impl CutOff {
-    fn new(host: &str, own_ports: &[u16], peer_ports: &[u16]) -> CutOff {
-        let table = format!("raftgres_it_pgb_{}", std::process::id());
-        let list = |ports: &[u16]| ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ");
-        let rules = format!(
-            "table inet {table} {{\n  chain out {{\n    type filter hook output priority 0; policy accept;\n    \
-             ip saddr {host} tcp dport {{ {} }} drop\n    ip daddr {host} tcp dport {{ {} }} drop\n  }}\n}}\n",
-            list(peer_ports),
-            list(own_ports)
-        );
-        let mut child = std::process::Command::new("nft")
-            .args(["-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .expect("run nft (scripts/install-deps.sh installs nftables)");
-        use std::io::Write;
-        child.stdin.take().expect("stdin").write_all(rules.as_bytes()).expect("write rules");
-        assert!(child.wait().expect("nft").success(), "nft refused:\n{rules}");
-        CutOff { table }
-    }
-}
-
-impl Drop for CutOff {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("nft").args(["delete", "table", "inet", &self.table]).status();
-    }
-}
-
 /// The proxy-only node: its configuration (no `[postgres]`), process and
 /// ports.
 struct ProxyNode {
@@ -295,7 +261,7 @@ async fn a_proxy_learner_keeps_its_target_while_cut_off_and_follows_once_healed(
     let target = [2u64, 3].into_iter().find(|id| *id != primary).expect("a replica");
     let cut = phase("cut off, the proxy keeps its target across a switchover", async {
         let peers: Vec<u16> = c.layout.nodes.iter().map(|n| n.raft_port).collect();
-        let cut = CutOff::new(&proxy.host, &[proxy.raft_port, proxy.http_port], &peers);
+        let cut = Partition::isolate(&proxy.host, &[proxy.raft_port, proxy.http_port], &peers);
         let to = format!("pg{target}");
         let started = Instant::now();
         wait_for("the switchover to be accepted", HANDOVER_ACCEPTED, async || {

@@ -17,7 +17,7 @@ use crate::support::deadline::{
     CONFIG_REQUEST, CONTROL_REQUEST, DAEMON_START, EVENTS, FAILOVER, HANDOVER_ACCEPTED, HAPROXY, LEASE_LOST, REJOIN,
     REPLICAS_FOLLOW, REPLICATED, SETTLED, SWITCHOVER, WRITE, WRITER_PROGRESS,
 };
-use crate::support::{phase, wait_for};
+use crate::support::{Partition, phase, wait_for};
 
 async fn call(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> client::Reply {
     client::request(method, url, token, &[], body.map(str::to_string), CONTROL_REQUEST)
@@ -544,38 +544,6 @@ async fn phase_failover_to(c: &DaemonCluster, r: &Roles, new_primary: u64) {
     assert_eq!(id_of(&primary_of(&c.raftctl_json(&["list"]))), target);
 }
 
-/// An nftables table that drops one node's Raft traffic; removed on drop.
-struct Partition {
-    table: String,
-}
-
-impl Partition {
-    fn isolate(host: &str, own_port: u16, peer_ports: &[u16]) -> Partition {
-        let table = format!("raftgres_it_{}", std::process::id());
-        let peers: Vec<String> = peer_ports.iter().map(|p| p.to_string()).collect();
-        let rules = format!(
-            "table inet {table} {{\n  chain out {{\n    type filter hook output priority 0; policy accept;\n    \
-             ip saddr {host} tcp dport {{ {} }} drop\n    ip daddr {host} tcp dport {own_port} drop\n  }}\n}}\n",
-            peers.join(", ")
-        );
-        let mut child = std::process::Command::new("nft")
-            .args(["-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .expect("run nft (scripts/install-deps.sh installs nftables)");
-        use std::io::Write;
-        child.stdin.take().expect("stdin").write_all(rules.as_bytes()).expect("write rules");
-        assert!(child.wait().expect("nft").success(), "nft refused:\n{rules}");
-        Partition { table }
-    }
-}
-
-impl Drop for Partition {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("nft").args(["delete", "table", "inet", &self.table]).status();
-    }
-}
-
 /// Which backend a connection through HAProxy reached: (port, in
 /// recovery), or why it failed.
 pub(crate) type Reached = Result<(i32, bool), String>;
@@ -700,7 +668,7 @@ async fn phase_partitioned_primary(
 ) -> (Partition, Vec<u64>) {
     let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != primary).collect();
     let peer_ports: Vec<u16> = others.iter().map(|id| c.layout.node(*id).raft_port).collect();
-    let partition = Partition::isolate(&host(primary), c.layout.node(primary).raft_port, &peer_ports);
+    let partition = Partition::isolate(&host(primary), &[c.layout.node(primary).raft_port], &peer_ports);
     let cut = Instant::now();
     wait_for("the partitioned primary to fail its /primary check", LEASE_LOST, async || {
         match http_get(&format!("{}/primary", c.api(primary))).await {

@@ -122,3 +122,39 @@ pub mod deadline {
     /// An HTTP request that only reads or writes the dynamic configuration.
     pub const CONFIG_REQUEST: Duration = Duration::from_secs(10);
 }
+
+/// An nftables table that cuts one host off: what it sends to `peer_ports`
+/// and what reaches its `own_ports` is dropped. Removed on drop.
+pub struct Partition {
+    table: String,
+}
+
+impl Partition {
+    pub fn isolate(host: &str, own_ports: &[u16], peer_ports: &[u16]) -> Partition {
+        use std::io::Write;
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let table = format!("raftgres_it_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let list = |ports: &[u16]| ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ");
+        let rules = format!(
+            "table inet {table} {{\n  chain out {{\n    type filter hook output priority 0; policy accept;\n    \
+             ip saddr {host} tcp dport {{ {} }} drop\n    ip daddr {host} tcp dport {{ {} }} drop\n  }}\n}}\n",
+            list(peer_ports),
+            list(own_ports)
+        );
+        let mut child = std::process::Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("run nft (scripts/install-deps.sh installs nftables)");
+        child.stdin.take().expect("stdin").write_all(rules.as_bytes()).expect("write rules");
+        assert!(child.wait().expect("nft").success(), "nft refused:\n{rules}");
+        Partition { table }
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nft").args(["delete", "table", "inet", &self.table]).status();
+    }
+}
