@@ -174,7 +174,7 @@ impl Admin for AdminService {
     async fn history(&self, req: Request<pb::HistoryRequest>) -> Result<Response<pb::HistoryReply>, Status> {
         let ops = self.ops()?;
         let events = ops.history(req.into_inner().limit as usize).await?;
-        let context = history::Context::of(&ops.handle.local_state().state);
+        let context = history::Context::of(&ops.handle.cluster_state());
         Ok(Response::new(pb::HistoryReply { events: events.iter().map(|r| event_to_pb(r, &context)).collect() }))
     }
 

@@ -237,6 +237,7 @@ impl Daemon {
         }
         let views = Arc::new(Mutex::new(Views::default()));
         handle.set_app_handler(Arc::new(LeaseGrantor { handle: handle.clone(), views: views.clone() }));
+        let views_for_riding = views.clone();
 
         let (lease_tx, lease_rx) = watch::channel(None);
         let exe = std::env::current_exe().context("find the raftgres executable")?;
@@ -289,11 +290,13 @@ impl Daemon {
             controller.run(cancel).await;
             Ok(())
         });
+        let riding = Arc::new(lease::Riding::new(handle.clone(), views_for_riding, primary_lsn_tx));
+        handle.set_rider(riding.clone());
         let heartbeat = lease::heartbeat_task(
             handle.clone(),
             obs_rx.clone(),
             lease_tx,
-            primary_lsn_tx,
+            riding,
             ran_tx,
             daemon.tasks_cancel.clone(),
         );
@@ -415,7 +418,7 @@ impl Daemon {
         if w.mode != WatchdogMode::Required {
             return;
         }
-        let state = handle.local_state().state;
+        let state = handle.cluster_state();
         let ttl = if state.is_initialized() { state.config.lease_ttl_ms } else { config.initial_dynamic.lease_ttl_ms };
         let usable = match timeout_for(Duration::from_millis(ttl), w.safety_margin) {
             Some(_) => device::probe(&w.device),
@@ -557,7 +560,7 @@ impl Daemon {
         // it; a device left unfed would reset the machine before the
         // successor could take it over. The successor opens it again.
         self.device.close("handing off; the successor opens it again");
-        let state = self.handle.local_state().state;
+        let state = self.handle.cluster_state();
         let lease = *self.lease.borrow();
         let held =
             state.primary.as_ref().filter(|p| p.node == self.config.node_id).and(lease).filter(|l| {
@@ -599,7 +602,7 @@ impl Daemon {
     /// down, so failover need not wait for the lease.
     async fn release_if_primary(&self) {
         let me = self.config.node_id;
-        let state = self.handle.local_state().state;
+        let state = self.handle.cluster_state();
         let Some(p) = state.primary.as_ref().filter(|p| p.node == me) else {
             return;
         };

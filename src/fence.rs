@@ -43,7 +43,7 @@ const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// primary and its lease for that epoch has more than the demote margin
 /// left.
 pub fn writes_allowed(handle: &RaftHandle, lease: &Option<Lease>, now: Instant) -> bool {
-    write_deadline(&handle.local_state().state, handle.id(), lease).is_some_and(|end| now < end)
+    write_deadline(&handle.cluster_state(), handle.id(), lease).is_some_and(|end| now < end)
 }
 
 /// Until when `me` may serve writes under `lease`, if the state names it
@@ -129,7 +129,7 @@ pub async fn run(
         lease.borrow_and_update();
         flag_rx.borrow_and_update();
         let now = Instant::now();
-        let state = handle.local_state().state;
+        let state = handle.cluster_state();
         let current = *lease.borrow();
         let deadline = write_deadline(&state, handle.id(), &current);
         let allowed = deadline.is_some_and(|end| now < end);

@@ -22,7 +22,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use raftgres_raft::{AppHandler, Inherited, RaftHandle};
+use raftgres_raft::{AppHandler, Inherited, RaftHandle, Rider};
 use raftgres_storage::encoding;
 use raftgres_storage::{ClusterState, NodeId};
 use serde::{Deserialize, Serialize};
@@ -282,7 +282,7 @@ impl LeaseGrantor {
                 // lease first, so a successor knows when it ends
                 // (raftgres_raft::witness).
                 let (ttl, wait) = {
-                    let state = handle.local_state().state;
+                    let state = handle.cluster_state();
                     (state.config.lease_ttl_ms, state.config.heartbeat_interval_ms)
                 };
                 let (ttl, wait) = (Duration::from_millis(ttl), Duration::from_millis(wait));
@@ -303,7 +303,7 @@ impl LeaseGrantor {
                     // gets its own round at once.
                     handle.raft().ensure_linearizable().await.map_err(|e| HeartbeatError::NotLeader(e.to_string()))?;
                 }
-                let state = handle.local_state().state;
+                let state = handle.cluster_state();
                 if Duration::from_millis(state.config.lease_ttl_ms) > ttl {
                     // A longer lease was committed meanwhile: the bound
                     // witnessed is too short for it. The next beat gets it.
@@ -314,7 +314,7 @@ impl LeaseGrantor {
             }
         };
         let primary_lsn = {
-            let state = handle.local_state().state;
+            let state = handle.cluster_state();
             let v = views.lock().expect("views lock poisoned");
             state.primary_node().and_then(|p| v.nodes.get(&p)).and_then(|n| n.report.lsn())
         };
@@ -330,13 +330,120 @@ impl AppHandler for LeaseGrantor {
     }
 }
 
+/// A heartbeat that asks for no lease needs no answer of its own, so it
+/// rides on the Raft heartbeats ([`raftgres_raft::piggyback`]): a node that
+/// is not primary attaches its latest heartbeat to its AppendEntries
+/// replies, and the leader attaches the primary's WAL position to its
+/// requests. The node then stops sending it on its own, which saves a round
+/// trip per node and interval. A primary's heartbeat, a lease renewal,
+/// always goes on its own: only [`LeaseGrantor`] grants.
+///
+/// The leader counts a report that rode as contact at the moment it was
+/// composed, never later, as if it had been sent then; one older than two
+/// heartbeat intervals does not ride (a heartbeat task that stopped must
+/// show as silence).
+pub struct Riding {
+    views: SharedViews,
+    handle: RaftHandle,
+    /// This node's latest heartbeat, when it was composed, and until when
+    /// it may ride.
+    outgoing: Mutex<Option<(Vec<u8>, Instant, Instant)>>,
+    /// When the leader's last note arrived with an AppendEntries this node
+    /// accepted.
+    last_note: Mutex<Option<Instant>>,
+    /// The primary's WAL position as the leader last told it.
+    pub primary_lsn: watch::Sender<Option<u64>>,
+}
+
+impl Riding {
+    pub fn new(handle: RaftHandle, views: SharedViews, primary_lsn: watch::Sender<Option<u64>>) -> Self {
+        Self { views, handle, outgoing: Mutex::new(None), last_note: Mutex::new(None), primary_lsn }
+    }
+
+    /// Lets `heartbeat` (encoded, composed at `at`) ride until `until`, or
+    /// nothing.
+    fn set_outgoing(&self, heartbeat: Option<(Vec<u8>, Instant, Instant)>) {
+        *self.outgoing.lock().expect("riding lock poisoned") = heartbeat;
+    }
+
+    /// The leader's notes arrive: its AppendEntries carry this node's
+    /// heartbeats to it.
+    fn carried(&self, now: Instant, within: Duration) -> bool {
+        self.last_note
+            .lock()
+            .expect("riding lock poisoned")
+            .is_some_and(|at| now.saturating_duration_since(at) <= within)
+    }
+
+    /// Records a report that rode, composed at `at`. Only a report that
+    /// asks for no lease, from a node the state does not name primary: a
+    /// primary's contact is its lease, never a report.
+    fn record(&self, from: NodeId, hb: Heartbeat, at: Instant) -> Result<(), String> {
+        if hb.node != from {
+            return Err(HeartbeatError::WrongSender { claimed: hb.node, from }.to_string());
+        }
+        if hb.epoch.is_some() || self.handle.cluster_state().primary_node() == Some(from) {
+            return Err(format!("node {from}: a primary's heartbeat does not ride"));
+        }
+        let mut v = self.views.lock().expect("views lock poisoned");
+        let view = v.nodes.entry(from).or_insert_with(|| NodeView {
+            last_contact: at,
+            report: hb.report.clone(),
+            last_grant: None,
+        });
+        // A heartbeat sent on its own meanwhile may be newer.
+        if at >= view.last_contact {
+            view.last_contact = at;
+            view.report = hb.report;
+        }
+        Ok(())
+    }
+}
+
+impl Rider for Riding {
+    fn note_for(&self, _to: NodeId) -> Option<Vec<u8>> {
+        let primary_lsn = {
+            let state = self.handle.cluster_state();
+            let v = self.views.lock().expect("views lock poisoned");
+            state.primary_node().and_then(|p| v.nodes.get(&p)).and_then(|n| n.report.lsn())
+        };
+        encode_reply(HEARTBEAT_VERSION, &HeartbeatReply { granted: None, primary_lsn }).ok()
+    }
+
+    fn report(&self, from: NodeId, report: &[u8], age: Duration) {
+        let now = Instant::now();
+        let at = now.checked_sub(age).unwrap_or(now);
+        let result = decode_heartbeat(report).map_err(|e| e.to_string()).and_then(|(_, hb)| self.record(from, hb, at));
+        if let Err(e) = result {
+            tracing::debug!(from, "ignored a report that rode on an AppendEntries reply: {e}");
+        }
+    }
+
+    fn note(&self, from: NodeId, note: &[u8]) {
+        match decode_reply(note) {
+            Ok(r) => {
+                self.primary_lsn.send_if_modified(|l| (*l != r.primary_lsn).then(|| *l = r.primary_lsn).is_some());
+                *self.last_note.lock().expect("riding lock poisoned") = Some(Instant::now());
+            }
+            Err(e) => tracing::debug!(from, "ignored the leader's note: {e}"),
+        }
+    }
+
+    fn outgoing_report(&self) -> Option<(Vec<u8>, Duration)> {
+        let now = Instant::now();
+        let out = self.outgoing.lock().expect("riding lock poisoned");
+        let (bytes, at, until) = out.as_ref()?;
+        (now <= *until).then(|| (bytes.clone(), now.saturating_duration_since(*at)))
+    }
+}
+
 /// Sends heartbeats and keeps this node's lease. Runs on its own task so a
 /// slow PostgreSQL operation never delays a renewal.
 pub async fn heartbeat_task(
     handle: RaftHandle,
     observation: watch::Receiver<Observation>,
     lease: watch::Sender<Option<Lease>>,
-    primary_lsn: watch::Sender<Option<u64>>,
+    riding: Arc<Riding>,
     ran: watch::Sender<Instant>,
     cancel: CancellationToken,
 ) {
@@ -344,7 +451,7 @@ pub async fn heartbeat_task(
     let mut state_rx = handle.subscribe();
     loop {
         ran.send_replace(Instant::now());
-        let state = handle.local_state().state;
+        let state = handle.cluster_state();
         let mut interval = Duration::from_millis(state.config.heartbeat_interval_ms);
         if state.handover_active(raftgres_storage::now_ms()) {
             // The controller waits on fresh reports during a handover.
@@ -356,8 +463,22 @@ pub async fn heartbeat_task(
         let hb = Heartbeat { node: me, epoch, report: observation.borrow().clone() };
         let sent = Instant::now();
         let next = tokio::time::Instant::from_std(sent + interval);
-        match encode_heartbeat(&hb) {
+        let encoded = encode_heartbeat(&hb);
+        // Rides only while it asks for no lease; it keeps being sent on its
+        // own while the leader's notes do not arrive, during a handover
+        // (which waits on fresh reports), and on the leader itself.
+        let rides = epoch.is_none();
+        riding.set_outgoing(match &encoded {
+            Ok(payload) if rides => Some((payload.clone(), sent, sent + 2 * interval)),
+            _ => None,
+        });
+        let carried = rides
+            && !state.handover_active(raftgres_storage::now_ms())
+            && handle.leader().is_some_and(|(l, _)| l != me)
+            && riding.carried(sent, 2 * interval);
+        match encoded {
             Err(e) => tracing::error!("failed to encode a heartbeat: {e}"),
+            Ok(_) if carried => {}
             Ok(payload) => {
                 let call = handle.call_leader(payload, ttl);
                 let reply = tokio::select! {
@@ -367,7 +488,7 @@ pub async fn heartbeat_task(
                 let reply =
                     reply.map_err(|e| e.to_string()).and_then(|bytes| decode_reply(&bytes).map_err(|e| e.to_string()));
                 if let Ok(r) = &reply {
-                    primary_lsn.send_replace(r.primary_lsn);
+                    riding.primary_lsn.send_replace(r.primary_lsn);
                 }
                 match reply {
                     Ok(HeartbeatReply { granted: Some(e), .. }) if Some(e) == epoch => {

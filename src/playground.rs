@@ -320,7 +320,7 @@ impl LocalCluster {
                     .collect(),
                 heartbeat_interval_ms: 100,
                 election_timeout_min_ms: 300,
-                election_timeout_max_ms: 600,
+                election_timeout_max_ms: 400,
                 leader_placement: Default::default(),
             },
             http: HttpSection { listen: format!("{}:{}", node.host, node.http_port), ..HttpSection::default() },

@@ -69,7 +69,7 @@ impl Reloader {
     }
 
     async fn apply_tags(&self, tags: &raftgres_storage::Tags) -> Result<(), OpError> {
-        let state = self.handle.local_state().state;
+        let state = self.handle.cluster_state();
         if state.member(self.node).is_none_or(|m| &m.tags == tags) {
             return Ok(());
         }

@@ -270,7 +270,7 @@ impl Cluster {
         ));
         t.push_str(&format!("data_dir = \"{}\"\n\n", member.dir.display()));
         t.push_str(&format!("[raft]\nlisten = \"{}\"\n", host.raft_addr()));
-        t.push_str("heartbeat_interval_ms = 100\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\n");
+        t.push_str("heartbeat_interval_ms = 100\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 400\n");
         for (id, name, addr) in initial {
             t.push_str(&format!("\n[[raft.initial_members]]\nid = {id}\nname = \"{name}\"\nraft_addr = \"{addr}\"\n"));
         }

@@ -34,6 +34,7 @@ use crate::error::HandleError;
 use crate::network::filter::NetworkFilter;
 use crate::network::peers::Peers;
 use crate::node::NodeConfig;
+use crate::piggyback::{Rider, RiderSlot};
 use crate::witness::{Inherited, LeaseWitness};
 
 /// Serves application messages that followers send to the Raft leader
@@ -99,6 +100,8 @@ struct Inner {
     /// Shared with openraft's network: which peers accepted what.
     acks: AckClock,
     app: Mutex<Option<Arc<dyn AppHandler>>>,
+    /// Shared with openraft's network: what rides on AppendEntries.
+    rider: RiderSlot,
 }
 
 impl RaftHandle {
@@ -110,6 +113,7 @@ impl RaftHandle {
         peers: Peers,
         witness: LeaseWitness,
         acks: AckClock,
+        rider: RiderSlot,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -124,6 +128,7 @@ impl RaftHandle {
                 witness,
                 acks,
                 app: Mutex::new(None),
+                rider,
             }),
         }
     }
@@ -207,10 +212,20 @@ impl RaftHandle {
         *self.inner.app.lock().expect("app handler lock poisoned") = Some(handler);
     }
 
-    /// Removes the application handler (it may hold a clone of this
-    /// handle; dropping it breaks the cycle on shutdown).
+    /// Removes the application handler and the rider (they may hold a
+    /// clone of this handle; dropping them breaks the cycle on shutdown).
     pub fn clear_app_handler(&self) {
         self.inner.app.lock().expect("app handler lock poisoned").take();
+        self.inner.rider.set(None);
+    }
+
+    /// Installs what rides on AppendEntries (see [`crate::piggyback`]).
+    pub fn set_rider(&self, rider: Arc<dyn Rider>) {
+        self.inner.rider.set(Some(rider));
+    }
+
+    pub(crate) fn rider(&self) -> Option<Arc<dyn Rider>> {
+        self.inner.rider.get()
     }
 
     /// Sends an application message to the leader's [`AppHandler`] and
@@ -226,6 +241,12 @@ impl RaftHandle {
     /// for a linearizable view.
     pub fn local_state(&self) -> AppliedState {
         self.inner.sm.current()
+    }
+
+    /// The locally applied cluster state (what [`Self::local_state`]
+    /// holds, without cloning the membership).
+    pub fn cluster_state(&self) -> Arc<ClusterState> {
+        self.inner.sm.current_state()
     }
 
     /// Every locally applied state, as it is applied.

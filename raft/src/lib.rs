@@ -16,6 +16,7 @@ pub mod error;
 pub mod handle;
 pub mod network;
 pub mod node;
+pub mod piggyback;
 pub mod witness;
 
 pub use convert::forward::{ForwardRequest, ForwardResponse, MembershipChange};
@@ -23,6 +24,7 @@ pub use error::{HandleError, NodeError};
 pub use handle::{AppHandler, Proposal, RaftHandle, RaftStatus};
 pub use network::filter::NetworkFilter;
 pub use node::{NodeConfig, RaftNode};
+pub use piggyback::Rider;
 pub use openraft::ServerState;
 pub use raftgres_storage::{NodeId, NodeInfo};
 pub use witness::{Inherited, LeaseWitness};

@@ -26,6 +26,7 @@ use crate::network::filter::NetworkFilter;
 use crate::network::peers::Peers;
 use crate::network::security::{self, Transport};
 use crate::network::server::RaftServer;
+use crate::piggyback::RiderSlot;
 use crate::witness::LeaseWitness;
 
 /// Largest gRPC message accepted: a snapshot chunk or a batch of entries.
@@ -61,7 +62,7 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    /// Defaults for a node: 100 ms heartbeats, 300–600 ms elections.
+    /// Defaults for a node: 100 ms heartbeats, 300–400 ms elections.
     pub fn new(node_id: NodeId, cluster_id: &str, data_dir: impl Into<PathBuf>, info: NodeInfo) -> Self {
         Self {
             node_id,
@@ -69,7 +70,7 @@ impl NodeConfig {
             data_dir: data_dir.into(),
             info,
             heartbeat_interval: Duration::from_millis(100),
-            election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),
+            election_timeout: (Duration::from_millis(300), Duration::from_millis(400)),
             snapshot_every: 1000,
             keep_behind_snapshot: 200,
             request_timeout: Duration::from_secs(5),
@@ -129,6 +130,7 @@ impl RaftNode {
         let peers = Peers::new(config.connect_timeout, config.transport.clone());
         let witness = LeaseWitness::default();
         let acks = AckClock::default();
+        let rider = RiderSlot::default();
         let network = NetworkFactory::new(
             &config.cluster_id,
             config.node_id,
@@ -137,11 +139,12 @@ impl RaftNode {
             config.transport.clone(),
             witness.clone(),
             acks.clone(),
+            rider.clone(),
         );
         let raft = Raft::new(config.node_id, raft_config, network, log, sm.clone())
             .await
             .map_err(|e| NodeError::Fatal(e.to_string()))?;
-        let handle = RaftHandle::new(&config, raft, sm, filter, peers, witness, acks);
+        let handle = RaftHandle::new(&config, raft, sm, filter, peers, witness, acks, rider);
         let service = RaftTransportServer::new(RaftServer::new(handle.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);

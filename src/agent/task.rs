@@ -266,7 +266,7 @@ impl Agent {
         member.api_url = c.api_url();
         member.tags = published_tags(&c.tags, self.links.refusal.is_set());
         loop {
-            let state = self.handle.local_state().state;
+            let state = self.handle.cluster_state();
             if state.is_initialized() && state.members.contains_key(&c.node_id) {
                 self.publish_tags(&member.tags).await;
                 return;
@@ -301,7 +301,7 @@ impl Agent {
     /// at start the configured tags (they may have changed while the daemon
     /// was down) with the watchdog refusal folded in.
     async fn publish_tags(&self, tags: &raftgres_storage::Tags) {
-        let state = self.handle.local_state().state;
+        let state = self.handle.cluster_state();
         if state.member(self.me()).is_none_or(|m| &m.tags == tags) {
             return;
         }
@@ -413,7 +413,7 @@ impl Agent {
                 return;
             }
             self.turn().await;
-            let state = self.handle.local_state().state;
+            let state = self.handle.cluster_state();
             let mut interval = Duration::from_millis(state.config.heartbeat_interval_ms);
             if state.handover_active(now_ms()) {
                 interval = interval.min(HANDOVER_INTERVAL);
@@ -493,7 +493,7 @@ impl Agent {
     }
 
     async fn reinitialize(&mut self, cancel: &CancellationToken) -> Result<String, AgentError> {
-        let state = self.handle.local_state().state;
+        let state = self.handle.cluster_state();
         if state.primary_node() == Some(self.me()) || self.links.may_be_primary.get() {
             return Err(AgentError::Refused("the primary cannot be reinitialized; switch over first".into()));
         }
@@ -824,7 +824,7 @@ impl Agent {
         }
         self.links.observation.send_replace(o.clone());
         self.notice_role(&o);
-        let state = self.handle.local_state().state;
+        let state = self.handle.cluster_state();
         self.end_veto_hold(&state).await;
         let my_epoch = self.my_epoch(&state);
         if let (Some(epoch), Some((released, reason))) = (my_epoch, self.released_epoch)
@@ -939,7 +939,7 @@ impl Agent {
             self.veto_promotion(epoch, &veto.to_string()).await;
             return false;
         }
-        let state = self.handle.local_state().state;
+        let state = self.handle.cluster_state();
         let lease_ok = self.links.lease.borrow().is_some_and(|l| l.allows_writes(epoch, Instant::now(), demote_margin));
         if self.my_epoch(&state) != Some(epoch) || !lease_ok {
             tracing::info!(epoch, "the role or its lease changed while pre_promote ran; not promoting this turn");
@@ -958,7 +958,7 @@ impl Agent {
         let msg = format!("promotion vetoed: {why}; gave the primary role back (out of elections for {VETO_HOLD:?})");
         tracing::error!(epoch, "{msg}");
         self.links.last_error.send_replace(Some(msg.clone()));
-        let state = self.handle.local_state().state;
+        let state = self.handle.cluster_state();
         let published = state.member(self.me()).map(|m| m.tags.clone()).unwrap_or_default();
         let tags = self.links.veto.start(Instant::now() + VETO_HOLD, msg, &published);
         self.publish_tags(&tags).await;
@@ -1132,7 +1132,7 @@ impl Agent {
         if self.report.as_ref().is_some_and(|r| !r.is_finished()) {
             return;
         }
-        let committed = self.handle.local_state().state.member(self.me()).map(|m| m.state);
+        let committed = self.handle.cluster_state().member(self.me()).map(|m| m.state);
         if self.reported == Some(state) && committed == Some(state) {
             return;
         }
@@ -1244,7 +1244,7 @@ impl Agent {
             p.pending_restart.clear();
             p.catalog = None;
         });
-        let state = self.handle.local_state().state;
+        let state = self.handle.cluster_state();
         let hba = self.hba(&state);
         self.runner.write_hba(&hba)?;
         self.hba_written = Some(hba);
@@ -1262,7 +1262,7 @@ impl Agent {
                 self.start_failures += 1;
                 let exp = self.start_failures.saturating_sub(1).min(6);
                 let pause = (START_BACKOFF * 2u32.pow(exp)).min(START_BACKOFF_MAX);
-                let version = self.handle.local_state().state.config_version;
+                let version = self.handle.cluster_state().config_version;
                 self.start_retry_at = Some((Instant::now() + pause, version));
                 tracing::warn!(failures = self.start_failures, retry_in = ?pause, "PostgreSQL did not start");
                 Err(e)

@@ -237,6 +237,24 @@ pub enum LeaderPlacement {
     Any,
 }
 
+/// The longest a primary can go without a lease renewal when the Raft
+/// leader dies (milliseconds), at these timings:
+///
+/// - the primary's last renewal before the death was sent up to one lease
+///   heartbeat interval, plus the Raft heartbeat it waited for (openraft
+///   ticks every 1.5 Raft heartbeat intervals), before it;
+/// - a follower that heard from a leader waits openraft's leader lease
+///   (`election_timeout_max`) *plus* an election timeout (up to the
+///   maximum again) after the last AppendEntries before it starts an
+///   election, and sees that only at its next tick.
+///
+/// The vote and the new leader's first grant take round trips beyond
+/// that, which the demote margin's slack must cover.
+pub fn leader_change_worst_ms(r: &RaftSection, lease_heartbeat_ms: u64) -> u64 {
+    let tick = r.heartbeat_interval_ms * 3 / 2;
+    2 * r.election_timeout_max_ms + 2 * tick + lease_heartbeat_ms
+}
+
 fn default_raft_heartbeat() -> u64 {
     100
 }
@@ -244,7 +262,7 @@ fn default_election_min() -> u64 {
     300
 }
 fn default_election_max() -> u64 {
-    600
+    400
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -673,16 +691,18 @@ impl FileConfig {
                 ),
             );
         }
-        // A Raft leader change must not cost a healthy primary its lease:
-        // election plus one heartbeat must fit before the demote margin.
+        // A Raft leader change must not cost a healthy primary its lease.
         let budget = self.dynamic.lease_ttl_ms.saturating_sub(self.dynamic.demote_margin_ms);
-        if r.election_timeout_max_ms + self.dynamic.heartbeat_interval_ms >= budget {
+        let worst = leader_change_worst_ms(r, self.dynamic.heartbeat_interval_ms);
+        if worst >= budget {
             v.bad(
                 "raft.election_timeout_max_ms",
                 format!(
-                    "{} + dynamic.heartbeat_interval_ms ({}) must stay below dynamic.lease_ttl_ms - dynamic.demote_margin_ms ({budget}): \
-                     a Raft leader change would otherwise demote a healthy primary",
-                    r.election_timeout_max_ms, self.dynamic.heartbeat_interval_ms
+                    "a Raft leader change can leave the primary without a renewal for {worst} ms \
+                     (2 x election_timeout_max_ms ({}) + 3 x heartbeat_interval_ms ({}) + dynamic.heartbeat_interval_ms ({})), \
+                     which must stay below dynamic.lease_ttl_ms - dynamic.demote_margin_ms ({budget}): \
+                     a Raft leader change would otherwise stop a healthy primary",
+                    r.election_timeout_max_ms, r.heartbeat_interval_ms, self.dynamic.heartbeat_interval_ms
                 ),
             );
         }
@@ -1083,6 +1103,25 @@ mod tests {
         ] {
             assert!(fields.contains(&want), "{want} not reported in {fields:?}");
         }
+    }
+
+    #[test]
+    fn raft_timings_that_would_let_a_leader_change_stop_the_primary_are_refused() {
+        let base = FileConfig::parse(DEFAULT_CONFIG).expect("parse");
+        // The defaults leave slack for the vote and the first grant.
+        let budget = base.dynamic.lease_ttl_ms - base.dynamic.demote_margin_ms;
+        assert!(leader_change_worst_ms(&base.raft, base.dynamic.heartbeat_interval_ms) + 100 <= budget);
+        // 300-600 ms, the old default: followers wait up to 1.2 s after the
+        // last heartbeat before they elect (measured: a healthy primary was
+        // stopped in one of six deaths of the Raft leader).
+        let mut c = base.clone();
+        c.raft.election_timeout_max_ms = 600;
+        let Err(ConfigError::Invalid(errs)) = c.validate() else { panic!("300-600 ms must be refused") };
+        let e = errs.iter().find(|e| e.field == "raft.election_timeout_max_ms").expect("the field is named");
+        assert!(e.message.contains("1750 ms") && e.message.contains("(1500)"), "{}", e.message);
+        // A longer lease makes room for them.
+        c.dynamic.lease_ttl_ms = 3000;
+        c.validate().expect("valid with a 3 s lease");
     }
 
     #[test]

@@ -24,11 +24,15 @@ data_dir = "/var/lib/raftgres"
 listen = "127.0.0.1:7001"
 # Address peers use to reach it (default: listen).
 # advertise = "10.0.0.1:7001"
-# Leader heartbeat and election timeouts. The election must finish well
-# inside dynamic.lease_ttl_ms: 3 x heartbeat <= min < max < lease_ttl_ms.
+# Leader heartbeat and election timeouts. 3 x heartbeat <= min < max. A
+# follower elects only after election_timeout_max_ms plus an election
+# timeout without a heartbeat (openraft's leader lease), and the primary
+# must get its next lease renewal from the new leader before its lease
+# runs out: 2 x max + 3 x heartbeat + dynamic.heartbeat_interval_ms must
+# stay below dynamic.lease_ttl_ms - dynamic.demote_margin_ms.
 heartbeat_interval_ms = 100
 election_timeout_min_ms = 300
-election_timeout_max_ms = 600
+election_timeout_max_ms = 400
 # Where the Raft leader may run. "any" leaves it where elections put it;
 # "avoid_primary" hands the leadership to a follower when it lands on the
 # primary's node, so the primary's death never also costs a Raft election

@@ -83,7 +83,7 @@ impl Controller {
                 let m = server_rx.borrow_and_update();
                 m.state == ServerState::Leader && m.current_leader == Some(m.id)
             };
-            let state = self.handle.local_state().state;
+            let state = self.handle.cluster_state();
             let mut interval = Duration::from_millis(state.config.heartbeat_interval_ms.max(50));
             if state.handover_active(now_ms()) {
                 // A handover waits on replicas' reports; look often.

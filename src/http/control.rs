@@ -106,7 +106,7 @@ pub async fn history(State(s): State<Shared>, Query(q): Query<HistoryQuery>) -> 
         Ok(events) => events,
         Err(e) => return error(e),
     };
-    let context = history::Context::of(&s.handle.local_state().state);
+    let context = history::Context::of(&s.handle.cluster_state());
     let mut rows: Vec<Value> = if q.all {
         events
             .iter()
@@ -268,7 +268,7 @@ pub async fn failover(State(s): State<Shared>, bytes: Bytes) -> Response {
         return text(StatusCode::BAD_REQUEST, "Failover could be performed only to a specific candidate");
     };
     if let Some(leader) = b.leader.filter(|l| !l.is_empty()) {
-        let primary = s.handle.local_state().state.primary_node();
+        let primary = s.handle.cluster_state().primary_node();
         match s.ops.resolve(&leader) {
             Ok(id) if Some(id) == primary => {}
             Ok(_) => return text(StatusCode::PRECONDITION_FAILED, "leader name does not match"),
@@ -290,7 +290,7 @@ pub async fn restart(State(s): State<Shared>, bytes: Bytes) -> Response {
         Ok(d) => d,
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("invalid request body: {e}")),
     };
-    if doc.contains_key("schedule") && s.handle.local_state().state.maintenance {
+    if doc.contains_key("schedule") && s.handle.cluster_state().maintenance {
         return text(StatusCode::INTERNAL_SERVER_ERROR, "Can't schedule restart in the paused state");
     }
     let mut conditions = RestartConditions::default();

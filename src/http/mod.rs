@@ -130,7 +130,7 @@ async fn require_token(State(s): State<Shared>, req: Request, next: Next) -> Res
 /// recorded (no routed write lands on a timeline the cluster does not know
 /// of).
 fn is_primary(s: &ApiState) -> bool {
-    let state = s.handle.local_state().state;
+    let state = s.handle.cluster_state();
     let recorded = state.timeline.is_some_and(|t| t.epoch == state.epoch && t.node == s.handle.id());
     recorded && writes_allowed(&s.handle, &s.lease.borrow(), Instant::now()) && s.observation.borrow().is_primary()
 }
@@ -158,7 +158,7 @@ async fn health_check(State(s): State<Shared>, method: Method, uri: Uri) -> Resp
     let mut f = facts(&s);
     if check == health::Check::Readiness && filters.lag.is_none() {
         // Patroni's default: the failover lag limit.
-        let max = s.handle.local_state().state.config.maximum_lag_on_failover;
+        let max = s.handle.cluster_state().config.maximum_lag_on_failover;
         let filters = health::Filters { lag: Some(max), ..filters };
         return answer(f.passes(check, &filters), &s, &method);
     }
@@ -171,13 +171,13 @@ async fn health_check(State(s): State<Shared>, method: Method, uri: Uri) -> Resp
 /// The Raft core runs and the lease heartbeat loop ran within two lease
 /// periods. PostgreSQL operations (a long base backup) never delay it.
 fn alive(s: &ApiState) -> bool {
-    let ttl = Duration::from_millis(s.handle.local_state().state.config.lease_ttl_ms);
+    let ttl = Duration::from_millis(s.handle.cluster_state().config.lease_ttl_ms);
     s.handle.status().role != ServerState::Shutdown && s.heartbeat_ran.borrow().elapsed() <= 2 * ttl
 }
 
 fn facts(s: &ApiState) -> NodeFacts {
     let o = s.observation.borrow().clone();
-    let state = s.handle.local_state().state;
+    let state = s.handle.cluster_state();
     let member = state.member(s.handle.id());
     let primary = is_primary(s);
     NodeFacts {

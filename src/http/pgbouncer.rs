@@ -127,7 +127,7 @@ async fn proxy_health(State(a): State<Arc<ProxyApi>>) -> Response {
 /// A node-status document with no PostgreSQL: `raftctl list` shows the
 /// node as a Raft learner of role and state `unknown`.
 async fn proxy_status(State(a): State<Arc<ProxyApi>>) -> Response {
-    let state = a.handle.local_state().state;
+    let state = a.handle.cluster_state();
     let raft = a.handle.status();
     let doc = NodeStatus {
         state: PgState::Unknown,

@@ -84,7 +84,7 @@ impl Ops {
         // the current configuration at run time), checked here too so that
         // a dry run answers as the real change would.
         let cmd = Command::ChangeConfig { if_version: Some(version), config: next.clone() };
-        self.handle.local_state().state.decide(&cmd).map_err(OpError::from)?;
+        self.handle.cluster_state().decide(&cmd).map_err(OpError::from)?;
         if change.dry_run || next == current {
             return Ok((version, if change.dry_run { next } else { current }, false));
         }

@@ -143,7 +143,7 @@ impl Ops {
     }
 
     fn state(&self) -> Arc<ClusterState> {
-        self.handle.local_state().state
+        self.handle.cluster_state()
     }
 
     /// Finds a member by name or numeric id, among registered members and

@@ -361,7 +361,7 @@ pub async fn run(
         state_rx.borrow_and_update();
         let stood_down = *stand_down.borrow_and_update();
         let seen = *lease.borrow_and_update();
-        let state = handle.local_state().state;
+        let state = handle.cluster_state();
         let margin = Duration::from_millis(state.config.demote_margin_ms);
         let now = Instant::now();
         let until = hold_until(&state, me, &seen, stood_down);

@@ -68,6 +68,12 @@ impl StateMachine {
         self.inner.lock().expect("state machine lock poisoned: a previous apply panicked")
     }
 
+    /// The cluster state after the last applied entry, without the
+    /// membership (cheaper than [`Self::current`]).
+    pub fn current_state(&self) -> Arc<ClusterState> {
+        self.lock().applied.state.clone()
+    }
+
     /// The state after the last applied entry (may lag the leader).
     pub fn current(&self) -> AppliedState {
         self.lock().applied.clone()

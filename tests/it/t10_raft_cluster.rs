@@ -127,7 +127,7 @@ async fn a_restarted_node_recovers_vote_and_log_from_disk() {
     assert_eq!(after.term, before.term, "term recovered");
     assert_eq!(after.last_log_index, before.last_log_index, "log recovered");
     let applied = wait_for("the committed entries re-applied", Duration::from_secs(5), async || {
-        let n = h.local_state().state.members.len();
+        let n = h.cluster_state().members.len();
         if n == 10 { Ok(n) } else { Err(n) }
     })
     .await;
@@ -172,7 +172,7 @@ async fn add_a_learner_promote_it_and_remove_a_voter() {
     let status = c.handle(leader).status();
     assert!(status.learners.contains(&4), "{status:?}");
     wait_for("the learner to have the state", Duration::from_secs(10), async || {
-        let n = c.handle(4).local_state().state.members.len();
+        let n = c.handle(4).cluster_state().members.len();
         if n == 60 { Ok(()) } else { Err(n) }
     })
     .await;

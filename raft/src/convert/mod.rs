@@ -25,7 +25,7 @@ pub fn request<T: Serialize>(
         from,
         to,
         payload: encoding::encode(what, payload)?,
-        lease_notice_ms: None,
+        ..Default::default()
     })
 }
 
@@ -36,7 +36,7 @@ pub fn request_payload<T: DeserializeOwned>(what: &'static str, req: &RaftReques
 
 /// Wraps a handler's result.
 pub fn reply<T: Serialize>(what: &'static str, result: &T) -> Result<RaftReply, EncodeError> {
-    Ok(RaftReply { payload: encoding::encode(what, result)?, lease_bound_ms: None })
+    Ok(RaftReply { payload: encoding::encode(what, result)?, ..Default::default() })
 }
 
 /// Decodes a reply's payload.

@@ -11,6 +11,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
+use raftgres_proto::raft::RaftReply;
 use raftgres_proto::raft::raft_transport_client::RaftTransportClient;
 use raftgres_storage::{NodeId, NodeInfo, TypeConfig};
 use serde::Serialize;
@@ -22,6 +23,7 @@ use super::peers::Peers;
 use super::security::Transport;
 use crate::confirm::AckClock;
 use crate::convert;
+use crate::piggyback::RiderSlot;
 use crate::witness::LeaseWitness;
 
 /// How long after an unreachable peer before trying it again. openraft's
@@ -38,6 +40,7 @@ pub struct NetworkFactory {
     transport: Transport,
     witness: LeaseWitness,
     acks: AckClock,
+    rider: RiderSlot,
 }
 
 impl NetworkFactory {
@@ -49,8 +52,9 @@ impl NetworkFactory {
         transport: Transport,
         witness: LeaseWitness,
         acks: AckClock,
+        rider: RiderSlot,
     ) -> Self {
-        Self { cluster_id: cluster_id.to_string(), self_id, filter, peers, transport, witness, acks }
+        Self { cluster_id: cluster_id.to_string(), self_id, filter, peers, transport, witness, acks, rider }
     }
 }
 
@@ -97,14 +101,14 @@ impl Rpc {
 struct TransportError(String);
 
 impl Connection {
-    /// Sends `req`; returns the reply and the lease bound it carried
-    /// ([`crate::witness`]).
+    /// Sends `req`; returns the reply and the message that carried it,
+    /// for what rides on it ([`crate::witness`], [`crate::piggyback`]).
     async fn call<Req, Resp, E>(
         &mut self,
         rpc: Rpc,
         req: &Req,
         ttl: Duration,
-    ) -> Result<(Resp, Option<u64>), RPCError<NodeId, NodeInfo, E>>
+    ) -> Result<(Resp, RaftReply), RPCError<NodeId, NodeInfo, E>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -127,6 +131,7 @@ impl Connection {
         let mut message = message;
         if let Rpc::AppendEntries = rpc {
             message.lease_notice_ms = self.factory.witness.outgoing_notice(Instant::now());
+            message.note = self.factory.rider.get().and_then(|r| r.note_for(self.target));
         }
         let mut request = tonic::Request::new(message);
         request.set_timeout(ttl);
@@ -154,7 +159,7 @@ impl Connection {
         let result: Result<Resp, E> =
             convert::reply_payload(rpc.name(), &reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let resp = result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))?;
-        Ok((resp, reply.lease_bound_ms))
+        Ok((resp, reply))
     }
 }
 
@@ -165,11 +170,15 @@ impl RaftNetwork<TypeConfig> for Connection {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
         let sent = Instant::now();
-        let (resp, _) =
+        let (resp, reply) =
             self.call::<_, AppendEntriesResponse<NodeId>, _>(Rpc::AppendEntries, &rpc, option.hard_ttl()).await?;
         if !matches!(resp, AppendEntriesResponse::HigherVote(_)) {
             // The peer accepted this leadership's vote ([`crate::confirm`]).
             self.factory.acks.accepted(self.target, rpc.vote.leader_id().term, sent);
+            if let (Some(report), Some(rider)) = (&reply.report, self.factory.rider.get()) {
+                let age = Duration::from_millis(reply.report_age_ms.unwrap_or(0));
+                rider.report(self.target, report, age);
+            }
         }
         Ok(resp)
     }
@@ -191,9 +200,9 @@ impl RaftNetwork<TypeConfig> for Connection {
         let term = rpc.vote.leader_id().term;
         let witness = self.factory.witness.clone();
         witness.start_election(term);
-        let (resp, bound) = self.call::<_, VoteResponse<NodeId>, _>(Rpc::Vote, &rpc, option.hard_ttl()).await?;
+        let (resp, reply) = self.call::<_, VoteResponse<NodeId>, _>(Rpc::Vote, &rpc, option.hard_ttl()).await?;
         if resp.vote_granted && resp.vote == rpc.vote {
-            witness.granted(term, self.target, Instant::now(), bound);
+            witness.granted(term, self.target, Instant::now(), reply.lease_bound_ms);
         }
         Ok(resp)
     }

@@ -1,7 +1,7 @@
 //! The receiving side of the Raft transport: checks that a request is for
 //! this cluster and this node, then hands it to the local Raft.
 
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest};
 use raftgres_proto::raft::raft_transport_server::RaftTransport;
 use raftgres_proto::raft::{RaftReply, RaftRequest};
 use raftgres_storage::{NodeId, TypeConfig};
@@ -68,7 +68,21 @@ impl RaftTransport for RaftServer {
             self.handle.witness().witness(std::time::Instant::now(), left);
         }
         let result = self.handle.raft().append_entries(rpc).await;
-        Ok(Response::new(convert::reply("append entries", &result).map_err(internal)?))
+        let mut reply = convert::reply("append entries", &result).map_err(internal)?;
+        if let (Ok(resp), Some(rider)) = (&result, self.handle.rider())
+            && !matches!(resp, AppendEntriesResponse::HigherVote(_))
+        {
+            // Accepted from the leader of this term: its note is current,
+            // and the leader is who the report is for.
+            if let Some(note) = &req.note {
+                rider.note(req.from, note);
+            }
+            if let Some((report, age)) = rider.outgoing_report() {
+                reply.report = Some(report);
+                reply.report_age_ms = Some(u64::try_from(age.as_millis()).unwrap_or(u64::MAX));
+            }
+        }
+        Ok(Response::new(reply))
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
