@@ -296,7 +296,7 @@ impl Daemon {
             handle.clone(),
             obs_rx.clone(),
             lease_tx,
-            riding,
+            riding.clone(),
             ran_tx,
             daemon.tasks_cancel.clone(),
         );
@@ -348,6 +348,7 @@ impl Daemon {
             parameters: params_rx,
             primary_lsn: primary_lsn_rx,
             heartbeat_ran: ran_rx,
+            heartbeats: riding,
             last_error: error_rx,
             failover_blocked: blocked_rx,
             reports: reports_rx,

@@ -19,6 +19,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -187,6 +188,36 @@ impl Views {
         Some(epoch)
     }
 
+    /// Records a report that rode on a Raft heartbeat
+    /// ([`Riding`]), composed at `at`. Only a report that asks for no
+    /// lease, from a node `state` does not name primary: a primary's
+    /// contact is its lease, never a report. A heartbeat sent on its own
+    /// and received later than `at` is kept.
+    pub fn record_ridden(
+        &mut self,
+        state: &ClusterState,
+        from: NodeId,
+        hb: Heartbeat,
+        at: Instant,
+    ) -> Result<(), String> {
+        if hb.node != from {
+            return Err(HeartbeatError::WrongSender { claimed: hb.node, from }.to_string());
+        }
+        if hb.epoch.is_some() || state.primary_node() == Some(from) {
+            return Err(format!("node {from}: a primary's heartbeat does not ride"));
+        }
+        let view = self.nodes.entry(from).or_insert_with(|| NodeView {
+            last_contact: at,
+            report: hb.report.clone(),
+            last_grant: None,
+        });
+        if at >= view.last_contact {
+            view.last_contact = at;
+            view.report = hb.report;
+        }
+        Ok(())
+    }
+
     /// Stops granting leases for `epoch` (and earlier ones).
     pub fn depose(&mut self, epoch: u64) {
         self.deposing = Some(self.deposing.map_or(epoch, |d| d.max(epoch)));
@@ -353,11 +384,21 @@ pub struct Riding {
     last_note: Mutex<Option<Instant>>,
     /// The primary's WAL position as the leader last told it.
     pub primary_lsn: watch::Sender<Option<u64>>,
+    sent: AtomicU64,
+    attached: AtomicU64,
 }
 
 impl Riding {
     pub fn new(handle: RaftHandle, views: SharedViews, primary_lsn: watch::Sender<Option<u64>>) -> Self {
-        Self { views, handle, outgoing: Mutex::new(None), last_note: Mutex::new(None), primary_lsn }
+        Self {
+            views,
+            handle,
+            outgoing: Mutex::new(None),
+            last_note: Mutex::new(None),
+            primary_lsn,
+            sent: AtomicU64::new(0),
+            attached: AtomicU64::new(0),
+        }
     }
 
     /// Lets `heartbeat` (encoded, composed at `at`) ride until `until`, or
@@ -375,28 +416,10 @@ impl Riding {
             .is_some_and(|at| now.saturating_duration_since(at) <= within)
     }
 
-    /// Records a report that rode, composed at `at`. Only a report that
-    /// asks for no lease, from a node the state does not name primary: a
-    /// primary's contact is its lease, never a report.
-    fn record(&self, from: NodeId, hb: Heartbeat, at: Instant) -> Result<(), String> {
-        if hb.node != from {
-            return Err(HeartbeatError::WrongSender { claimed: hb.node, from }.to_string());
-        }
-        if hb.epoch.is_some() || self.handle.cluster_state().primary_node() == Some(from) {
-            return Err(format!("node {from}: a primary's heartbeat does not ride"));
-        }
-        let mut v = self.views.lock().expect("views lock poisoned");
-        let view = v.nodes.entry(from).or_insert_with(|| NodeView {
-            last_contact: at,
-            report: hb.report.clone(),
-            last_grant: None,
-        });
-        // A heartbeat sent on its own meanwhile may be newer.
-        if at >= view.last_contact {
-            view.last_contact = at;
-            view.report = hb.report;
-        }
-        Ok(())
+    /// Heartbeats this node sent on its own, and reports it attached to
+    /// AppendEntries replies.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.sent.load(Ordering::Relaxed), self.attached.load(Ordering::Relaxed))
     }
 }
 
@@ -413,7 +436,10 @@ impl Rider for Riding {
     fn report(&self, from: NodeId, report: &[u8], age: Duration) {
         let now = Instant::now();
         let at = now.checked_sub(age).unwrap_or(now);
-        let result = decode_heartbeat(report).map_err(|e| e.to_string()).and_then(|(_, hb)| self.record(from, hb, at));
+        let state = self.handle.cluster_state();
+        let result = decode_heartbeat(report)
+            .map_err(|e| e.to_string())
+            .and_then(|(_, hb)| self.views.lock().expect("views lock poisoned").record_ridden(&state, from, hb, at));
         if let Err(e) = result {
             tracing::debug!(from, "ignored a report that rode on an AppendEntries reply: {e}");
         }
@@ -433,7 +459,11 @@ impl Rider for Riding {
         let now = Instant::now();
         let out = self.outgoing.lock().expect("riding lock poisoned");
         let (bytes, at, until) = out.as_ref()?;
-        (now <= *until).then(|| (bytes.clone(), now.saturating_duration_since(*at)))
+        if now > *until {
+            return None;
+        }
+        self.attached.fetch_add(1, Ordering::Relaxed);
+        Some((bytes.clone(), now.saturating_duration_since(*at)))
     }
 }
 
@@ -480,6 +510,7 @@ pub async fn heartbeat_task(
             Err(e) => tracing::error!("failed to encode a heartbeat: {e}"),
             Ok(_) if carried => {}
             Ok(payload) => {
+                riding.sent.fetch_add(1, Ordering::Relaxed);
                 let call = handle.call_leader(payload, ttl);
                 let reply = tokio::select! {
                     _ = cancel.cancelled() => return,
@@ -630,6 +661,35 @@ pub(crate) mod tests {
         v.depose(1);
         v.reset();
         assert_eq!(v.deposing, None);
+    }
+
+    #[test]
+    fn only_a_report_that_asks_for_no_lease_rides_and_it_counts_from_when_it_was_composed() {
+        let state = crate::lease::tests::one_primary();
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let report =
+            |node, epoch, running| Heartbeat { node, epoch, report: Observation { running, ..Default::default() } };
+        let mut v = Views::default();
+        // The primary's contact is its lease: a report never stands in
+        // for it, with or without the epoch.
+        assert!(v.record_ridden(&state, 1, report(1, Some(1), true), t0).is_err());
+        assert!(v.record_ridden(&state, 1, report(1, None, true), t0).is_err());
+        assert!(v.record_ridden(&state, 2, report(3, None, true), t0).is_err(), "another node's report");
+        assert!(v.nodes.is_empty());
+        // A replica's report counts from when it was composed.
+        v.record_ridden(&state, 2, report(2, None, true), t0).expect("recorded");
+        assert_eq!(v.nodes[&2].last_contact, t0);
+        assert!(v.nodes[&2].report.running);
+        // An older one (a heartbeat sent on its own arrived meanwhile)
+        // moves nothing back.
+        v.nodes.get_mut(&2).expect("recorded").last_contact = t0 + ms(200);
+        v.record_ridden(&state, 2, report(2, None, false), t0 + ms(100)).expect("accepted");
+        assert_eq!(v.nodes[&2].last_contact, t0 + ms(200));
+        assert!(v.nodes[&2].report.running, "the newer report is kept");
+        v.record_ridden(&state, 2, report(2, None, false), t0 + ms(300)).expect("recorded");
+        assert_eq!(v.nodes[&2].last_contact, t0 + ms(300));
+        assert!(!v.nodes[&2].report.running);
     }
 
     #[test]

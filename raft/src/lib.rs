@@ -24,7 +24,7 @@ pub use error::{HandleError, NodeError};
 pub use handle::{AppHandler, Proposal, RaftHandle, RaftStatus};
 pub use network::filter::NetworkFilter;
 pub use node::{NodeConfig, RaftNode};
-pub use piggyback::Rider;
 pub use openraft::ServerState;
+pub use piggyback::Rider;
 pub use raftgres_storage::{NodeId, NodeInfo};
 pub use witness::{Inherited, LeaseWitness};

@@ -142,6 +142,14 @@ pub fn render(s: &Shared) -> String {
             );
             gauge(r, "vip_error", "1 while the last netlink call on the virtual IP failed", v.error.is_some() as i64);
         }
+        let (sent, attached) = s.heartbeats.counts();
+        counter(r, "lease_heartbeats_sent", "Lease heartbeats this node sent to the Raft leader on their own", sent);
+        counter(
+            r,
+            "lease_heartbeats_carried",
+            "Heartbeats of this node (reports, no lease) carried to the Raft leader on AppendEntries replies",
+            attached,
+        );
         counter(r, "failovers", "Failovers (automatic and manual) since the cluster was created", state.failovers);
         counter(r, "switchovers", "Switchovers since the cluster was created", state.switchovers);
     }

@@ -44,6 +44,9 @@ pub struct ApiState {
     pub primary_lsn: watch::Receiver<Option<u64>>,
     /// When the lease heartbeat loop last ran.
     pub heartbeat_ran: watch::Receiver<Instant>,
+    /// How this node's heartbeats travel (sent on their own, or riding
+    /// on the Raft heartbeats).
+    pub heartbeats: Arc<crate::lease::Riding>,
     /// The agent's last failed action, until PostgreSQL accepts
     /// connections.
     pub last_error: watch::Receiver<Option<String>>,

@@ -6,6 +6,7 @@ mod support;
 mod t10_raft_cluster;
 mod t50_daemon;
 mod t55_failure_modes;
+mod t56_raft_leader;
 mod t57_leader_placement;
 mod t58_pgbouncer;
 mod t58_vip;

@@ -16,7 +16,7 @@ use crate::support::daemon::DaemonCluster;
 use crate::support::deadline::{
     FAILOVER, HANDOVER_ACCEPTED, REJOIN, REPLICAS_FOLLOW, REPLICATED, SETTLED, SWITCHOVER, WRITE,
 };
-use crate::support::{phase, wait_for};
+use crate::support::{metric, phase, wait_for};
 
 /// Rows of the table only the primary gets: about 48 MB of WAL, as in the
 /// report (200,000 rows, 45 MB).
@@ -39,14 +39,6 @@ impl Drop for KillOnDrop {
             }
         }
     }
-}
-
-/// The value of the first sample of `name` in Prometheus text.
-fn metric(text: &str, name: &str) -> Option<i64> {
-    text.lines()
-        .find(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' ')))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 /// How long the lost primary has been silent, as the controller's reason

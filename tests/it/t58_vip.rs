@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use raftgres::playground::http_get;
 use raftgres::vip::link::Link;
 use raftgres::vip::{RECHECK, VipConfig};
 use raftgres_jepsen::net::{self, HEAL_RULESET, Net};
@@ -193,11 +192,7 @@ async fn must_reach(c: &DaemonCluster, vip: &VipConfig, who: u64, deadline: Dura
 
 /// The value of `raftgres_vip_held` on node `id`.
 async fn vip_held_metric(c: &DaemonCluster, id: u64) -> Option<i64> {
-    let (_, text) = http_get(&format!("{}/metrics", c.api(id))).await.ok()?;
-    text.lines()
-        .find(|l| l.starts_with("raftgres_vip_held"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+    c.metric(id, "raftgres_vip_held").await
 }
 
 #[test]

@@ -198,6 +198,12 @@ impl DaemonCluster {
         .await
     }
 
+    /// The value of metric `name` on node `id`'s `/metrics`.
+    pub async fn metric(&self, id: u64, name: &str) -> Option<i64> {
+        let (_, text) = raftgres::playground::http_get(&format!("{}/metrics", self.api(id))).await.ok()?;
+        super::metric(&text, name)
+    }
+
     pub fn api(&self, id: u64) -> String {
         let url = self.layout.node(id).api_url();
         if self.https { url.replacen("http://", "https://", 1) } else { url }

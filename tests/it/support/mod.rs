@@ -158,3 +158,11 @@ impl Drop for Partition {
         let _ = std::process::Command::new("nft").args(["delete", "table", "inet", &self.table]).status();
     }
 }
+
+/// The value of the first sample of `name` in Prometheus text.
+pub fn metric(text: &str, name: &str) -> Option<i64> {
+    text.lines()
+        .find(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' ')))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
