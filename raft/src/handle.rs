@@ -109,12 +109,9 @@ impl RaftHandle {
         config: &NodeConfig,
         raft: Raft<TypeConfig>,
         sm: StateMachine,
-        filter: NetworkFilter,
-        peers: Peers,
-        witness: LeaseWitness,
-        acks: AckClock,
-        rider: RiderSlot,
+        shared: crate::network::Shared,
     ) -> Self {
+        let crate::network::Shared { filter, peers, witness, acks, rider } = shared;
         Self {
             inner: Arc::new(Inner {
                 id: config.node_id,

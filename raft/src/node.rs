@@ -126,25 +126,18 @@ impl RaftNode {
             .await
             .map_err(|e| NodeError::Fatal(format!("open storage task: {e}")))??;
         let storage = sm.release_probe();
-        let filter = NetworkFilter::default();
-        let peers = Peers::new(config.connect_timeout, config.transport.clone());
-        let witness = LeaseWitness::default();
-        let acks = AckClock::default();
-        let rider = RiderSlot::default();
-        let network = NetworkFactory::new(
-            &config.cluster_id,
-            config.node_id,
-            filter.clone(),
-            peers.clone(),
-            config.transport.clone(),
-            witness.clone(),
-            acks.clone(),
-            rider.clone(),
-        );
+        let shared = crate::network::Shared {
+            filter: NetworkFilter::default(),
+            peers: Peers::new(config.connect_timeout, config.transport.clone()),
+            witness: LeaseWitness::default(),
+            acks: AckClock::default(),
+            rider: RiderSlot::default(),
+        };
+        let network = NetworkFactory::new(&config.cluster_id, config.node_id, config.transport.clone(), shared.clone());
         let raft = Raft::new(config.node_id, raft_config, network, log, sm.clone())
             .await
             .map_err(|e| NodeError::Fatal(e.to_string()))?;
-        let handle = RaftHandle::new(&config, raft, sm, filter, peers, witness, acks, rider);
+        let handle = RaftHandle::new(&config, raft, sm, shared);
         let service = RaftTransportServer::new(RaftServer::new(handle.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -13,7 +13,24 @@ use std::time::Duration;
 use raftgres_proto::raft::raft_transport_client::RaftTransportClient;
 use tonic::transport::Channel;
 
+use self::filter::NetworkFilter;
+use self::peers::Peers;
 use self::security::{SecurityError, Transport};
+use crate::confirm::AckClock;
+use crate::piggyback::RiderSlot;
+use crate::witness::LeaseWitness;
+
+/// What the handle and openraft's network share: the fault switch, the
+/// channels to peers, the lease bounds witnessed, which peers accepted
+/// what, and what rides on AppendEntries.
+#[derive(Clone)]
+pub struct Shared {
+    pub filter: NetworkFilter,
+    pub peers: Peers,
+    pub witness: LeaseWitness,
+    pub acks: AckClock,
+    pub rider: RiderSlot,
+}
 
 /// Opens a lazily connecting channel to `addr` (`host:port`). Use a
 /// [`peers::Peers`] cache instead of calling this per request.
