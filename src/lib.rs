@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod beat;
 pub mod callbacks;
 pub mod config;
 pub mod controller;
