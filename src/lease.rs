@@ -467,15 +467,11 @@ impl Rider for Riding {
     }
 }
 
-/// How long after a beat the heartbeat waits for the agent's observation
-/// before it goes with the previous one.
-pub const OBSERVATION_WAIT: Duration = Duration::from_millis(20);
-
 /// Sends heartbeats and keeps this node's lease. Runs on its own task so a
 /// slow PostgreSQL operation never delays a renewal.
 pub async fn heartbeat_task(
     handle: RaftHandle,
-    mut observation: watch::Receiver<Observation>,
+    observation: watch::Receiver<Observation>,
     lease: watch::Sender<Option<Lease>>,
     riding: Arc<Riding>,
     ran: watch::Sender<Instant>,
@@ -496,11 +492,7 @@ pub async fn heartbeat_task(
         let epoch = state.primary.as_ref().filter(|p| p.node == me).map(|p| p.epoch);
         let hb = Heartbeat { node: me, epoch, report: observation.borrow().clone() };
         let sent = Instant::now();
-        // The next beat, where the agent observes too: the heartbeat goes
-        // as soon as that observation is in, and no later than a little
-        // after the beat if it is slow.
-        let beat = crate::beat::next_beat(sent, interval);
-        let next = tokio::time::Instant::from_std(beat + (interval / 10).min(OBSERVATION_WAIT));
+        let next = tokio::time::Instant::from_std(sent + interval);
         let encoded = encode_heartbeat(&hb);
         // Rides only while it asks for no lease; it keeps being sent on its
         // own while the leader's notes do not arrive, during a handover
@@ -548,21 +540,10 @@ pub async fn heartbeat_task(
         }
         // A new epoch naming this node gets its lease at once.
         state_rx.borrow_and_update();
-        observation.borrow_and_update();
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep_until(next) => break,
-                _ = state_rx.changed() => break,
-                Ok(()) = observation.changed() => {
-                    observation.borrow_and_update();
-                    // The agent's turn at the beat; one woken earlier by
-                    // an event waits for the beat.
-                    if Instant::now() >= beat {
-                        break;
-                    }
-                }
-            }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep_until(next) => {}
+            _ = state_rx.changed() => {}
         }
     }
 }

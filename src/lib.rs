@@ -9,7 +9,6 @@
 
 pub mod admin;
 pub mod agent;
-pub mod beat;
 pub mod callbacks;
 pub mod config;
 pub mod controller;

@@ -423,7 +423,7 @@ impl Agent {
             let seen = *lease_rx.borrow_and_update();
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep_until(crate::beat::next_beat_tokio(Instant::now(), interval)) => {}
+                _ = tokio::time::sleep(interval) => {}
                 _ = state_rx.changed() => {}
                 _ = crate::lease::news(&mut lease_rx, seen, margin) => {}
                 Some(req) = self.links.requests.recv() => self.serve(req, &cancel).await,

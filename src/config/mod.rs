@@ -241,9 +241,8 @@ pub enum LeaderPlacement {
 /// leader dies (milliseconds), at these timings:
 ///
 /// - the primary's last renewal before the death was sent up to one lease
-///   heartbeat interval (and the wait for the agent's observation,
-///   [`crate::lease::OBSERVATION_WAIT`]), plus the Raft heartbeat it waited
-///   for (openraft ticks every 1.5 Raft heartbeat intervals), before it;
+///   heartbeat interval, plus the Raft heartbeat it waited for (openraft
+///   ticks every 1.5 Raft heartbeat intervals), before it;
 /// - a follower that heard from a leader waits openraft's leader lease
 ///   (`election_timeout_max`) *plus* an election timeout (up to the
 ///   maximum again) after the last AppendEntries before it starts an
@@ -253,8 +252,7 @@ pub enum LeaderPlacement {
 /// that, which the demote margin's slack must cover.
 pub fn leader_change_worst_ms(r: &RaftSection, lease_heartbeat_ms: u64) -> u64 {
     let tick = r.heartbeat_interval_ms * 3 / 2;
-    let observation_wait = u64::try_from(crate::lease::OBSERVATION_WAIT.as_millis()).unwrap_or(u64::MAX);
-    2 * r.election_timeout_max_ms + 2 * tick + lease_heartbeat_ms + observation_wait
+    2 * r.election_timeout_max_ms + 2 * tick + lease_heartbeat_ms
 }
 
 fn default_raft_heartbeat() -> u64 {
@@ -701,7 +699,7 @@ impl FileConfig {
                 "raft.election_timeout_max_ms",
                 format!(
                     "a Raft leader change can leave the primary without a renewal for {worst} ms \
-                     (2 x election_timeout_max_ms ({}) + 3 x heartbeat_interval_ms ({}) + dynamic.heartbeat_interval_ms ({}) + 20), \
+                     (2 x election_timeout_max_ms ({}) + 3 x heartbeat_interval_ms ({}) + dynamic.heartbeat_interval_ms ({})), \
                      which must stay below dynamic.lease_ttl_ms - dynamic.demote_margin_ms ({budget}): \
                      a Raft leader change would otherwise stop a healthy primary",
                     r.election_timeout_max_ms, r.heartbeat_interval_ms, self.dynamic.heartbeat_interval_ms
@@ -1120,7 +1118,7 @@ mod tests {
         c.raft.election_timeout_max_ms = 600;
         let Err(ConfigError::Invalid(errs)) = c.validate() else { panic!("300-600 ms must be refused") };
         let e = errs.iter().find(|e| e.field == "raft.election_timeout_max_ms").expect("the field is named");
-        assert!(e.message.contains("1770 ms") && e.message.contains("(1500)"), "{}", e.message);
+        assert!(e.message.contains("1750 ms") && e.message.contains("(1500)"), "{}", e.message);
         // A longer lease makes room for them.
         c.dynamic.lease_ttl_ms = 3000;
         c.validate().expect("valid with a 3 s lease");

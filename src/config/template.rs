@@ -28,7 +28,7 @@ listen = "127.0.0.1:7001"
 # follower elects only after election_timeout_max_ms plus an election
 # timeout without a heartbeat (openraft's leader lease), and the primary
 # must get its next lease renewal from the new leader before its lease
-# runs out: 2 x max + 3 x heartbeat + dynamic.heartbeat_interval_ms + 20 must
+# runs out: 2 x max + 3 x heartbeat + dynamic.heartbeat_interval_ms must
 # stay below dynamic.lease_ttl_ms - dynamic.demote_margin_ms.
 heartbeat_interval_ms = 100
 election_timeout_min_ms = 300

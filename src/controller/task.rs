@@ -139,7 +139,7 @@ impl Controller {
             state_rx.borrow_and_update();
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep_until(crate::beat::next_beat_tokio(Instant::now(), interval)) => {}
+                _ = tokio::time::sleep(interval) => {}
                 _ = state_rx.changed() => {}
                 Ok(()) = server_rx.changed() => {}
             }
