@@ -102,6 +102,8 @@ struct Inner {
     app: Mutex<Option<Arc<dyn AppHandler>>>,
     /// Shared with openraft's network: what rides on AppendEntries.
     rider: RiderSlot,
+    /// Asks for a heartbeat ([`crate::pulse`]).
+    pulse: crate::pulse::Pulse,
 }
 
 impl RaftHandle {
@@ -111,7 +113,7 @@ impl RaftHandle {
         sm: StateMachine,
         shared: crate::network::Shared,
     ) -> Self {
-        let crate::network::Shared { filter, peers, witness, acks, rider } = shared;
+        let crate::network::Shared { filter, peers, witness, acks, rider, pulse } = shared;
         Self {
             inner: Arc::new(Inner {
                 id: config.node_id,
@@ -126,6 +128,7 @@ impl RaftHandle {
                 acks,
                 app: Mutex::new(None),
                 rider,
+                pulse,
             }),
         }
     }
@@ -142,6 +145,8 @@ impl RaftHandle {
     /// round (`ensure_linearizable`). Either way, a quorum has accepted a
     /// request sent at `since` or later.
     pub async fn confirm_leadership(&self, since: Instant, wait: Duration) -> Result<(), String> {
+        // The heartbeats that confirm it go now, not at the next idle one.
+        self.inner.pulse.request();
         let deadline = tokio::time::Instant::from_std(since + wait);
         let mut metrics = self.inner.raft.metrics();
         loop {

@@ -17,6 +17,7 @@ pub mod handle;
 pub mod network;
 pub mod node;
 pub mod piggyback;
+pub mod pulse;
 pub mod witness;
 
 pub use convert::forward::{ForwardRequest, ForwardResponse, MembershipChange};

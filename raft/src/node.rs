@@ -89,6 +89,8 @@ impl NodeConfig {
             install_snapshot_timeout: 2_000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_behind_snapshot,
+            // Sent by `crate::pulse` instead.
+            enable_heartbeat: false,
             ..Default::default()
         }
         .validate()
@@ -132,11 +134,16 @@ impl RaftNode {
             witness: LeaseWitness::default(),
             acks: AckClock::default(),
             rider: RiderSlot::default(),
+            pulse: crate::pulse::Pulse::default(),
         };
         let network = NetworkFactory::new(&config.cluster_id, config.node_id, config.transport.clone(), shared.clone());
         let raft = Raft::new(config.node_id, raft_config, network, log, sm.clone())
             .await
             .map_err(|e| NodeError::Fatal(e.to_string()))?;
+        // Three Raft heartbeat intervals: two within a follower's patience
+        // (`election_timeout_max + election_timeout_min`, which the
+        // configuration keeps at least six).
+        tokio::spawn(crate::pulse::run(raft.clone(), shared.pulse.clone(), 3 * config.heartbeat_interval));
         let handle = RaftHandle::new(&config, raft, sm, shared);
         let service = RaftTransportServer::new(RaftServer::new(handle.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -92,7 +92,7 @@ async fn replicas_report_on_the_raft_heartbeats_and_the_primary_renews_on_its_ow
             let (s1, c1) = (c.metric(replica, sent).await, c.metric(replica, carried).await);
             let silent = silence_on_leader(&c, leader, replica).await?;
             match (s1, c1) {
-                (Some(s1), Some(c1)) if s1 == s0 && c1 >= c0 + 4 && silent <= FRESH_MS => Ok(()),
+                (Some(s1), Some(c1)) if s1 == s0 && c1 >= c0 + 2 && silent <= FRESH_MS => Ok(()),
                 other => Err(format!("sent {s0} -> {:?}, carried {c0} -> {:?}, silent {silent} ms", other.0, other.1)),
             }
         })

@@ -45,7 +45,7 @@ pub struct NetworkFactory {
 
 impl NetworkFactory {
     pub fn new(cluster_id: &str, self_id: NodeId, transport: Transport, shared: super::Shared) -> Self {
-        let super::Shared { filter, peers, witness, acks, rider } = shared;
+        let super::Shared { filter, peers, witness, acks, rider, .. } = shared;
         Self { cluster_id: cluster_id.to_string(), self_id, filter, peers, transport, witness, acks, rider }
     }
 }

@@ -30,6 +30,7 @@ pub struct Shared {
     pub witness: LeaseWitness,
     pub acks: AckClock,
     pub rider: RiderSlot,
+    pub pulse: crate::pulse::Pulse,
 }
 
 /// Opens a lazily connecting channel to `addr` (`host:port`). Use a
