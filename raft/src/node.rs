@@ -143,7 +143,12 @@ impl RaftNode {
         // Three Raft heartbeat intervals: two within a follower's patience
         // (`election_timeout_max + election_timeout_min`, which the
         // configuration keeps at least six).
-        tokio::spawn(crate::pulse::run(raft.clone(), shared.pulse.clone(), 3 * config.heartbeat_interval));
+        tokio::spawn(crate::pulse::run(
+            raft.clone(),
+            shared.pulse.clone(),
+            sm.subscribe(),
+            3 * config.heartbeat_interval,
+        ));
         let handle = RaftHandle::new(&config, raft, sm, shared);
         let service = RaftTransportServer::new(RaftServer::new(handle.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)

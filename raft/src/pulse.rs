@@ -8,9 +8,11 @@
 //! renewal's notice, which confirms the leadership for it
 //! ([`crate::confirm`]). So openraft's own heartbeats are off and the
 //! leader sends them here: at once when a renewal asks
-//! ([`Pulse::request`]), and otherwise after [`Pulse`]'s idle period (three
-//! Raft heartbeat intervals, two within a follower's patience) without
-//! one. While a primary renews four times a second, its renewals are the
+//! ([`Pulse::request`]), when it has applied a new entry (followers learn
+//! that an entry is committed only from the next AppendEntries, and a new
+//! primary must not wait for it), and otherwise after an idle period
+//! (three Raft heartbeat intervals, two within a follower's patience)
+//! without one. While a primary renews four times a second, its renewals are the
 //! heartbeats; each is confirmed a round trip after it asks instead of at
 //! the next tick.
 
@@ -18,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::{Raft, ServerState};
-use raftgres_storage::TypeConfig;
+use raftgres_storage::{AppliedState, TypeConfig};
 use tokio::sync::Notify;
 
 /// Asks the leader's heartbeat loop for a heartbeat.
@@ -37,7 +39,12 @@ impl Pulse {
 
 /// The heartbeat loop of one node; ends when the Raft core stops. On a
 /// node that does not lead it only waits for leadership.
-pub(crate) async fn run(raft: Raft<TypeConfig>, pulse: Pulse, idle: Duration) {
+pub(crate) async fn run(
+    raft: Raft<TypeConfig>,
+    pulse: Pulse,
+    mut applied: tokio::sync::watch::Receiver<AppliedState>,
+    idle: Duration,
+) {
     let mut server = raft.server_metrics();
     loop {
         let leads = server.borrow_and_update().state == ServerState::Leader;
@@ -50,6 +57,7 @@ pub(crate) async fn run(raft: Raft<TypeConfig>, pulse: Pulse, idle: Duration) {
         tokio::select! {
             _ = tokio::time::sleep(idle) => {}
             _ = pulse.wanted.notified() => {}
+            Ok(()) = applied.changed() => {}
             r = server.changed() => {
                 if r.is_err() {
                     return;
