@@ -241,8 +241,9 @@ pub enum LeaderPlacement {
 /// leader dies (milliseconds), at these timings:
 ///
 /// - the primary's last renewal before the death was sent up to one lease
-///   heartbeat interval, plus the Raft heartbeat it waited for (openraft
-///   ticks every 1.5 Raft heartbeat intervals), before it;
+///   heartbeat interval, plus its confirmation, before it (the leader sends
+///   the confirming heartbeat at once, `raftgres_raft::pulse`; counted as a
+///   tick, 1.5 Raft heartbeat intervals, as when it waited for one);
 /// - a follower that heard from a leader waits openraft's leader lease
 ///   (`election_timeout_max`) *plus* an election timeout (up to the
 ///   maximum again) after the last AppendEntries before it starts an
