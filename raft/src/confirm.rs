@@ -11,9 +11,9 @@
 //! needs votes from a quorum, and a member of it accepted this leader's
 //! request before voting (a node that has voted refuses the old term).
 //!
-//! [`AckClock::quorum_since`] answers whether that holds; the handle waits
-//! for it and falls back to openraft's own round when the heartbeats do
-//! not bring it soon enough.
+//! [`AckClock::quorum_since`] answers whether that holds; the handle asks
+//! for a heartbeat at once ([`crate::pulse`]), waits for it, and falls back
+//! to openraft's own round when the heartbeats do not bring it soon enough.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};

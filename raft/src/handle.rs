@@ -140,7 +140,8 @@ impl RaftHandle {
     }
 
     /// Confirms that this node led Raft at `since`, from the AppendEntries
-    /// it sends anyway ([`crate::confirm`]), and that it has applied every
+    /// it sends ([`crate::confirm`]; it asks for a heartbeat at once,
+    /// [`crate::pulse`]), and that it has applied every
     /// entry of earlier terms; after `wait` without that, by openraft's own
     /// round (`ensure_linearizable`). Either way, a quorum has accepted a
     /// request sent at `since` or later.
