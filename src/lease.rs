@@ -424,7 +424,7 @@ impl Riding {
 }
 
 impl Rider for Riding {
-    fn note_for(&self, _to: NodeId) -> Option<Vec<u8>> {
+    fn outgoing_note(&self) -> Option<Vec<u8>> {
         let primary_lsn = {
             let state = self.handle.cluster_state();
             let v = self.views.lock().expect("views lock poisoned");

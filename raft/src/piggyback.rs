@@ -18,8 +18,9 @@ use raftgres_storage::NodeId;
 
 /// What the daemon does with the messages that ride on AppendEntries.
 pub trait Rider: Send + Sync + 'static {
-    /// Leader: the note for an AppendEntries to `to`.
-    fn note_for(&self, to: NodeId) -> Option<Vec<u8>>;
+    /// Leader: the note for its AppendEntries (the same for every
+    /// follower).
+    fn outgoing_note(&self) -> Option<Vec<u8>>;
     /// Leader: the report `from` attached to its reply, composed `age` ago.
     fn report(&self, from: NodeId, report: &[u8], age: Duration);
     /// Follower: the note of an AppendEntries this node accepted.

@@ -623,6 +623,12 @@ mod tests {
             self.apply(Command::RecordPromotion { epoch: 1, node: 1, timeline: 1, switchpoint: 0 });
         }
 
+        /// Switches the (first, version 1) configuration to `mode`.
+        fn sync_mode(&mut self, mode: SyncMode) {
+            let config = DynamicConfig { synchronous_mode: mode, ..DynamicConfig::default() };
+            self.apply(Command::ChangeConfig { if_version: Some(1), config });
+        }
+
         fn report(&mut self, id: NodeId, at_ms: u64, report: Observation) {
             let last_contact = self.start + Duration::from_millis(at_ms);
             self.views.insert(id, NodeView { last_contact, report, last_grant: None });
@@ -750,8 +756,7 @@ mod tests {
     fn quorum_failover_needs_enough_of_the_set_to_report_and_behind_none() {
         let mut f = Fixture::new(5);
         f.bootstrap();
-        let config = DynamicConfig { synchronous_mode: SyncMode::Quorum, ..DynamicConfig::default() };
-        f.apply(Command::ChangeConfig { if_version: Some(1), config });
+        f.sync_mode(SyncMode::Quorum);
         // PostgreSQL waits for any 2 of 2..5: three of them must report.
         f.apply(Command::ChangeSyncQuorum {
             epoch: 1,
@@ -798,8 +803,7 @@ mod tests {
     fn quorum_failover_counts_only_positions_reported_after_the_primary_could_write() {
         let mut f = Fixture::new(4);
         f.bootstrap();
-        let config = DynamicConfig { synchronous_mode: SyncMode::Quorum, ..DynamicConfig::default() };
-        f.apply(Command::ChangeConfig { if_version: Some(1), config });
+        f.sync_mode(SyncMode::Quorum);
         f.apply(Command::ChangeSyncQuorum {
             epoch: 1,
             from: [].into(),
@@ -897,8 +901,7 @@ mod tests {
     fn a_vetoed_switchover_in_synchronous_mode_goes_to_a_member_of_the_set_the_state_accepts() {
         let mut f = Fixture::new(3);
         f.bootstrap();
-        let config = DynamicConfig { synchronous_mode: SyncMode::On, ..DynamicConfig::default() };
-        f.apply(Command::ChangeConfig { if_version: Some(1), config });
+        f.sync_mode(SyncMode::On);
         f.apply(Command::ChangeSyncStandbys { epoch: 1, from: [].into(), to: [2, 3].into() });
         f.vetoed_switchover_to_3();
         // The set of epoch 2 is {2}: the state refuses node 1, so the
@@ -1015,8 +1018,7 @@ mod tests {
     fn a_released_primary_takes_the_role_back_when_no_replica_runs() {
         let mut f = Fixture::new(3);
         f.bootstrap();
-        let config = DynamicConfig { synchronous_mode: SyncMode::On, ..DynamicConfig::default() };
-        f.apply(Command::ChangeConfig { if_version: Some(1), config });
+        f.sync_mode(SyncMode::On);
         f.apply(Command::ChangeSyncStandbys { epoch: 1, from: [].into(), to: [2].into() });
         f.index += 1;
         f.state

@@ -123,7 +123,7 @@ impl Connection {
         let mut message = message;
         if let Rpc::AppendEntries = rpc {
             message.lease_notice_ms = self.factory.witness.outgoing_notice(Instant::now());
-            message.note = self.factory.rider.get().and_then(|r| r.note_for(self.target));
+            message.note = self.factory.rider.get().and_then(|r| r.outgoing_note());
         }
         let mut request = tonic::Request::new(message);
         request.set_timeout(ttl);
