@@ -28,7 +28,7 @@ use crate::lease::Lease;
 use crate::postgres::conf::{ServerConf, ServerRole, render_hba, slot_name};
 use crate::postgres::control::ClusterControlState;
 use crate::postgres::history::{newest_timeline, timeline_start};
-use crate::postgres::runner::{Rewind, StopMode};
+use crate::postgres::runner::{Rewind, StopMode, blocking};
 use crate::postgres::settings::{Catalog, ParameterState, pending_restart};
 use crate::postgres::{Observation, Observer, PgError, Runner};
 use crate::vip::VipHandle;
@@ -1157,9 +1157,13 @@ impl Agent {
             // marker says this data may hold writes nobody else has.
             self.links.may_be_primary.set(true);
             let epoch = self.my_epoch(state).unwrap_or(0);
-            self.marker
-                .record(epoch)
-                .map_err(|source| PgError::Io { what: "record the was-primary marker".into(), source })?;
+            let marker = self.marker.clone();
+            blocking(move || {
+                marker
+                    .record(epoch)
+                    .map_err(|source| PgError::Io { what: "record the was-primary marker".into(), source })
+            })
+            .await?;
             self.facts.was_primary = true;
         }
         match action {
@@ -1191,7 +1195,7 @@ impl Agent {
         self.report_state(MemberState::CreatingReplica);
         let c = &self.config;
         self.runner.basebackup(host, port, &c.replication_user, &c.replication_password).await?;
-        self.clear_marker()?;
+        self.clear_marker().await?;
         let conf = self.server_conf(state, ServerRole::Standby { upstream: Some((host.to_string(), port)) });
         self.start(conf).await
     }
@@ -1219,7 +1223,7 @@ impl Agent {
             // A clean switchover: this WAL ends at the shutdown checkpoint
             // the new primary received, so its history is a prefix of the
             // new primary's.
-            self.clear_marker()?;
+            self.clear_marker().await?;
         }
         self.facts.rewound = false;
         self.facts.clean_demote = None;
@@ -1228,8 +1232,12 @@ impl Agent {
     }
 
     /// This node's data is a copy of another primary's now.
-    fn clear_marker(&mut self) -> Result<(), PgError> {
-        self.marker.clear().map_err(|source| PgError::Io { what: "remove the was-primary marker".into(), source })?;
+    async fn clear_marker(&mut self) -> Result<(), PgError> {
+        let marker = self.marker.clone();
+        blocking(move || {
+            marker.clear().map_err(|source| PgError::Io { what: "remove the was-primary marker".into(), source })
+        })
+        .await?;
         self.facts.was_primary = false;
         Ok(())
     }
@@ -1479,7 +1487,7 @@ impl Agent {
                         return Err(PgError::Forked(why));
                     }
                 }
-                self.clear_marker()?;
+                self.clear_marker().await?;
                 self.facts.rewound = true;
                 self.facts.needs_rewind = false;
                 Ok(())

@@ -70,6 +70,22 @@ fn load(path: &std::path::Path) -> Result<raftgres::config::Config, ConfigError>
     FileConfig::load(path)?.validate()
 }
 
+/// The daemon's runtime: one async worker thread (`TOKIO_WORKER_THREADS`
+/// sets another number), and tokio's blocking pool beside it. An idle
+/// daemon is woken a few dozen times a second by small events; with two
+/// workers each wake-up woke both threads, with one it costs one context
+/// switch. Work that may block (fsyncs, a data directory removed, a
+/// snapshot written) runs on the blocking pool, so the lease heartbeat and
+/// the fence are not held up by it; the watchdog process stops
+/// PostgreSQL if the daemon stalls all the same.
+fn daemon_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        builder.worker_threads(1);
+    }
+    builder.enable_all().build()
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -146,7 +162,7 @@ fn main() -> ExitCode {
                 }
             };
             let path = std::fs::canonicalize(&config).unwrap_or(config);
-            let rt = tokio::runtime::Runtime::new().expect("start the async runtime");
+            let rt = daemon_runtime().expect("start the async runtime");
             match rt.block_on(raftgres::daemon::run(resolved, Some((path, file)))) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -123,6 +123,14 @@ pub fn start_failure(log: &str) -> Option<(String, bool)> {
     Some((keep.join(" | "), config))
 }
 
+/// Runs file-system work that may block (a large directory removed, an
+/// fsync) on tokio's blocking pool rather than on an async worker.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, PgError> + Send + 'static,
+) -> Result<T, PgError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| PgError::Setup(format!("a file-system task failed: {e}")))?
+}
+
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PgError {
     let what = what.into();
     move |source| PgError::Io { what, source }
@@ -212,12 +220,18 @@ impl Runner {
     }
 
     /// Creates an empty data directory with the mode PostgreSQL demands.
-    fn create_empty_data_dir(&self) -> Result<(), PgError> {
-        if self.data_dir.exists() {
-            std::fs::remove_dir_all(&self.data_dir).map_err(io(format!("remove {}", self.data_dir.display())))?;
-        }
-        std::fs::create_dir_all(&self.data_dir).map_err(io(format!("create {}", self.data_dir.display())))?;
-        set_mode(&self.data_dir, 0o700)?;
+    /// Removing an old one can take seconds: it runs off the async
+    /// workers, which the lease heartbeat and the fence share.
+    async fn create_empty_data_dir(&self) -> Result<(), PgError> {
+        let dir = self.data_dir.clone();
+        blocking(move || {
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(io(format!("remove {}", dir.display())))?;
+            }
+            std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
+            set_mode(&dir, 0o700)
+        })
+        .await?;
         self.chown(&self.data_dir)
     }
 
@@ -344,7 +358,7 @@ impl Runner {
     /// A new cluster, with checksums (so pg_rewind works) and raftgres's
     /// client authentication.
     pub async fn initdb(&self, replication_user: &str) -> Result<(), PgError> {
-        self.create_empty_data_dir()?;
+        self.create_empty_data_dir().await?;
         let pwfile = self.socket_dir.join("initdb.pw");
         std::fs::write(&pwfile, &self.superuser_password).map_err(io("write the initdb password file"))?;
         self.chown(&pwfile)?;
@@ -378,7 +392,7 @@ impl Runner {
 
     /// A fresh copy of the primary at `host:port`.
     pub async fn basebackup(&self, host: &str, port: u16, user: &str, password: &str) -> Result<(), PgError> {
-        self.create_empty_data_dir()?;
+        self.create_empty_data_dir().await?;
         let port = port.to_string();
         let result = self
             .run(
