@@ -147,3 +147,32 @@ async fn the_raft_leaders_death_does_not_stop_a_healthy_primary() {
         c.start_node(leader);
     }
 }
+
+/// A daemon that leads Raft and runs the primary, stopped cleanly, sees
+/// the role through its change before it leaves the Raft leadership: its
+/// controller elects the successor once the role is released, and it
+/// waits until the successor holds a lease it granted, so the successor
+/// writes while the others elect the next Raft leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_raft_leader_that_stops_leaves_the_successor_primary_a_lease() {
+    let mut c = DaemonCluster::start(3, |_| {}).await;
+    let _logs = c.logs_on_panic();
+    let primary = c.make_primary_lead_raft().await;
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != primary).collect();
+    c.must_pg(primary).await.batch_execute("CREATE TABLE t (v bigint)").await.expect("create a table");
+    info!(primary, "--- stopping the daemon that leads Raft and runs the primary");
+    assert_eq!(c.stop_node(primary).await, Some(0), "a clean exit");
+    let log = c.log(primary);
+    let line = log
+        .lines()
+        .find(|l| l.contains("the primary holds a lease this leader granted"))
+        .unwrap_or_else(|| panic!("the stopping leader did not wait for its successor's lease:\n{log}"));
+    let (_, next) =
+        wait_for("a Raft leader and a primary among the others", SETTLED, async || match leader_and_primary(&c) {
+            Ok((l, p)) if others.contains(&l) && others.contains(&p) => Ok((l, p)),
+            other => Err(format!("{other:?}")),
+        })
+        .await;
+    assert!(line.contains(&format!("primary=pg{next}")), "the lease was the successor's: {line}");
+    c.must_accept_write(next, 1, SWITCHOVER).await;
+}
