@@ -466,6 +466,30 @@ impl Cluster {
         }
     }
 
+    /// Resolves once the daemon of one of `slots` has exited, with an
+    /// error naming it and quoting the end of its log: a daemon that
+    /// refuses its configuration exits at once, and the cluster would
+    /// never become healthy.
+    pub async fn daemon_exited(&self, slots: &[usize]) -> anyhow::Error {
+        loop {
+            for &slot in slots {
+                let host = self.host(slot);
+                if host.state().daemon.is_none() {
+                    let log = host.member().map(|m| m.dir.join("daemon.log"));
+                    let text = log.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
+                    let lines: Vec<&str> = text.lines().collect();
+                    let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+                    return anyhow::anyhow!(
+                        "the daemon of {} exited before the cluster was healthy; the end of {}:\n{tail}",
+                        host.name().unwrap_or_else(|| format!("slot {slot}")),
+                        log.map_or_else(|| "its log".to_string(), |p| p.display().to_string()),
+                    );
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// Renders HAProxy's configuration with `raftctl haproxy-config` and
     /// starts HAProxy (master-worker, in the foreground) in the client
     /// namespace, or makes the running one reload it.

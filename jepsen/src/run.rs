@@ -406,7 +406,14 @@ async fn drive(
         cluster.start_daemon(slot)?;
     }
     eprintln!("waiting for a healthy cluster of {} nodes...", opts.nodes);
-    let took = unless_interrupted(cancel, cluster.wait_healthy(Duration::from_secs(180))).await??;
+    let slots: Vec<usize> = (1..=opts.nodes).collect();
+    let healthy = async {
+        tokio::select! {
+            r = cluster.wait_healthy(Duration::from_secs(180)) => r,
+            e = cluster.daemon_exited(&slots) => Err(e),
+        }
+    };
+    let took = unless_interrupted(cancel, healthy).await??;
     eprintln!("healthy after {:.1}s", took.as_secs_f64());
     cluster.haproxy(&opts.run_dir).await?;
     unless_interrupted(cancel, create_tables()).await??;
