@@ -272,18 +272,20 @@ fn handover<'a>(
         });
     }
     // Before the timeout, the target; after it (the old primary gone),
-    // any replica that has everything the old primary wrote.
+    // any replica that has everything the old primary wrote. Only one
+    // the state accepts (in synchronous mode a member of the set): a
+    // refused proposal would be made again every turn, writes paused.
+    let reason = if timed_out { ElectionReason::Failover } else { ElectionReason::Switchover };
     let mut pool: Vec<(NodeId, u64, u32)> = state
         .members
         .values()
         .filter(|m| m.id != sw.from && (timed_out || sw.to.is_none_or(|t| t == m.id)))
-        .filter(|m| m.may_be_promoted())
+        .filter(|m| state.check_candidate(m.id, reason).is_ok())
         .filter_map(|m| fresh(&m.id).map(|v| (m, v)))
         .filter(|(_, v)| v.report.is_replica())
         .filter_map(|(m, v)| v.report.lsn().filter(|l| *l > end).map(|l| (m.id, l, m.failover_priority())))
         .collect();
     pool.sort_by_key(|(id, lsn, prio)| (std::cmp::Reverse(*lsn), std::cmp::Reverse(*prio), *id));
-    let reason = if timed_out { ElectionReason::Failover } else { ElectionReason::Switchover };
     match pool.first() {
         Some((node, _, _)) => Decision::Propose(Command::ElectPrimary { if_epoch: state.epoch, node: *node, reason }),
         None => Decision::Wait(format!("switchover: waiting for a target to receive WAL past {end:#x}")),
@@ -895,6 +897,31 @@ mod tests {
         // Nor when the target no longer runs as a replica.
         f.report(3, 100, Observation { data_present: true, timeline: Some(1), ..Observation::default() });
         assert_ne!(f.decide_at(0, 200), elect(1, 2, ElectionReason::Failover));
+    }
+
+    #[test]
+    fn a_switchover_without_a_target_in_synchronous_mode_elects_a_synchronous_standby_not_the_furthest() {
+        // Found in a chaos run: "switch over to the best replica" chose a
+        // replica outside the set; the state refused it every turn and
+        // writes stayed paused for 7 s, until that replica's reports went
+        // stale.
+        let mut f = Fixture::new(3);
+        f.bootstrap();
+        f.sync_mode(SyncMode::On);
+        f.apply(Command::ChangeSyncStandbys { epoch: 1, from: [].into(), to: [3].into() });
+        f.apply(Command::ScheduleSwitchover { from: 1, to: None, at_ms: None });
+        f.apply(Command::ReleasePrimary { epoch: 1, node: 1, reason: ReleaseReason::Switchover });
+        f.handover_since = Some(0);
+        f.report(1, 100, Observation { checkpoint_lsn: Some(0x200), ..Observation::default() });
+        f.report(2, 150, replica(0x500, 1));
+        f.report(3, 150, replica(0x228, 1));
+        assert!(f.state.check_candidate(2, ElectionReason::Switchover).is_err(), "node 2 is outside the set");
+        assert_eq!(f.decide_at(0, 200), elect(3, 1, ElectionReason::Switchover), "the standby, not the furthest");
+        // After the timeout too.
+        f.report(1, 19_900, Observation { checkpoint_lsn: Some(0x200), ..Observation::default() });
+        f.report(2, 19_950, replica(0x500, 1));
+        f.report(3, 19_950, replica(0x228, 1));
+        assert_ne!(f.decide_at(0, 20_000), elect(2, 1, ElectionReason::Failover));
     }
 
     #[test]
