@@ -242,6 +242,15 @@ fn plan_primary(input: &PlanInput, reason: ElectionReason) -> Vec<PgAction> {
         // the hang to end is the shorter outage.
         return vec![PgAction::Release(ReleaseReason::PostgresFailed)];
     }
+    if !o.data_present && !o.running && reason != ElectionReason::Bootstrap {
+        // Elected with no data directory: a rewind or re-clone wiped it
+        // while the election was in flight, or its volume is gone. It can
+        // never serve this epoch, and nobody may take over while it holds
+        // the role: give it up, so the controller elects a member with
+        // data under the usual rules (a released primary without data is
+        // never given the role back).
+        return vec![PgAction::Release(ReleaseReason::PostgresFailed)];
+    }
     if switchover_due(state, *me, *now_ms) {
         return vec![PgAction::Demote];
     }
@@ -426,6 +435,16 @@ mod tests {
         let cases: Vec<(&str, Vec<PgAction>, Vec<PgAction>)> = vec![
             ("bootstrap primary with lease runs initdb", run(1, &boot, true, &empty, None, &f), vec![PgAction::Initdb]),
             ("no lease, no action", run(1, &boot, false, &empty, None, &f), vec![]),
+            (
+                "a primary elected by failover with no data gives the role up",
+                run(2, &failed_over, true, &empty, None, &f),
+                vec![PgAction::Release(ReleaseReason::PostgresFailed)],
+            ),
+            (
+                "... also without a lease",
+                run(2, &failed_over, false, &empty, None, &f),
+                vec![PgAction::Release(ReleaseReason::PostgresFailed)],
+            ),
             (
                 "replica clones a running primary",
                 run(2, &state(Some((1, ElectionReason::Bootstrap))), false, &empty, None, &f),
