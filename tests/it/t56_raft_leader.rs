@@ -151,8 +151,9 @@ async fn the_raft_leaders_death_does_not_stop_a_healthy_primary() {
 /// A daemon that leads Raft and runs the primary, stopped cleanly, sees
 /// the role through its change before it leaves the Raft leadership: its
 /// controller elects the successor once the role is released, and it
-/// waits until the successor holds a lease it granted, so the successor
-/// writes while the others elect the next Raft leader.
+/// waits until the successor runs under a lease it granted, its promotion
+/// recorded, so the successor answers `/primary` and writes while the
+/// others elect the next Raft leader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_raft_leader_that_stops_leaves_the_successor_primary_a_lease() {
     let mut c = DaemonCluster::start(3, |_| {}).await;
@@ -165,7 +166,7 @@ async fn a_raft_leader_that_stops_leaves_the_successor_primary_a_lease() {
     let log = c.log(primary);
     let line = log
         .lines()
-        .find(|l| l.contains("the primary holds a lease this leader granted"))
+        .find(|l| l.contains("the new primary runs under a lease this leader granted"))
         .unwrap_or_else(|| panic!("the stopping leader did not wait for its successor's lease:\n{log}"));
     let (_, next) =
         wait_for("a Raft leader and a primary among the others", SETTLED, async || match leader_and_primary(&c) {
