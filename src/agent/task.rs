@@ -40,6 +40,10 @@ const STANDBY_START_ATTEMPTS: u32 = 3;
 /// How often the agent turns while a switchover is pending.
 const HANDOVER_INTERVAL: Duration = Duration::from_millis(50);
 
+/// How long a promotion may take before the agent gives up on this turn
+/// (as `pg_ctl promote -w -t 60` did).
+const PROMOTION_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How long a switchover's demotion waits for the virtual IP to go.
 const VIP_RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -1407,7 +1411,8 @@ impl Agent {
                 self.apply_by_reload(conf).await?;
             }
         }
-        self.runner.promote().await?;
+        self.runner.request_promotion().await?;
+        self.wait_out_of_recovery().await?;
         self.role_seen = Some(Role::Primary);
         self.callbacks.fire(Action::OnRoleChange, Role::Primary);
         self.slots_ensured = None;
@@ -1418,6 +1423,29 @@ impl Agent {
             tracing::warn!("failed to checkpoint after promotion: {e}");
         }
         Ok(())
+    }
+
+    /// Waits until the server that was asked to promote leaves recovery,
+    /// looking every 10 ms over the observer's connection (promotion does
+    /// not close it): `/primary` answers only once the promotion is
+    /// recorded, which follows this.
+    async fn wait_out_of_recovery(&mut self) -> Result<(), PgError> {
+        let what = "wait for the promotion to complete";
+        let deadline = Instant::now() + PROMOTION_TIMEOUT;
+        loop {
+            let client = self.observer.client().await.map_err(|source| PgError::Sql { what, source })?;
+            let row = client.query_one("SELECT pg_is_in_recovery()", &[]).await;
+            match row.map(|r| r.get::<_, bool>(0)) {
+                Ok(false) => return Ok(()),
+                Ok(true) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(10)).await,
+                Ok(true) => {
+                    return Err(PgError::Setup(format!(
+                        "still in recovery {PROMOTION_TIMEOUT:?} after the promotion request"
+                    )));
+                }
+                Err(source) => return Err(PgError::Sql { what, source }),
+            }
+        }
     }
 
     /// Points a running standby at a new upstream (a no-op when it already

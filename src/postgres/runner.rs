@@ -512,6 +512,13 @@ impl Runner {
         }
     }
 
+    /// Asks the standby to promote and returns at once: `pg_ctl promote
+    /// -w` would look at the control file only every 100 ms; the caller
+    /// watches for the end of recovery over SQL instead.
+    pub async fn request_promotion(&self) -> Result<(), PgError> {
+        self.run("pg_ctl", &["promote", "-D", self.data_str(), "-W", "-s"], None).await.map(|_| ())
+    }
+
     pub async fn promote(&self) -> Result<(), PgError> {
         self.run("pg_ctl", &["promote", "-D", self.data_str(), "-w", "-t", "60", "-s"], None).await.map(|_| ())
     }
