@@ -517,7 +517,7 @@ impl Agent {
                 .await
                 .map_err(|e| AgentError::Failed(format!("stop PostgreSQL: {e}")))?;
         }
-        self.runner.wipe().map_err(|e| AgentError::Failed(format!("remove the data directory: {e}")))?;
+        self.runner.wipe().await.map_err(|e| AgentError::Failed(format!("remove the data directory: {e}")))?;
         self.facts = LocalFacts { was_primary: self.marker.epoch().is_some(), ..LocalFacts::default() };
         let name = self.config.node_name.clone();
         match self.turns_until_up(cancel, REINIT_TIMEOUT).await {
@@ -1180,7 +1180,7 @@ impl Agent {
             PgAction::Stop(mode) => self.stop(state, *mode).await,
             PgAction::Recover => self.recover().await,
             PgAction::Rewind { host, port } => self.rewind(state, host, *port).await,
-            PgAction::Wipe => self.wipe(),
+            PgAction::Wipe => self.wipe().await,
             PgAction::EnsureSlots(ids) => self.ensure_slots(ids).await,
             PgAction::Demote => self.demote(state).await,
             PgAction::Release(reason) => self.release(state, *reason).await,
@@ -1539,9 +1539,9 @@ impl Agent {
         Some((timeline, timeline_start(dir, timeline)))
     }
 
-    fn wipe(&mut self) -> Result<(), PgError> {
+    async fn wipe(&mut self) -> Result<(), PgError> {
         tracing::warn!(dir = %self.runner.data_dir().display(), "removing the data directory to clone it again");
-        self.runner.wipe()?;
+        self.runner.wipe().await?;
         self.facts = LocalFacts { was_primary: self.marker.epoch().is_some(), ..LocalFacts::default() };
         Ok(())
     }

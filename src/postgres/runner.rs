@@ -519,16 +519,17 @@ impl Runner {
         self.run("pg_ctl", &["promote", "-D", self.data_str(), "-W", "-s"], None).await.map(|_| ())
     }
 
-    pub async fn promote(&self) -> Result<(), PgError> {
-        self.run("pg_ctl", &["promote", "-D", self.data_str(), "-w", "-t", "60", "-s"], None).await.map(|_| ())
-    }
-
-    /// Removes the data directory (before a re-clone).
-    pub fn wipe(&self) -> Result<(), PgError> {
-        if self.data_dir.exists() {
-            std::fs::remove_dir_all(&self.data_dir).map_err(io(format!("remove {}", self.data_dir.display())))?;
-        }
-        Ok(())
+    /// Removes the data directory (before a re-clone), on the blocking
+    /// pool: a large one takes seconds.
+    pub async fn wipe(&self) -> Result<(), PgError> {
+        let dir = self.data_dir.clone();
+        blocking(move || {
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(io(format!("remove {}", dir.display())))?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Waits until the postmaster is gone, up to `timeout`.
